@@ -1,0 +1,77 @@
+"""Dataset fingerprint: sha256 over canonical bytes of a conformed frame and its identity.
+
+The canonical serialization is fixed so the same bars always give the same fingerprint,
+whatever produced them: a header line of identity metadata as sorted-key compact JSON,
+then each canonical column in fixed order as a little-endian buffer. Float columns have
+every NaN replaced by one quiet-NaN bit pattern and -0.0 by 0.0. Wall-clock values never
+enter the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, Range
+
+ALGO = "sha256"
+_CANONICAL_NAN = np.frombuffer(np.uint64(0x7FF8000000000000).tobytes(), dtype="<f8")[0]
+
+
+@dataclass(frozen=True)
+class FingerprintIdentity:
+    """What, besides the bars, makes a dataset distinct."""
+
+    node_id: str
+    interval_s: int
+    range: Range
+    conformance_version: str
+
+    def header(self) -> bytes:
+        meta = {
+            "columns": [[c, CANONICAL_DTYPES[c]] for c in CANONICAL_COLUMNS],
+            "conformance_version": self.conformance_version,
+            "interval_s": self.interval_s,
+            "node_id": self.node_id,
+            "range": [self.range.start, self.range.end],
+        }
+        return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+
+
+def canonical_column_bytes(frame: pd.DataFrame, column: str) -> bytes:
+    """Little-endian bytes of one canonical column, with NaN and -0.0 normalised."""
+    dtype = CANONICAL_DTYPES[column]
+    values = np.ascontiguousarray(frame[column].to_numpy(dtype=dtype))
+    if dtype == "float64":
+        values = np.where(np.isnan(values), _CANONICAL_NAN, values + 0.0)  # +0.0 folds -0.0
+    return values.astype("<" + values.dtype.str[1:], copy=False).tobytes()
+
+
+def dataset_fingerprint(frame: pd.DataFrame, identity: FingerprintIdentity) -> str:
+    """`sha256:<hex>` of the canonical serialization of `frame` under `identity`."""
+    missing = [c for c in CANONICAL_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"cannot fingerprint a frame without canonical columns {missing}")
+    digest = hashlib.sha256(identity.header())
+    digest.update(len(frame).to_bytes(8, "little"))
+    for column in CANONICAL_COLUMNS:
+        digest.update(canonical_column_bytes(frame, column))
+    return f"{ALGO}:{digest.hexdigest()}"
+
+
+def combine_fingerprints(fingerprints: list[str]) -> str:
+    """Fingerprint of an ordered list of fingerprints (runs, snapshots)."""
+    digest = hashlib.sha256("\n".join(fingerprints).encode())
+    return f"{ALGO}:{digest.hexdigest()}"
+
+
+def fingerprint_dirname(fingerprint: str) -> str:
+    """Filesystem/object-key form of a fingerprint: `sha256-<hex>` (no colon)."""
+    algo, _, hexdigest = fingerprint.partition(":")
+    if algo != ALGO or len(hexdigest) != 64 or not all(c in "0123456789abcdef" for c in hexdigest):
+        raise ValueError(f"not a {ALGO} fingerprint: {fingerprint!r}")
+    return f"{algo}-{hexdigest}"
