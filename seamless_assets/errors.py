@@ -50,3 +50,7 @@ class ArtifactIntegrityError(StoreError):
 
 class WriteOnceViolation(StoreError):
     """Something tried to overwrite an immutable artifact with different bytes."""
+
+
+class ArtifactNotFound(StoreError):
+    """No artifact (segment, manifest) exists under the requested node and fingerprint."""

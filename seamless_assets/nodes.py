@@ -102,8 +102,8 @@ class NodeId:
         parts = node_id.split(":")
         if len(parts) < 4 or parts[0] != NODE_PREFIX:
             raise InvalidNodeId(
-                f"node id {node_id!r} must look like 'ohlcv:{{exchange}}:{{symbol}}:{{timeframe}}', "
-                "e.g. 'ohlcv:binance:BTC/USDT:1m'"
+                f"node id {node_id!r} must look like "
+                "'ohlcv:{exchange}:{symbol}:{timeframe}', e.g. 'ohlcv:binance:BTC/USDT:1m'"
             )
         exchange, symbol, timeframe = parts[1], ":".join(parts[2:-1]), parts[-1]
         return cls.of(exchange, symbol, timeframe)
@@ -115,7 +115,9 @@ class NodeId:
                 f"exchange id {exchange!r} must be a lower-case ccxt id such as 'binance'"
             )
         if not symbol or symbol != symbol.strip() or any(ord(c) < 32 for c in symbol):
-            raise InvalidNodeId(f"symbol {symbol!r} must be a non-empty ccxt symbol like 'BTC/USDT'")
+            raise InvalidNodeId(
+                f"symbol {symbol!r} must be a non-empty ccxt symbol like 'BTC/USDT'"
+            )
         tf = timeframe if isinstance(timeframe, Timeframe) else Timeframe.parse(timeframe)
         return cls(exchange=exchange, symbol=symbol, timeframe=tf)
 

@@ -1,0 +1,248 @@
+"""Sandbox configuration: the knobs, the listed markets and the Binance interval table.
+
+Everything here is plain data so the same config can be built in-process, loaded from a
+JSON file by the subprocess, and partially updated over the admin API.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Binance spot kline intervals this sandbox serves (1M has no fixed length: refused).
+INTERVALS: dict[str, int] = {
+    "1s": 1,
+    "1m": 60,
+    "3m": 180,
+    "5m": 300,
+    "15m": 900,
+    "30m": 1_800,
+    "1h": 3_600,
+    "2h": 7_200,
+    "4h": 14_400,
+    "6h": 21_600,
+    "8h": 28_800,
+    "12h": 43_200,
+    "1d": 86_400,
+    "3d": 259_200,
+    "1w": 604_800,
+}
+WEEK_S = INTERVALS["1w"]
+#: Binance weekly bars open on Monday 00:00 UTC; the epoch (1970-01-01) was a Thursday.
+BINANCE_WEEK_ORIGIN_S = 4 * 86_400
+
+#: Fixed-point scale of every decimal the sandbox emits (Binance prints 8 decimals).
+UNITS_PER_ONE = 100_000_000
+
+DEFAULT_WEIGHTS: dict[str, int] = {"ping": 1, "time": 1, "exchangeInfo": 20, "klines": 2}
+
+
+@dataclass(frozen=True)
+class MarketSpec:
+    """One spot market and the parameters of its synthetic price process."""
+
+    base: str
+    quote: str
+    base_price: float
+    tick_units: int  # price tick in 1e-8 units (PRICE_FILTER.tickSize)
+    step_units: int  # quantity step in 1e-8 units (LOT_SIZE.stepSize)
+    volume_per_min: float  # mean base volume per minute
+    listing_ts: int  # epoch seconds of the first trade
+
+    @property
+    def id(self) -> str:
+        return f"{self.base}{self.quote}"
+
+    @property
+    def symbol(self) -> str:
+        return f"{self.base}/{self.quote}"
+
+
+_BTC_LISTING = 1_502_942_400  # 2017-08-17 04:00 UTC, when Binance listed BTCUSDT
+KNOWN_MARKETS: dict[str, MarketSpec] = {
+    m.id: m
+    for m in (
+        MarketSpec("BTC", "USDT", 30_000.0, 1_000_000, 1_000, 12.0, _BTC_LISTING),
+        MarketSpec("ETH", "USDT", 2_000.0, 1_000_000, 10_000, 150.0, _BTC_LISTING),
+        MarketSpec("SOL", "USDT", 100.0, 1_000_000, 100_000, 900.0, 1_597_125_600),
+        MarketSpec("BNB", "USDT", 300.0, 1_000_000, 100_000, 200.0, 1_509_940_800),
+        MarketSpec("ETH", "BTC", 0.06, 1_000, 10_000, 40.0, 1_500_004_800),
+    )
+}
+DEFAULT_LISTING_TS = 1_577_836_800  # 2020-01-01, for configured symbols without a listing time
+
+
+def market_id(symbol: str) -> str:
+    """`BTC/USDT` or `BTCUSDT` -> `BTCUSDT` (the Binance id used in config keys)."""
+    return symbol.replace("/", "").upper()
+
+
+def _derived_market(symbol: str) -> MarketSpec:
+    """A market configured by name only: price level and tick derived from a stable hash."""
+    if "/" not in symbol:
+        raise ValueError(f"extra symbol {symbol!r} must look like 'BASE/QUOTE', e.g. 'DOGE/USDT'")
+    base, quote = (p.strip().upper() for p in symbol.split("/", 1))
+    digest = int.from_bytes(hashlib.blake2b(symbol.encode(), digest_size=8).digest(), "big")
+    price = 0.5 * 1000.0 ** ((digest % 10_000) / 10_000)  # 0.5 .. 500, log-uniform
+    magnitude = math.floor(math.log10(price))
+    tick_units = int(min(1_000_000, max(1, 10 ** (magnitude - 4 + 8))))  # ~5 significant digits
+    step_units = int(min(UNITS_PER_ONE, max(1, 10 ** (8 - magnitude - 1))))  # ~0.1 quote/step
+    return MarketSpec(
+        base, quote, price, tick_units, step_units, 5_000.0 / price, DEFAULT_LISTING_TS
+    )
+
+
+@dataclass
+class SandboxConfig:
+    """Every knob of the sandbox. All times are epoch seconds unless the name says `_ms`.
+
+    Symbol keys accept `BTC/USDT` or `BTCUSDT`; `"*"` in `gaps`/`restatements` means all.
+    """
+
+    extra_symbols: list[str] = field(default_factory=list)  # e.g. ["DOGE/USDT"]
+    listing_ts: dict[str, int] = field(default_factory=dict)  # symbol -> first trade time
+    gaps: dict[str, list[list[int]]] = field(default_factory=dict)  # symbol -> [[start, end)]
+    restatements: dict[str, list[dict[str, int]]] = field(default_factory=dict)
+    seed: int = 0  # data seed: a different seed is a different (but still pure) market
+    week_origin_s: int = BINANCE_WEEK_ORIGIN_S  # 1w bar alignment; 0 = epoch-aligned
+    # rate limiting (windows are REAL wall-clock minutes, like Binance)
+    weight_limit_per_minute: int | None = None
+    ban_seconds: int = 2
+    weights: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    # fault injection
+    error_rate_5xx: float = 0.0
+    error_seed: int = 0
+    latency_ms: float = 0.0
+    force_429: int = 0  # the next N kline requests get 429
+    force_429_retry_after: int = 1
+    down: bool = False  # 503 to every /api request
+    # clock at start-up: frozen at `frozen_now_s`, else real time + `clock_offset_s`
+    frozen_now_s: float | None = None
+    clock_offset_s: float = 0.0
+    kline_log_size: int = 200
+
+    def markets(self) -> dict[str, MarketSpec]:
+        """Listed markets by Binance id, with configured listing times applied."""
+        out = dict(KNOWN_MARKETS)
+        for sym in self.extra_symbols:
+            mid = market_id(sym)
+            if mid not in out:
+                out[mid] = _derived_market(sym)
+        for sym, ts in self.listing_ts.items():
+            mid = market_id(sym)
+            if mid in out:
+                out[mid] = dataclasses.replace(out[mid], listing_ts=int(ts))
+        return out
+
+    def gaps_for(self, mid: str) -> list[tuple[int, int]]:
+        """Maintenance windows `[start, end)` for one market id (own plus `*`)."""
+        return _windows(self.gaps, mid)
+
+    def restatements_for(self, mid: str) -> list[tuple[int, int, int]]:
+        """`(start, end, version)` windows for one market id (own plus `*`)."""
+        out: list[tuple[int, int, int]] = []
+        for key, items in self.restatements.items():
+            if key == "*" or market_id(key) == mid:
+                out.extend((int(r["start"]), int(r["end"]), int(r["version"])) for r in items)
+        return out
+
+    # ---------------------------------------------------------------- (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SandboxConfig:
+        return cls().updated(data)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> SandboxConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def updated(self, knobs: dict[str, Any]) -> SandboxConfig:
+        """A copy with `knobs` replaced (each knob wholesale); validates names and types."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(knobs) - names)
+        if unknown:
+            raise ValueError(f"unknown sandbox config knob(s) {unknown}; known: {sorted(names)}")
+        knobs = {k: _coerce(k, v) for k, v in knobs.items()}
+        if "weights" in knobs:  # a partial weight table keeps the other endpoints' weights
+            knobs["weights"] = {**DEFAULT_WEIGHTS, **knobs["weights"]}
+        new = dataclasses.replace(self, **knobs)
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Raise ValueError naming the knob when a value cannot work."""
+        if not 0.0 <= float(self.error_rate_5xx) <= 1.0:
+            raise ValueError(f"error_rate_5xx must be in [0, 1], got {self.error_rate_5xx}")
+        if self.weight_limit_per_minute is not None and int(self.weight_limit_per_minute) < 1:
+            raise ValueError("weight_limit_per_minute must be >= 1 or null (unlimited)")
+        if int(self.ban_seconds) < 1 or int(self.force_429_retry_after) < 1:
+            raise ValueError("ban_seconds and force_429_retry_after must be >= 1")
+        if int(self.force_429) < 0 or float(self.latency_ms) < 0:
+            raise ValueError("force_429 and latency_ms must be >= 0")
+        for sym in self.extra_symbols:
+            if "/" not in sym:
+                raise ValueError(f"extra_symbols: {sym!r} must look like 'BASE/QUOTE'")
+        for key, wins in self.gaps.items():
+            for w in wins:
+                start, end = _window(w)
+                if end < start:
+                    raise ValueError(f"gaps[{key!r}]: window {w} ends before it starts")
+        for key, items in self.restatements.items():
+            for r in items:
+                if not {"start", "end", "version"} <= set(r):
+                    raise ValueError(f"restatements[{key!r}]: {r} needs start, end, version")
+
+
+_INT_KNOBS = {
+    "seed",
+    "week_origin_s",
+    "ban_seconds",
+    "error_seed",
+    "force_429",
+    "force_429_retry_after",
+    "kline_log_size",
+}
+_FLOAT_KNOBS = {"error_rate_5xx", "latency_ms", "clock_offset_s"}
+_OPTIONAL_KNOBS = {"weight_limit_per_minute": int, "frozen_now_s": float}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Numbers from JSON or the command line to the knob's type; a clear error otherwise."""
+    try:
+        if name in _INT_KNOBS:
+            return int(value)
+        if name in _FLOAT_KNOBS:
+            return float(value)
+        if name in _OPTIONAL_KNOBS:
+            return None if value is None else _OPTIONAL_KNOBS[name](value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config knob `{name}` must be a number, got {value!r}") from exc
+    if name == "down" and not isinstance(value, bool):
+        raise ValueError(f"config knob `down` must be true or false, got {value!r}")
+    if name in ("gaps", "restatements", "listing_ts", "weights") and not isinstance(value, dict):
+        raise ValueError(f"config knob `{name}` must be an object keyed by symbol/endpoint")
+    if name == "extra_symbols" and not isinstance(value, list):
+        raise ValueError("config knob `extra_symbols` must be a list like ['DOGE/USDT']")
+    return value
+
+
+def _window(w: Any) -> tuple[int, int]:
+    if isinstance(w, dict):
+        return int(w["start"]), int(w["end"])
+    start, end = w
+    return int(start), int(end)
+
+
+def _windows(table: dict[str, list[Any]], mid: str) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for key, wins in table.items():
+        if key == "*" or market_id(key) == mid:
+            out.extend(_window(w) for w in wins)
+    return out

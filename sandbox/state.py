@@ -1,0 +1,190 @@
+"""Mutable sandbox state: config, weight budget, penalty window, fault injection, counters.
+
+Why one object behind one lock: the aiohttp loop (in a background thread or a subprocess)
+and the test thread both touch it, and every critical section is a few dict updates.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import SandboxClock
+from .config import SandboxConfig
+
+_HISTORY_MINUTES = 1440
+_5XX_STATUSES = (500, 502, 503)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What to do with an /api request: `status == 0` means serve it normally."""
+
+    status: int = 0
+    retry_after: int | None = None
+    used_weight: int = 0
+    reason: str = ""
+
+
+@dataclass
+class _Counters:
+    since: float = field(default_factory=time.time)
+    requests_total: int = 0
+    by_endpoint: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_status: Counter[str] = field(default_factory=Counter)
+    sent_429: int = 0
+    sent_418: int = 0
+    requests_in_penalty: int = 0
+    injected_5xx: int = 0
+    kline_rows_served: int = 0
+    weight_by_minute: OrderedDict[int, int] = field(default_factory=OrderedDict)
+
+
+class SandboxState:
+    """All state of one sandbox exchange; every public method is thread-safe."""
+
+    def __init__(
+        self, config: SandboxConfig | None = None, *, wallclock: Callable[[], float] = time.time
+    ) -> None:
+        self._lock = threading.Lock()
+        self._wall = wallclock
+        self._config = config or SandboxConfig()
+        self._config.validate()
+        self.clock = SandboxClock(
+            frozen_now_s=self._config.frozen_now_s,
+            offset_s=self._config.clock_offset_s,
+        )  # the exchange clock always runs on real time; `wallclock` is for rate limits
+        self._force_429_left = int(self._config.force_429)
+        self._rng = random.Random(self._config.error_seed)
+        self._penalty_until = 0.0  # real wall-clock seconds
+        self._window_minute = -1
+        self._window_used = 0
+        self._c = _Counters(since=wallclock())
+        self._kline_log: deque[dict[str, Any]] = deque(maxlen=self._config.kline_log_size)
+
+    # ------------------------------------------------------------------ config
+    @property
+    def config(self) -> SandboxConfig:
+        """The current config (treat as read-only; change it with `configure`)."""
+        with self._lock:
+            return self._config
+
+    def configure(self, knobs: dict[str, Any]) -> SandboxConfig:
+        """Replace the given knobs. `force_429` re-arms the one-shot 429 counter."""
+        with self._lock:
+            new = self._config.updated(knobs)
+            if "force_429" in knobs:
+                self._force_429_left = int(new.force_429)
+            if "error_seed" in knobs or "error_rate_5xx" in knobs:
+                self._rng = random.Random(new.error_seed)
+            if "kline_log_size" in knobs:
+                self._kline_log = deque(self._kline_log, maxlen=new.kline_log_size)
+            self._config = new
+            return new
+
+    def config_dict(self) -> dict[str, Any]:
+        with self._lock:
+            out = self._config.to_dict()
+            out["force_429_remaining"] = self._force_429_left
+            return out
+
+    # ------------------------------------------------------------------ admission
+    def admit(self, endpoint: str, weight: int, *, klines: bool) -> Admission:
+        """Count one /api request and decide how it is answered (Binance order of checks:
+        unavailable, then banned/penalised, then over budget; 5xx after weight is taken)."""
+        now = self._wall()
+        with self._lock:
+            cfg = self._config
+            c = self._c
+            c.requests_total += 1
+            ep = c.by_endpoint.setdefault(endpoint, {"requests": 0, "weight": 0})
+            ep["requests"] += 1
+            minute = int(now // 60)
+            if minute != self._window_minute:
+                self._window_minute, self._window_used = minute, 0
+            if cfg.down:
+                return Admission(503, None, self._window_used, "down")
+            if now < self._penalty_until:
+                c.requests_in_penalty += 1
+                c.sent_418 += 1
+                self._penalty_until = max(self._penalty_until, now + cfg.ban_seconds)
+                # honest Retry-After: the ban, or longer if a 429 penalty outlasts it
+                retry = max(int(cfg.ban_seconds), math.ceil(self._penalty_until - now))
+                return Admission(418, retry, self._window_used, "banned")
+            if klines and self._force_429_left > 0:
+                self._force_429_left -= 1
+                retry = int(cfg.force_429_retry_after)
+                self._penalty_until = now + retry
+                c.sent_429 += 1
+                return Admission(429, retry, self._window_used, "forced")
+            limit = cfg.weight_limit_per_minute
+            if limit is not None and self._window_used + weight > limit:
+                window_end = (minute + 1) * 60.0
+                self._penalty_until = window_end
+                c.sent_429 += 1
+                retry = max(1, math.ceil(window_end - now))
+                return Admission(429, retry, self._window_used, "weight")
+            self._window_used += weight
+            ep["weight"] += weight
+            start = minute * 60
+            c.weight_by_minute[start] = c.weight_by_minute.get(start, 0) + weight
+            while len(c.weight_by_minute) > _HISTORY_MINUTES:
+                c.weight_by_minute.popitem(last=False)
+            if cfg.error_rate_5xx > 0 and self._rng.random() < cfg.error_rate_5xx:
+                c.injected_5xx += 1
+                status = _5XX_STATUSES[self._rng.randrange(len(_5XX_STATUSES))]
+                return Admission(status, None, self._window_used, "injected")
+            return Admission(0, None, self._window_used)
+
+    def used_weight(self) -> int:
+        """Weight used in the current real-time minute (for the header on other replies)."""
+        now = self._wall()
+        with self._lock:
+            return self._window_used if int(now // 60) == self._window_minute else 0
+
+    def finish(self, status: int, kline_entry: dict[str, Any] | None = None) -> None:
+        """Record the status sent (and a kline log entry with its row count)."""
+        with self._lock:
+            self._c.by_status[str(status)] += 1
+            if kline_entry is not None:
+                self._c.kline_rows_served += int(kline_entry.get("rows", 0))
+                self._kline_log.append(kline_entry)
+
+    # ------------------------------------------------------------------ counters
+    def reset(self) -> None:
+        """Zero the counters and forget the weight window and any penalty/ban."""
+        with self._lock:
+            self._c = _Counters(since=self._wall())
+            self._kline_log.clear()
+            self._penalty_until = 0.0
+            self._window_minute, self._window_used = -1, 0
+            self._rng = random.Random(self._config.error_seed)
+
+    def stats(self) -> dict[str, Any]:
+        now = self._wall()
+        with self._lock:
+            c = self._c
+            history = [{"minute_start": m, "weight": w} for m, w in c.weight_by_minute.items()]
+            return {
+                "since": c.since,
+                "requests_total": c.requests_total,
+                "by_endpoint": {k: dict(v) for k, v in c.by_endpoint.items()},
+                "by_status": dict(c.by_status),
+                "sent_429": c.sent_429,
+                "sent_418": c.sent_418,
+                "requests_in_penalty": c.requests_in_penalty,
+                "injected_5xx": c.injected_5xx,
+                "kline_rows_served": c.kline_rows_served,
+                "weight_history": history,
+                "max_weight_per_minute": max((h["weight"] for h in history), default=0),
+                "current_weight": self._window_used if int(now // 60) == self._window_minute else 0,
+                "penalty_remaining_s": max(0.0, self._penalty_until - now),
+                "force_429_remaining": self._force_429_left,
+                "kline_log": list(self._kline_log),
+            }

@@ -1,0 +1,10 @@
+# Shared shell helpers for scripts/ (sourced, not executed).
+
+# Install uv from PyPI when it is missing (the only bootstrap step; everything else is locked).
+ensure_uv() {
+  if ! command -v uv >/dev/null 2>&1; then
+    python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
+    export PATH="$HOME/.local/bin:$PATH"
+  fi
+  command -v uv >/dev/null || { echo "uv could not be installed; install it with 'pip install uv'" >&2; exit 1; }
+}

@@ -1,0 +1,530 @@
+"""Conformance v2: turn whatever an exchange or a file gave us into the canonical frame.
+
+`conform` never drops a row silently: each removed row carries exactly one drop flag
+(precedence `invalid_timestamp` > `dtype_mismatch` > `non_finite` > `ohlc_inconsistent` >
+`duplicate_ts`, so that, of several versions of one bar, the last *valid* one is kept).
+Other flags count corrections: `missing_column` and `dtype_cast` count columns,
+`ts_cast` and `ts_timezone_normalized` count rows, `gap` counts bars missing between the
+first and last kept bar. `canonical_schema` is the pandera contract every store relies on.
+
+Everything is vectorized over numpy arrays: no per-row Python code runs on any path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaError, SchemaErrors
+
+from .frame import (
+    CANONICAL_COLUMNS,
+    CANONICAL_DTYPES,
+    TS,
+    VALUE_COLUMNS,
+    Range,
+    empty_frame,
+    frame_from_arrays,
+)
+
+CONFORMANCE_VERSION = "v2"
+
+DUPLICATE_TS = "duplicate_ts"
+GAP = "gap"
+MISSING_COLUMN = "missing_column"
+DTYPE_CAST = "dtype_cast"
+DTYPE_MISMATCH = "dtype_mismatch"
+TS_CAST = "ts_cast"
+TS_TIMEZONE_NORMALIZED = "ts_timezone_normalized"
+NON_FINITE = "non_finite"
+INVALID_TIMESTAMP = "invalid_timestamp"
+OHLC_INCONSISTENT = "ohlc_inconsistent"
+
+FLAGS: tuple[str, ...] = (
+    DUPLICATE_TS,
+    GAP,
+    MISSING_COLUMN,
+    DTYPE_CAST,
+    DTYPE_MISMATCH,
+    TS_CAST,
+    TS_TIMEZONE_NORMALIZED,
+    NON_FINITE,
+    INVALID_TIMESTAMP,
+    OHLC_INCONSISTENT,
+)
+# Flags that remove rows, in precedence order (a row gets the first that applies).
+DROP_FLAGS: tuple[str, ...] = (
+    INVALID_TIMESTAMP,
+    DTYPE_MISMATCH,
+    NON_FINITE,
+    OHLC_INCONSISTENT,
+    DUPLICATE_TS,
+)
+# Flags counting columns of the payload rather than rows.
+COLUMN_FLAGS: tuple[str, ...] = (MISSING_COLUMN, DTYPE_CAST)
+
+TS_UNITS: dict[str, int] = {"s": 0, "ms": 1, "us": 2, "µs": 2, "ns": 3}
+_FACTORS = np.array([1, 10**3, 10**6, 10**9], dtype=np.int64)
+# Magnitude bands that reveal the unit: s < 1e11 <= ms < 1e14 <= µs < 1e17 <= ns.
+_THRESHOLDS = np.array([10**11, 10**14, 10**17], dtype=np.int64)
+_NS = TS_UNITS["ns"]
+_INT64_LIMIT = 2.0**63
+_FLOAT_EXACT_LIMIT = 2.0**53
+_DROP_NAMES = np.array(["", *DROP_FLAGS], dtype=object)  # indexed by drop code
+_CORRECTION_NAMES = np.array([TS_CAST, TS_TIMEZONE_NORMALIZED], dtype=object)
+_FLAG_COLUMNS = [TS, "flag"]
+
+
+class CanonicalFrameError(ValueError):
+    """A frame breaks the canonical contract: names the check and offending timestamps."""
+
+    def __init__(self, check: str, detail: str, offending_ts: Sequence[int] = ()) -> None:
+        self.check, self.detail, self.offending_ts = check, detail, tuple(offending_ts)
+        example = f"; e.g. ts={list(self.offending_ts)}" if self.offending_ts else ""
+        super().__init__(
+            f"frame is not canonical: check `{check}` failed: {detail}{example}. "
+            "Pass raw data through conform() before storing or publishing it."
+        )
+
+
+class ConformanceInputError(ValueError):
+    """`conform` was given something it cannot read at all (wrong type, bad unit...)."""
+
+
+# ---------------------------------------------------------------------------- schema
+
+
+def _after_previous(ts: np.ndarray, op: Callable[[Any, Any], Any]) -> np.ndarray:
+    ok = np.ones(ts.size, dtype=bool)
+    ok[1:] = op(ts[1:], ts[:-1])
+    return ok
+
+
+def _row_checks(interval_s: int) -> dict[str, tuple[Callable[[pd.DataFrame], np.ndarray], str]]:
+    """Vectorized row-level checks: name -> (mask of passing rows, what it requires)."""
+
+    def values(df: pd.DataFrame, column: str) -> np.ndarray:
+        return df[column].to_numpy()
+
+    def finite(df: pd.DataFrame) -> np.ndarray:
+        ok = np.isfinite(values(df, VALUE_COLUMNS[0]))
+        for column in VALUE_COLUMNS[1:]:
+            ok &= np.isfinite(values(df, column))
+        return ok
+
+    def high_is_max(df: pd.DataFrame) -> np.ndarray:
+        top = np.maximum(np.maximum(values(df, "open"), values(df, "close")), values(df, "low"))
+        return values(df, "high") >= top
+
+    def low_is_min(df: pd.DataFrame) -> np.ndarray:
+        return values(df, "low") <= np.minimum(values(df, "open"), values(df, "close"))
+
+    return {
+        "ts_monotonic_increasing": (
+            lambda df: _after_previous(values(df, TS), np.greater_equal),
+            "ts sorted ascending",
+        ),
+        "ts_unique": (lambda df: _after_previous(values(df, TS), np.not_equal), "unique ts"),
+        "ts_non_negative": (lambda df: values(df, TS) >= 0, "ts >= 0"),
+        "ts_aligned": (
+            lambda df: values(df, TS) % interval_s == 0,
+            f"ts % {interval_s} == 0 (bar open times on the interval grid)",
+        ),
+        "values_finite": (finite, "finite open/high/low/close/volume"),
+        "high_is_max": (high_is_max, "high >= max(open, close, low)"),
+        "low_is_min": (low_is_min, "low <= min(open, close)"),
+        "volume_non_negative": (lambda df: values(df, "volume") >= 0, "volume >= 0"),
+    }
+
+
+def canonical_schema(interval_s: int) -> pa.DataFrameSchema:
+    """The pandera contract of a canonical frame for bars of `interval_s` seconds."""
+    _check_interval(interval_s)
+    columns = {TS: pa.Column(np.int64, nullable=False)}
+    # NaN is rejected by the `values_finite` check, which also names the offending rows.
+    columns.update({c: pa.Column(np.float64, nullable=True) for c in VALUE_COLUMNS})
+
+    def as_series(fn: Callable[[pd.DataFrame], np.ndarray]) -> Callable[[pd.DataFrame], pd.Series]:
+        return lambda df: pd.Series(fn(df), index=df.index)
+
+    checks = [
+        pa.Check(as_series(fn), name=name, error=requirement, ignore_na=False)
+        for name, (fn, requirement) in _row_checks(interval_s).items()
+    ]
+    return pa.DataFrameSchema(
+        columns, checks=checks, strict=True, ordered=True, coerce=False, name="canonical_ohlcv"
+    )
+
+
+def validate_canonical(frame: pd.DataFrame, interval_s: int) -> pd.DataFrame:
+    """Return `frame` if it is canonical for `interval_s`, else raise CanonicalFrameError."""
+    try:
+        canonical_schema(interval_s).validate(frame, lazy=False)
+    except (SchemaError, SchemaErrors) as raised:
+        error = raised.schema_errors[0] if isinstance(raised, SchemaErrors) else raised
+        check = getattr(error.check, "name", None) or str(error.check)
+        row_checks = _row_checks(interval_s)
+        if check not in row_checks:  # structure: columns, order, dtypes
+            got = [f"{c}:{dtype}" for c, dtype in frame.dtypes.items()]
+            want = [f"{c}:{CANONICAL_DTYPES[c]}" for c in CANONICAL_COLUMNS]
+            reason = str(error).splitlines()[0].split(" {")[0].split(". Columns in")[0]
+            raise CanonicalFrameError(check, f"{reason}; want {want}, got {got}") from None
+        fn, requirement = row_checks[check]
+        failing = np.flatnonzero(~fn(frame))
+        offending = frame[TS].to_numpy()[failing[:5]].tolist()
+        raise CanonicalFrameError(
+            check, f"{failing.size} row(s) break `{requirement}`", offending
+        ) from None
+    return frame
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _flag_frame(ts: np.ndarray, flags: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {TS: np.asarray(ts, dtype=np.int64), "flag": np.asarray(flags, dtype=object)},
+        columns=_FLAG_COLUMNS,
+    )
+
+
+def _empty_flag_frame() -> pd.DataFrame:
+    return _flag_frame(np.empty(0, np.int64), np.empty(0, object))
+
+
+@dataclass(frozen=True, eq=False)
+class Conformed:
+    """A canonical frame plus the account of everything conformance did to get it.
+
+    `dropped` lists every removed row with a parseable timestamp (`ts` in seconds,
+    floored) and its drop flag; `corrected` lists rows whose timestamp was cast or
+    normalised (`ts_cast`, `ts_timezone_normalized`). `flags` holds every key of FLAGS.
+    """
+
+    frame: pd.DataFrame
+    flags: dict[str, int]
+    dropped: pd.DataFrame = field(default_factory=_empty_flag_frame)
+    corrected: pd.DataFrame = field(default_factory=_empty_flag_frame)
+
+    @property
+    def warnings(self) -> int:
+        """Total corrections and drops (every flag except `gap`)."""
+        return sum(v for k, v in self.flags.items() if k != GAP)
+
+    def flags_within(self, window: Range, interval_s: int) -> dict[str, int]:
+        """Flag counts attributable to `window` (bar open times in `[start, end)`).
+
+        Row flags come from `dropped`/`corrected` by timestamp; `gap` counts bars of the
+        window between the frame's first and last bar that hold no row, so windows that
+        partition the frame's span sum to the frame's `gap`. The column-level flags
+        (`missing_column`, `dtype_cast`) describe the payload and are carried whole to
+        every window holding at least one of its rows.
+        """
+        counts = dict.fromkeys(FLAGS, 0)
+        touched = False
+        for table in (self.dropped, self.corrected):
+            ts = table[TS].to_numpy()
+            inside = (ts >= window.start) & (ts < window.end)
+            if inside.any():
+                touched = True
+                for flag, n in table["flag"][inside].value_counts().items():
+                    counts[str(flag)] += int(n)
+        ts = self.frame[TS].to_numpy()
+        kept = int(np.searchsorted(ts, window.end) - np.searchsorted(ts, window.start))
+        if ts.size:
+            span = Range(int(ts[0]), int(ts[-1]) + interval_s).intersect(window)
+            counts[GAP] = span.bars(interval_s) - kept if span else 0
+        if touched or kept:
+            for flag in COLUMN_FLAGS:
+                counts[flag] = self.flags[flag]
+        return counts
+
+
+# ------------------------------------------------------------------ timestamp parsing
+
+
+@dataclass
+class _Timestamps:
+    """Raw integer timestamps of each row in some unit, before conversion to seconds."""
+
+    ints: np.ndarray  # int64 count of `unit` since the epoch (0 where not ok)
+    ok: np.ndarray  # parseable and non-negative
+    exact: np.ndarray  # an integer number of its unit (a float 1.5 is not)
+    unit: np.ndarray | None = None  # forced unit index per row; None = by magnitude
+    representation_cast: np.ndarray | bool = False  # coerced from another representation
+    tz_normalized: np.ndarray | bool = False
+
+
+def _check_interval(interval_s: int) -> None:
+    if not isinstance(interval_s, int | np.integer) or interval_s <= 0:
+        raise ConformanceInputError(f"interval_s must be a positive int, got {interval_s!r}")
+
+
+def _from_floats(values: np.ndarray) -> _Timestamps:
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(values) & (values >= 0) & (values < _INT64_LIMIT)
+        floor = np.floor(np.where(ok, values, 0.0))
+    return _Timestamps(floor.astype(np.int64), ok, floor == values)
+
+
+def _from_datetimes(series: pd.Series) -> _Timestamps:
+    aware = getattr(series.dtype, "tz", None) is not None
+    ns = series.to_numpy(dtype="datetime64[ns]").view(np.int64)  # tz-aware: UTC instants
+    ok = ns >= 0  # NaT is the most negative int64
+    unit = np.full(ns.size, _NS, dtype=np.int8)
+    return _Timestamps(np.where(ok, ns, 0), ok, ok.copy(), unit, True, aware)
+
+
+def _from_objects(series: pd.Series) -> _Timestamps:
+    # Nullable dtypes keep integers exact next to missing cells (ns > 2**53).
+    numeric = pd.to_numeric(series, errors="coerce", dtype_backend="numpy_nullable")
+    if pd.api.types.is_integer_dtype(numeric.dtype):
+        ints = numeric.to_numpy(dtype=np.int64, na_value=-1)
+        parsed = _Timestamps(np.maximum(ints, 0), ints >= 0, np.ones(ints.size, bool))
+    else:
+        parsed = _from_floats(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
+    parsed.representation_cast = True
+    leftover = np.flatnonzero(numeric.isna().to_numpy() & series.notna().to_numpy())
+    if leftover.size:  # ISO-8601 strings, datetime objects
+        try:
+            dt = pd.to_datetime(series.iloc[leftover], utc=True, errors="coerce", format="ISO8601")
+            ns = dt.dt.tz_localize(None).to_numpy(dtype="datetime64[ns]").view(np.int64)
+        except (TypeError, ValueError):
+            ns = np.full(leftover.size, np.iinfo(np.int64).min)
+        parsed.unit = np.full(series.size, -1, dtype=np.int8)
+        good = ns >= 0
+        rows = leftover[good]
+        parsed.ints[rows], parsed.ok[rows], parsed.exact[rows] = ns[good], True, True
+        parsed.unit[rows] = _NS
+    return parsed
+
+
+def _parse_ts_column(series: pd.Series, typed: bool) -> _Timestamps:
+    dtype = series.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return _from_datetimes(series)
+    if pd.api.types.is_integer_dtype(dtype):
+        if isinstance(dtype, np.dtype):
+            ints = series.to_numpy(dtype=np.int64)
+            ok = ints >= 0
+        else:  # nullable Int64 & co.
+            ok = series.notna().to_numpy() & (series.fillna(-1).to_numpy(dtype=np.int64) >= 0)
+            ints = series.fillna(0).to_numpy(dtype=np.int64)
+        return _Timestamps(np.where(ok, ints, 0), ok, np.ones(ints.size, bool))
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        parsed = _from_floats(series.to_numpy(dtype=np.float64, na_value=np.nan))
+        parsed.representation_cast = typed
+        return parsed
+    return _from_objects(series.astype(object))
+
+
+def _to_seconds(
+    parsed: _Timestamps, source_unit: int, interval_s: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(seconds floored, listable, valid & aligned, ts_cast rows, tz-normalised rows)."""
+    ints, ok = parsed.ints, parsed.ok
+    by_magnitude = ok if parsed.unit is None else ok & (parsed.unit < 0)
+    magnitudes = ints[by_magnitude]
+    bounds = [int(magnitudes.min()), int(magnitudes.max())] if magnitudes.size else [0, 0]
+    lo_unit, hi_unit = np.searchsorted(_THRESHOLDS, bounds, side="right")
+    unit: np.ndarray | int
+    if lo_unit == hi_unit:  # the common case: one unit for the whole payload
+        unit = int(lo_unit)
+    else:
+        unit = np.searchsorted(_THRESHOLDS, ints, side="right").astype(np.int8)
+    if parsed.unit is not None:
+        unit = np.where(parsed.unit >= 0, parsed.unit, unit).astype(np.int8)
+    factor = _FACTORS[unit]
+    if np.isscalar(factor) and factor == 1:
+        seconds, exact = ints, parsed.exact
+    else:
+        seconds, remainder = np.divmod(ints, factor)
+        exact = parsed.exact & (remainder == 0)
+    valid = ok & exact & (seconds % interval_s == 0)
+    cast = ok & ((unit != source_unit) | parsed.representation_cast)
+    tz = ok & parsed.tz_normalized
+    return seconds, ok, valid, np.broadcast_to(cast, ok.shape), np.broadcast_to(tz, ok.shape)
+
+
+# ---------------------------------------------------------------------- value parsing
+
+
+def _parse_value_column(
+    series: pd.Series, typed: bool
+) -> tuple[np.ndarray, np.ndarray | None, bool]:
+    """(float64 values, rows whose cell could not be parsed or None, column was cast)."""
+    dtype = series.dtype
+    if dtype == np.float64:
+        return series.to_numpy(), None, False
+    if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        return series.to_numpy(dtype=np.float64, na_value=np.nan), None, typed
+    objects = series.astype(object)
+    parsed = pd.to_numeric(objects, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    unparsed = np.isnan(parsed) & objects.notna().to_numpy()
+    if unparsed.any():  # text spelling NaN is a non-finite value, not a type mismatch
+        text = objects[unparsed].astype(str).str.strip().str.lower()
+        unparsed[np.flatnonzero(unparsed)[text.isin(["nan", "+nan", "-nan"]).to_numpy()]] = False
+    return parsed, unparsed, True
+
+
+# ---------------------------------------------------------------------------- conform
+
+
+@dataclass
+class _Parsed:
+    ts: _Timestamps
+    values: dict[str, np.ndarray]
+    mismatch: np.ndarray
+    missing_columns: int = 0
+    cast_columns: int = 0
+
+
+def _parse_frame(raw: pd.DataFrame, typed: bool) -> _Parsed:
+    if TS not in raw.columns and raw.index.name == TS:
+        raw = raw.reset_index()
+    duplicated = sorted({str(c) for c in raw.columns[raw.columns.duplicated()]})
+    if duplicated:
+        raise ConformanceInputError(f"columns {duplicated} appear more than once; rename them")
+    n = len(raw)
+    missing = [c for c in CANONICAL_COLUMNS if c not in raw.columns]
+    if TS in raw.columns:
+        ts = _parse_ts_column(raw[TS], typed)
+    else:
+        ts = _Timestamps(np.zeros(n, np.int64), np.zeros(n, bool), np.zeros(n, bool))
+    values, mismatch, cast = {}, np.zeros(n, dtype=bool), 0
+    for column in VALUE_COLUMNS:
+        if column not in raw.columns:
+            values[column] = np.full(n, np.nan)
+            continue
+        values[column], unparsed, was_cast = _parse_value_column(raw[column], typed)
+        cast += was_cast
+        if unparsed is not None:
+            mismatch |= unparsed
+    return _Parsed(ts, values, mismatch, len(missing), cast)
+
+
+def _parse_rows(rows: Sequence[Sequence[Any]] | np.ndarray) -> _Parsed:
+    """ccxt-style `[ts, open, high, low, close, volume]` rows; JSON numbers are not casts."""
+    n = len(rows)
+    matrix: np.ndarray | None = np.empty((0, 6)) if n == 0 else None
+    if isinstance(rows, np.ndarray) and rows.ndim == 2 and rows.shape[1] == len(CANONICAL_COLUMNS):
+        if pd.api.types.is_numeric_dtype(rows.dtype):
+            matrix = rows.astype(np.float64, copy=False)
+    elif n:
+        try:
+            lengths = np.fromiter(map(len, rows), dtype=np.int64, count=n)
+        except TypeError:
+            raise ConformanceInputError("each row must be a sequence [ts, o, h, l, c, v]") from None
+        if lengths.min() == lengths.max() == len(CANONICAL_COLUMNS):
+            try:
+                flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=n * 6)
+                matrix = flat.reshape(n, 6)
+            except (TypeError, ValueError):
+                matrix = None
+    if matrix is None:  # strings, objects or ragged rows: read them as an untyped frame
+        frame = pd.DataFrame(list(rows) if isinstance(rows, np.ndarray) else rows)
+        if not isinstance(rows[0], Mapping):  # records keep their names; lists are positional
+            frame = frame.iloc[:, : len(CANONICAL_COLUMNS)]
+            frame.columns = list(CANONICAL_COLUMNS[: frame.shape[1]])
+        return _parse_frame(frame, typed=False)
+    ts_column = matrix[:, 0]
+    ts = _from_floats(ts_column)
+    if bool(np.any(np.abs(ts_column) >= _FLOAT_EXACT_LIMIT)):
+        # Nanosecond integers do not survive float64: re-read that column exactly.
+        source = rows[:, 0] if isinstance(rows, np.ndarray) else list(map(itemgetter(0), rows))
+        ts = _from_objects(pd.Series(source, dtype=object))
+        ts.representation_cast = False
+    values = {c: matrix[:, i + 1] for i, c in enumerate(VALUE_COLUMNS)}
+    return _Parsed(ts, values, np.zeros(n, dtype=bool))
+
+
+def conform(
+    raw: pd.DataFrame | Sequence[Sequence[Any]] | np.ndarray,
+    interval_s: int,
+    source_ts_unit: str = "s",
+) -> Conformed:
+    """Conform raw OHLCV (a DataFrame or ccxt-style rows) to the canonical frame.
+
+    Timestamp units are read from magnitude (s < 1e11 <= ms < 1e14 <= µs < 1e17 <= ns,
+    i.e. epoch timestamps after 1973); a unit other than `source_ts_unit` counts as
+    `ts_cast`. Unaligned timestamps are dropped as `invalid_timestamp`, never floored.
+    """
+    _check_interval(interval_s)
+    interval_s = int(interval_s)
+    if source_ts_unit not in TS_UNITS:
+        raise ConformanceInputError(
+            f"source_ts_unit must be one of {sorted(TS_UNITS)}, got {source_ts_unit!r}"
+        )
+    if isinstance(raw, pd.DataFrame):
+        parsed = _parse_frame(raw, typed=True)
+    elif isinstance(raw, np.ndarray | Sequence) and not isinstance(raw, str | bytes):
+        parsed = _parse_rows(raw)
+    else:
+        raise ConformanceInputError(
+            f"conform() takes a DataFrame or a list of [ts, o, h, l, c, v] rows, "
+            f"not {type(raw).__name__}"
+        )
+    return _finish(parsed, interval_s, TS_UNITS[source_ts_unit])
+
+
+def _finish(parsed: _Parsed, interval_s: int, source_unit: int) -> Conformed:
+    seconds, listable, valid_ts, cast, tz = _to_seconds(parsed.ts, source_unit, interval_s)
+    n = seconds.size
+    o, h, lo, c, v = (parsed.values[col] for col in VALUE_COLUMNS)
+    finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
+    consistent = (h >= np.maximum(np.maximum(o, c), lo)) & (lo <= np.minimum(o, c)) & (v >= 0)
+
+    # Assign from lowest to highest precedence so the highest applicable flag wins.
+    code = np.zeros(n, dtype=np.int8)
+    code[~consistent] = DROP_FLAGS.index(OHLC_INCONSISTENT) + 1
+    code[~finite] = DROP_FLAGS.index(NON_FINITE) + 1
+    code[parsed.mismatch] = DROP_FLAGS.index(DTYPE_MISMATCH) + 1
+    code[~valid_ts] = DROP_FLAGS.index(INVALID_TIMESTAMP) + 1
+
+    # Of rows sharing a ts keep the last valid one in input order; sort as we go.
+    candidates = np.flatnonzero(code == 0)
+    ts = seconds[candidates]
+    identity = candidates.size == n
+    if ts.size > 1 and not bool(np.all(ts[1:] > ts[:-1])):
+        identity = False
+        order = np.argsort(ts, kind="stable")
+        candidates, ts = candidates[order], ts[order]
+        last = np.append(ts[1:] != ts[:-1], True)
+        code[candidates[~last]] = DROP_FLAGS.index(DUPLICATE_TS) + 1
+        candidates, ts = candidates[last], ts[last]
+
+    if identity:
+        frame = frame_from_arrays(ts, parsed.values)
+    elif candidates.size:
+        frame = frame_from_arrays(ts, {k: a[candidates] for k, a in parsed.values.items()})
+    else:
+        frame = empty_frame()
+
+    drop_counts = np.bincount(code, minlength=len(DROP_FLAGS) + 1)
+    flags = dict.fromkeys(FLAGS, 0)
+    flags.update({f: int(drop_counts[i + 1]) for i, f in enumerate(DROP_FLAGS)})
+    flags[MISSING_COLUMN] = parsed.missing_columns
+    flags[DTYPE_CAST] = parsed.cast_columns
+    flags[TS_CAST] = int(np.count_nonzero(cast))
+    flags[TS_TIMEZONE_NORMALIZED] = int(np.count_nonzero(tz))
+    if ts.size > 1:
+        flags[GAP] = int((ts[-1] - ts[0]) // interval_s + 1 - ts.size)
+
+    dropped_rows = np.flatnonzero((code != 0) & listable)
+    dropped = _flag_frame(seconds[dropped_rows], _DROP_NAMES[code[dropped_rows]])
+    if flags[TS_CAST] or flags[TS_TIMEZONE_NORMALIZED]:
+        which = np.repeat(
+            np.arange(2, dtype=np.int8), [flags[TS_CAST], flags[TS_TIMEZONE_NORMALIZED]]
+        )
+        corrected = _flag_frame(
+            np.concatenate([seconds[cast], seconds[tz]]), _CORRECTION_NAMES[which]
+        )
+    else:
+        corrected = _empty_flag_frame()
+    return Conformed(frame, flags, dropped, corrected)

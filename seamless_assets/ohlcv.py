@@ -1,0 +1,158 @@
+"""The asset factory: one time-partitioned asset per node of the catalog."""
+
+from __future__ import annotations
+
+import asyncio
+
+import dagster as dg
+
+from resources.exchange import ExchangeClient, ExchangeSettings
+
+from .checks import check_results, check_specs
+from .config import SeamlessConfig
+from .core.fingerprint import combine_fingerprints
+from .core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, Range
+from .nodes import NodeId
+from .partitions import TimeframeClass, partition_range
+from .pipeline import PipelineSettings, RunOutcome, backfill
+from .runtime import ArtifactStoreResource, HotStoreResource, RateLimiterResource
+
+COLUMN_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn(
+            name, CANONICAL_DTYPES[name], description="bar open time, epoch seconds (UTC)"
+        )
+        if name == "ts"
+        else dg.TableColumn(name, CANONICAL_DTYPES[name])
+        for name in CANONICAL_COLUMNS
+    ]
+)
+
+
+class OhlcvRunConfig(dg.Config):
+    """Per-run options of an OHLCV materialization."""
+
+    refetch_gaps: bool = False  # retry windows the gap ledger marks as confirmed empty
+
+
+def pool_name(exchange_id: str) -> str:
+    return f"exchange_{exchange_id}"
+
+
+def ohlcv_asset(
+    node: NodeId, tf_class: TimeframeClass, seamless_config: SeamlessConfig
+) -> dg.AssetsDefinition:
+    """Define the asset of `node`: closed bars, hot-stored, published as segments."""
+    key = dg.AssetKey(node.asset_key_path())
+    exchange_settings = ExchangeSettings.from_config(seamless_config, node.exchange)
+    rate_config = seamless_config.rate_limit_for(node.exchange)
+    section = seamless_config.seamless
+    pipeline_settings = PipelineSettings(
+        stabilization_bars=section.artifact.stabilization_bars,
+        conformance_version=section.conformance.version,
+    )
+    threshold = section.observability.coverage_ratio_threshold
+    partitions_def = tf_class.partitions_def
+
+    @dg.asset(
+        key=key,
+        description=f"Closed {node.timeframe} OHLCV bars of {node.symbol} on {node.exchange}.",
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=pool_name(node.exchange),
+        group_name=f"ohlcv_{node.exchange}",
+        kinds={"python", "parquet"},
+        check_specs=check_specs(key),
+        metadata={
+            "node_id": str(node),
+            "exchange": node.exchange,
+            "symbol": node.symbol,
+            "timeframe": node.timeframe.code,
+            "dagster/column_schema": COLUMN_SCHEMA,
+        },
+        tags={"exchange": node.exchange, "timeframe": node.timeframe.code},
+    )
+    def _ohlcv(
+        context: dg.AssetExecutionContext,
+        config: OhlcvRunConfig,
+        hot_store: HotStoreResource,
+        artifacts: ArtifactStoreResource,
+        rate_limiter: RateLimiterResource,
+    ) -> dg.MaterializeResult:
+        keys = context.partition_keys
+        partitions = [partition_range(partitions_def, k) for k in keys]
+        limiter = rate_limiter.limiter(rate_config)
+        hot = hot_store.open()
+        try:
+            outcome = asyncio.run(
+                backfill(
+                    node,
+                    partitions,
+                    hot=hot,
+                    artifacts=artifacts.open(),
+                    client_factory=lambda: ExchangeClient(exchange_settings, limiter),
+                    settings=pipeline_settings,
+                    refetch_gaps=config.refetch_gaps,
+                    log=context.log.info,
+                )
+            )
+        finally:
+            hot.close()
+        context.log.info(_summary(outcome))
+        return dg.MaterializeResult(
+            metadata=_metadata(outcome),
+            check_results=check_results(outcome, threshold),
+            data_version=dg.DataVersion(_run_fingerprint(outcome)),
+        )
+
+    return _ohlcv
+
+
+def _run_fingerprint(outcome: RunOutcome) -> str:
+    prints = [p.fingerprint or f"unpublished:{p.window.start}" for p in outcome.partitions]
+    return combine_fingerprints(prints)
+
+
+def _summary(outcome: RunOutcome) -> str:
+    published = outcome.published
+    written = sum(p.written for p in published)
+    held = [p for p in outcome.partitions if not p.stable]
+    requests = outcome.requests.total_requests if outcome.requests else 0
+    return (
+        f"{outcome.node}: {len(outcome.frame)} bars in {outcome.window}, fetched "
+        f"{outcome.fetched_rows} with {requests} request(s); {len(published)} segment(s) "
+        f"published ({written} new), {len(held)} partition(s) held back until stable"
+    )
+
+
+def _metadata(outcome: RunOutcome) -> dict[str, object]:
+    frame = outcome.frame
+    ts = frame["ts"]
+    bounds = (
+        Range(int(ts.iloc[0]), int(ts.iloc[-1]) + outcome.node.interval_s) if len(frame) else None
+    )
+    requests = outcome.requests
+    uris = [p.uri for p in outcome.published if p.uri]
+    return {
+        "dagster/row_count": len(frame),
+        "dagster/column_schema": COLUMN_SCHEMA,
+        "node_id": str(outcome.node),
+        "fingerprint": _run_fingerprint(outcome),
+        "coverage_ratio": round(outcome.coverage_ratio, 6),
+        "coverage_start": bounds.to_json()["start_iso"] if bounds else None,
+        "coverage_end": bounds.to_json()["end_iso"] if bounds else None,
+        "window": str(outcome.window),
+        "conformance_flags": dict(outcome.flags),
+        "known_gaps": [f"{g.range} {g.reason}" for p in outcome.partitions for g in p.gaps][:50],
+        "segments_published": len(outcome.published),
+        "segments_written": sum(p.written for p in outcome.published),
+        "partitions_held_unstable": sum(not p.stable for p in outcome.partitions),
+        "manifest_uri": dg.MetadataValue.path(uris[-1]) if uris else None,
+        "manifest_uris": uris[:20],
+        "fetched_rows": outcome.fetched_rows,
+        "exchange_requests": requests.total_requests if requests else 0,
+        "exchange_requests_by_path": dict(requests.http_requests) if requests else {},
+        "exchange_retries": requests.retries if requests else 0,
+        "exchange_rate_limited": requests.rate_limited if requests else 0,
+        "timings_s": {k: round(v, 4) for k, v in outcome.timings_s.items()},
+    }

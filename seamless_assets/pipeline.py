@@ -1,0 +1,300 @@
+"""One node, a run of partitions: fetch what is missing, conform, store hot, publish segments.
+
+Plain Python (no Dagster) so the asset, the CLI and the read resource share it. Order
+matters for crash safety: bars reach the hot store (idempotent upsert) before any
+segment is published, and a segment's manifest is written last by the artifact store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from resources.artifacts.base import ArtifactStore
+from resources.exchange import ExchangeClient, FetchedBars, RequestStats
+from resources.hot_store.base import HotStore
+
+from . import __version__
+from .core.conformance import CONFORMANCE_VERSION, FLAGS, conform
+from .core.coverage import (
+    LedgerGap,
+    classify_empty_windows,
+    completeness_ratio,
+    coverage_ratio,
+    merge_ranges,
+    missing_ranges,
+    ranges_from_timestamps,
+    split_by_windows,
+)
+from .core.fingerprint import FingerprintIdentity, dataset_fingerprint
+from .core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, TS, Range, empty_frame, iso_utc
+from .core.stabilization import closed_end, is_window_stable
+from .nodes import NodeId
+
+PRODUCER = f"seamless@{__version__}"
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    stabilization_bars: int
+    conformance_version: str = CONFORMANCE_VERSION
+
+
+@dataclass(frozen=True)
+class PartitionOutcome:
+    """What happened to one partition of the run."""
+
+    window: Range
+    row_count: int
+    coverage_ratio: float
+    completeness_ratio: float
+    missing: tuple[Range, ...]
+    gaps: tuple[LedgerGap, ...]
+    flags: dict[str, int]
+    stable: bool
+    fingerprint: str | None = None
+    uri: str | None = None
+    written: bool = False
+
+
+@dataclass
+class RunOutcome:
+    """The whole run for one node, for metadata, checks and the CLI."""
+
+    node: NodeId
+    window: Range
+    partitions: list[PartitionOutcome]
+    frame: pd.DataFrame
+    fetched_ranges: list[Range] = field(default_factory=list)
+    fetched_rows: int = 0
+    forming_dropped: int = 0
+    flags: Counter[str] = field(default_factory=Counter)
+    requests: RequestStats | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def published(self) -> list[PartitionOutcome]:
+        return [p for p in self.partitions if p.fingerprint is not None]
+
+    @property
+    def coverage_ratio(self) -> float:
+        covered = ranges_from_timestamps(self.frame[TS].to_numpy(), self.node.interval_s)
+        return coverage_ratio(covered, self.window, self.node.interval_s)
+
+
+def _rows_in(frame: pd.DataFrame, ranges: Sequence[Range]) -> np.ndarray:
+    """Boolean mask of rows whose ts falls in any of `ranges` (sorted, disjoint)."""
+    ts = frame[TS].to_numpy()
+    mask = np.zeros(len(ts), dtype=bool)
+    for r in ranges:
+        lo, hi = np.searchsorted(ts, [r.start, r.end])
+        mask[lo:hi] = True
+    return mask
+
+
+async def _fetch(client: ExchangeClient, node: NodeId, ranges: list[Range]) -> list[FetchedBars]:
+    return list(
+        await asyncio.gather(*(client.fetch_bars(node.symbol, node.timeframe, r) for r in ranges))
+    )
+
+
+async def backfill(
+    node: NodeId,
+    partitions: Sequence[Range],
+    *,
+    hot: HotStore,
+    artifacts: ArtifactStore,
+    client_factory: Callable[[], ExchangeClient],
+    settings: PipelineSettings,
+    refetch_gaps: bool = False,
+    log: Callable[[str], Any] = lambda _msg: None,
+) -> RunOutcome:
+    """Make `partitions` of `node` complete in the hot store and publish the stable ones."""
+    interval = node.interval_s
+    node_id = str(node)
+    window = Range(partitions[0].start, partitions[-1].end)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    covered = hot.coverage(node_id, interval, window)
+    known = [] if refetch_gaps else [g.range for g in hot.ledger_gaps(node_id, window)]
+    local_closed = closed_end(time.time(), interval)
+    wanted = window.intersect(Range(window.start, max(window.start, local_closed)))
+    missing = missing_ranges(covered, wanted, interval, known) if wanted else []
+    timings["plan_s"] = time.perf_counter() - t0
+
+    flags: Counter[str] = Counter()
+    dropped_ts = np.empty(0, dtype=np.int64)
+    fetched_frame = empty_frame()
+    requests = None
+    now_s = time.time()
+    fetched_ranges = merge_ranges(missing)
+    forming = 0
+    conformed = None
+    if fetched_ranges:
+        log(
+            f"{node_id}: fetching {len(fetched_ranges)} missing range(s): "
+            + ", ".join(str(r) for r in fetched_ranges[:5])
+        )
+        t1 = time.perf_counter()
+        client = client_factory()
+        async with client:
+            pages = await _fetch(client, node, fetched_ranges)
+        requests = client.stats
+        timings["fetch_s"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        server_closed = min(p.closed_end for p in pages)
+        now_s = max(p.server_now_s for p in pages)
+        rows = [row for page in pages for row in page.rows]
+        conformed = conform(rows, interval, source_ts_unit="ms")
+        closed_ranges = [
+            c for r in fetched_ranges if (c := r.intersect(Range(r.start, server_closed)))
+        ]
+        keep = _rows_in(conformed.frame, closed_ranges)
+        forming = int((~keep).sum())
+        fetched_frame = conformed.frame[keep].reset_index(drop=True)
+        flags.update({k: v for k, v in conformed.flags.items() if v})
+        dropped_ts = conformed.dropped[TS].to_numpy(dtype=np.int64)
+        timings["conform_s"] = time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        hot.upsert(node_id, fetched_frame)
+        earliest = hot.bounds(node_id)
+        earliest_ts = earliest[0] if earliest else None
+        new_gaps: list[LedgerGap] = []
+        fetched_ts = fetched_frame[TS].to_numpy()
+        for r in closed_ranges:
+            lo, hi = np.searchsorted(fetched_ts, [r.start, r.end])
+            in_r = (dropped_ts >= r.start) & (dropped_ts < r.end)
+            new_gaps += classify_empty_windows(
+                r, fetched_ts[lo:hi], interval, dropped_ts[in_r], earliest_ts
+            )
+            if refetch_gaps:
+                hot.clear_gaps(node_id, r)
+        hot.record_gaps(node_id, new_gaps)
+        timings["store_s"] = time.perf_counter() - t3
+
+    t4 = time.perf_counter()
+    stored = hot.read_range(node_id, window)
+    ledger = hot.ledger_gaps(node_id, window)
+    timings["read_back_s"] = time.perf_counter() - t4
+
+    t5 = time.perf_counter()
+    outcomes = []
+    ts = stored[TS].to_numpy()
+    for part, rows_slice in zip(partitions, split_by_windows(ts, partitions), strict=True):
+        part_frame = stored.iloc[rows_slice].reset_index(drop=True)
+        part_flags = conformed.flags_within(part, interval) if conformed is not None else {}
+        outcome = _partition_outcome(node, part, part_frame, ledger, part_flags, now_s, settings)
+        if outcome.stable:
+            outcome = _publish(node, part_frame, outcome, artifacts, settings)
+        outcomes.append(outcome)
+    timings["publish_s"] = time.perf_counter() - t5
+    timings["total_s"] = time.perf_counter() - t0
+
+    return RunOutcome(
+        node=node,
+        window=window,
+        partitions=outcomes,
+        frame=stored,
+        fetched_ranges=fetched_ranges,
+        fetched_rows=len(fetched_frame),
+        forming_dropped=forming,
+        flags=flags,
+        requests=requests,
+        timings_s=timings,
+    )
+
+
+def _partition_outcome(
+    node: NodeId,
+    part: Range,
+    frame: pd.DataFrame,
+    ledger: Sequence[LedgerGap],
+    flags: dict[str, int],
+    now_s: float,
+    settings: PipelineSettings,
+) -> PartitionOutcome:
+    interval = node.interval_s
+    covered = ranges_from_timestamps(frame[TS].to_numpy(), interval)
+    gaps = tuple(
+        LedgerGap(clipped, g.reason) for g in ledger if (clipped := g.range.intersect(part))
+    )
+    known = [g.range for g in gaps]
+    return PartitionOutcome(
+        window=part,
+        row_count=len(frame),
+        coverage_ratio=coverage_ratio(covered, part, interval),
+        completeness_ratio=completeness_ratio(covered, known, part, interval),
+        missing=tuple(missing_ranges(covered, part, interval, known)),
+        gaps=gaps,
+        flags={k: int(flags.get(k, 0)) for k in FLAGS},
+        stable=is_window_stable(part, int(now_s), interval, settings.stabilization_bars),
+    )
+
+
+def build_manifest(
+    node: NodeId,
+    outcome: PartitionOutcome,
+    frame: pd.DataFrame,
+    fingerprint: str,
+    settings: PipelineSettings,
+) -> dict[str, Any]:
+    """The segment manifest: identity, coverage, conformance and provenance; no wall clock."""
+    interval = node.interval_s
+    ts = frame[TS].to_numpy()
+    bounds = [int(ts[0]), int(ts[-1]) + interval] if len(ts) else None
+    return {
+        "manifest_version": 1,
+        "fingerprint": fingerprint,
+        "as_of": iso_utc(outcome.window.end),
+        "node_id": str(node),
+        "exchange": node.exchange,
+        "symbol": node.symbol,
+        "timeframe": node.timeframe.code,
+        "interval_s": interval,
+        "range": outcome.window.to_json(),
+        "row_count": outcome.row_count,
+        "columns": [[c, CANONICAL_DTYPES[c]] for c in CANONICAL_COLUMNS],
+        "format": {"file": "data.parquet", "type": "parquet", "compression": "zstd"},
+        "conformance": {"version": settings.conformance_version, "flags": outcome.flags},
+        "coverage": {
+            "bounds": bounds,
+            "expected_bars": outcome.window.bars(interval),
+            "ratio": round(outcome.coverage_ratio, 6),
+            "completeness": round(outcome.completeness_ratio, 6),
+            "missing": [r.to_json() for r in outcome.missing],
+        },
+        "gaps": [{**g.range.to_json(), "reason": g.reason} for g in outcome.gaps],
+        "stabilization_bars": settings.stabilization_bars,
+        "producer": {"identity": PRODUCER, "exchange": node.exchange, "source": "ccxt"},
+    }
+
+
+def _publish(
+    node: NodeId,
+    frame: pd.DataFrame,
+    outcome: PartitionOutcome,
+    artifacts: ArtifactStore,
+    settings: PipelineSettings,
+) -> PartitionOutcome:
+    identity = FingerprintIdentity(
+        node_id=str(node),
+        interval_s=node.interval_s,
+        range=outcome.window,
+        conformance_version=settings.conformance_version,
+    )
+    fingerprint = dataset_fingerprint(frame, identity)
+    if artifacts.head(node, outcome.window) == fingerprint:
+        uri = artifacts.uri_for(node, fingerprint)
+        return replace(outcome, fingerprint=fingerprint, uri=uri, written=False)
+    manifest = build_manifest(node, outcome, frame, fingerprint, settings)
+    result = artifacts.publish(node, frame, manifest)
+    return replace(outcome, fingerprint=result.fingerprint, uri=result.uri, written=result.written)

@@ -1,0 +1,522 @@
+"""Conformance v2: one test per flag, the schema's checks, and properties against an oracle."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from seamless_assets.core.conformance import (
+    CONFORMANCE_VERSION,
+    DROP_FLAGS,
+    FLAGS,
+    CanonicalFrameError,
+    ConformanceInputError,
+    Conformed,
+    canonical_schema,
+    conform,
+    validate_canonical,
+)
+from seamless_assets.core.frame import (
+    CANONICAL_COLUMNS,
+    VALUE_COLUMNS,
+    Range,
+    empty_frame,
+    frame_from_arrays,
+    is_canonical,
+)
+
+BASE = 1_700_000_040  # aligned to 60 s; magnitudes place it in seconds (< 1e11)
+NAN, INF = float("nan"), float("inf")
+
+
+def row(ts: Any, o: Any = 10.0, h: Any = 12.0, lo: Any = 9.0, c: Any = 11.0, v: Any = 5.0):
+    return [ts, o, h, lo, c, v]
+
+
+def canonical(n: int, start: int = BASE, interval: int = 60) -> pd.DataFrame:
+    ts = start + np.arange(n, dtype=np.int64) * interval
+    price = 100.0 + np.arange(n)
+    return frame_from_arrays(
+        ts,
+        {"open": price, "high": price + 2, "low": price - 1, "close": price + 1, "volume": price},
+    )
+
+
+def only(result: Conformed, **expected: int) -> None:
+    """Every flag is zero except those given."""
+    assert set(result.flags) == set(FLAGS)
+    assert {k: v for k, v in result.flags.items() if v} == {k: v for k, v in expected.items() if v}
+
+
+def dropped(result: Conformed) -> list[tuple[int, str]]:
+    return list(zip(result.dropped["ts"].tolist(), result.dropped["flag"].tolist(), strict=True))
+
+
+def test_contract_constants() -> None:
+    assert CONFORMANCE_VERSION == "v2"
+    assert FLAGS == (
+        "duplicate_ts",
+        "gap",
+        "missing_column",
+        "dtype_cast",
+        "dtype_mismatch",
+        "ts_cast",
+        "ts_timezone_normalized",
+        "non_finite",
+        "invalid_timestamp",
+        "ohlc_inconsistent",
+    )
+    assert set(DROP_FLAGS) < set(FLAGS)
+
+
+# ----------------------------------------------------------------------- per-flag tests
+
+
+def test_clean_ccxt_rows_in_ms_convert_silently() -> None:
+    rows = [row((BASE + 60 * i) * 1000) for i in range(3)]
+    result = conform(rows, 60, source_ts_unit="ms")
+    only(result)
+    assert result.frame["ts"].tolist() == [BASE, BASE + 60, BASE + 120]
+    assert is_canonical(result.frame)
+    assert result.dropped.empty and result.corrected.empty
+
+
+def test_duplicate_ts_keeps_the_last_occurrence() -> None:
+    rows = [row(BASE + 60, v=1.0), row(BASE), row(BASE + 60, v=2.0), row(BASE + 60, v=3.0)]
+    result = conform(rows, 60)
+    only(result, duplicate_ts=2)
+    assert result.frame["ts"].tolist() == [BASE, BASE + 60]
+    assert result.frame["volume"].tolist() == [5.0, 3.0]
+    assert dropped(result) == [(BASE + 60, "duplicate_ts"), (BASE + 60, "duplicate_ts")]
+
+
+def test_duplicate_resolution_prefers_the_last_valid_version() -> None:
+    rows = [row(BASE, v=1.0), row(BASE, v=NAN)]
+    result = conform(rows, 60)
+    only(result, non_finite=1)
+    assert result.frame["volume"].tolist() == [1.0]
+
+
+def test_gap_counts_missing_bars_between_kept_rows() -> None:
+    rows = [row(BASE), row(BASE + 60), row(BASE + 300), row(BASE + 600)]
+    result = conform(rows, 60)
+    only(result, gap=3 + 4)
+    assert result.dropped.empty
+
+
+def test_missing_value_column_drops_rows_as_non_finite() -> None:
+    frame = canonical(3).drop(columns=["volume"])
+    result = conform(frame, 60)
+    only(result, missing_column=1, non_finite=3)
+    assert result.frame.empty and is_canonical(result.frame)
+    assert [f for _, f in dropped(result)] == ["non_finite"] * 3
+
+
+def test_missing_ts_column_drops_every_row_unlisted() -> None:
+    result = conform(canonical(3).drop(columns=["ts", "open"]), 60)
+    only(result, missing_column=2, invalid_timestamp=3)
+    assert result.dropped.empty  # no parseable ts to list
+
+
+def test_dtype_cast_counts_columns() -> None:
+    frame = canonical(3).astype({"open": "float32", "volume": "int64", "close": object})
+    result = conform(frame, 60)
+    only(result, dtype_cast=3)
+    assert is_canonical(result.frame)
+    assert result.frame["open"].tolist() == [100.0, 101.0, 102.0]  # float32-exact values
+
+
+def test_numeric_strings_are_cast_and_garbage_is_a_mismatch() -> None:
+    frame = canonical(4).astype({"high": object})
+    frame.loc[1, "high"] = "abc"
+    frame.loc[2, "high"] = "103.5"
+    frame.loc[3, "high"] = "NaN"  # text NaN is a non-finite value, not a type mismatch
+    result = conform(frame, 60)
+    only(result, dtype_cast=1, dtype_mismatch=1, non_finite=1, gap=1)
+    assert result.frame["high"].tolist() == [102.0, 103.5]
+    assert dropped(result) == [(BASE + 60, "dtype_mismatch"), (BASE + 180, "non_finite")]
+
+
+def test_ccxt_rows_with_a_string_take_the_slow_path_with_the_same_rules() -> None:
+    rows = [row((BASE + 60 * i) * 1000) for i in range(3)]
+    rows[1][2] = "abc"
+    rows[2][4] = "11.0"
+    result = conform(rows, 60, source_ts_unit="ms")
+    only(result, dtype_cast=2, dtype_mismatch=1, gap=1)
+    assert result.frame["ts"].tolist() == [BASE, BASE + 120]
+
+
+def test_ts_cast_when_magnitude_disagrees_with_the_source_unit() -> None:
+    rows = [row(BASE * 1000), row((BASE + 60) * 10**6), row((BASE + 120) * 10**9), row(BASE + 180)]
+    result = conform(rows, 60, source_ts_unit="ms")
+    only(result, ts_cast=3)
+    assert result.frame["ts"].tolist() == [BASE + 60 * i for i in range(4)]
+    assert sorted(result.corrected["ts"].tolist()) == [BASE + 60, BASE + 120, BASE + 180]
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+def test_datetime_columns_are_cast_per_row(unit: str) -> None:
+    frame = canonical(3)
+    frame["ts"] = pd.to_datetime(frame["ts"], unit="s").astype(f"datetime64[{unit}]")
+    result = conform(frame, 60)
+    only(result, ts_cast=3)
+    pd.testing.assert_frame_equal(result.frame, canonical(3))
+
+
+def test_tz_aware_datetimes_are_normalised_to_utc() -> None:
+    frame = canonical(3)
+    frame["ts"] = pd.to_datetime(frame["ts"], unit="s", utc=True).dt.tz_convert("Asia/Kolkata")
+    frame.loc[1, "ts"] = pd.NaT
+    result = conform(frame, 60)
+    only(result, ts_cast=2, ts_timezone_normalized=2, invalid_timestamp=1, gap=1)
+    assert result.frame["ts"].tolist() == [BASE, BASE + 120]
+    assert Counter(result.corrected["flag"]) == {"ts_cast": 2, "ts_timezone_normalized": 2}
+
+
+def test_non_finite_values() -> None:
+    rows = [
+        row(BASE, o=NAN),
+        row(BASE + 60, h=INF),
+        row(BASE + 120, lo=-INF),
+        row(BASE + 180, v=None),
+    ]
+    result = conform(rows, 60)
+    only(result, non_finite=4)
+    assert [t for t, _ in dropped(result)] == [BASE, BASE + 60, BASE + 120, BASE + 180]
+
+
+@pytest.mark.parametrize(
+    ("ts", "listed"),
+    [
+        (None, None),
+        (NAN, None),
+        (-60, None),
+        (BASE + 30, BASE + 30),  # unaligned: never floored into a bar
+        (BASE + 0.5, BASE),  # fractional seconds: listed floored
+        (BASE * 1000 + 1, BASE),  # 1 ms past the bar
+    ],
+)
+def test_invalid_timestamps_are_dropped(ts: Any, listed: int | None) -> None:
+    result = conform([row(BASE + 60), row(ts)], 60, source_ts_unit="ms")
+    assert result.flags["invalid_timestamp"] == 1
+    assert result.frame["ts"].tolist() == [BASE + 60]
+    assert dropped(result) == ([] if listed is None else [(listed, "invalid_timestamp")])
+
+
+def test_unparseable_timestamp_strings_and_iso_strings() -> None:
+    frame = canonical(3).astype({"ts": object})
+    frame.loc[0, "ts"] = "2023-11-14T22:14:00Z"  # == BASE
+    frame.loc[1, "ts"] = "not a time"
+    frame.loc[2, "ts"] = str(BASE + 120)
+    result = conform(frame, 60)
+    only(result, ts_cast=2, invalid_timestamp=1, gap=1)
+    assert result.frame["ts"].tolist() == [BASE, BASE + 120]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"h": 10.5},  # high below close
+        {"h": 8.0},  # high below low
+        {"lo": 10.5},  # low above open
+        {"v": -1.0},
+    ],
+)
+def test_ohlc_inconsistent(bad: dict[str, float]) -> None:
+    result = conform([row(BASE), row(BASE + 60, **bad)], 60)
+    only(result, ohlc_inconsistent=1)
+    assert dropped(result) == [(BASE + 60, "ohlc_inconsistent")]
+
+
+def test_flag_precedence_gives_each_dropped_row_one_flag() -> None:
+    rows = [row(BASE + 30, o=NAN), row(BASE, o=NAN, h=1.0), row(BASE + 60, h=1.0)]
+    result = conform(rows, 60)
+    only(result, invalid_timestamp=1, non_finite=1, ohlc_inconsistent=1)
+
+
+def test_input_variants() -> None:
+    frame = canonical(3)
+    assert conform(frame.set_index("ts"), 60).frame.equals(frame)
+    only(conform(frame.assign(extra="x"), 60))  # extra columns are not data
+    shuffled = frame.sample(frac=1.0, random_state=1)
+    pd.testing.assert_frame_equal(conform(shuffled, 60).frame, frame)
+    ints = frame.astype({"ts": "Int64"})
+    ints.loc[1, "ts"] = pd.NA
+    only(conform(ints, 60), invalid_timestamp=1, gap=1)
+    only(conform(frame.astype({"ts": "float64"}), 60), ts_cast=3)
+    only(conform(frame.assign(ts=frame["ts"] * 1000), 60, source_ts_unit="ms"))
+    matrix = frame.to_numpy(dtype=np.float64)
+    pd.testing.assert_frame_equal(conform(matrix, 60).frame, frame)
+
+
+def test_empty_inputs() -> None:
+    for raw, missing in (([], 0), (empty_frame(), 0), (pd.DataFrame(), 6)):
+        result = conform(raw, 60)
+        assert result.frame.empty and is_canonical(result.frame)
+        only(result, missing_column=missing)
+
+
+def test_nanosecond_integers_in_rows_stay_exact() -> None:
+    ns = (BASE + 60) * 10**9
+    result = conform(
+        [row(BASE * 10**9), row(ns), row(ns + 120 * 10**9 + 1)], 60, source_ts_unit="ns"
+    )
+    only(result, invalid_timestamp=1)
+    assert result.frame["ts"].tolist() == [BASE, BASE + 60]
+    assert dropped(result) == [(BASE + 180, "invalid_timestamp")]
+
+
+def test_output_never_aliases_the_input() -> None:
+    frame = canonical(3)
+    before = frame.copy()
+    result = conform(frame, 60)
+    result.frame.loc[0, "open"] = -1.0
+    pd.testing.assert_frame_equal(frame, before)
+
+
+def test_bad_arguments_raise_typed_errors() -> None:
+    with pytest.raises(ConformanceInputError, match="interval_s"):
+        conform([], 0)
+    with pytest.raises(ConformanceInputError, match="source_ts_unit"):
+        conform([], 60, source_ts_unit="minutes")
+    with pytest.raises(ConformanceInputError, match="DataFrame or a list"):
+        conform("ts,open", 60)  # type: ignore[arg-type]
+    with pytest.raises(ConformanceInputError, match="each row"):
+        conform([1, 2, 3], 60)  # type: ignore[list-item]
+    dup = pd.concat([canonical(2), canonical(2)[["open"]]], axis=1)
+    with pytest.raises(ConformanceInputError, match="open"):
+        conform(dup, 60)
+    assert issubclass(ConformanceInputError, ValueError)
+
+
+# ------------------------------------------------------------------------ flags_within
+
+
+def test_flags_within_attributes_rows_and_gaps_to_windows() -> None:
+    rows = [row(BASE), row(BASE + 60, v=-1), row(BASE + 240), row(BASE + 240), row(BASE + 420)]
+    result = conform(rows, 60)
+    only(result, ohlc_inconsistent=1, duplicate_ts=1, gap=5)
+    first, second = Range(BASE, BASE + 180), Range(BASE + 180, BASE + 600)
+    a, b = result.flags_within(first, 60), result.flags_within(second, 60)
+    assert {k: v for k, v in a.items() if v} == {"ohlc_inconsistent": 1, "gap": 2}
+    assert {k: v for k, v in b.items() if v} == {"duplicate_ts": 1, "gap": 3}
+    assert a["gap"] + b["gap"] == result.flags["gap"]
+    assert set(a) == set(FLAGS)
+    outside = result.flags_within(Range(0, 60), 60)
+    assert not any(outside.values())
+
+
+def test_flags_within_carries_column_flags_and_ts_corrections() -> None:
+    frame = canonical(4).astype({"volume": "int64"})
+    frame["ts"] = frame["ts"] * 1000
+    result = conform(frame, 60)  # ms where seconds were declared
+    window = Range(BASE, BASE + 120)
+    within = result.flags_within(window, 60)
+    assert within["dtype_cast"] == 1 and within["ts_cast"] == 2
+
+
+# -------------------------------------------------------------------------- the schema
+
+
+def test_canonical_frames_validate() -> None:
+    frame = canonical(10)
+    assert validate_canonical(frame, 60) is frame
+    validate_canonical(empty_frame(), 60)
+    assert canonical_schema(60).strict is True
+
+
+@pytest.mark.parametrize(
+    ("mutate", "check", "offending"),
+    [
+        (
+            lambda f: f.assign(ts=f["ts"].to_numpy()[[0, 2, 1, 3]]),
+            "ts_monotonic_increasing",
+            [BASE + 60],
+        ),
+        (lambda f: f.assign(ts=f["ts"].to_numpy()[[0, 1, 1, 3]]), "ts_unique", [BASE + 60]),
+        (lambda f: f.assign(ts=f["ts"] - BASE - 120), "ts_non_negative", [-120, -60]),
+        (
+            lambda f: f.assign(ts=f["ts"] + np.array([0, 0, 1, 1])),
+            "ts_aligned",
+            [BASE + 121, BASE + 181],
+        ),
+        (lambda f: f.assign(close=[1.0, NAN, 101.0, 102.0]), "values_finite", [BASE + 60]),
+        (lambda f: f.assign(volume=[1.0, 2.0, INF, 1.0]), "values_finite", [BASE + 120]),
+        (lambda f: f.assign(high=[0.0, 103.0, 104.0, 105.0]), "high_is_max", [BASE]),
+        (lambda f: f.assign(low=[99.0, 100.0, 101.0, 104.5]), "low_is_min", [BASE + 180]),
+        (lambda f: f.assign(volume=[1.0, -2.0, 1.0, 1.0]), "volume_non_negative", [BASE + 60]),
+    ],
+)
+def test_schema_checks_name_the_rule_and_rows(mutate, check: str, offending: list[int]) -> None:
+    bad = mutate(canonical(4))
+    with pytest.raises(CanonicalFrameError) as info:
+        validate_canonical(bad, 60)
+    assert info.value.check == check
+    assert list(info.value.offending_ts) == offending
+    assert check in str(info.value) and "conform()" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "check"),
+    [
+        (lambda f: f.assign(extra=1.0), "column_in_schema"),
+        (lambda f: f.drop(columns=["low"]), "column_in_dataframe"),
+        (lambda f: f[["open", "ts", "high", "low", "close", "volume"]], "column_ordered"),
+        (lambda f: f.astype({"ts": "int32"}), "dtype('int64')"),
+        (lambda f: f.astype({"open": "float32"}), "dtype('float64')"),
+    ],
+)
+def test_schema_rejects_structure(mutate, check: str) -> None:
+    with pytest.raises(CanonicalFrameError) as info:
+        validate_canonical(mutate(canonical(3)), 60)
+    assert info.value.check == check
+    assert "want ['ts:int64'" in str(info.value)
+
+
+# ------------------------------------------------------------------- property tests
+
+
+def reference(rows: list[list[Any]], interval: int) -> tuple[dict[int, tuple], Counter]:
+    """A slow, obviously-correct model of conform() for rows with ts in seconds."""
+    kept: dict[int, tuple] = {}
+    counts: Counter = Counter()
+    for ts, *values in rows:
+        if ts is None or not math.isfinite(ts) or ts < 0 or ts != int(ts) or int(ts) % interval:
+            counts["invalid_timestamp"] += 1
+        elif not all(v is not None and math.isfinite(v) for v in values):
+            counts["non_finite"] += 1
+        elif values[1] < max(values[0], values[3], values[2]) or (
+            values[2] > min(values[0], values[3]) or values[4] < 0
+        ):
+            counts["ohlc_inconsistent"] += 1
+        else:
+            if int(ts) in kept:
+                counts["duplicate_ts"] += 1
+            kept[int(ts)] = tuple(float(v) for v in values)
+    return dict(sorted(kept.items())), counts
+
+
+slots = st.integers(0, 12)
+timestamps = st.one_of(
+    slots.map(lambda k: BASE + 60 * k),
+    slots.map(lambda k: BASE + 60 * k + 7),
+    st.sampled_from([None, NAN, -60, BASE + 0.5]),
+)
+prices = st.sampled_from([1.0, 2.0, 3.0])
+anything = st.sampled_from([1.0, 2.0, 3.0, NAN, INF, -1.0, None])
+
+
+@st.composite
+def consistent_row(draw: st.DrawFn) -> list[Any]:
+    o, c = draw(prices), draw(prices)
+    h = max(o, c) + draw(st.sampled_from([0.0, 0.5]))
+    lo = min(o, c) - draw(st.sampled_from([0.0, 0.5]))
+    return [draw(timestamps), o, h, lo, c, draw(st.sampled_from([0.0, 1.0, 7.0]))]
+
+
+any_row = st.builds(lambda t, vs: [t, *vs], timestamps, st.lists(anything, min_size=5, max_size=5))
+row_lists = st.lists(st.one_of(consistent_row(), consistent_row(), any_row), max_size=30)
+
+
+@settings(max_examples=300)
+@given(row_lists)
+def test_conform_matches_the_reference_model(rows: list[list[Any]]) -> None:
+    result = conform(rows, 60)
+    kept, counts = reference(rows, 60)
+    validate_canonical(result.frame, 60)
+    assert result.frame["ts"].tolist() == list(kept)
+    values = result.frame[list(VALUE_COLUMNS)].itertuples(index=False, name=None)
+    assert list(values) == list(kept.values())
+    for flag in DROP_FLAGS:
+        assert result.flags[flag] == counts[flag], flag
+    # Every input row is kept or accounted for by exactly one drop flag.
+    assert len(result.frame) + sum(result.flags[f] for f in DROP_FLAGS) == len(rows)
+    listed = len(result.dropped)
+    unlisted = sum(1 for r in rows if r[0] is None or r[0] != r[0] or r[0] < 0)
+    assert listed + unlisted == sum(result.flags[f] for f in DROP_FLAGS)
+    if len(kept) > 1:
+        ts = list(kept)
+        assert result.flags["gap"] == (ts[-1] - ts[0]) // 60 + 1 - len(ts)
+
+
+@settings(max_examples=200)
+@given(row_lists)
+def test_conform_is_idempotent(rows: list[list[Any]]) -> None:
+    first = conform(rows, 60)
+    second = conform(first.frame, 60)
+    pd.testing.assert_frame_equal(second.frame, first.frame)
+    only(second, gap=first.flags["gap"])
+    assert second.dropped.empty and second.corrected.empty
+
+
+@settings(max_examples=100)
+@given(st.lists(consistent_row(), max_size=20), st.sampled_from(["ms", "us", "ns"]))
+def test_units_give_the_same_frame_as_seconds(rows: list[list[Any]], unit: str) -> None:
+    rows = [r for r in rows if isinstance(r[0], int) and r[0] >= 0]
+    factor = {"ms": 10**3, "us": 10**6, "ns": 10**9}[unit]
+    seconds = conform(rows, 60, source_ts_unit="s")
+    scaled_rows = [[r[0] * factor, *r[1:]] for r in rows]
+    scaled = conform(scaled_rows, 60, source_ts_unit=unit)
+    pd.testing.assert_frame_equal(scaled.frame, seconds.frame)
+    assert scaled.flags == seconds.flags
+    pd.testing.assert_frame_equal(scaled.dropped, seconds.dropped)
+    # The same data as a typed DataFrame column in that unit.
+    frame = pd.DataFrame(scaled_rows, columns=list(CANONICAL_COLUMNS)).astype(
+        {c: "float64" for c in VALUE_COLUMNS}
+    )
+    if len(frame):
+        frame = frame.astype({"ts": "int64"})
+        via_frame = conform(frame, 60, source_ts_unit=unit)
+        pd.testing.assert_frame_equal(via_frame.frame, seconds.frame)
+        # Declaring the wrong unit converts the same way but reports every row as cast.
+        mislabelled = conform(frame, 60, source_ts_unit="s")
+        pd.testing.assert_frame_equal(mislabelled.frame, seconds.frame)
+        assert mislabelled.flags["ts_cast"] == len(frame)
+
+
+@settings(max_examples=100)
+@given(
+    st.integers(1, 40),
+    st.lists(st.tuples(st.integers(0, 39), st.integers(1, 15)), min_size=1, max_size=5),
+)
+def test_duplicates_across_page_boundaries_are_resolved(
+    n: int, pages: list[tuple[int, int]]
+) -> None:
+    """Overlapping fetch pages: the later page's version of a bar wins."""
+    truth = canonical(n)
+    expected = truth.copy()
+    payload = []
+    for version, (start, length) in enumerate(pages, start=1):
+        page = truth.iloc[start : start + length].copy()
+        page["volume"] = float(version)  # a later page revises the bars it repeats
+        expected.loc[page.index, "volume"] = float(version)
+        payload.append(page)
+    raw = pd.concat(payload, ignore_index=True)
+    result = conform(raw.to_numpy().tolist(), 60)
+    covered = sorted(set(raw["ts"]))
+    want = expected[expected["ts"].isin(covered)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(result.frame, want)
+    assert result.flags["duplicate_ts"] == len(raw) - len(covered)
+
+
+def test_schema_and_conform_agree_on_a_large_frame() -> None:
+    frame = canonical(50_000)
+    only(conform(frame, 60))
+    validate_canonical(frame, 60)
+
+
+def test_rows_as_records_and_exact_nanoseconds_next_to_missing_cells() -> None:
+    records = [dict(zip(CANONICAL_COLUMNS, row(BASE + 60 * i), strict=True)) for i in range(2)]
+    only(conform(records, 60))
+    ns = BASE * 10**9
+    result = conform([row(ns), row(None), row(ns + 60 * 10**9 + 1)], 60, source_ts_unit="ns")
+    only(result, invalid_timestamp=2)
+    assert result.frame["ts"].tolist() == [BASE]
+    assert dropped(result) == [(BASE + 60, "invalid_timestamp")]

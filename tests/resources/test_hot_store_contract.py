@@ -1,0 +1,272 @@
+"""The hot store contract: every backend passes this suite through the `hot_store` fixture."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from resources.hot_store import DuckDBHotStore, HotStore
+from seamless_assets.core.coverage import LedgerGap
+from seamless_assets.core.frame import CANONICAL_COLUMNS, Range, empty_frame, is_canonical
+from seamless_assets.errors import StoreError
+
+from .conftest import T0, BarsFactory
+
+NODE = "ohlcv:binance:BTC/USDT:1m"
+OTHER = "ohlcv:binance:ETH/USDT:1m"
+EVERYTHING = Range(0, 2**62)
+
+
+def assert_frames_equal(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert is_canonical(got), got.dtypes
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected.reset_index(drop=True))
+
+
+def test_is_a_hot_store(hot_store: HotStore) -> None:
+    assert isinstance(hot_store, HotStore)
+
+
+# -- upsert and read ------------------------------------------------------------------------
+
+
+def test_upsert_is_idempotent(hot_store: HotStore, bars: BarsFactory) -> None:
+    frame = bars(T0, 500)
+    assert hot_store.upsert(NODE, frame) == 500
+    assert hot_store.upsert(NODE, frame) == 500
+    assert_frames_equal(hot_store.read_range(NODE, EVERYTHING), frame)
+    assert hot_store.bounds(NODE) == (T0, T0 + 499 * 60)
+
+
+def test_last_write_wins_per_ts(hot_store: HotStore, bars: BarsFactory) -> None:
+    first, second = bars(T0, 100, seed=1), bars(T0 + 50 * 60, 100, seed=2, offset=1000)
+    hot_store.upsert(NODE, first)
+    hot_store.upsert(NODE, second)
+    expected = pd.concat([first.iloc[:50], second], ignore_index=True)
+    assert_frames_equal(hot_store.read_range(NODE, EVERYTHING), expected)
+
+
+def test_read_range_is_half_open(hot_store: HotStore, bars: BarsFactory) -> None:
+    frame = bars(T0, 10)
+    hot_store.upsert(NODE, frame)
+    got = hot_store.read_range(NODE, Range(T0 + 2 * 60, T0 + 5 * 60))
+    assert got["ts"].tolist() == [T0 + 120, T0 + 180, T0 + 240]  # start in, end out
+    assert_frames_equal(got, frame.iloc[2:5])
+    assert hot_store.read_range(NODE, Range(T0 + 60, T0 + 60)).empty
+
+
+def test_reads_return_canonical_sorted_frames(hot_store: HotStore, bars: BarsFactory) -> None:
+    frame = bars(T0, 50)
+    frame.loc[7, "volume"] = np.nan  # NaN survives the round trip
+    hot_store.upsert(NODE, frame.iloc[25:])
+    hot_store.upsert(NODE, frame.iloc[::-1].iloc[25:])  # older bars, written descending
+    got = hot_store.read_range(NODE, EVERYTHING)
+    assert tuple(got.columns) == CANONICAL_COLUMNS
+    assert_frames_equal(got, frame)
+
+
+def test_unknown_node_reads_empty(hot_store: HotStore) -> None:
+    assert_frames_equal(hot_store.read_range("ohlcv:nowhere:X/Y:1m", EVERYTHING), empty_frame())
+    assert hot_store.coverage("ohlcv:nowhere:X/Y:1m", 60) == []
+    assert hot_store.bounds("ohlcv:nowhere:X/Y:1m") is None
+    assert hot_store.ledger_gaps("ohlcv:nowhere:X/Y:1m") == []
+
+
+def test_rejects_frames_it_must_not_store(hot_store: HotStore, bars: BarsFactory) -> None:
+    frame = bars(T0, 5)
+    with pytest.raises(ValueError, match="canonical"):
+        hot_store.upsert(NODE, frame.astype({"ts": "float64"}))
+    with pytest.raises(ValueError, match="canonical"):
+        hot_store.upsert(
+            NODE, frame.reindex(columns=["ts", "close", "open", "high", "low", "volume"])
+        )
+    with pytest.raises(ValueError, match="duplicate"):
+        hot_store.upsert(NODE, pd.concat([frame, frame.iloc[[2]]], ignore_index=True))
+    assert hot_store.read_range(NODE, EVERYTHING).empty
+    assert hot_store.upsert(NODE, empty_frame()) == 0
+
+
+HOSTILE_IDS = [
+    "ohlcv:binance:BTC/USDT:1m",
+    "ohlcv:binance:BTC/USDT:1m'",
+    "'; DROP TABLE ohlcv; --",
+    'ohlcv:x:"quoted":1m',
+    "ohlcv:x:../../etc:1m",
+    "ohlcv:x:a/b\\c:1m",
+    "ohlcv:binance:BTC/USDT:1m%",
+    "ohlcv:binance:BTC/USDT:1m OR 1=1",
+]
+
+
+def test_nodes_are_isolated_even_with_hostile_ids(hot_store: HotStore, bars: BarsFactory) -> None:
+    frames = {node: bars(T0, 20, seed=i) for i, node in enumerate(HOSTILE_IDS)}
+    for node, frame in frames.items():
+        hot_store.upsert(node, frame)
+        hot_store.record_gaps(node, [LedgerGap(Range(0, 60), f"reason of {node}")])
+    for node, frame in frames.items():
+        assert_frames_equal(hot_store.read_range(node, EVERYTHING), frame)
+        assert hot_store.ledger_gaps(node) == [LedgerGap(Range(0, 60), f"reason of {node}")]
+    assert hot_store.node_ids() == sorted(HOSTILE_IDS)
+    hot_store.clear_gaps(HOSTILE_IDS[2], EVERYTHING)
+    assert hot_store.ledger_gaps(HOSTILE_IDS[2]) == []
+    assert len(hot_store.ledger_gaps(HOSTILE_IDS[0])) == 1
+
+
+# -- coverage -------------------------------------------------------------------------------
+
+
+def test_coverage_islands(hot_store: HotStore, bars: BarsFactory) -> None:
+    frame = bars(T0, 100)
+    kept = frame.take(np.r_[0:10, 15:40, 41:42, 60:100])
+    hot_store.upsert(NODE, kept)
+    minute = 60
+    assert hot_store.coverage(NODE, minute) == [
+        Range(T0, T0 + 10 * minute),
+        Range(T0 + 15 * minute, T0 + 40 * minute),
+        Range(T0 + 41 * minute, T0 + 42 * minute),
+        Range(T0 + 60 * minute, T0 + 100 * minute),
+    ]
+    window = Range(T0 + 5 * minute, T0 + 20 * minute)
+    assert hot_store.coverage(NODE, minute, window) == [
+        Range(T0 + 5 * minute, T0 + 10 * minute),
+        Range(T0 + 15 * minute, T0 + 20 * minute),
+    ]
+    # A bar opening before the window but closing inside it covers the part inside.
+    assert hot_store.coverage(NODE, minute, Range(T0 + 30, T0 + 90)) == [Range(T0 + 30, T0 + 90)]
+    assert hot_store.coverage(NODE, minute, Range(T0 + 42 * minute, T0 + 60 * minute)) == []
+
+
+def test_coverage_with_a_coarser_interval_treats_missing_bars_as_gaps(
+    hot_store: HotStore, bars: BarsFactory
+) -> None:
+    hot_store.upsert(OTHER, bars(T0, 4, interval_s=3600).iloc[[0, 1, 3]])
+    assert hot_store.coverage(OTHER, 3600) == [
+        Range(T0, T0 + 2 * 3600),
+        Range(T0 + 3 * 3600, T0 + 4 * 3600),
+    ]
+
+
+# -- gap ledger -----------------------------------------------------------------------------
+
+
+def test_gap_ledger_is_idempotent(hot_store: HotStore) -> None:
+    gap = LedgerGap(Range(T0, T0 + 3600), "maintenance")
+    hot_store.record_gaps(NODE, [gap])
+    hot_store.record_gaps(NODE, [gap, gap])
+    assert hot_store.ledger_gaps(NODE) == [gap]
+    assert hot_store.node_ids() == [NODE]
+
+
+def test_gap_ledger_merges_same_reason_and_keeps_reasons_apart(hot_store: HotStore) -> None:
+    hot_store.record_gaps(
+        NODE,
+        [
+            LedgerGap(Range(T0, T0 + 600), "maintenance"),
+            LedgerGap(Range(T0 + 600, T0 + 1200), "maintenance"),  # touches: merged
+            LedgerGap(Range(T0 + 300, T0 + 900), "no_trades"),  # other reason: kept
+        ],
+    )
+    hot_store.record_gaps(NODE, [LedgerGap(Range(T0 + 1000, T0 + 1500), "maintenance")])
+    assert hot_store.ledger_gaps(NODE) == [
+        LedgerGap(Range(T0, T0 + 1500), "maintenance"),
+        LedgerGap(Range(T0 + 300, T0 + 900), "no_trades"),
+    ]
+    assert hot_store.ledger_gaps(NODE, Range(T0 + 800, T0 + 2000)) == [
+        LedgerGap(Range(T0 + 800, T0 + 900), "no_trades"),
+        LedgerGap(Range(T0 + 800, T0 + 1500), "maintenance"),
+    ]
+    assert hot_store.ledger_gaps(NODE, Range(T0 + 1500, T0 + 2000)) == []
+
+
+def test_clear_gaps_removes_trims_and_splits(hot_store: HotStore) -> None:
+    hot_store.record_gaps(
+        NODE,
+        [
+            LedgerGap(Range(T0, T0 + 1000), "maintenance"),
+            LedgerGap(Range(T0 + 2000, T0 + 2100), "no_trades"),
+            LedgerGap(Range(T0 + 5000, T0 + 6000), "before_listing"),
+        ],
+    )
+    assert hot_store.clear_gaps(NODE, Range(T0 + 400, T0 + 2500)) == 2
+    assert hot_store.clear_gaps(NODE, Range(T0 + 5200, T0 + 5300)) == 1
+    assert hot_store.ledger_gaps(NODE) == [
+        LedgerGap(Range(T0, T0 + 400), "maintenance"),
+        LedgerGap(Range(T0 + 5000, T0 + 5200), "before_listing"),
+        LedgerGap(Range(T0 + 5300, T0 + 6000), "before_listing"),
+    ]
+    assert hot_store.clear_gaps(NODE, Range(T0 + 400, T0 + 2500)) == 0
+    assert hot_store.clear_gaps(OTHER, Range(T0, T0 + 10_000)) == 0
+
+
+# -- DuckDB: one writer process per file ------------------------------------------------------
+
+_HOLDER = (
+    "import sys, duckdb\n"
+    "con = duckdb.connect(sys.argv[1])\n"
+    "print('locked', flush=True)\n"
+    "sys.stdin.readline()\n"
+    "con.close()\n"
+)
+
+
+def _hold_lock(path: Path) -> subprocess.Popen[str]:
+    """Another process that opens the DuckDB file and keeps it until told on stdin."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def _release(holder: subprocess.Popen[str]) -> None:
+    assert holder.stdin is not None
+    holder.stdin.write("\n")
+    holder.stdin.flush()
+    holder.wait(timeout=30)
+
+
+def test_duckdb_waits_for_another_process_then_proceeds(tmp_path: Path, bars: BarsFactory) -> None:
+    path = tmp_path / "shared.duckdb"
+    store = DuckDBHotStore(path, lock_timeout_s=30)
+    store.upsert(NODE, bars(T0, 3))
+    holder = _hold_lock(path)
+    releaser = threading.Timer(0.8, _release, args=[holder])
+    started = time.monotonic()
+    releaser.start()
+    try:
+        assert store.upsert(NODE, bars(T0 + 180, 3)) == 3
+    finally:
+        releaser.join()
+    assert time.monotonic() - started >= 0.7
+    assert len(store.read_range(NODE, EVERYTHING)) == 6
+
+
+def test_duckdb_gives_up_after_the_bounded_wait(tmp_path: Path, bars: BarsFactory) -> None:
+    path = tmp_path / "shared.duckdb"
+    store = DuckDBHotStore(path, lock_timeout_s=0.6)
+    holder = _hold_lock(path)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreError, match="locked by another process") as raised:
+            store.read_range(NODE, EVERYTHING)
+    finally:
+        _release(holder)
+    assert 0.5 <= time.monotonic() - started < 10
+    assert str(path) in str(raised.value)
+    assert store.upsert(NODE, bars(T0, 2)) == 2  # usable again once released
+
+
+def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    store = DuckDBHotStore(tmp_path / "closed.duckdb")
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.node_ids()
