@@ -85,7 +85,10 @@ def run_backfill(
     job = defs.resolve_job_def(tf_class.job_name)
     asset_keys = [dg.AssetKey(n.asset_key_path()) for n in nodes]
     op_names = [defs.resolve_assets_def(k).node_def.name for k in asset_keys]
-    run_config = {"ops": {op: {"config": {"refetch_gaps": refetch_gaps}} for op in op_names}}
+    run_config = {
+        "ops": {op: {"config": {"refetch_gaps": refetch_gaps}} for op in op_names},
+        "loggers": {"console": {"config": {"log_level": "INFO"}}},
+    }
     return job.execute_in_process(
         run_config=run_config,
         instance=dg.DagsterInstance.get(),
@@ -110,13 +113,23 @@ def _print_run(result: Any) -> int:
         )
     for check in result.get_asset_check_evaluations():
         status = "passed" if check.passed else f"FAILED ({check.severity.value})"
-        print(f"  check {check.check_name}: {status}")
+        print(f"  check {check.asset_key.to_user_string()} {check.check_name}: {status}")
     print(f"run {result.run_id}: {'success' if result.success else 'FAILURE'}")
     if not result.success:
         for event in result.all_events:
-            if event.is_failure and event.step_failure_data and event.step_failure_data.error:
-                print(event.step_failure_data.error.message.strip(), file=sys.stderr)
+            if event.is_step_failure and event.step_failure_data.error:
+                print(
+                    f"{event.step_key}: {root_cause(event.step_failure_data.error)}",
+                    file=sys.stderr,
+                )
     return 0 if result.success else 1
+
+
+def root_cause(error: Any) -> str:
+    """The innermost error message of a Dagster serializable error (the actionable one)."""
+    while error.cause is not None:
+        error = error.cause
+    return str(error.message).strip()
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
@@ -156,7 +169,7 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         print(f"  gap     {gap.range} reason={gap.reason}")
     heads = artifacts.heads(node)
     inside = [w for w in heads if w.start < window.end and w.end > window.start]
-    print(f"  segments published: {len(inside)} under {artifacts.uri_for(node, None)}")
+    print(f"  segments published: {len(inside)} under {artifacts.node_uri(node)}")
     return 0
 
 

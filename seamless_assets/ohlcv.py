@@ -1,6 +1,5 @@
 """The asset factory: one time-partitioned asset per node of the catalog."""
 
-from __future__ import annotations
 
 import asyncio
 

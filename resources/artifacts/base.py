@@ -337,6 +337,10 @@ class ArtifactStore:
     def _head_key(self, node: NodeId, window: Range) -> str:
         return f"{self.segment_prefix(node)}/heads/{window.start}-{window.end}.json"
 
+    def node_uri(self, node: NodeId) -> str:
+        """URI of everything published for a node."""
+        return self.blobs.uri(self.segment_prefix(node))
+
     def uri_for(self, node: NodeId, fingerprint: str) -> str:
         """URI of a segment's directory (`file:///…/segments/sha256-<hex>` locally)."""
         return self.blobs.uri(self._segment_dir(node, fingerprint))

@@ -1,0 +1,82 @@
+"""Fixtures for end-to-end runs: a sandbox exchange, a project config and a Dagster home."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from sandbox import SandboxConfig, SandboxExchange
+from seamless_assets.config import SeamlessConfig, load_config
+
+DAY = 86_400
+
+
+def write_config(
+    tmp_path: Path, sandbox_url: str, *, symbols: tuple[str, ...] = ("BTC/USDT",), **section: Any
+) -> Path:
+    """A seamless.yaml for tests: binance → sandbox, fast retries, data under tmp_path."""
+    seamless: dict[str, Any] = {
+        "data_dir": str(tmp_path / "data"),
+        "backfill": {"retry_backoff_ms": 20, "max_attempts": 4, "request_timeout_ms": 5000},
+        "rate_limit": {
+            "tokens_per_interval": 1_000_000,
+            "interval_ms": 1000,
+            "burst_tokens": 1_000_000,
+            "min_interval_ms": 0,
+            "penalty_backoff_ms": 500,
+        },
+        "partitions": {"intraday_start": "2023-01-01", "daily_start": "2023-01-01"},
+    }
+    for key, value in section.items():
+        seamless[key] = {**seamless.get(key, {}), **value}
+    config = {
+        "seamless": seamless,
+        "exchanges": {
+            "binance": {
+                "symbols": list(symbols),
+                "timeframes": ["1m", "1h"],
+                "ccxt_config": {"urls": {"api": {"public": f"{sandbox_url}/api/v3"}}},
+            }
+        },
+    }
+    path = tmp_path / "seamless.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxExchange]:
+    exchange = SandboxExchange(SandboxConfig())
+    exchange.start()
+    try:
+        yield exchange
+    finally:
+        exchange.stop()
+
+
+@pytest.fixture
+def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def project(tmp_path: Path, sandbox: SandboxExchange, dagster_home: Path) -> SeamlessConfig:
+    return load_config(write_config(tmp_path, sandbox.url))
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under root, by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
