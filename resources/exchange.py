@@ -5,6 +5,11 @@ clock once, fetches a requested range in contiguous windows of the exchange's ma
 candles per call (concurrently, within the budget), retries network errors, timeouts
 and 5xx with exponential backoff and jitter, and turns every 429/418 into a penalty on
 the limiter key (from that response's own `Retry-After`) that pauses all requests.
+
+Imports: `ccxt.base.errors` is all this module needs at import time. Python imports the
+`ccxt` package (every sync exchange, ~2.5 s) for any `ccxt.*` submodule, and config
+validation imports it anyway; `ccxt.async_support` (every async exchange, ~2 s more) is
+imported only when a client is built, so loading Dagster definitions does not pay it.
 """
 
 from __future__ import annotations
@@ -15,13 +20,13 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
-import ccxt
-import ccxt.async_support as ccxt_async
+from ccxt.base import errors as ccxt_errors
 
 from seamless_assets.config import BackfillConfig, SeamlessConfig
 from seamless_assets.core.frame import Range
@@ -30,10 +35,19 @@ from seamless_assets.nodes import Timeframe
 
 from .rate_limit import RateLimiter, limiter_key
 
+if TYPE_CHECKING:
+    import ccxt.async_support as ccxt_async
+
 log = logging.getLogger(__name__)
 
 DEFAULT_CANDLES_PER_CALL = 500
 MAX_RATE_LIMITED_RETRIES = 50
+#: ccxt errors retried with backoff: transport failures, timeouts, 5xx, garbled bodies.
+RETRIABLE_ERRORS = (ccxt_errors.NetworkError, ccxt_errors.BadResponse)
+#: Binance answers 429 and 418 with `DDoSProtection`; other exchanges use both classes.
+RATE_LIMIT_ERRORS = (ccxt_errors.RateLimitExceeded, ccxt_errors.DDoSProtection)
+
+T = TypeVar("T")
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -45,6 +59,23 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
         else:
             merged[key] = value
     return merged
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """`Retry-After` of a response in seconds (delta-seconds or HTTP-date), else None."""
+    for name, value in (headers or {}).items():
+        if name.lower() != "retry-after":
+            continue
+        try:
+            return max(0.0, float(value))
+        except (TypeError, ValueError):
+            pass
+        try:
+            when = parsedate_to_datetime(str(value)).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return None
+        return max(0.0, when - (time.time() if now is None else now))
+    return None
 
 
 @dataclass(frozen=True)
@@ -106,6 +137,26 @@ def split_windows(window: Range, interval_s: int, bars_per_call: int) -> list[Ra
     return [Range(s, min(s + step, window.end)) for s in range(window.start, window.end, step)]
 
 
+async def _all_or_nothing(aws: list[Awaitable[T]]) -> list[T]:
+    """Like `asyncio.gather`, but the first failure cancels the rest before it is raised
+    (so no request outlives a failed fetch and hits a closed session)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    if not tasks:
+        return []
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:  # in order: the first window's error wins among simultaneous ones
+            if task in done and (error := task.exception()) is not None:
+                raise error
+        return [t.result() for t in tasks]
+    finally:
+        unfinished = [t for t in tasks if not t.done()]
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.gather(*unfinished, return_exceptions=True)
+
+
 class ExchangeClient:
     """ccxt async exchange for one run; use as `async with ExchangeClient(...) as client`."""
 
@@ -116,18 +167,24 @@ class ExchangeClient:
         self._exchange = self._build_exchange()
         self._markets_loaded = False
         self._markets_lock = asyncio.Lock()
+        self._clock_lock = asyncio.Lock()
         self._clock: tuple[float, float] | None = None  # (server epoch s, local monotonic)
-        self._penalty_until = 0.0
+        self._penalty_until = 0.0  # wall clock: the latest 429/418 penalty this client saw
 
     def _build_exchange(self) -> ccxt_async.Exchange:
+        import ccxt.async_support as ccxt_async  # noqa: PLC0415 - heavy: only when used
+
         exchange_id = self.settings.exchange_id
         if exchange_id not in ccxt_async.exchanges:
-            raise UnknownExchange(f"ccxt has no exchange {exchange_id!r}")
-        base: dict[str, Any] = {
-            "enableRateLimit": True,  # ccxt calls throttle(cost): routed to our limiter below
-            "timeout": self.settings.backfill.request_timeout_ms,
-        }
-        exchange = getattr(ccxt_async, exchange_id)(deep_merge(base, self.settings.ccxt_config))
+            close = difflib.get_close_matches(exchange_id.lower(), ccxt_async.exchanges, n=3)
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise UnknownExchange(f"ccxt has no exchange {exchange_id!r}{hint}")
+        base: dict[str, Any] = {"timeout": self.settings.backfill.request_timeout_ms}
+        config = deep_merge(base, self.settings.ccxt_config)
+        # ccxt calls throttle(cost) only with enableRateLimit; throttle is our limiter, so a
+        # user's `enableRateLimit: false` must not switch the shared budget off.
+        config["enableRateLimit"] = True
+        exchange = getattr(ccxt_async, exchange_id)(config)
         fetch_markets = exchange.options.get("fetchMarkets")
         if isinstance(fetch_markets, dict) and "types" in fetch_markets:
             user_types = (
@@ -138,6 +195,10 @@ class ExchangeClient:
         key = self.settings.rate_key
 
         async def throttle(cost: float | None = None) -> None:
+            # A penalty this client saw but the limiter may not know yet (e.g. a remote
+            # limiter whose penalize() has not run) still holds back this request.
+            if self._penalty_until > time.time():
+                await self.limiter.penalize(key, self._penalty_until, "Retry-After")
             await self.limiter.acquire(key, cost or 1.0, self.settings.acquire_deadline_s)
 
         original_handle_errors = exchange.handle_errors
@@ -146,8 +207,10 @@ class ExchangeClient:
         def handle_errors(
             code: int, reason: str, url: str, method: str, headers: Any, *rest: Any
         ) -> Any:
-            # Read Retry-After from this very response (last_response_headers can be
-            # overwritten by a concurrent request) and remember the penalty at once.
+            # Runs synchronously as each response arrives: read Retry-After from this very
+            # response (last_response_headers can be overwritten by a concurrent request)
+            # and pause the key at once, before any other request can be started.
+            self.stats.http_status[int(code)] += 1
             if code in (418, 429):
                 self._record_penalty(code, headers)
             return original_handle_errors(code, reason, url, method, headers, *rest)
@@ -165,15 +228,13 @@ class ExchangeClient:
 
     def _record_penalty(self, code: int, headers: Mapping[str, str] | None) -> None:
         self.stats.rate_limited += 1
-        retry_after = None
-        for name, value in (headers or {}).items():
-            if name.lower() == "retry-after":
-                try:
-                    retry_after = float(value)
-                except ValueError:
-                    retry_after = None
+        retry_after = retry_after_seconds(headers)
         wait_s = retry_after if retry_after is not None else self.settings.penalty_backoff_s
-        self._penalty_until = max(self._penalty_until, time.time() + wait_s)
+        until = time.time() + wait_s
+        self._penalty_until = max(self._penalty_until, until)
+        penalize_now = getattr(self.limiter, "penalize_now", None)
+        if callable(penalize_now):  # synchronous: blocks the key before control returns
+            penalize_now(self.settings.rate_key, until, f"HTTP {code}")
         log.warning(
             "%s answered HTTP %s: pausing every request on %s for %.1fs (Retry-After=%s)",
             self.settings.exchange_id,
@@ -202,7 +263,8 @@ class ExchangeClient:
             if not self._markets_loaded:
                 await self._call("load_markets", self._exchange.load_markets)
                 self._markets_loaded = True
-        return self._exchange.markets
+        markets: dict[str, Any] = self._exchange.markets
+        return markets
 
     async def check_symbol(self, symbol: str) -> None:
         markets = await self.load_markets()
@@ -221,10 +283,15 @@ class ExchangeClient:
         return int(features.get("limit") or DEFAULT_CANDLES_PER_CALL)
 
     async def server_now_s(self) -> float:
-        """The exchange's clock (one request per client, then advanced locally)."""
-        if self._clock is None:
-            server_ms = await self._call("fetch_time", self._exchange.fetch_time)
-            self._clock = (server_ms / 1000, time.monotonic())
+        """The exchange's clock (one request per client, then advanced locally).
+
+        The local reference is taken when the answer arrives, so the estimate never runs
+        ahead of the exchange (a bar is never taken as closed before the exchange says so).
+        """
+        async with self._clock_lock:
+            if self._clock is None:
+                server_ms = await self._call("fetch_time", self._exchange.fetch_time)
+                self._clock = (server_ms / 1000, time.monotonic())
         server_s, at = self._clock
         return server_s + (time.monotonic() - at)
 
@@ -244,8 +311,8 @@ class ExchangeClient:
         if fetch_window is not None:
             per_call = self.candles_per_call()
             windows = split_windows(fetch_window, timeframe.seconds, per_call)
-            pages = await asyncio.gather(
-                *(self._fetch_window(symbol, timeframe, w, per_call) for w in windows)
+            pages = await _all_or_nothing(
+                [self._fetch_window(symbol, timeframe, w, per_call) for w in windows]
             )
             for page in pages:
                 rows.extend(page)
@@ -255,17 +322,30 @@ class ExchangeClient:
     async def _fetch_window(
         self, symbol: str, timeframe: Timeframe, window: Range, per_call: int
     ) -> list[list[Any]]:
+        """Every bar opening in `window` (at most `per_call` of them): one request when the
+        exchange honours `limit`, more if it answers with shorter pages than asked for."""
+        start_ms, end_ms = window.start * 1000, window.end * 1000
+        step_ms = timeframe.seconds * 1000
+        rows: list[list[Any]] = []
+        cursor = start_ms
         async with self.limiter.slot(self.settings.rate_key):
-            result: list[list[Any]] = await self._call(
-                f"fetch_ohlcv {symbol} {timeframe} {window}",
-                self._exchange.fetch_ohlcv,
-                symbol,
-                timeframe.code,
-                since=window.start * 1000,
-                limit=per_call,
-                params={"until": window.end * 1000 - 1},
-            )
-        return result
+            while cursor < end_ms:
+                page: list[list[Any]] = await self._call(
+                    f"fetch_ohlcv {symbol} {timeframe} {window}",
+                    self._exchange.fetch_ohlcv,
+                    symbol,
+                    timeframe.code,
+                    since=cursor,
+                    limit=per_call,
+                    params={"until": end_ms - 1},
+                )
+                # some exchanges ignore `until` or return a bar before `since`: clip
+                page = [r for r in page if cursor <= r[0] < end_ms]
+                if not page:
+                    break
+                rows.extend(page)
+                cursor = max(r[0] for r in page) + step_ms
+        return rows
 
     async def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         """Call ccxt with retries: backoff+jitter on network errors, penalties on 429/418."""
@@ -275,19 +355,25 @@ class ExchangeClient:
         while True:
             try:
                 return await method(*args, **kwargs)
-            except (ccxt.RateLimitExceeded, ccxt.DDoSProtection) as exc:
+            except RATE_LIMIT_ERRORS as exc:
                 rate_limited += 1
                 if rate_limited > MAX_RATE_LIMITED_RETRIES:
                     raise ExchangeUnavailable(
                         f"{self.settings.exchange_id} kept rate-limiting {what} "
                         f"({rate_limited} times); lower rate_limit.tokens_per_interval"
                     ) from exc
-                until = self._penalty_until or time.time() + self.settings.penalty_backoff_s
+                now = time.time()
+                # the penalty handle_errors recorded from this response's Retry-After; a
+                # rate-limit error without a fresh one (e.g. from a body code) backs off
+                until = self._penalty_until
+                if until <= now:
+                    until = now + self.settings.penalty_backoff_s
+                    self._penalty_until = until
                 await self.limiter.penalize(self.settings.rate_key, until, type(exc).__name__)
                 self.stats.retries += 1
-            except ccxt.BadSymbol as exc:
+            except ccxt_errors.BadSymbol as exc:
                 raise UnknownSymbol(f"{self.settings.exchange_id}: {exc}") from exc
-            except (ccxt.NetworkError, ccxt.ExchangeNotAvailable) as exc:
+            except RETRIABLE_ERRORS as exc:
                 failures += 1
                 if failures >= backfill.max_attempts:
                     raise ExchangeUnavailable(

@@ -146,11 +146,17 @@ class LocalRateLimiter:
         self.stats.waited_s += time.monotonic() - started
 
     async def penalize(self, key: str, until_epoch_s: float, reason: str) -> None:
+        self.penalize_now(key, until_epoch_s, reason)
+
+    def penalize_now(self, key: str, until_epoch_s: float, reason: str) -> None:
+        """`penalize` without awaiting: the exchange client calls it from inside ccxt's
+        response handling, so the key is paused before any other request can start."""
         with self._lock:
             bucket = self._bucket(key)
-            if until_epoch_s > bucket.penalty_until:
+            now = time.time()
+            if until_epoch_s > max(now, bucket.penalty_until):
                 self.stats.penalties += 1
-                self.stats.penalty_s += until_epoch_s - max(time.time(), bucket.penalty_until)
+                self.stats.penalty_s += until_epoch_s - max(now, bucket.penalty_until)
                 bucket.penalty_until = until_epoch_s
 
     def penalty_until(self, key: str) -> float:

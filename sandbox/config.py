@@ -113,13 +113,17 @@ class SandboxConfig:
     # rate limiting (windows are REAL wall-clock minutes, like Binance)
     weight_limit_per_minute: int | None = None
     ban_seconds: int = 2
+    # Requests arriving within this grace after a 429 was issued were already in flight
+    # when the client got the 429: answered 429 (counted `in_flight_after_429`), not banned.
+    # Later requests inside the penalty window are violations: 418 and the ban extends.
+    penalty_grace_ms: float = 200.0
     weights: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     # fault injection
     error_rate_5xx: float = 0.0
     error_seed: int = 0
     latency_ms: float = 0.0
     force_429: int = 0  # the next N kline requests get 429
-    force_429_retry_after: int = 1
+    force_429_retry_after: int = 1  # 0: send no Retry-After header (and no penalty window)
     down: bool = False  # 503 to every /api request
     # clock at start-up: frozen at `frozen_now_s`, else real time + `clock_offset_s`
     frozen_now_s: float | None = None
@@ -182,10 +186,14 @@ class SandboxConfig:
             raise ValueError(f"error_rate_5xx must be in [0, 1], got {self.error_rate_5xx}")
         if self.weight_limit_per_minute is not None and int(self.weight_limit_per_minute) < 1:
             raise ValueError("weight_limit_per_minute must be >= 1 or null (unlimited)")
-        if int(self.ban_seconds) < 1 or int(self.force_429_retry_after) < 1:
-            raise ValueError("ban_seconds and force_429_retry_after must be >= 1")
+        if int(self.ban_seconds) < 1:
+            raise ValueError("ban_seconds must be >= 1")
+        if int(self.force_429_retry_after) < 0:
+            raise ValueError("force_429_retry_after must be >= 0 (0 = no Retry-After header)")
         if int(self.force_429) < 0 or float(self.latency_ms) < 0:
             raise ValueError("force_429 and latency_ms must be >= 0")
+        if float(self.penalty_grace_ms) < 0:
+            raise ValueError("penalty_grace_ms must be >= 0")
         for sym in self.extra_symbols:
             if "/" not in sym:
                 raise ValueError(f"extra_symbols: {sym!r} must look like 'BASE/QUOTE'")
@@ -209,7 +217,7 @@ _INT_KNOBS = {
     "force_429_retry_after",
     "kline_log_size",
 }
-_FLOAT_KNOBS = {"error_rate_5xx", "latency_ms", "clock_offset_s"}
+_FLOAT_KNOBS = {"error_rate_5xx", "latency_ms", "clock_offset_s", "penalty_grace_ms"}
 _OPTIONAL_KNOBS = {"weight_limit_per_minute": int, "frozen_now_s": float}
 
 

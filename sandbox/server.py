@@ -164,6 +164,14 @@ def _rejection(adm: Admission, state: SandboxState) -> web.Response:
 
 async def _api(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
+    state.enter()
+    try:
+        return await _serve_api(request, state)
+    finally:
+        state.leave()
+
+
+async def _serve_api(request: web.Request, state: SandboxState) -> web.Response:
     name = request.match_info["name"]
     cfg = state.config
     known = name in ("ping", "time", "exchangeInfo", "klines")
@@ -196,6 +204,7 @@ async def _api(request: web.Request) -> web.Response:
     if entry is not None:
         entry["status"] = resp.status
         entry["reason"] = adm.reason
+        entry["admitted_at"] = adm.at
         entry["t"] = round(time.time(), 3)
     state.finish(resp.status, entry)
     return resp

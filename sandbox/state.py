@@ -2,6 +2,19 @@
 
 Why one object behind one lock: the aiohttp loop (in a background thread or a subprocess)
 and the test thread both touch it, and every critical section is a few dict updates.
+
+Rate-limit semantics (Binance's, on the sandbox's wall clock):
+
+* Over the per-minute weight budget, or on a forced 429: answer 429 with `Retry-After`
+  and open a penalty window (until the minute ends, or `Retry-After` seconds). Counted in
+  `sent_429` (one per penalty issued).
+* In-flight grace: a client with several requests in flight cannot recall the ones
+  already sent when the 429 reaches it. Requests arriving within `penalty_grace_ms` after
+  a 429 was issued are answered 429 (remaining `Retry-After`) and counted in
+  `in_flight_after_429`; they are not violations and extend nothing.
+* Any other request inside the penalty window is a client that ignored `Retry-After`:
+  418, the ban extends by `ban_seconds` from now, counted in `sent_418` and
+  `requests_in_penalty` (so a well-behaved client keeps both at 0).
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ class Admission:
     retry_after: int | None = None
     used_weight: int = 0
     reason: str = ""
+    at: float = 0.0  # the wall-clock instant of the decision (penalty windows use it)
 
 
 @dataclass
@@ -41,6 +55,9 @@ class _Counters:
     sent_429: int = 0
     sent_418: int = 0
     requests_in_penalty: int = 0
+    in_flight_after_429: int = 0
+    in_flight: int = 0  # /api requests being served right now (latency included)
+    max_in_flight: int = 0
     injected_5xx: int = 0
     kline_rows_served: int = 0
     weight_by_minute: OrderedDict[int, int] = field(default_factory=OrderedDict)
@@ -63,6 +80,7 @@ class SandboxState:
         self._force_429_left = int(self._config.force_429)
         self._rng = random.Random(self._config.error_seed)
         self._penalty_until = 0.0  # real wall-clock seconds
+        self._last_429_at = float("-inf")  # when the last penalty-opening 429 was issued
         self._window_minute = -1
         self._window_used = 0
         self._c = _Counters(since=wallclock())
@@ -109,27 +127,35 @@ class SandboxState:
             if minute != self._window_minute:
                 self._window_minute, self._window_used = minute, 0
             if cfg.down:
-                return Admission(503, None, self._window_used, "down")
+                return Admission(503, None, self._window_used, "down", at=now)
             if now < self._penalty_until:
+                if now - self._last_429_at <= cfg.penalty_grace_ms / 1000.0:
+                    c.in_flight_after_429 += 1  # sent before its client saw the 429
+                    retry = max(1, math.ceil(self._penalty_until - now))
+                    return Admission(429, retry, self._window_used, "in_flight", at=now)
                 c.requests_in_penalty += 1
                 c.sent_418 += 1
                 self._penalty_until = max(self._penalty_until, now + cfg.ban_seconds)
                 # honest Retry-After: the ban, or longer if a 429 penalty outlasts it
                 retry = max(int(cfg.ban_seconds), math.ceil(self._penalty_until - now))
-                return Admission(418, retry, self._window_used, "banned")
+                return Admission(418, retry, self._window_used, "banned", at=now)
             if klines and self._force_429_left > 0:
                 self._force_429_left -= 1
                 retry = int(cfg.force_429_retry_after)
-                self._penalty_until = now + retry
                 c.sent_429 += 1
-                return Admission(429, retry, self._window_used, "forced")
+                if retry == 0:  # no Retry-After: the client picks its own backoff
+                    return Admission(429, None, self._window_used, "forced", at=now)
+                self._penalty_until = now + retry
+                self._last_429_at = now
+                return Admission(429, retry, self._window_used, "forced", at=now)
             limit = cfg.weight_limit_per_minute
             if limit is not None and self._window_used + weight > limit:
                 window_end = (minute + 1) * 60.0
                 self._penalty_until = window_end
+                self._last_429_at = now
                 c.sent_429 += 1
                 retry = max(1, math.ceil(window_end - now))
-                return Admission(429, retry, self._window_used, "weight")
+                return Admission(429, retry, self._window_used, "weight", at=now)
             self._window_used += weight
             ep["weight"] += weight
             start = minute * 60
@@ -139,14 +165,26 @@ class SandboxState:
             if cfg.error_rate_5xx > 0 and self._rng.random() < cfg.error_rate_5xx:
                 c.injected_5xx += 1
                 status = _5XX_STATUSES[self._rng.randrange(len(_5XX_STATUSES))]
-                return Admission(status, None, self._window_used, "injected")
-            return Admission(0, None, self._window_used)
+                return Admission(status, None, self._window_used, "injected", at=now)
+            return Admission(0, None, self._window_used, at=now)
 
     def used_weight(self) -> int:
         """Weight used in the current real-time minute (for the header on other replies)."""
         now = self._wall()
         with self._lock:
             return self._window_used if int(now // 60) == self._window_minute else 0
+
+    def enter(self) -> None:
+        """An /api request started (before any injected latency)."""
+        with self._lock:
+            c = self._c
+            c.in_flight += 1
+            c.max_in_flight = max(c.max_in_flight, c.in_flight)
+
+    def leave(self) -> None:
+        """An /api request was answered."""
+        with self._lock:
+            self._c.in_flight = max(0, self._c.in_flight - 1)
 
     def finish(self, status: int, kline_entry: dict[str, Any] | None = None) -> None:
         """Record the status sent (and a kline log entry with its row count)."""
@@ -160,9 +198,10 @@ class SandboxState:
     def reset(self) -> None:
         """Zero the counters and forget the weight window and any penalty/ban."""
         with self._lock:
-            self._c = _Counters(since=self._wall())
+            self._c = _Counters(since=self._wall(), in_flight=self._c.in_flight)
             self._kline_log.clear()
             self._penalty_until = 0.0
+            self._last_429_at = float("-inf")
             self._window_minute, self._window_used = -1, 0
             self._rng = random.Random(self._config.error_seed)
 
@@ -179,6 +218,9 @@ class SandboxState:
                 "sent_429": c.sent_429,
                 "sent_418": c.sent_418,
                 "requests_in_penalty": c.requests_in_penalty,
+                "in_flight_after_429": c.in_flight_after_429,
+                "in_flight": c.in_flight,
+                "max_in_flight": c.max_in_flight,
                 "injected_5xx": c.injected_5xx,
                 "kline_rows_served": c.kline_rows_served,
                 "weight_history": history,

@@ -68,6 +68,10 @@ def run_backfill(
     from .partitions import partition_keys_for, timeframe_class_name, timeframe_classes
 
     ensure_dagster_home(config)
+    # One planned event per asset for a single-run backfill instead of one per partition
+    # (Dagster's documented switch): a year of daily partitions otherwise costs ~5 s of
+    # event-log writes before the run starts.
+    os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
     class_names = {timeframe_class_name(n.timeframe) for n in nodes}
     if len(class_names) != 1:
         raise SeamlessError(

@@ -1,36 +1,111 @@
 """Typed, validated configuration (`seamless.yaml`), shaped after the blueprint.
 
 Every invalid value fails at load with a `ConfigError` naming the dotted key and the
-reason. `SEAMLESS_CONFIG` selects the file, `SEAMLESS_DATA_DIR` the data directory.
-String values may use `${ENV_VAR}` / `${ENV_VAR:-default}` and `${dotted.config.key}`.
+reason. `SEAMLESS_CONFIG` selects the file, `SEAMLESS_DATA_DIR` the data directory
+(relative: to the working directory), `SEAMLESS_CCXT_RATE_LIMITER_REDIS` is the last
+fallback for the Redis DSN. String values may use `${ENV_VAR}`, `${ENV_VAR:-default}`
+(the default also replaces an empty value, as in the shell) and `${dotted.config.key}`.
+A relative `seamless.data_dir` resolves next to the config file.
 """
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import os
 import re
+import string
+import types
+from datetime import date, datetime
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError, SeamlessError
-from .nodes import NodeId, Timeframe
+from .nodes import NodeId, Timeframe, check_symbol
 
 CONFIG_ENV = "SEAMLESS_CONFIG"
 DATA_DIR_ENV = "SEAMLESS_DATA_DIR"
 REDIS_ENV = "SEAMLESS_CCXT_RATE_LIMITER_REDIS"
 DEFAULT_CONFIG_NAME = "seamless.yaml"
 
-_TEMPLATE = re.compile(r"\$\{([^}]*)\}")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+")
+_SLUG_CHARS = frozenset(string.ascii_letters + string.digits + "_-%")
+_REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def _not_bool(value: Any) -> Any:
+    # YAML `true` would otherwise become 1 in a numeric field.
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got the boolean {value}")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_bool)]
+Float = Annotated[float, BeforeValidator(_not_bool)]
+
+
+def _template_fields(template: str) -> list[tuple[str, str | None, str | None]]:
+    """`(field, conversion, format_spec)` of every `{...}` in a str.format template."""
+    try:
+        return [
+            (name, conversion, spec)
+            for _, name, spec, conversion in string.Formatter().parse(template)
+            if name is not None
+        ]
+    except ValueError as exc:  # unbalanced braces
+        raise ValueError(f"{template!r} is not a valid template: {exc}") from None
+
+
+def _check_template(
+    template: str, allowed: set[str], optional: frozenset[str] = frozenset()
+) -> list[str]:
+    """The placeholder names of `template`, each bare (`{name}`) and allowed."""
+    names = []
+    for name, conversion, spec in _template_fields(template):
+        bare = name[:-1] if name.endswith("?") and name[:-1] in optional else name
+        if bare not in allowed or conversion or spec:
+            shown = name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "")
+            extra = f" ('?' only after {sorted(optional)})" if optional else ""
+            raise ValueError(f"unknown placeholder {{{shown}}}; allowed: {sorted(allowed)}{extra}")
+        names.append(bare)
+    return names
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_sections(cls, data: Any) -> Any:
+        # `section:` with nothing under it is YAML null: treat it as "all defaults".
+        if isinstance(data, dict):
+            return {
+                k: v
+                for k, v in data.items()
+                if not (v is None and k in cls.model_fields and _model_of(cls, k) is not None)
+            }
+        return data
+
+
+def _model_of(model: type[BaseModel], field: str) -> type[BaseModel] | None:
+    annotation = model.model_fields[field].annotation
+    return annotation if isinstance(annotation, type) and issubclass(annotation, _Model) else None
 
 
 class ConformanceConfig(_Model):
@@ -40,51 +115,48 @@ class ConformanceConfig(_Model):
 
 
 class SLAConfig(_Model):
-    max_wait_storage_ms: int = Field(300, ge=0)
-    max_wait_backfill_ms: int = Field(5000, ge=0)
-    max_wait_live_ms: int = Field(800, ge=0)
-    total_deadline_ms: int = Field(1500, ge=0)
+    max_wait_storage_ms: Int = Field(default=300, ge=0)
+    max_wait_backfill_ms: Int = Field(default=5000, ge=0)
+    max_wait_live_ms: Int = Field(default=800, ge=0)
+    total_deadline_ms: Int = Field(default=1500, ge=0)
     on_violation: Literal["FAIL_FAST", "PARTIAL_FILL"] = "PARTIAL_FILL"
 
 
 class BackfillConfig(_Model):
     mode: Literal["background", "sync"] = "background"
-    max_concurrent_requests: int = Field(8, ge=1)
-    window_bars: int = Field(1000, ge=1)
-    single_flight_ttl_ms: int = Field(60_000, ge=0)
-    distributed_lease_ttl_ms: int = Field(120_000, ge=0)
-    max_attempts: int = Field(5, ge=1)
-    retry_backoff_ms: int = Field(500, ge=0)
-    jitter_ratio: float = Field(0.25, ge=0, le=1)
-    request_timeout_ms: int = Field(10_000, ge=1)
+    max_concurrent_requests: Int = Field(default=8, ge=1)
+    window_bars: Int = Field(default=1000, ge=1)
+    single_flight_ttl_ms: Int = Field(default=60_000, ge=0)
+    distributed_lease_ttl_ms: Int = Field(default=120_000, ge=0)
+    max_attempts: Int = Field(default=5, ge=1)
+    retry_backoff_ms: Int = Field(default=500, ge=0)
+    jitter_ratio: Float = Field(default=0.25, ge=0, le=1)
+    request_timeout_ms: Int = Field(default=10_000, ge=1)
 
 
 _KEY_TEMPLATE_FIELDS = {"exchange", "exchange_id", "account", "suffix", "key_suffix"}
+_KEY_TEMPLATE_OPTIONAL = frozenset({"account", "suffix", "key_suffix"})
 
 
 class RateLimitConfig(_Model):
     redis_dsn: str = ""
     key_template: str = "ccxt:{exchange}:{account?}"
-    tokens_per_interval: float = Field(1200, gt=0)
-    interval_ms: int = Field(60_000, gt=0)
-    burst_tokens: float = Field(200, ge=0)
-    local_semaphore: int = Field(10, ge=1)
-    min_interval_ms: float | None = Field(None, ge=0)
-    min_interval_s: float | None = Field(None, ge=0)
-    penalty_backoff_ms: int = Field(5000, ge=0)
+    tokens_per_interval: Float = Field(default=1200, gt=0)
+    interval_ms: Int = Field(default=60_000, gt=0)
+    burst_tokens: Float = Field(default=200, ge=0)
+    local_semaphore: Int = Field(default=10, ge=1)
+    min_interval_ms: Float | None = Field(default=None, ge=0)
+    min_interval_s: Float | None = Field(default=None, ge=0)
+    penalty_backoff_ms: Int = Field(default=5000, ge=0)
 
     @field_validator("key_template")
     @classmethod
     def _known_placeholders(cls, template: str) -> str:
-        names = re.findall(r"\{([^{}]*)\}", template)
-        if not names or any(n.rstrip("?") not in _KEY_TEMPLATE_FIELDS for n in names):
+        names = _check_template(template, _KEY_TEMPLATE_FIELDS, _KEY_TEMPLATE_OPTIONAL)
+        if "exchange" not in names and "exchange_id" not in names:
             raise ValueError(
-                f"placeholders must be among {sorted(_KEY_TEMPLATE_FIELDS)} "
-                f"(optional ones end in '?'), got {names}"
-            )
-        if "{exchange}" not in template and "{exchange_id}" not in template:
-            raise ValueError(
-                "must contain {exchange} or {exchange_id} so budgets stay per exchange"
+                f"{template!r} must contain {{exchange}} or {{exchange_id}} so budgets stay "
+                "per exchange"
             )
         return template
 
@@ -105,7 +177,17 @@ class RateLimitConfig(_Model):
         return self.min_interval_s if self.min_interval_s is not None else 0.025
 
     def merged(self, override: dict[str, Any]) -> RateLimitConfig:
-        return RateLimitConfig.model_validate({**self.model_dump(), **override})
+        """These settings with `override` applied (validated again).
+
+        Overriding one of `min_interval_ms` / `min_interval_s` replaces the other too, so an
+        exchange may say `min_interval_s: 0.1` against a global `min_interval_ms: 25`.
+        """
+        base = self.model_dump()
+        pair = {"min_interval_ms", "min_interval_s"}
+        if pair & override.keys():
+            for name in pair - override.keys():
+                base[name] = None
+        return RateLimitConfig.model_validate({**base, **override})
 
 
 class HotStoreConfig(_Model):
@@ -113,6 +195,14 @@ class HotStoreConfig(_Model):
     path: str = "{data_dir}/hot.duckdb"
     questdb_dsn: str = "postgresql://admin:quest@127.0.0.1:8812/qdb"
     questdb_ilp: str = "http::addr=127.0.0.1:9000;"
+
+    @field_validator("path")
+    @classmethod
+    def _path_template(cls, path: str) -> str:
+        if not path.strip():
+            raise ValueError("must not be empty")
+        _check_template(path, {"data_dir"})
+        return path
 
 
 class FingerprintConfig(_Model):
@@ -127,12 +217,25 @@ class FingerprintConfig(_Model):
             raise ValueError("the fingerprint covers exactly [ts, open, high, low, close, volume]")
         return columns
 
+    @field_validator("normalize_nan", mode="before")
+    @classmethod
+    def _nan_policy(cls, value: Any) -> Any:
+        if value != "canonical":
+            raise ValueError(
+                f"{value!r} is not supported: every NaN is hashed as one canonical NaN (so a "
+                "missing value never looks like a real price of 0); use 'canonical'"
+            )
+        return value
+
+
+_PARTITION_FIELDS = ("exchange", "symbol", "timeframe")
+
 
 class ArtifactConfig(_Model):
     object_store_uri: str = "file://{data_dir}/artifacts"
     format: Literal["parquet"] = "parquet"
     compression: Literal["zstd"] = "zstd"
-    stabilization_bars: int = Field(2, ge=0)
+    stabilization_bars: Int = Field(default=2, ge=0)
     partition_template: str = "exchange={exchange}/symbol={symbol}/timeframe={timeframe}"
     publish_fingerprint: bool = True
     early_fingerprint: bool = False
@@ -142,27 +245,46 @@ class ArtifactConfig(_Model):
     @classmethod
     def _scheme(cls, uri: str) -> str:
         if not (uri.startswith("file://") or uri.startswith("s3://")):
-            raise ValueError(f"{uri!r} must start with file:// or s3://")
+            raise ValueError(
+                f"{uri!r} must start with file:// (local directory) or s3:// (S3 bucket)"
+            )
+        _check_template(uri, {"data_dir"})
+        if uri.startswith("s3://") and not urlparse(uri).netloc:
+            raise ValueError(f"{uri!r} names no bucket; use s3://bucket[/prefix]")
         return uri
 
     @field_validator("partition_template")
     @classmethod
     def _template_fields(cls, template: str) -> str:
-        names = set(re.findall(r"\{([^{}]*)\}", template))
-        if names != {"exchange", "symbol", "timeframe"}:
+        names = _check_template(template, set(_PARTITION_FIELDS))
+        if sorted(names) != sorted(_PARTITION_FIELDS):
             raise ValueError(
-                f"must use exactly {{exchange}}, {{symbol}} and {{timeframe}}, got {sorted(names)}"
+                "must use each of {exchange}, {symbol} and {timeframe} exactly once, "
+                f"got {names}"
             )
-        if template.startswith("/") or ".." in template.split("/"):
-            raise ValueError("must be a relative path without '..'")
+        # Slugs are [A-Za-z0-9_%-]: two placeholders are only told apart by a character
+        # outside that set (e.g. `/` or `=`), otherwise two nodes could share a prefix.
+        parts = list(string.Formatter().parse(template))
+        for (_, previous, _, _), (literal, following, _, _) in itertools.pairwise(parts):
+            if previous is not None and following is not None and set(literal) <= _SLUG_CHARS:
+                raise ValueError(
+                    f"{template!r}: placeholders must be separated by a character that never "
+                    "occurs in a slug, such as '/' or '='"
+                )
+        segments = template.split("/")
+        if "\\" in template or any(seg in ("", ".", "..") for seg in segments):
+            raise ValueError(
+                f"{template!r} must be a relative path: no leading, trailing or doubled '/', "
+                "no '.' or '..' segments, no '\\'"
+            )
         return template
 
 
 class ObservabilityConfig(_Model):
-    coverage_ratio_threshold: float = Field(0.98, ge=0, le=1)
-    backfill_completion_ratio_min: float = Field(0.95, ge=0, le=1)
-    storage_wait_warn_ms: int = Field(300, ge=0)
-    backfill_wait_warn_ms: int = Field(5000, ge=0)
+    coverage_ratio_threshold: Float = Field(default=0.98, ge=0, le=1)
+    backfill_completion_ratio_min: Float = Field(default=0.95, ge=0, le=1)
+    storage_wait_warn_ms: Int = Field(default=300, ge=0)
+    backfill_wait_warn_ms: Int = Field(default=5000, ge=0)
 
 
 class PartitionsConfig(_Model):
@@ -171,16 +293,34 @@ class PartitionsConfig(_Model):
     intraday_start: str = "2017-01-01"
     daily_start: str = "2017-01-01"
 
-    @field_validator("intraday_start", "daily_start")
+    @field_validator("intraday_start", "daily_start", mode="before")
     @classmethod
-    def _iso_date(cls, value: str) -> str:
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", str(value)):
+    def _iso_date(cls, value: Any) -> str:
+        # YAML reads an unquoted 2017-01-01 as a date: accept it as written.
+        if isinstance(value, date) and not isinstance(value, datetime):
+            value = value.isoformat()
+        if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
             raise ValueError(f"{value!r} must be an ISO date YYYY-MM-DD")
-        return str(value)
+        try:
+            date.fromisoformat(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a calendar date: {exc}") from None
+        return value
+
+
+class WsConfig(_Model):
+    enabled: bool = False
+    reconnect_backoff_ms: tuple[Annotated[Int, Field(ge=0)], ...] = (500, 1000, 2000, 5000)
+    dedupe_by: Literal["ts"] = "ts"
+    emit_building_candle: bool = False
+
+
+class LiveConfig(_Model):
+    ws: WsConfig = WsConfig()
 
 
 class SeamlessSection(_Model):
-    data_dir: str = "data"
+    data_dir: str = Field("data", validate_default=True)
     node_id_format: Literal["ohlcv:{exchange}:{symbol}:{timeframe}"] = (
         "ohlcv:{exchange}:{symbol}:{timeframe}"
     )
@@ -189,26 +329,54 @@ class SeamlessSection(_Model):
     sla: SLAConfig = SLAConfig()
     backfill: BackfillConfig = BackfillConfig()
     rate_limit: RateLimitConfig = RateLimitConfig()
-    live: dict[str, Any] = Field(default_factory=dict)
+    live: LiveConfig = LiveConfig()
     hot_store: HotStoreConfig = HotStoreConfig()
     artifact: ArtifactConfig = ArtifactConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     partitions: PartitionsConfig = PartitionsConfig()
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        path = Path(value).expanduser()
+        base = (info.context or {}).get("base_dir")
+        if not path.is_absolute() and base is not None:
+            path = Path(base) / path
+        return str(path.resolve()) if path.is_absolute() else str(path)
+
 
 class CacheConfig(_Model):
     enable: bool = True
-    ttl_ms: int = Field(60_000, ge=0)
-    max_shards: int = Field(512, ge=1)
+    ttl_ms: Int = Field(default=60_000, ge=0)
+    max_shards: Int = Field(default=512, ge=1)
     key_template: str = (
         "{node_id}:{start}:{end}:{interval}:{conformance_version}:{world_id}:{as_of}"
     )
+
+    @field_validator("key_template")
+    @classmethod
+    def _key_fields(cls, template: str) -> str:
+        allowed = {"node_id", "start", "end", "interval", "conformance_version", "world_id"}
+        names = _check_template(template, allowed | {"as_of"})
+        missing = sorted({"node_id", "start", "end", "world_id", "as_of"} - set(names))
+        if missing:
+            raise ValueError(
+                f"{template!r} lacks {missing}: without them entries of different series, "
+                "ranges, worlds or snapshots would share a key"
+            )
+        return template
+
+
+_SNAPSHOT_DOMAINS = ("backtest", "research", "dryrun")
+DomainName = Literal["backtest", "research", "dryrun", "live"]
 
 
 class DomainConfig(_Model):
     require_as_of: bool = False
     source: Literal["artifact_only", "artifact_prefers", "live_blend"] | None = None
-    max_lag_sec: int | None = Field(None, ge=0)
+    max_lag_sec: Int | None = Field(default=None, ge=0)
     allow_partial: bool = False
     monotonic_as_of: bool = False
 
@@ -218,11 +386,21 @@ class ExchangeConfig(_Model):
     symbols: tuple[str, ...] = ()
     timeframes: tuple[str, ...] = ("1m",)
     market_types: tuple[str, ...] = ("spot",)
-    rate_limit_rps: float | None = Field(None, gt=0)
+    rate_limit_rps: Float | None = Field(default=None, gt=0)
     rate_limit: dict[str, Any] = Field(default_factory=dict)
     account: str | None = None
-    max_candles_per_call: int | None = Field(None, ge=1)
+    max_candles_per_call: Int | None = Field(default=None, ge=1)
     ccxt_config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("ccxt_config")
+    @classmethod
+    def _keeps_our_throttle(cls, ccxt_config: dict[str, Any]) -> dict[str, Any]:
+        if ccxt_config.get("enableRateLimit", True) is not True:
+            raise ValueError(
+                "enableRateLimit must stay true: the shared rate budget hooks into ccxt's "
+                "throttle; tune seamless.rate_limit or rate_limit_rps instead"
+            )
+        return ccxt_config
 
 
 class EnvironmentConfig(_Model):
@@ -233,17 +411,48 @@ class EnvironmentConfig(_Model):
 class SeamlessConfig(_Model):
     """The whole validated configuration."""
 
-    seamless: SeamlessSection = SeamlessSection()
+    seamless: SeamlessSection = Field(default_factory=dict, validate_default=True)  # type: ignore[arg-type]
     cache: CacheConfig = CacheConfig()
-    domains: dict[Literal["backtest", "research", "dryrun", "live"], DomainConfig] = Field(
-        default_factory=dict
-    )
+    domains: dict[DomainName, DomainConfig] = Field(default_factory=dict)
     exchanges: dict[str, ExchangeConfig] = Field(default_factory=dict)
     series: tuple[str, ...] = ()
     connectors: dict[str, str] = Field(default_factory=dict)
     environment: EnvironmentConfig = EnvironmentConfig()
 
-    source: str | None = Field(None, exclude=True)
+    _source: str | None = PrivateAttr(None)
+    _base_dir: Path | None = PrivateAttr(None)
+    _redis_env: str = PrivateAttr("")
+
+    @field_validator("seamless", mode="before")
+    @classmethod
+    def _section_always_validated(cls, value: Any) -> Any:
+        # Validate even an absent section, so the default data_dir is resolved too.
+        return {} if value is None else value
+
+    @field_validator("exchanges", "domains", mode="before")
+    @classmethod
+    def _empty_entries(cls, value: Any) -> Any:
+        # `binance:` with nothing under it means "all defaults".
+        if isinstance(value, dict):
+            return {k: {} if v is None else v for k, v in value.items()}
+        return value
+
+    @field_validator("domains", mode="before")
+    @classmethod
+    def _snapshot_domains_need_as_of(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                name: {"require_as_of": True, **entry}
+                if name in _SNAPSHOT_DOMAINS and isinstance(entry, dict)
+                else entry
+                for name, entry in value.items()
+            }
+        return value
+
+    @property
+    def source(self) -> str | None:
+        """The file this configuration was loaded from, if any."""
+        return self._source
 
     @cached_property
     def nodes(self) -> tuple[NodeId, ...]:
@@ -265,20 +474,33 @@ class SeamlessConfig(_Model):
 
     @property
     def hot_store_path(self) -> Path:
-        return Path(self.seamless.hot_store.path.format(data_dir=self.seamless.data_dir))
+        path = Path(self.seamless.hot_store.path.format(data_dir=self.seamless.data_dir))
+        path = path.expanduser()
+        if not path.is_absolute() and self._base_dir is not None:
+            path = self._base_dir / path
+        return path
 
     @property
     def artifact_uri(self) -> str:
         return self.seamless.artifact.object_store_uri.format(data_dir=self.seamless.data_dir)
 
+    def _redis_setting(self) -> tuple[str, str]:
+        """`(where it came from, value)` of the Redis DSN, first non-empty source wins."""
+        candidates = (
+            ("seamless.rate_limit.redis_dsn", self.seamless.rate_limit.redis_dsn),
+            ("connectors.ccxt_rate_limiter_redis", self.connectors.get("ccxt_rate_limiter_redis")),
+            ("environment.rate_limiter_redis", self.environment.rate_limiter_redis),
+            (REDIS_ENV, self._redis_env),
+        )
+        for key, value in candidates:
+            if value:
+                return key, value
+        return "seamless.rate_limit.redis_dsn", ""
+
     @property
     def redis_dsn(self) -> str:
-        return (
-            self.seamless.rate_limit.redis_dsn
-            or self.connectors.get("ccxt_rate_limiter_redis", "")
-            or self.environment.rate_limiter_redis
-            or os.environ.get(REDIS_ENV, "")
-        )
+        """The shared rate limiter's Redis DSN, or "" for the in-process limiter."""
+        return self._redis_setting()[1]
 
     def exchange(self, exchange_id: str) -> ExchangeConfig:
         try:
@@ -291,10 +513,14 @@ class SeamlessConfig(_Model):
             ) from None
 
     def rate_limit_for(self, exchange_id: str) -> RateLimitConfig:
-        """The global rate-limit section with the exchange's overrides applied."""
+        """The global rate-limit section with the exchange's overrides applied.
+
+        `rate_limit_rps: N` means N tokens per second; it cannot be combined with
+        `rate_limit.tokens_per_interval` / `rate_limit.interval_ms` (checked at load).
+        """
         exchange = self.exchange(exchange_id)
         override = dict(exchange.rate_limit)
-        if exchange.rate_limit_rps is not None and "tokens_per_interval" not in override:
+        if exchange.rate_limit_rps is not None:
             override.update(tokens_per_interval=exchange.rate_limit_rps, interval_ms=1000)
         return self.seamless.rate_limit.merged(override) if override else self.seamless.rate_limit
 
@@ -310,109 +536,335 @@ class SeamlessConfig(_Model):
         )
 
 
-def _interpolate(value: Any, root: dict[str, Any], key: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _interpolate(v, root, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, root, f"{key}[{i}]") for i, v in enumerate(value)]
-    if not isinstance(value, str) or "$" not in value:
+# -- interpolation -------------------------------------------------------------------------
+
+
+class _Interpolator:
+    """Resolves `${ENV}`, `${ENV:-default}` and `${dotted.key}` in every string value."""
+
+    def __init__(self, root: dict[str, Any], source: str | None) -> None:
+        self.root, self.source = root, source
+        self.resolving: list[str] = []
+
+    def walk(self, value: Any, key: str) -> Any:
+        if isinstance(value, dict):
+            return {k: self.walk(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.walk(v, f"{key}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, str) and "${" in value:
+            return self.render(value, key)
         return value
-    if value.count("${") != len(_TEMPLATE.findall(value)):
-        raise ConfigError(key, f"malformed template {value!r}: every '${{' needs a closing '}}'")
 
-    def resolve(match: re.Match[str]) -> str:
-        expr = match.group(1)
-        name, _, default = expr.partition(":-")
-        if _DOTTED.match(name):
-            node: Any = root
-            for part in name.split("."):
-                if not isinstance(node, dict) or part not in node:
-                    return default
-                node = node[part]
-            if isinstance(node, str) and "${" in node:
-                raise ConfigError(key, f"{expr!r} refers to another template; chain not allowed")
-            return "" if node is None else str(node)
-        if not _ENV_NAME.match(name):
-            raise ConfigError(
+    def error(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(key, reason, self.source)
+
+    def render(self, text: str, key: str) -> str:
+        out, pos = [], 0
+        while (start := text.find("${", pos)) >= 0:
+            end = text.find("}", start + 2)
+            expr = text[start + 2 : end]
+            if end < 0 or "${" in expr:
+                raise self.error(
+                    key,
+                    f"unclosed template in {text!r}: the '${{' at position {start} has no "
+                    "matching '}' (templates cannot be nested)",
+                )
+            out += [text[pos:start], self.resolve(expr, key)]
+            pos = end + 1
+        out.append(text[pos:])
+        return "".join(out)
+
+    def resolve(self, expr: str, key: str) -> str:
+        name, has_default, default = expr.partition(":-")
+        if _DOTTED.fullmatch(name):
+            value = self.reference(name, key)
+        elif _ENV_NAME.fullmatch(name):
+            value = os.environ.get(name, "")
+        else:
+            raise self.error(
                 key,
-                f"bad template ${{{expr}}}: use ${{ENV_VAR}}, ${{ENV_VAR:-default}} "
-                "or ${section.key}",
+                f"bad template ${{{expr}}}: use ${{ENV_VAR}}, ${{ENV_VAR:-default}} or "
+                "${section.key} (names are letters, digits and '_', not starting with a digit)",
             )
-        return os.environ.get(name, default)
+        return default if has_default and not value else value
 
-    return _TEMPLATE.sub(resolve, value)
+    def reference(self, name: str, key: str) -> str:
+        target: Any = self.root
+        for part in name.split("."):
+            if not isinstance(target, dict) or part not in target:
+                return ""  # like an unset variable: the default applies
+            target = target[part]
+        if isinstance(target, dict | list):
+            raise self.error(key, f"${{{name}}} refers to a section, not to a single value")
+        if name in self.resolving:
+            cycle = " -> ".join([*self.resolving, name])
+            raise self.error(key, f"${{{name}}} refers back to itself ({cycle})")
+        if target is None:
+            return ""
+        if isinstance(target, bool):
+            return str(target).lower()
+        if not isinstance(target, str):
+            return str(target)
+        self.resolving.append(name)
+        try:
+            return self.render(target, name) if "${" in target else target
+        finally:
+            self.resolving.pop()
+
+
+# -- errors --------------------------------------------------------------------------------
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part != "[key]":
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model type inside `X | None` / `Annotated[X, ...]`, else the annotation."""
+    if get_origin(annotation) is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, types.UnionType):
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        return _unwrap(options[0]) if len(options) == 1 else annotation
+    return annotation
+
+
+def _keys_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """The keys the model accepts at `loc` (for a "did you mean" on unknown keys)."""
+    current = model
+    for part in loc:
+        current = _unwrap(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return []
+            current = field.annotation
+        elif get_origin(current) in (dict, tuple):
+            args = get_args(current)
+            current = args[-1] if get_origin(current) is dict else args[0]
+        else:
+            return []
+    current = _unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _config_error(
+    exc: ValidationError, source: str | None, prefix: str = "", model: Any = SeamlessConfig
+) -> ConfigError:
+    errors = exc.errors()
+    first = errors[0]
+    loc = _dotted(first["loc"])
+    key = f"{prefix}.{loc}" if prefix and loc else prefix or loc or "<root>"
+    reason = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        name = str(first["loc"][-1])
+        known = _keys_at(model, tuple(first["loc"][:-1]))
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        reason = f"unknown key ({hint}allowed here: {', '.join(known) or 'none'})"
+    elif first["type"] != "value_error":
+        reason = f"{reason} (got {_short(first.get('input'))})"
+    if len(errors) > 1:
+        others = sorted({_dotted(e["loc"]) or "<root>" for e in errors[1:]} - {loc})
+        if others:
+            reason += f"; also invalid: {', '.join(others)}"
+    return ConfigError(key, reason, source)
+
+
+# -- cross-checks after the schema ---------------------------------------------------------
+
+
+def _close_matches(word: str, candidates: list[str]) -> list[str]:
+    lowered = word.lower()
+    found = difflib.get_close_matches(lowered, candidates, n=3, cutoff=0.7)
+    found += [c for c in candidates if c.startswith(lowered[:4]) and c not in found]
+    return found[:5]
 
 
 def _validate_exchanges(config: SeamlessConfig) -> None:
     import ccxt  # local: heavy import, only needed at load
 
+    source = config.source
+    supported: dict[str, dict[str, Any]] = {}
     for exchange_id, exchange in config.exchanges.items():
         key = f"exchanges.{exchange_id}"
         if exchange_id not in ccxt.exchanges:
-            close = [e for e in ccxt.exchanges if e.startswith(exchange_id[:3])][:5]
-            hint = f"; did you mean {close}?" if close else ""
-            raise ConfigError(key, f"ccxt has no exchange {exchange_id!r}{hint}", config.source)
-        supported = getattr(ccxt, exchange_id)().timeframes or {}
-        for timeframe in exchange.timeframes:
-            try:
-                Timeframe.parse(timeframe)
-            except SeamlessError as exc:
-                raise ConfigError(f"{key}.timeframes", str(exc), config.source) from None
-            if timeframe not in supported:
-                raise ConfigError(
-                    f"{key}.timeframes",
-                    f"{exchange_id} has no timeframe {timeframe!r}; it offers {sorted(supported)}",
-                    config.source,
-                )
-        for symbol in exchange.symbols:
-            if "/" not in symbol:
-                raise ConfigError(
-                    f"{key}.symbols", f"{symbol!r} is not a ccxt symbol like 'BTC/USDT'"
-                )
+            close = _close_matches(exchange_id, list(ccxt.exchanges))
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(
+                key,
+                f"ccxt has no exchange {exchange_id!r}{hint} (ids are lower-case, see "
+                "ccxt.exchanges)",
+                source,
+            )
+        timeframes = dict(getattr(ccxt, exchange_id)().timeframes or {})
+        supported[exchange_id] = timeframes
+        if not timeframes and (exchange.timeframes or exchange.symbols):
+            raise ConfigError(key, f"{exchange_id} offers no OHLCV candles through ccxt", source)
+        for i, timeframe in enumerate(exchange.timeframes):
+            _check_timeframe(f"{key}.timeframes[{i}]", exchange_id, timeframe, timeframes, source)
+        for i, symbol in enumerate(exchange.symbols):
+            _check_symbol(f"{key}.symbols[{i}]", symbol, source)
+        rate_keys = {"tokens_per_interval", "interval_ms"} & exchange.rate_limit.keys()
+        if exchange.rate_limit_rps is not None and rate_keys:
+            raise ConfigError(
+                f"{key}.rate_limit_rps",
+                f"conflicts with {key}.rate_limit.{sorted(rate_keys)[0]}; set either "
+                "rate_limit_rps or rate_limit.tokens_per_interval + interval_ms",
+                source,
+            )
         try:
             config.rate_limit_for(exchange_id)
         except ValidationError as exc:
-            raise _config_error(exc, config.source, f"{key}.rate_limit") from None
-    for node in config.nodes:
+            raise _config_error(exc, source, f"{key}.rate_limit", RateLimitConfig) from None
+    for i, entry in enumerate(config.series):
+        key = f"series[{i}]"
+        try:
+            node = NodeId.parse(entry)
+        except SeamlessError as exc:
+            raise ConfigError(key, str(exc), source) from None
         if node.exchange not in config.exchanges:
             raise ConfigError(
-                "series",
-                f"{node} uses exchange {node.exchange!r}, which has no entry under `exchanges:`",
+                key,
+                f"{entry!r} uses exchange {node.exchange!r}, which has no entry under "
+                f"`exchanges:`; add `exchanges: {{{node.exchange}: {{}}}}`",
+                source,
+            )
+        _check_timeframe(key, node.exchange, node.timeframe.code, supported[node.exchange], source)
+        _check_symbol(key, node.symbol, source)
+
+
+def _check_timeframe(
+    key: str, exchange_id: str, timeframe: str, supported: dict[str, Any], source: str | None
+) -> None:
+    try:
+        Timeframe.parse(timeframe)
+    except SeamlessError as exc:
+        raise ConfigError(key, str(exc), source) from None
+    if timeframe not in supported:
+        offered = sorted(supported, key=lambda tf: _seconds_or_max(tf))
+        raise ConfigError(
+            key, f"{exchange_id} has no timeframe {timeframe!r}; it offers {offered}", source
+        )
+
+
+def _seconds_or_max(timeframe: str) -> int:
+    try:
+        return Timeframe.parse(timeframe).seconds
+    except SeamlessError:
+        return 1 << 62
+
+
+def _check_symbol(key: str, symbol: str, source: str | None) -> None:
+    try:
+        check_symbol(symbol)
+    except SeamlessError as exc:
+        raise ConfigError(key, str(exc), source) from None
+    if "/" not in symbol:
+        raise ConfigError(
+            key,
+            f"{symbol!r} is not a ccxt unified symbol like 'BTC/USDT' or 'BTC/USDT:USDT'",
+            source,
+        )
+
+
+def _validate_domains(config: SeamlessConfig) -> None:
+    """Backtest/research read snapshots only; dryrun artifacts; only live blends and lags."""
+    allowed = {
+        "backtest": {"artifact_only"},
+        "research": {"artifact_only"},
+        "dryrun": {"artifact_only", "artifact_prefers"},
+    }
+    for name, domain in config.domains.items():
+        key = f"domains.{name}"
+        if name not in allowed:
+            continue
+        if not domain.require_as_of:
+            raise ConfigError(
+                f"{key}.require_as_of",
+                f"{name} reads immutable snapshots and always needs an as_of; it cannot be false",
+                config.source,
+            )
+        if domain.source is not None and domain.source not in allowed[name]:
+            raise ConfigError(
+                f"{key}.source",
+                f"{name} may read {sorted(allowed[name])}, not {domain.source!r}",
+                config.source,
+            )
+        if domain.max_lag_sec is not None:
+            raise ConfigError(
+                f"{key}.max_lag_sec",
+                f"only the live domain has a max lag; {name} reads fixed snapshots",
                 config.source,
             )
 
 
-def _config_error(exc: ValidationError, source: str | None, prefix: str = "") -> ConfigError:
-    first = exc.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    key = f"{prefix}.{loc}" if prefix and loc else prefix or loc
-    reason = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        reason = "unknown key (check the spelling against the blueprint's configuration)"
-    return ConfigError(key, f"{reason} (got {first.get('input')!r})", source)
+def _validate_locations(config: SeamlessConfig) -> None:
+    source = config.source
+    uri = urlparse(config.artifact_uri)
+    if uri.scheme == "file" and (uri.netloc not in ("", "localhost") or not uri.path):
+        raise ConfigError(
+            "seamless.artifact.object_store_uri",
+            f"{config.seamless.artifact.object_store_uri!r} gives {config.artifact_uri!r}, "
+            "which is not an absolute file URI; use file:///absolute/path or "
+            "file://{data_dir}/artifacts",
+            source,
+        )
+    key, dsn = config._redis_setting()
+    if dsn and urlparse(dsn).scheme not in _REDIS_SCHEMES:
+        raise ConfigError(
+            key,
+            f"{dsn!r} is not a Redis URL; use redis://host:6379/0, rediss://… or unix://…",
+            source,
+        )
 
 
-def load_config_dict(raw: dict[str, Any], source: str | None = None) -> SeamlessConfig:
-    """Validate an already-parsed mapping (environment overrides applied here)."""
+# -- loading -------------------------------------------------------------------------------
+
+
+def load_config_dict(
+    raw: dict[str, Any], source: str | None = None, *, base_dir: str | Path | None = None
+) -> SeamlessConfig:
+    """Validate an already-parsed mapping (environment overrides applied here).
+
+    Relative paths in it resolve against `base_dir` (default: the working directory).
+    """
     if not isinstance(raw, dict):
         raise ConfigError("<root>", "the config must be a mapping at the top level", source)
-    resolved = _interpolate(raw, raw, "")
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    resolved = _Interpolator(raw, source).walk(raw, "")
     data_dir = os.environ.get(DATA_DIR_ENV)
     if data_dir:
-        resolved.setdefault("seamless", {})
-        if not isinstance(resolved["seamless"], dict):
-            raise ConfigError("seamless", "must be a mapping", source)
-        resolved["seamless"] = {**resolved["seamless"], "data_dir": data_dir}
+        section = resolved.get("seamless")
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise ConfigError("seamless", f"must be a mapping (got {_short(section)})", source)
+        resolved["seamless"] = {**section, "data_dir": str(Path(data_dir).expanduser().absolute())}
     try:
-        config = SeamlessConfig.model_validate({**resolved, "source": source})
-        config.nodes  # noqa: B018 - parse every node id now, not at first use
+        config = SeamlessConfig.model_validate(resolved, context={"base_dir": base})
     except ValidationError as exc:
         raise _config_error(exc, source) from None
-    except SeamlessError as exc:
-        if isinstance(exc, ConfigError):
-            raise
-        raise ConfigError("series", str(exc), source) from None
+    config._source = source
+    config._base_dir = base
+    config._redis_env = os.environ.get(REDIS_ENV, "")
     _validate_exchanges(config)
+    _validate_domains(config)
+    _validate_locations(config)
+    config.nodes  # noqa: B018 - every node id is valid now; build them once, at load
     return config
 
 
@@ -424,20 +876,16 @@ def load_config(path: str | Path | None = None) -> SeamlessConfig:
     """Load, interpolate and validate `seamless.yaml`; relative paths resolve next to it."""
     config_path = Path(path) if path is not None else default_config_path()
     if not config_path.is_file():
-        raise ConfigError(
-            "<file>",
-            f"config file {str(config_path)!r} not found; set {CONFIG_ENV} or run from the "
-            "project root",
+        hint = (
+            f"{CONFIG_ENV} is set to it"
+            if path is None and os.environ.get(CONFIG_ENV)
+            else (f"pass a path, set {CONFIG_ENV}, or run from the project root")
         )
+        raise ConfigError("<file>", f"config file {str(config_path)!r} not found; {hint}")
     try:
-        raw = yaml.safe_load(config_path.read_text()) or {}
-    except yaml.YAMLError as exc:
+        raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError("<file>", f"not valid YAML: {exc}", str(config_path)) from None
-    config = load_config_dict(raw, source=str(config_path))
-    data_dir = Path(config.seamless.data_dir)
-    if not data_dir.is_absolute():
-        data_dir = (config_path.parent / data_dir).resolve()
-        section = config.seamless.model_copy(update={"data_dir": str(data_dir)})
-        config = config.model_copy(update={"seamless": section})
-        config.__dict__.pop("nodes", None)
-    return config
+    return load_config_dict(
+        {} if raw is None else raw, source=str(config_path), base_dir=config_path.parent.resolve()
+    )

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import InvalidNodeId, UnsupportedTimeframe
+from .errors import InvalidNodeId, SeamlessError, UnsupportedTimeframe
 
 NODE_PREFIX = "ohlcv"
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-_TIMEFRAME = re.compile(r"^([1-9][0-9]*)([smhdwMy])$")
+_TIMEFRAME = re.compile(r"^([1-9][0-9]*)([smhdwMyY])$")
+_CALENDAR_UNITS = ("M", "y", "Y")  # months and years: no fixed length
 _MAX_INTERVAL_S = _UNIT_SECONDS["w"]
+_EXCHANGE_ID = re.compile(r"^[a-z0-9]+$")  # every ccxt id; no `_`, so op names stay unique
 
 
 @dataclass(frozen=True, order=True)
@@ -22,13 +25,13 @@ class Timeframe:
 
     @classmethod
     def parse(cls, code: str) -> Timeframe:
-        match = _TIMEFRAME.match(code)
+        match = _TIMEFRAME.fullmatch(code) if isinstance(code, str) else None
         if not match:
             raise UnsupportedTimeframe(
                 f"timeframe {code!r} is not a ccxt timeframe; use e.g. '1m', '5m', '1h', '1d', '1w'"
             )
         count, unit = int(match.group(1)), match.group(2)
-        if unit in ("M", "y"):
+        if unit in _CALENDAR_UNITS:
             raise UnsupportedTimeframe(
                 f"timeframe {code!r} has no fixed length (calendar months/years vary), so it "
                 "cannot be partitioned or gap-checked by interval; use '1w' or '1d' and resample"
@@ -45,7 +48,10 @@ class Timeframe:
 
 
 def _escape(text: str, safe: str, marker: str) -> str:
-    """Reversible escape: alnum and `safe` stay, any other UTF-8 byte becomes marker+hex."""
+    """Reversible escape: ASCII alnum and `safe` stay, any other UTF-8 byte becomes marker+hex.
+
+    The marker is never in `safe`, so it is escaped itself and decoding is unambiguous.
+    """
     out = []
     for char in text:
         if char.isascii() and (char.isalnum() or char in safe):
@@ -55,38 +61,80 @@ def _escape(text: str, safe: str, marker: str) -> str:
     return "".join(out)
 
 
-def _unescape(text: str, marker: str) -> str:
+_HEX = frozenset("0123456789abcdef")
+
+
+def _unescape(text: str, safe: str, marker: str) -> str:
+    """Inverse of `_escape`; raises `ValueError` unless `text` is exactly what it produces."""
     raw = bytearray()
     i = 0
     while i < len(text):
-        if text[i] == marker:
-            raw.append(int(text[i + 1 : i + 3], 16))
+        char = text[i]
+        if char == marker:
+            digits = text[i + 1 : i + 3]
+            if len(digits) != 2 or not set(digits) <= _HEX:
+                raise ValueError(f"{text!r}: {marker!r} at {i} is not followed by two hex digits")
+            raw.append(int(digits, 16))
             i += 3
-        else:
-            raw.extend(text[i].encode())
+        elif char.isascii() and (char.isalnum() or char in safe):
+            raw.append(ord(char))
             i += 1
-    return raw.decode()
+        else:
+            raise ValueError(f"{text!r}: character {char!r} at {i} is never produced by escaping")
+    try:
+        decoded = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{text!r} does not decode to UTF-8: {exc.reason}") from None
+    if _escape(decoded, safe, marker) != text:  # e.g. `_41` for `A`: one text, one encoding
+        raise ValueError(f"{text!r} is not the canonical encoding of {decoded!r}")
+    return decoded
 
 
 def asset_key_part(text: str) -> str:
     """Encode text into an asset-key part (`^[A-Za-z0-9_]+$`), reversibly: `/` -> `_2f`."""
+    if not text:
+        raise ValueError("an asset key part cannot be empty")
     return _escape(text, safe="", marker="_")
 
 
 def from_asset_key_part(part: str) -> str:
-    return _unescape(part, marker="_")
+    """Inverse of `asset_key_part`; `ValueError` for anything it would not produce."""
+    if not part:
+        raise ValueError("an asset key part cannot be empty")
+    return _unescape(part, safe="", marker="_")
 
 
 def path_slug(text: str) -> str:
     """Hive-style percent-encoding for path segments: only `[A-Za-z0-9_-]` stays literal.
 
-    `.` and `/` are always escaped, so a slug can never be `..` or contain a separator.
+    `.`, `/`, `\\` and `%` are always escaped, so a slug can never be empty, `.` or `..`,
+    or contain a separator.
     """
+    if not text:
+        raise ValueError("a path slug cannot be empty")
     return _escape(text, safe="_-", marker="%")
 
 
 def from_path_slug(slug: str) -> str:
-    return _unescape(slug, marker="%")
+    """Inverse of `path_slug`; `ValueError` for anything it would not produce."""
+    if not slug:
+        raise ValueError("a path slug cannot be empty")
+    return _unescape(slug, safe="_-", marker="%")
+
+
+def check_symbol(symbol: str) -> str:
+    """A symbol as a node can carry it: non-empty, printable, no surrounding whitespace."""
+    if (
+        not isinstance(symbol, str)
+        or not symbol
+        or symbol != symbol.strip()
+        or not symbol.isprintable()
+    ):
+        raise InvalidNodeId(
+            f"symbol {symbol!r} must be a non-empty, printable ccxt symbol without surrounding "
+            "whitespace, like 'BTC/USDT' or 'BTC/USDT:USDT'"
+        )
+    return symbol
 
 
 @dataclass(frozen=True)
@@ -99,7 +147,7 @@ class NodeId:
 
     @classmethod
     def parse(cls, node_id: str) -> NodeId:
-        parts = node_id.split(":")
+        parts = node_id.split(":") if isinstance(node_id, str) else []
         if len(parts) < 4 or parts[0] != NODE_PREFIX:
             raise InvalidNodeId(
                 f"node id {node_id!r} must look like "
@@ -110,14 +158,11 @@ class NodeId:
 
     @classmethod
     def of(cls, exchange: str, symbol: str, timeframe: str | Timeframe) -> NodeId:
-        if not re.fullmatch(r"[a-z0-9_]+", exchange):
+        if not isinstance(exchange, str) or not _EXCHANGE_ID.fullmatch(exchange):
             raise InvalidNodeId(
                 f"exchange id {exchange!r} must be a lower-case ccxt id such as 'binance'"
             )
-        if not symbol or symbol != symbol.strip() or any(ord(c) < 32 for c in symbol):
-            raise InvalidNodeId(
-                f"symbol {symbol!r} must be a non-empty ccxt symbol like 'BTC/USDT'"
-            )
+        check_symbol(symbol)
         tf = timeframe if isinstance(timeframe, Timeframe) else Timeframe.parse(timeframe)
         return cls(exchange=exchange, symbol=symbol, timeframe=tf)
 
@@ -138,10 +183,19 @@ class NodeId:
         ]
 
     @classmethod
-    def from_asset_key_path(cls, path: list[str] | tuple[str, ...]) -> NodeId:
-        if len(path) != 4 or path[0] != NODE_PREFIX:
-            raise InvalidNodeId(f"asset key {list(path)} is not an ohlcv node key")
-        return cls.of(path[1], from_asset_key_part(path[2]), from_asset_key_part(path[3]))
+    def from_asset_key_path(cls, path: Sequence[str]) -> NodeId:
+        """Inverse of `asset_key_path`; `InvalidNodeId` for any other key."""
+        parts = list(path)
+        if len(parts) != 4 or parts[0] != NODE_PREFIX:
+            raise InvalidNodeId(
+                f"asset key {parts} is not an ohlcv node key like "
+                "['ohlcv', 'binance', 'BTC_2fUSDT', '1m']"
+            )
+        try:
+            node = cls.of(parts[1], from_asset_key_part(parts[2]), from_asset_key_part(parts[3]))
+        except (ValueError, SeamlessError) as exc:
+            raise InvalidNodeId(f"asset key {parts} is not an ohlcv node key: {exc}") from None
+        return node
 
     def partition_prefix(self, template: str) -> str:
         """The artifact prefix for this node, from the blueprint's partition template."""

@@ -45,13 +45,17 @@ def timeframe_classes(config: PartitionsConfig) -> dict[str, TimeframeClass]:
     }
 
 
-def _epoch(moment: datetime) -> int:
-    return int(moment.astimezone(UTC).timestamp())
+def _epoch(moment: datetime) -> float:
+    """Epoch seconds of `moment`; a naive datetime is taken as UTC (never as local time)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 def partition_range(partitions_def: dg.TimeWindowPartitionsDefinition, key: str) -> Range:
+    """The half-open `[start, end)` epoch-second window of one partition."""
     window = partitions_def.time_window_for_partition_key(key)
-    return Range(_epoch(window.start), _epoch(window.end))
+    return Range(int(_epoch(window.start)), int(_epoch(window.end)))
 
 
 def partition_ranges(
@@ -65,12 +69,24 @@ def partition_ranges(
 def partition_keys_for(
     partitions_def: dg.TimeWindowPartitionsDefinition, start: datetime, end: datetime
 ) -> list[str]:
-    """Keys of the partitions overlapping `[start, end)` (existing partitions only)."""
-    keys = partitions_def.get_partition_keys()
-    lo, hi = _epoch(start), _epoch(end)
-    selected = []
-    for key in keys:
-        window = partition_range(partitions_def, key)
-        if window.start < hi and window.end > lo:
-            selected.append(key)
-    return selected
+    """Keys of the existing partitions whose window overlaps `[start, end)`, in time order.
+
+    Existing means from the definition's start to its last partition (the last one that has
+    closed, per Dagster). Cost is proportional to the selected partitions, not to history.
+    """
+    first = partitions_def.get_first_partition_window()
+    last = partitions_def.get_last_partition_window()
+    if first is None or last is None:
+        return []
+    lo = max(_epoch(start), _epoch(first.start))
+    hi = min(_epoch(end), _epoch(last.end))
+    if lo >= hi:
+        return []
+    # Dagster's time-window query returns partitions *starting* in [window.start, window.end);
+    # widen the start to the partition containing `lo` so one that began earlier is kept.
+    first_key = partitions_def.get_partition_key_for_timestamp(lo)
+    window = dg.TimeWindow(
+        partitions_def.start_time_for_partition_key(first_key),
+        datetime.fromtimestamp(hi, tz=UTC),
+    )
+    return list(partitions_def.get_partition_keys_in_time_window(window))

@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,6 +40,7 @@ from .core.stabilization import closed_end, is_window_stable
 from .nodes import NodeId
 
 PRODUCER = f"seamless@{__version__}"
+PUBLISH_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -187,15 +189,21 @@ async def backfill(
     timings["read_back_s"] = time.perf_counter() - t4
 
     t5 = time.perf_counter()
-    outcomes = []
     ts = stored[TS].to_numpy()
-    for part, rows_slice in zip(partitions, split_by_windows(ts, partitions), strict=True):
-        part_frame = stored.iloc[rows_slice].reset_index(drop=True)
+    slices = split_by_windows(ts, partitions)
+
+    def settle(index: int) -> PartitionOutcome:
+        part = partitions[index]
+        part_frame = stored.iloc[slices[index]].reset_index(drop=True)
         part_flags = conformed.flags_within(part, interval) if conformed is not None else {}
         outcome = _partition_outcome(node, part, part_frame, ledger, part_flags, now_s, settings)
-        if outcome.stable:
-            outcome = _publish(node, part_frame, outcome, artifacts, settings)
-        outcomes.append(outcome)
+        if not outcome.stable:
+            return outcome
+        return _publish(node, part_frame, outcome, artifacts, settings)
+
+    # Segments are independent files: publish them in parallel (fsync and zstd release the GIL).
+    with ThreadPoolExecutor(max_workers=PUBLISH_WORKERS) as pool:
+        outcomes = list(pool.map(settle, range(len(partitions))))
     timings["publish_s"] = time.perf_counter() - t5
     timings["total_s"] = time.perf_counter() - t0
 

@@ -248,6 +248,7 @@ def test_weight_budget_429_then_418_for_ignoring_clients(
     status, headers, body = http_get(url)
     assert status == 429 and body["code"] == -1003
     assert headers["Retry-After"] == "55"  # the fake wall is 5 s into its minute
+    wall.advance(0.25)  # past the in-flight grace (penalty_grace_ms, 200 ms by default)
     with pytest.raises(ccxt.DDoSProtection):  # a client ignoring Retry-After ...
         exchange.fetch_ohlcv("BTC/USDT", "1m", limit=2)
     # ... is banned (418) until the penalty ends: the 429 window outlasts the 3 s ban
