@@ -14,10 +14,8 @@ import asyncio
 import re
 import threading
 import time
-import weakref
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from seamless_assets.config import RateLimitConfig
@@ -78,15 +76,85 @@ class LimiterStats:
     penalty_s: float = 0.0
 
 
+@dataclass(eq=False)
+class _Waiter:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+    granted: bool = False  # the slot was handed to this waiter
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class _ProcessSemaphore:
+    """A FIFO counting semaphore shared by every event loop (thread) of the process.
+
+    Why not `asyncio.Semaphore`: it belongs to one loop, and several loops (threads) can
+    share one limiter, so per-loop semaphores would multiply the cap. A released slot is
+    handed straight to the oldest waiter, woken thread-safely on its own loop.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._held = 0
+        self._waiters: deque[_Waiter] = deque()
+        self._lock = threading.Lock()
+
+    async def acquire(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if self._held < self._limit and not self._waiters:
+                self._held += 1
+                return
+            waiter = _Waiter(loop, loop.create_future())
+            self._waiters.append(waiter)
+        try:
+            await waiter.future
+        except BaseException:  # cancelled while waiting: leave, or pass on a slot just got
+            with self._lock:
+                granted = waiter.granted
+                if not granted:
+                    self._waiters.remove(waiter)
+            if granted:
+                self.release()
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                try:
+                    waiter.loop.call_soon_threadsafe(_wake, waiter.future)
+                except RuntimeError:  # that waiter's loop is closed: it is gone
+                    continue
+                waiter.granted = True
+                return
+            self._held -= 1
+
+
+class _Slot:
+    """`async with limiter.slot(key):` holds one of the key's `local_semaphore` slots."""
+
+    def __init__(self, semaphore: _ProcessSemaphore) -> None:
+        self._semaphore = semaphore
+
+    async def __aenter__(self) -> None:
+        await self._semaphore.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._semaphore.release()
+
+
 @dataclass
 class _Bucket:
     tokens: float
     refilled_at: float  # monotonic
+    semaphore: _ProcessSemaphore
     next_start: float = 0.0  # monotonic: earliest next request start (min interval)
     penalty_until: float = 0.0  # wall clock
-    semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = field(
-        default_factory=weakref.WeakKeyDictionary
-    )
+    penalty_reason: str = ""
 
 
 class LocalRateLimiter:
@@ -105,7 +173,11 @@ class LocalRateLimiter:
     def _bucket(self, key: str) -> _Bucket:
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = _Bucket(tokens=self.config.burst_tokens, refilled_at=time.monotonic())
+            bucket = _Bucket(
+                tokens=self.config.burst_tokens,
+                refilled_at=time.monotonic(),
+                semaphore=_ProcessSemaphore(self.config.local_semaphore),
+            )
             self._buckets[key] = bucket
         return bucket
 
@@ -137,13 +209,25 @@ class LocalRateLimiter:
         started = time.monotonic()
         while (wait := self._try_take(key, cost)) > 0:
             if deadline_s is not None and time.monotonic() + wait > started + deadline_s:
-                raise RateLimitTimeout(
-                    f"no rate-limit token for {key!r} within {deadline_s:.1f}s (cost {cost}); "
-                    "raise rate_limit.tokens_per_interval or the deadline, or wait for the "
-                    "exchange's penalty to end"
-                )
+                raise RateLimitTimeout(self._timeout_message(key, cost, deadline_s, wait))
             await asyncio.sleep(wait)
         self.stats.waited_s += time.monotonic() - started
+
+    def _timeout_message(self, key: str, cost: float, deadline_s: float, wait_s: float) -> str:
+        with self._lock:
+            bucket = self._bucket(key)
+            penalty_s = bucket.penalty_until - time.time()
+            reason = bucket.penalty_reason
+        head = f"no rate-limit token for {key!r} within {deadline_s:.1f}s (cost {cost}): "
+        if penalty_s > 0:
+            return head + (
+                f"the exchange paused this key for {penalty_s:.1f}s more ({reason}); wait for "
+                "the penalty to end or raise the acquire deadline"
+            )
+        return head + (
+            f"the token budget needs {wait_s:.1f}s more; raise rate_limit.tokens_per_interval "
+            "or burst_tokens, or the acquire deadline"
+        )
 
     async def penalize(self, key: str, until_epoch_s: float, reason: str) -> None:
         self.penalize_now(key, until_epoch_s, reason)
@@ -158,21 +242,12 @@ class LocalRateLimiter:
                 self.stats.penalties += 1
                 self.stats.penalty_s += until_epoch_s - max(now, bucket.penalty_until)
                 bucket.penalty_until = until_epoch_s
+                bucket.penalty_reason = reason
 
     def penalty_until(self, key: str) -> float:
         with self._lock:
             return self._bucket(key).penalty_until
 
-    @asynccontextmanager
-    async def _slot(self, key: str) -> AsyncIterator[None]:
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            semaphores = self._bucket(key).semaphores
-            semaphore = semaphores.get(loop)
-            if semaphore is None:
-                semaphore = semaphores[loop] = asyncio.Semaphore(self.config.local_semaphore)
-        async with semaphore:
-            yield
-
     def slot(self, key: str) -> AbstractSlot:
-        return self._slot(key)
+        with self._lock:
+            return _Slot(self._bucket(key).semaphore)

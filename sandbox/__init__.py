@@ -2,7 +2,8 @@
 
 Real ccxt talks to it (`ccxt_config(url)`); candles are a pure function of
 (symbol, interval, open time, config), with a settable clock, maintenance gaps, restated
-windows, a Binance-like weight budget (429 / 418 + Retry-After) and fault injection.
+windows, a Binance-like weight budget (429 / 418 + Retry-After, with an in-flight grace
+after each 429: see `state.py`), fault injection and request counters.
 """
 
 from .admin import SandboxAdmin, spawn_sandbox_process

@@ -431,23 +431,20 @@ class SeamlessConfig(_Model):
 
     @field_validator("exchanges", "domains", mode="before")
     @classmethod
-    def _empty_entries(cls, value: Any) -> Any:
-        # `binance:` with nothing under it means "all defaults".
-        if isinstance(value, dict):
-            return {k: {} if v is None else v for k, v in value.items()}
-        return value
-
-    @field_validator("domains", mode="before")
-    @classmethod
-    def _snapshot_domains_need_as_of(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {
+    def _empty_entries(cls, value: Any, info: ValidationInfo) -> Any:
+        # `binance:` with nothing under it means "all defaults"; domains that read
+        # snapshots (backtest, research, dryrun) need an as_of unless told otherwise.
+        if not isinstance(value, dict):
+            return value
+        entries = {k: {} if v is None else v for k, v in value.items()}
+        if info.field_name == "domains":
+            entries = {
                 name: {"require_as_of": True, **entry}
                 if name in _SNAPSHOT_DOMAINS and isinstance(entry, dict)
                 else entry
-                for name, entry in value.items()
+                for name, entry in entries.items()
             }
-        return value
+        return entries
 
     @property
     def source(self) -> str | None:
@@ -672,8 +669,8 @@ def _config_error(
     if first["type"] == "extra_forbidden":
         name = str(first["loc"][-1])
         known = _keys_at(model, tuple(first["loc"][:-1]))
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        close = difflib.get_close_matches(name, known, n=2)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
         reason = f"unknown key ({hint}allowed here: {', '.join(known) or 'none'})"
     elif first["type"] != "value_error":
         reason = f"{reason} (got {_short(first.get('input'))})"

@@ -16,6 +16,7 @@ import dagster as dg
 import numpy as np
 import pytest
 
+from resources.artifacts.base import ArtifactStore
 from resources.hot_store.duckdb import DuckDBHotStore
 from sandbox import SandboxExchange, expected_bars
 from seamless_assets.cli import root_cause, run_backfill
@@ -33,7 +34,7 @@ def _klines(sandbox: SandboxExchange) -> int:
     return int(sandbox.stats()["by_endpoint"].get("klines", {}).get("requests", 0))
 
 
-def _artifacts(config: SeamlessConfig):  # noqa: ANN202 - test helper
+def _artifacts(config: SeamlessConfig) -> ArtifactStore:
     return resources_from_config(config)["artifacts"].open()  # type: ignore[attr-defined]
 
 

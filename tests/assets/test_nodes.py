@@ -296,7 +296,23 @@ def test_timeframes_longer_than_a_week_are_refused(code: str) -> None:
 
 @pytest.mark.parametrize(
     "code",
-    ["", "m", "0m", "01m", "1", "15", "1 m", " 1m", "1m ", "1m\n", "1min", "1H", "-1m", "1.5h", "1ms"],
+    [
+        "",
+        "m",
+        "0m",
+        "01m",
+        "1",
+        "15",
+        "1 m",
+        " 1m",
+        "1m ",
+        "1m\n",
+        "1min",
+        "1H",
+        "-1m",
+        "1.5h",
+        "1ms",
+    ],
 )
 def test_garbage_timeframes_are_refused(code: str) -> None:
     with pytest.raises(UnsupportedTimeframe, match=re.escape(repr(code))):

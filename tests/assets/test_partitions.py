@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta, timezone
 
 import dagster as dg
@@ -26,12 +27,14 @@ DAILY = CLASSES["intraday"].partitions_def
 MONTHLY = CLASSES["daily"].partitions_def
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, us: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, us, tzinfo=UTC)
 
 
-def epoch(*args: int) -> int:
-    return int(utc(*args).timestamp())
+def epoch(year: int, month: int, day: int) -> int:
+    return int(utc(year, month, day).timestamp())
 
 
 # -- classes -------------------------------------------------------------------------------
@@ -74,7 +77,9 @@ def test_classes_use_daily_and_monthly_partitions_from_the_configured_starts() -
 
 
 @pytest.mark.parametrize(("partitions_def", "limit"), [(DAILY, 10_000), (MONTHLY, 200)])
-def test_2017_to_2030_stays_small(partitions_def: dg.TimeWindowPartitionsDefinition, limit: int) -> None:
+def test_2017_to_2030_stays_small(
+    partitions_def: dg.TimeWindowPartitionsDefinition, limit: int
+) -> None:
     window = dg.TimeWindow(utc(2017, 1, 1), utc(2030, 1, 1))
     keys = partitions_def.get_partition_keys_in_time_window(window)
     assert 0 < len(keys) < limit
@@ -110,7 +115,7 @@ def test_partition_windows_tile_time_without_gaps_or_overlap(
     windows = partition_ranges(partitions_def, first, last)
     assert len(windows) == count
     assert all(w.start % DAY == 0 and w.end % DAY == 0 for w in windows)  # UTC midnights
-    assert all(a.end == b.start for a, b in zip(windows, windows[1:], strict=False))
+    assert all(a.end == b.start for a, b in itertools.pairwise(windows))
 
 
 # -- partition_keys_for --------------------------------------------------------------------
@@ -212,7 +217,7 @@ def test_keys_are_exactly_the_partitions_overlapping_the_window(
 
 @pytest.mark.parametrize("partitions_def", BOUNDED)
 def test_partition_boundaries_exactly(partitions_def: dg.TimeWindowPartitionsDefinition) -> None:
-    keys = partitions_def.get_partition_keys()
+    keys = list(partitions_def.get_partition_keys())
     for key in keys[:3] + keys[-3:]:
         window = partition_range(partitions_def, key)
         start = datetime.fromtimestamp(window.start, UTC)

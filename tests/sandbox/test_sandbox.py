@@ -293,6 +293,29 @@ def test_force_429_is_one_shot(sandbox: SandboxExchange, wall: FakeWall) -> None
     assert sandbox.stats()["sent_429"] == 2 and sandbox.stats()["sent_418"] == 0
 
 
+def test_in_flight_grace_after_a_429(sandbox: SandboxExchange, wall: FakeWall) -> None:
+    """Requests already in flight when a 429 is issued get 429 too, without a ban; later
+    ones inside the penalty window are violations (418). A 429 without Retry-After opens
+    no window."""
+    sandbox.configure(force_429=1, force_429_retry_after=5, penalty_grace_ms=200)
+    url = _klines_url(sandbox, symbol="BTCUSDT", interval="1m", limit=1)
+    assert http_get(url)[0] == 429
+    wall.advance(0.15)  # sent before the client could have seen the 429
+    status, headers, _ = http_get(url)
+    assert status == 429 and headers["Retry-After"] == "5"
+    wall.advance(0.1)  # 250 ms after the 429: a client ignoring Retry-After
+    assert http_get(url)[0] == 418
+    stats = sandbox.stats()
+    assert (stats["sent_429"], stats["in_flight_after_429"], stats["sent_418"]) == (1, 1, 1)
+    assert stats["requests_in_penalty"] == 1 and stats["by_status"] == {"429": 2, "418": 1}
+    assert [e["reason"] for e in stats["kline_log"]] == ["forced", "in_flight", "banned"]
+    sandbox.reset()
+    sandbox.configure(force_429=1, force_429_retry_after=0)
+    status, headers, _ = http_get(url)
+    assert status == 429 and "Retry-After" not in headers
+    assert http_get(url)[0] == 200 and sandbox.stats()["sent_429"] == 1
+
+
 # --------------------------------------------------------------------------- fault injection
 def test_5xx_injection_is_deterministic(sandbox: SandboxExchange, exchange: ccxt.binance) -> None:
     sandbox.configure(error_rate_5xx=0.3, error_seed=7)
