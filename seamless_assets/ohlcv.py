@@ -1,6 +1,5 @@
 """The asset factory: one time-partitioned asset per node of the catalog."""
 
-
 import asyncio
 
 import dagster as dg

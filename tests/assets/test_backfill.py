@@ -56,9 +56,7 @@ def test_thirty_partitions_one_run_then_rerun_makes_no_requests(
     assert result.success
     instance = dg.DagsterInstance.get()
     assert len(instance.get_runs()) == 1  # a 30-partition backfill is a single run
-    materialized = {
-        e.partition for e in result.get_asset_materialization_events() if e.partition
-    }
+    materialized = {e.partition for e in result.get_asset_materialization_events() if e.partition}
     assert len(materialized) == 30
     bars = 30 * 1440
     assert _klines(sandbox) == math.ceil(bars / 1000)  # contiguous windows, not per partition
