@@ -6,6 +6,9 @@ import warnings
 from collections import defaultdict
 
 import dagster as dg
+from dagster._core.definitions.partitions.partitioned_schedule import (
+    UnresolvedPartitionedAssetScheduleDefinition,
+)
 
 from .config import SeamlessConfig, load_config
 from .ohlcv import ohlcv_asset
@@ -21,7 +24,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
 def _schedule(
     tf_class: TimeframeClass, job: dg.UnresolvedAssetJobDefinition, delay_s: int
-) -> dg.ScheduleDefinition:
+) -> dg.ScheduleDefinition | UnresolvedPartitionedAssetScheduleDefinition:
     """Materialize the newest closed partition once its last bars are stable."""
     hours, minutes = divmod(delay_s // 60, 60)
     if tf_class.name == "intraday":

@@ -1,6 +1,7 @@
 """The asset factory: one time-partitioned asset per node of the catalog."""
 
 import asyncio
+from typing import Any
 
 import dagster as dg
 
@@ -123,7 +124,7 @@ def _summary(outcome: RunOutcome) -> str:
     )
 
 
-def _metadata(outcome: RunOutcome) -> dict[str, object]:
+def _metadata(outcome: RunOutcome) -> dict[str, Any]:
     frame = outcome.frame
     ts = frame["ts"]
     bounds = (

@@ -127,7 +127,7 @@ async def backfill(
 
     covered = hot.coverage(node_id, interval, window)
     known = [] if refetch_gaps else [g.range for g in hot.ledger_gaps(node_id, window)]
-    local_closed = closed_end(time.time(), interval)
+    local_closed = closed_end(int(time.time()), interval)
     wanted = window.intersect(Range(window.start, max(window.start, local_closed)))
     missing = missing_ranges(covered, wanted, interval, known) if wanted else []
     timings["plan_s"] = time.perf_counter() - t0
