@@ -15,6 +15,7 @@ from resources.artifacts.base import ArtifactStore
 from resources.artifacts.filesystem import LocalDirectoryBlobStore
 from resources.hot_store.base import HotStore
 from resources.hot_store.duckdb import DuckDBHotStore
+from resources.hot_store.questdb import QuestDBHotStore
 from resources.rate_limit import LocalRateLimiter, RateLimiter
 
 from .config import RateLimitConfig, SeamlessConfig
@@ -26,13 +27,16 @@ class HotStoreResource(dg.ConfigurableResource):
 
     backend: str = "duckdb"
     duckdb_path: str = ""
+    questdb_dsn: str = ""
+    questdb_ilp: str = ""
 
     def open(self) -> HotStore:
         if self.backend == "duckdb":
             return DuckDBHotStore(self.duckdb_path)
+        if self.backend == "questdb":
+            return QuestDBHotStore(self.questdb_dsn, self.questdb_ilp)
         raise ConfigError(
-            "seamless.hot_store.backend",
-            f"backend {self.backend!r} is not available in this build; use 'duckdb'",
+            "seamless.hot_store.backend", f"unknown backend {self.backend!r}; use duckdb|questdb"
         )
 
 
@@ -72,7 +76,10 @@ def resources_from_config(config: SeamlessConfig) -> dict[str, dg.ConfigurableRe
     artifact = config.seamless.artifact
     return {
         "hot_store": HotStoreResource(
-            backend=config.seamless.hot_store.backend, duckdb_path=str(config.hot_store_path)
+            backend=config.seamless.hot_store.backend,
+            duckdb_path=str(config.hot_store_path),
+            questdb_dsn=config.seamless.hot_store.questdb_dsn,
+            questdb_ilp=config.seamless.hot_store.questdb_ilp,
         ),
         "artifacts": ArtifactStoreResource(
             object_store_uri=config.artifact_uri, partition_template=artifact.partition_template

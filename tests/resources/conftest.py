@@ -6,6 +6,7 @@ a branch that builds it; the test files only use these fixtures.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,11 @@ import pytest
 
 from resources.artifacts import ArtifactStore, LocalDirectoryBlobStore
 from resources.hot_store import DuckDBHotStore, HotStore
+from resources.hot_store.questdb import QuestDBHotStore
 from seamless_assets.core.fingerprint import FingerprintIdentity, dataset_fingerprint
 from seamless_assets.core.frame import VALUE_COLUMNS, Range, frame_from_arrays
 from seamless_assets.nodes import NodeId
+from tests.services import QUESTDB_DSN, QUESTDB_ILP, QUESTDB_PG_ADDR, require_service
 
 DAY = 86_400
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
@@ -27,13 +30,19 @@ BarsFactory = Callable[..., pd.DataFrame]
 ManifestFactory = Callable[..., dict[str, Any]]
 
 
-@pytest.fixture(params=["duckdb"])
+@pytest.fixture(params=["duckdb", "questdb"])
 def hot_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HotStore]:
     if request.param == "duckdb":
         store: HotStore = DuckDBHotStore(tmp_path / "hot.duckdb", lock_timeout_s=10)
+    elif request.param == "questdb":
+        require_service("questdb", QUESTDB_PG_ADDR)
+        # A fresh table prefix per test keeps tests independent on one shared server.
+        store = QuestDBHotStore(QUESTDB_DSN, QUESTDB_ILP, table_prefix=f"t{uuid.uuid4().hex[:12]}_")
     else:  # pragma: no cover - a new backend must add its branch
         raise ValueError(request.param)
     yield store
+    if isinstance(store, QuestDBHotStore):
+        store.drop_tables()
     store.close()
 
 
