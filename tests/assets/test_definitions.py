@@ -1,0 +1,54 @@
+"""The Dagster definitions built from the shipped seamless.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from seamless_assets.config import load_config, load_config_dict
+from seamless_assets.definitions import build_definitions
+from seamless_assets.nodes import NodeId
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _defs() -> dg.Definitions:
+    return build_definitions(load_config(ROOT / "seamless.yaml"))
+
+
+def test_one_partitioned_asset_per_node_with_single_run_backfills_and_exchange_pools() -> None:
+    config = load_config(ROOT / "seamless.yaml")
+    defs = build_definitions(config)
+    graph = defs.resolve_asset_graph()
+    keys = {key for key in graph.get_all_asset_keys()}
+    assert keys == {dg.AssetKey(node.asset_key_path()) for node in config.nodes}
+    for node in config.nodes:
+        asset = defs.resolve_assets_def(dg.AssetKey(node.asset_key_path()))
+        assert asset.backfill_policy == dg.BackfillPolicy.single_run()
+        assert asset.partitions_def is not None
+        assert asset.node_def.pool == f"exchange_{node.exchange}"
+        assert NodeId.from_asset_key_path(asset.key.path) == node
+        checks = {c.name for c in asset.check_specs}
+        assert checks == {"coverage_ratio", "no_duplicate_ts", "monotonic_ts", "ohlc_sanity"}
+
+
+def test_timeframe_classes_have_one_job_and_schedule_each() -> None:
+    raw = yaml.safe_load((ROOT / "seamless.yaml").read_text())
+    raw["exchanges"]["binance"]["timeframes"] = ["1m", "1h", "4h", "1d"]
+    defs = build_definitions(load_config_dict(raw, "test"))
+    intraday = defs.resolve_job_def("ohlcv_intraday_job")
+    daily = defs.resolve_job_def("ohlcv_daily_job")
+    assert isinstance(intraday.partitions_def, dg.DailyPartitionsDefinition)
+    assert isinstance(daily.partitions_def, dg.MonthlyPartitionsDefinition)
+    names = [s.name for s in defs.schedules or []]
+    jobs = {defs.resolve_schedule_def(name).job_name for name in names}
+    assert jobs == {"ohlcv_intraday_job", "ohlcv_daily_job"}
+    # 2017 → today stays far below 10k partitions.
+    assert len(intraday.partitions_def.get_partition_keys()) < 10_000
+
+
+def test_dagster_instance_config_limits_each_exchange_pool() -> None:
+    text = (ROOT / "dagster_home" / "dagster.yaml").read_text()
+    assert "default_limit: 1" in text
