@@ -30,6 +30,7 @@ from ccxt.base import errors as ccxt_errors
 
 from seamless_assets.config import BackfillConfig, SeamlessConfig
 from seamless_assets.core.frame import Range
+from seamless_assets.core.stabilization import closed_end as bars_closed_end
 from seamless_assets.errors import ExchangeUnavailable, UnknownExchange, UnknownSymbol
 from seamless_assets.nodes import Timeframe
 
@@ -307,7 +308,7 @@ class ExchangeClient:
                 f"it offers {sorted(self._exchange.timeframes or {})}"
             )
         now_s = await self.server_now_s()
-        closed_end = int(now_s // timeframe.seconds) * timeframe.seconds
+        closed_end = bars_closed_end(int(now_s), timeframe.seconds, origin_s=timeframe.origin_s)
         fetch_window = window.intersect(Range(window.start, max(window.start, closed_end)))
         rows: list[list[Any]] = []
         if fetch_window is not None:
@@ -341,12 +342,16 @@ class ExchangeClient:
                     limit=per_call,
                     params={"until": end_ms - 1},
                 )
-                # some exchanges ignore `until` or return a bar before `since`: clip
-                page = [r for r in page if cursor <= r[0] < end_ms]
-                if not page:
+                # Some exchanges ignore `until` or return a bar before `since`: clip those.
+                # Rows whose open time is not plausibly in milliseconds (µs, ns, garbage)
+                # go on to conformance, which converts or drops them with a flag; dropping
+                # them here would make the bar look confirmed-empty.
+                in_window = [r for r in page if _is_ms(r[0]) and cursor <= r[0] < end_ms]
+                rows.extend(in_window)
+                rows.extend(r for r in page if not _is_ms(r[0]))
+                if not in_window:
                     break
-                rows.extend(page)
-                cursor = max(r[0] for r in page) + step_ms
+                cursor = max(r[0] for r in in_window) + step_ms
         return rows
 
     async def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
@@ -389,3 +394,8 @@ class ExchangeClient:
                 log.warning("%s failed (%s), retry %d in %.2fs", what, exc, failures, delay)
                 self.stats.retries += 1
                 await asyncio.sleep(delay)
+
+
+def _is_ms(value: Any) -> bool:
+    """A number in the range of epoch milliseconds (years 1973–5138)."""
+    return isinstance(value, int | float) and 1e11 <= value < 1e14

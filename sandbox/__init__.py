@@ -3,17 +3,19 @@
 Real ccxt talks to it (`ccxt_config(url)`); candles are a pure function of
 (symbol, interval, open time, config), with a settable clock, maintenance gaps, restated
 windows, a Binance-like weight budget (429 / 418 + Retry-After, with an in-flight grace
-after each 429: see `state.py`), fault injection and request counters.
+after each 429: see `state.py`), fault injection (5xx, latency, outages, and malformed
+kline rows via the `corruptions` knob: see `corrupt.py`) and request counters.
 """
 
 from .admin import SandboxAdmin, spawn_sandbox_process
 from .bars import expected_bars
 from .clock import SandboxClock
-from .config import INTERVALS, KNOWN_MARKETS, MarketSpec, SandboxConfig
+from .config import CORRUPTION_KINDS, INTERVALS, KNOWN_MARKETS, MarketSpec, SandboxConfig
 from .server import SandboxExchange, ccxt_config, make_app, start_site
 from .state import SandboxState
 
 __all__ = [
+    "CORRUPTION_KINDS",
     "INTERVALS",
     "KNOWN_MARKETS",
     "MarketSpec",

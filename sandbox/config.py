@@ -41,6 +41,22 @@ UNITS_PER_ONE = 100_000_000
 
 DEFAULT_WEIGHTS: dict[str, int] = {"ping": 1, "time": 1, "exchangeInfo": 20, "klines": 2}
 
+#: Kinds of the `corruptions` knob (what each does to a kline row: see `sandbox/corrupt.py`).
+CORRUPTION_KINDS: tuple[str, ...] = (
+    "string",  # open = "abc"
+    "nan",  # open = "NaN"
+    "inf",  # open = "Infinity"
+    "negative_volume",  # volume negated
+    "high_below_low",  # high and low swapped
+    "us_ts",  # openTime and closeTime in microseconds
+    "misaligned",  # openTime and closeTime shifted by +30 s
+    "duplicate",  # the row sent twice in its page
+    "duplicate_next_page",  # the row repeated at the start of the page that follows it
+)
+_CORRUPTION_KEYS = {"symbol", "ts", "kind", "interval"}
+#: Open times at or above this are milliseconds or finer, not the seconds the knob takes.
+_MAX_TS_S = 10**11
+
 
 @dataclass(frozen=True)
 class MarketSpec:
@@ -102,6 +118,12 @@ class SandboxConfig:
     """Every knob of the sandbox. All times are epoch seconds unless the name says `_ms`.
 
     Symbol keys accept `BTC/USDT` or `BTCUSDT`; `"*"` in `gaps`/`restatements` means all.
+
+    `corruptions` injects malformed kline rows (raw JSON, before any client parses them):
+    a list of `{"symbol": "BTC/USDT", "ts": <bar open time, s>, "kind": <kind>}` with an
+    optional `"interval": "1m"` (default: every interval with a bar opening at `ts`;
+    `"symbol": "*"` means every market). Kinds are `CORRUPTION_KINDS`; several entries on
+    one bar apply in list order. Empty (the default) keeps the vectorised fast path.
     """
 
     extra_symbols: list[str] = field(default_factory=list)  # e.g. ["DOGE/USDT"]
@@ -125,6 +147,7 @@ class SandboxConfig:
     force_429: int = 0  # the next N kline requests get 429
     force_429_retry_after: int = 1  # 0: send no Retry-After header (and no penalty window)
     down: bool = False  # 503 to every /api request
+    corruptions: list[dict[str, Any]] = field(default_factory=list)  # malformed kline rows
     # clock at start-up: frozen at `frozen_now_s`, else real time + `clock_offset_s`
     frozen_now_s: float | None = None
     clock_offset_s: float = 0.0
@@ -154,6 +177,15 @@ class SandboxConfig:
             if key == "*" or market_id(key) == mid:
                 out.extend((int(r["start"]), int(r["end"]), int(r["version"])) for r in items)
         return out
+
+    def corruptions_for(self, mid: str, interval: str) -> list[tuple[int, str]]:
+        """`(open time s, kind)` of the corruptions that apply to one market and interval."""
+        return [
+            (int(c["ts"]), str(c["kind"]))
+            for c in self.corruptions
+            if (c["symbol"] == "*" or market_id(c["symbol"]) == mid)
+            and c.get("interval") in (None, interval)
+        ]
 
     # ---------------------------------------------------------------- (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -206,6 +238,10 @@ class SandboxConfig:
             for r in items:
                 if not {"start", "end", "version"} <= set(r):
                     raise ValueError(f"restatements[{key!r}]: {r} needs start, end, version")
+        if not isinstance(self.corruptions, list):
+            raise ValueError("corruptions must be a list of {symbol, ts, kind} objects")
+        for i, item in enumerate(self.corruptions):
+            _corruption(i, item)
 
 
 _INT_KNOBS = {
@@ -238,7 +274,47 @@ def _coerce(name: str, value: Any) -> Any:
         raise ValueError(f"config knob `{name}` must be an object keyed by symbol/endpoint")
     if name == "extra_symbols" and not isinstance(value, list):
         raise ValueError("config knob `extra_symbols` must be a list like ['DOGE/USDT']")
+    if name == "corruptions":
+        if not isinstance(value, list):
+            raise ValueError(
+                "config knob `corruptions` must be a list like "
+                '[{"symbol": "BTC/USDT", "ts": 1704067200, "kind": "nan"}]'
+            )
+        return [_corruption(i, item) for i, item in enumerate(value)]
     return value
+
+
+def _corruption(index: int, item: Any) -> dict[str, Any]:
+    """One `corruptions` entry, normalised (`ts` an int); ValueError naming what is wrong."""
+    where = f"corruptions[{index}]"
+    if not isinstance(item, dict):
+        raise ValueError(f"{where} must be an object {{symbol, ts, kind}}, got {item!r}")
+    unknown = sorted(set(item) - _CORRUPTION_KEYS)
+    missing = sorted({"symbol", "ts", "kind"} - set(item))
+    if unknown or missing:
+        raise ValueError(
+            f"{where}: unknown key(s) {unknown}, missing key(s) {missing}; "
+            f"allowed: {sorted(_CORRUPTION_KEYS)}"
+        )
+    symbol, ts, kind = item["symbol"], item["ts"], item["kind"]
+    if not isinstance(symbol, str) or not (symbol == "*" or symbol.strip()):
+        raise ValueError(f"{where}.symbol must be 'BASE/QUOTE', 'BASEQUOTE' or '*'")
+    if isinstance(ts, bool) or not isinstance(ts, int | str):
+        raise ValueError(f"{where}.ts must be an integer open time in epoch seconds, got {ts!r}")
+    if isinstance(ts, str) and not ts.isdigit():
+        raise ValueError(f"{where}.ts must be an integer open time in epoch seconds, got {ts!r}")
+    if not 0 <= int(ts) < _MAX_TS_S:
+        raise ValueError(f"{where}.ts={ts} is not an open time in epoch SECONDS")
+    if kind not in CORRUPTION_KINDS:
+        raise ValueError(f"{where}.kind {kind!r} is not one of {list(CORRUPTION_KINDS)}")
+    out: dict[str, Any] = {"symbol": symbol, "ts": int(ts), "kind": kind}
+    if "interval" in item:
+        if item["interval"] not in INTERVALS:
+            raise ValueError(
+                f"{where}.interval {item['interval']!r} is not one of {list(INTERVALS)}"
+            )
+        out["interval"] = item["interval"]
+    return out
 
 
 def _window(w: Any) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from .bars import generate_bars, select_open_times
 from .config import INTERVALS, SandboxConfig, market_id
+from .corrupt import corrupt_klines
 from .encode import encode_klines
 from .markets import exchange_info
 from .state import Admission, SandboxState
@@ -79,12 +80,14 @@ def _kline_entry(query: Any) -> dict[str, Any]:
         raw = query.get(key)
         entry[key] = int(raw) if raw is not None and raw.isdigit() else raw
     entry["rows"] = 0
+    entry["corrupted"] = 0
     return entry
 
 
-def _klines(state: SandboxState, query: Any) -> tuple[bytes, int]:
+def _klines(state: SandboxState, query: Any) -> tuple[bytes, int, int]:
     """Binance semantics: bars with startTime <= openTime <= min(endTime, now); the first
-    `limit` of them, or the last `limit` when no startTime is given; gaps simply absent."""
+    `limit` of them, or the last `limit` when no startTime is given; gaps simply absent.
+    Returns the body, the rows served and how many of them `corruptions` touched."""
     cfg = state.config
     symbol = query.get("symbol", "")
     if not symbol:
@@ -117,7 +120,9 @@ def _klines(state: SandboxState, query: Any) -> tuple[bytes, int]:
         from_end=start_ms is None,
     )
     body = encode_klines(generate_bars(market, INTERVALS[interval], ts, cfg, now_ms))
-    return body, len(ts)
+    if cfg.corruptions:  # fault injection; the fast path above stays untouched without it
+        return corrupt_klines(body, market, interval, INTERVALS[interval], ts, cfg, now_ms)
+    return body, len(ts), 0
 
 
 def _exchange_info(state: SandboxState, query: Any) -> bytes:
@@ -194,7 +199,7 @@ async def _serve_api(request: web.Request, state: SandboxState) -> web.Response:
             elif name == "exchangeInfo":
                 body = _exchange_info(state, request.query)
             elif name == "klines" and entry is not None:
-                body, entry["rows"] = _klines(state, request.query)
+                body, entry["rows"], entry["corrupted"] = _klines(state, request.query)
             else:
                 raise BinanceError(-1000, f"Unknown endpoint {API_PREFIX}/{name}.", status=404)
             resp = web.Response(body=body, headers={**headers, "Content-Type": _JSON})

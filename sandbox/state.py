@@ -60,6 +60,7 @@ class _Counters:
     max_in_flight: int = 0
     injected_5xx: int = 0
     kline_rows_served: int = 0
+    corrupted_rows_served: int = 0
     weight_by_minute: OrderedDict[int, int] = field(default_factory=OrderedDict)
 
 
@@ -192,6 +193,7 @@ class SandboxState:
             self._c.by_status[str(status)] += 1
             if kline_entry is not None:
                 self._c.kline_rows_served += int(kline_entry.get("rows", 0))
+                self._c.corrupted_rows_served += int(kline_entry.get("corrupted", 0))
                 self._kline_log.append(kline_entry)
 
     # ------------------------------------------------------------------ counters
@@ -223,6 +225,7 @@ class SandboxState:
                 "max_in_flight": c.max_in_flight,
                 "injected_5xx": c.injected_5xx,
                 "kline_rows_served": c.kline_rows_served,
+                "corrupted_rows_served": c.corrupted_rows_served,
                 "weight_history": history,
                 "max_weight_per_minute": max((h["weight"] for h in history), default=0),
                 "current_weight": self._window_used if int(now // 60) == self._window_minute else 0,

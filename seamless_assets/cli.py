@@ -165,7 +165,7 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         gaps = hot.ledger_gaps(str(node), window)
     finally:
         hot.close()
-    ratio = coverage_ratio(covered, window, node.interval_s)
+    ratio = coverage_ratio(covered, window, node.interval_s, origin_s=node.timeframe.origin_s)
     print(f"{node} {window}: coverage {ratio:.6f} ({len(covered)} contiguous range(s))")
     for r in covered[:20]:
         print(f"  stored  {r}")

@@ -229,6 +229,33 @@ class FingerprintConfig(_Model):
 
 
 _PARTITION_FIELDS = ("exchange", "symbol", "timeframe")
+_S3_REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
+
+
+class S3Config(_Model):
+    """Where an `s3://` object store lives. Credentials never go here: they come from
+    AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or boto3's default chain)."""
+
+    endpoint_url: str = ""  # "" = AWS itself (or boto3's AWS_ENDPOINT_URL_S3)
+    region: str = "us-east-1"
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parsed = urlparse(url)
+        if url and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+            raise ValueError(
+                f"{url!r} is not an S3 endpoint URL; use http(s)://host[:port], e.g. "
+                "http://127.0.0.1:5000, or leave it empty for AWS"
+            )
+        return url
+
+    @field_validator("region")
+    @classmethod
+    def _region_name(cls, region: str) -> str:
+        if not _S3_REGION.fullmatch(region):
+            raise ValueError(f"{region!r} is not a region name such as 'us-east-1'")
+        return region
 
 
 class ArtifactConfig(_Model):
@@ -240,6 +267,7 @@ class ArtifactConfig(_Model):
     publish_fingerprint: bool = True
     early_fingerprint: bool = False
     fingerprint: FingerprintConfig = FingerprintConfig()
+    s3: S3Config = S3Config()
 
     @field_validator("object_store_uri")
     @classmethod
@@ -882,7 +910,17 @@ def load_config(path: str | Path | None = None) -> SeamlessConfig:
     try:
         raw = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError("<file>", f"not valid YAML: {exc}", str(config_path)) from None
+        raise ConfigError(
+            "<file>", f"not valid YAML: {_yaml_problem(exc)}", str(config_path)
+        ) from None
     return load_config_dict(
         {} if raw is None else raw, source=str(config_path), base_dir=config_path.parent.resolve()
     )
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """One line: what is wrong and where (PyYAML's own message spans several lines)."""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"

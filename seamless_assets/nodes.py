@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .errors import InvalidNodeId, SeamlessError, UnsupportedTimeframe
 
@@ -14,14 +14,41 @@ _TIMEFRAME = re.compile(r"^([1-9][0-9]*)([smhdwMyY])$")
 _CALENDAR_UNITS = ("M", "y", "Y")  # months and years: no fixed length
 _MAX_INTERVAL_S = _UNIT_SECONDS["w"]
 _EXCHANGE_ID = re.compile(r"^[a-z0-9]+$")  # every ccxt id; no `_`, so op names stay unique
+WEEK_ORIGIN_S = 4 * _UNIT_SECONDS["d"]
+"""Where `1w` bars open: Monday 00:00 UTC, i.e. `ts % 604800 == 345600`.
+
+The epoch (1970-01-01) was a Thursday, so weeks counted from it would open on Thursdays;
+Binance, Bybit, OKX and the other ccxt exchanges open weekly candles on Mondays (ISO
+weeks), 4 days after an epoch-aligned grid point.
+"""
+
+
+def grid_origin(code: str) -> int:
+    """Offset of a timeframe's bar grid from the epoch: bars open at `origin + k * seconds`.
+
+    Exchanges put every timeframe shorter than a week on the epoch grid (origin 0; those up
+    to `1d` divide a day, so they open on UTC day boundaries); only `1w` is shifted, to
+    Monday 00:00 UTC (`WEEK_ORIGIN_S`).
+    """
+    return WEEK_ORIGIN_S if code == "1w" else 0
 
 
 @dataclass(frozen=True, order=True)
 class Timeframe:
-    """A ccxt timeframe with a fixed length in seconds (`1s` … `1w`)."""
+    """A ccxt timeframe with a fixed length in seconds (`1s` … `1w`).
+
+    Bars open on the grid `origin_s + k * seconds` (epoch seconds, integer `k`).
+    `origin_s` is derived from the code (`grid_origin`): 0 for every timeframe except `1w`,
+    whose bars open on Mondays (`345600`, the epoch being a Thursday). It takes no part in
+    equality or ordering, which stay those of `(seconds, code)`.
+    """
 
     seconds: int
     code: str
+    origin_s: int = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "origin_s", grid_origin(self.code))
 
     @classmethod
     def parse(cls, code: str) -> Timeframe:

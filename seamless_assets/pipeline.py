@@ -87,8 +87,9 @@ class RunOutcome:
 
     @property
     def coverage_ratio(self) -> float:
-        covered = ranges_from_timestamps(self.frame[TS].to_numpy(), self.node.interval_s)
-        return coverage_ratio(covered, self.window, self.node.interval_s)
+        interval, origin = self.node.interval_s, self.node.timeframe.origin_s
+        covered = ranges_from_timestamps(self.frame[TS].to_numpy(), interval)
+        return coverage_ratio(covered, self.window, interval, origin_s=origin)
 
 
 def _rows_in(frame: pd.DataFrame, ranges: Sequence[Range]) -> np.ndarray:
@@ -119,7 +120,7 @@ async def backfill(
     log: Callable[[str], Any] = lambda _msg: None,
 ) -> RunOutcome:
     """Make `partitions` of `node` complete in the hot store and publish the stable ones."""
-    interval = node.interval_s
+    interval, origin = node.interval_s, node.timeframe.origin_s
     node_id = str(node)
     window = Range(partitions[0].start, partitions[-1].end)
     timings: dict[str, float] = {}
@@ -127,9 +128,9 @@ async def backfill(
 
     covered = hot.coverage(node_id, interval, window)
     known = [] if refetch_gaps else [g.range for g in hot.ledger_gaps(node_id, window)]
-    local_closed = closed_end(int(time.time()), interval)
+    local_closed = closed_end(int(time.time()), interval, origin_s=origin)
     wanted = window.intersect(Range(window.start, max(window.start, local_closed)))
-    missing = missing_ranges(covered, wanted, interval, known) if wanted else []
+    missing = missing_ranges(covered, wanted, interval, known, origin_s=origin) if wanted else []
     timings["plan_s"] = time.perf_counter() - t0
 
     flags: Counter[str] = Counter()
@@ -155,7 +156,7 @@ async def backfill(
         server_closed = min(p.closed_end for p in pages)
         now_s = max(p.server_now_s for p in pages)
         rows = [row for page in pages for row in page.rows]
-        conformed = conform(rows, interval, source_ts_unit="ms")
+        conformed = conform(rows, interval, source_ts_unit="ms", origin_s=origin)
         closed_ranges = [
             c for r in fetched_ranges if (c := r.intersect(Range(r.start, server_closed)))
         ]
@@ -176,7 +177,7 @@ async def backfill(
             lo, hi = np.searchsorted(fetched_ts, [r.start, r.end])
             in_r = (dropped_ts >= r.start) & (dropped_ts < r.end)
             new_gaps += classify_empty_windows(
-                r, fetched_ts[lo:hi], interval, dropped_ts[in_r], earliest_ts
+                r, fetched_ts[lo:hi], interval, dropped_ts[in_r], earliest_ts, origin_s=origin
             )
             if refetch_gaps:
                 hot.clear_gaps(node_id, r)
@@ -195,7 +196,9 @@ async def backfill(
     def settle(index: int) -> PartitionOutcome:
         part = partitions[index]
         part_frame = stored.iloc[slices[index]].reset_index(drop=True)
-        part_flags = conformed.flags_within(part, interval) if conformed is not None else {}
+        part_flags = (
+            conformed.flags_within(part, interval, origin_s=origin) if conformed is not None else {}
+        )
         outcome = _partition_outcome(node, part, part_frame, ledger, part_flags, now_s, settings)
         if not outcome.stable:
             return outcome
@@ -230,7 +233,7 @@ def _partition_outcome(
     now_s: float,
     settings: PipelineSettings,
 ) -> PartitionOutcome:
-    interval = node.interval_s
+    interval, origin = node.interval_s, node.timeframe.origin_s
     covered = ranges_from_timestamps(frame[TS].to_numpy(), interval)
     gaps = tuple(
         LedgerGap(clipped, g.reason) for g in ledger if (clipped := g.range.intersect(part))
@@ -239,12 +242,14 @@ def _partition_outcome(
     return PartitionOutcome(
         window=part,
         row_count=len(frame),
-        coverage_ratio=coverage_ratio(covered, part, interval),
-        completeness_ratio=completeness_ratio(covered, known, part, interval),
-        missing=tuple(missing_ranges(covered, part, interval, known)),
+        coverage_ratio=coverage_ratio(covered, part, interval, origin_s=origin),
+        completeness_ratio=completeness_ratio(covered, known, part, interval, origin_s=origin),
+        missing=tuple(missing_ranges(covered, part, interval, known, origin_s=origin)),
         gaps=gaps,
         flags={k: int(flags.get(k, 0)) for k in FLAGS},
-        stable=is_window_stable(part, int(now_s), interval, settings.stabilization_bars),
+        stable=is_window_stable(
+            part, int(now_s), interval, settings.stabilization_bars, origin_s=origin
+        ),
     )
 
 
@@ -275,7 +280,7 @@ def build_manifest(
         "conformance": {"version": settings.conformance_version, "flags": outcome.flags},
         "coverage": {
             "bounds": bounds,
-            "expected_bars": outcome.window.bars(interval),
+            "expected_bars": outcome.window.bars(interval, origin_s=node.timeframe.origin_s),
             "ratio": round(outcome.coverage_ratio, 6),
             "completeness": round(outcome.completeness_ratio, 6),
             "missing": [r.to_json() for r in outcome.missing],

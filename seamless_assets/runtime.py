@@ -6,17 +6,20 @@ Which implementation backs each protocol is decided here, from the config, in on
 
 from __future__ import annotations
 
+import os
 from functools import cache
+from typing import Any
 from urllib.parse import urlparse
 
 import dagster as dg
 
 from resources.artifacts.base import ArtifactStore
 from resources.artifacts.filesystem import LocalDirectoryBlobStore
+from resources.artifacts.s3 import S3_MAX_WORKERS, open_s3_blob_store
 from resources.hot_store.base import HotStore
 from resources.hot_store.duckdb import DuckDBHotStore
 from resources.hot_store.questdb import QuestDBHotStore
-from resources.rate_limit import LocalRateLimiter, RateLimiter
+from resources.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 
 from .config import RateLimitConfig, SeamlessConfig
 from .errors import ConfigError
@@ -41,19 +44,53 @@ class HotStoreResource(dg.ConfigurableResource):
 
 
 class ArtifactStoreResource(dg.ConfigurableResource):
-    """Immutable Parquet segments + manifests under `object_store_uri`."""
+    """Immutable Parquet segments + manifests under `object_store_uri`: a local directory
+    (`file://`) or an S3 bucket (`s3://bucket/prefix`, via dagster-aws `S3Resource`)."""
 
     object_store_uri: str
     partition_template: str
+    s3_endpoint_url: str = ""  # "" = AWS (or boto3's AWS_ENDPOINT_URL_S3)
+    s3_region: str = "us-east-1"
+    aws_access_key_id: str | None = None  # None = boto3's default credential chain
+    aws_secret_access_key: str | None = None
+
+    @staticmethod
+    def credentials_from_env(object_store_uri: str) -> dict[str, Any]:
+        """`dg.EnvVar` credentials for an s3:// store (resolved where the run executes, never
+        stored in run config), for each AWS_* variable set; unset ones are left to boto3's
+        default chain (profile, instance role)."""
+        if not object_store_uri.startswith("s3://"):
+            return {}
+        names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        return {name.lower(): dg.EnvVar(name) for name in names if os.environ.get(name)}
 
     def open(self) -> ArtifactStore:
         uri = urlparse(self.object_store_uri)
         if uri.scheme == "file":
             blobs = LocalDirectoryBlobStore(uri.path)
             return ArtifactStore(blobs, partition_template=self.partition_template)
+        if uri.scheme == "s3":
+            # Outside a Dagster run (CLI, tests) EnvVar fields are not resolved yet.
+            key_id, secret = (
+                value.get_value() if isinstance(value, dg.EnvVar) else value
+                for value in (self.aws_access_key_id, self.aws_secret_access_key)
+            )
+            try:
+                s3 = open_s3_blob_store(
+                    self.object_store_uri,
+                    endpoint_url=self.s3_endpoint_url,
+                    region=self.s3_region,
+                    aws_access_key_id=key_id,
+                    aws_secret_access_key=secret,
+                )
+            except ValueError as exc:
+                raise ConfigError("seamless.artifact.object_store_uri", str(exc)) from exc
+            return ArtifactStore(
+                s3, partition_template=self.partition_template, max_workers=S3_MAX_WORKERS
+            )
         raise ConfigError(
             "seamless.artifact.object_store_uri",
-            f"{self.object_store_uri!r}: only file:// is available in this build",
+            f"{self.object_store_uri!r}: use file:///path or s3://bucket[/prefix]",
         )
 
 
@@ -63,12 +100,23 @@ def _local_limiter(config: RateLimitConfig) -> LocalRateLimiter:
     return LocalRateLimiter(config)
 
 
+@cache
+def _redis_limiter(dsn: str, config: RateLimitConfig) -> RedisRateLimiter:
+    # Likewise one per (Redis, budget) per process: its local slots, spacing and fallback
+    # bucket are per process, the token bucket and penalties are shared through Redis.
+    return RedisRateLimiter(config, dsn)
+
+
 class RateLimiterResource(dg.ConfigurableResource):
-    """Rate budgets per exchange key; in-process token bucket when no Redis is set."""
+    """Rate budgets per exchange key: the Redis token bucket shared by every worker when a
+    Redis DSN is set (`connectors.ccxt_rate_limiter_redis`, ...), else in-process."""
 
     redis_dsn: str = ""
 
     def limiter(self, config: RateLimitConfig) -> RateLimiter:
+        dsn = self.redis_dsn or config.redis_dsn
+        if dsn:
+            return _redis_limiter(dsn, config)
         return _local_limiter(config)
 
 
@@ -82,7 +130,11 @@ def resources_from_config(config: SeamlessConfig) -> dict[str, dg.ConfigurableRe
             questdb_ilp=config.seamless.hot_store.questdb_ilp,
         ),
         "artifacts": ArtifactStoreResource(
-            object_store_uri=config.artifact_uri, partition_template=artifact.partition_template
+            object_store_uri=config.artifact_uri,
+            partition_template=artifact.partition_template,
+            s3_endpoint_url=artifact.s3.endpoint_url,
+            s3_region=artifact.s3.region,
+            **ArtifactStoreResource.credentials_from_env(config.artifact_uri),
         ),
         "rate_limiter": RateLimiterResource(redis_dsn=config.redis_dsn),
     }

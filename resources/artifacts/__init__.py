@@ -9,6 +9,7 @@ from .base import (
     validate_key,
 )
 from .filesystem import LocalDirectoryBlobStore
+from .s3 import S3BlobStore, open_s3_blob_store
 
 __all__ = [
     "DEFAULT_PARTITION_TEMPLATE",
@@ -16,6 +17,8 @@ __all__ = [
     "BlobStore",
     "LocalDirectoryBlobStore",
     "PublishResult",
+    "S3BlobStore",
     "VerificationProblem",
+    "open_s3_blob_store",
     "validate_key",
 ]

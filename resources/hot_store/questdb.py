@@ -165,7 +165,9 @@ class QuestDBHotStore:
             pass  # tables exist before ILP writes (never auto-create)
         rows = pd.DataFrame(
             {
-                "node_id": pd.Categorical.from_codes(np.zeros(len(frame), np.int8), [key]),
+                "node_id": pd.Categorical.from_codes(
+                    np.zeros(len(frame), np.int8), pd.Index([key])
+                ),
                 **{c: frame[c].to_numpy() for c in VALUE_COLUMNS},
                 TS: frame[TS].to_numpy().astype("datetime64[s]").astype("datetime64[ns]"),
             }

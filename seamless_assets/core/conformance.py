@@ -106,8 +106,11 @@ def _after_previous(ts: np.ndarray, op: Callable[[Any, Any], Any]) -> np.ndarray
     return ok
 
 
-def _row_checks(interval_s: int) -> dict[str, tuple[Callable[[pd.DataFrame], np.ndarray], str]]:
+def _row_checks(
+    interval_s: int, origin_s: int = 0
+) -> dict[str, tuple[Callable[[pd.DataFrame], np.ndarray], str]]:
     """Vectorized row-level checks: name -> (mask of passing rows, what it requires)."""
+    grid = f"(ts - {origin_s}) % {interval_s} == 0" if origin_s else f"ts % {interval_s} == 0"
 
     def values(df: pd.DataFrame, column: str) -> np.ndarray:
         return df[column].to_numpy()
@@ -133,8 +136,8 @@ def _row_checks(interval_s: int) -> dict[str, tuple[Callable[[pd.DataFrame], np.
         "ts_unique": (lambda df: _after_previous(values(df, TS), np.not_equal), "unique ts"),
         "ts_non_negative": (lambda df: values(df, TS) >= 0, "ts >= 0"),
         "ts_aligned": (
-            lambda df: values(df, TS) % interval_s == 0,
-            f"ts % {interval_s} == 0 (bar open times on the interval grid)",
+            lambda df: (values(df, TS) - origin_s) % interval_s == 0,
+            f"{grid} (bar open times on the interval grid)",
         ),
         "values_finite": (finite, "finite open/high/low/close/volume"),
         "high_is_max": (high_is_max, "high >= max(open, close, low)"),
@@ -143,9 +146,12 @@ def _row_checks(interval_s: int) -> dict[str, tuple[Callable[[pd.DataFrame], np.
     }
 
 
-def canonical_schema(interval_s: int) -> pa.DataFrameSchema:
-    """The pandera contract of a canonical frame for bars of `interval_s` seconds."""
-    _check_interval(interval_s)
+def canonical_schema(interval_s: int, *, origin_s: int = 0) -> pa.DataFrameSchema:
+    """The pandera contract of a canonical frame for bars of `interval_s` seconds.
+
+    Bar open times lie on the grid `origin_s + k * interval_s` (`Timeframe.origin_s`).
+    """
+    _check_interval(interval_s, origin_s)
     columns = {TS: pa.Column(np.int64, nullable=False)}
     # NaN is rejected by the `values_finite` check, which also names the offending rows.
     columns.update({c: pa.Column(np.float64, nullable=True) for c in VALUE_COLUMNS})
@@ -155,21 +161,22 @@ def canonical_schema(interval_s: int) -> pa.DataFrameSchema:
 
     checks = [
         pa.Check(as_series(fn), name=name, error=requirement, ignore_na=False)
-        for name, (fn, requirement) in _row_checks(interval_s).items()
+        for name, (fn, requirement) in _row_checks(interval_s, origin_s).items()
     ]
     return pa.DataFrameSchema(
         columns, checks=checks, strict=True, ordered=True, coerce=False, name="canonical_ohlcv"
     )
 
 
-def validate_canonical(frame: pd.DataFrame, interval_s: int) -> pd.DataFrame:
-    """Return `frame` if it is canonical for `interval_s`, else raise CanonicalFrameError."""
+def validate_canonical(frame: pd.DataFrame, interval_s: int, *, origin_s: int = 0) -> pd.DataFrame:
+    """Return `frame` if it is canonical for `interval_s` (and the grid origin `origin_s`),
+    else raise CanonicalFrameError."""
     try:
-        canonical_schema(interval_s).validate(frame, lazy=False)
+        canonical_schema(interval_s, origin_s=origin_s).validate(frame, lazy=False)
     except (SchemaError, SchemaErrors) as raised:
         error = raised.schema_errors[0] if isinstance(raised, SchemaErrors) else raised
         check = getattr(error.check, "name", None) or str(error.check)
-        row_checks = _row_checks(interval_s)
+        row_checks = _row_checks(interval_s, origin_s)
         if check not in row_checks:  # structure: columns, order, dtypes
             got = [f"{c}:{dtype}" for c, dtype in frame.dtypes.items()]
             want = [f"{c}:{CANONICAL_DTYPES[c]}" for c in CANONICAL_COLUMNS]
@@ -217,7 +224,7 @@ class Conformed:
         """Total corrections and drops (every flag except `gap`)."""
         return sum(v for k, v in self.flags.items() if k != GAP)
 
-    def flags_within(self, window: Range, interval_s: int) -> dict[str, int]:
+    def flags_within(self, window: Range, interval_s: int, *, origin_s: int = 0) -> dict[str, int]:
         """Flag counts attributable to `window` (bar open times in `[start, end)`).
 
         Row flags come from `dropped`/`corrected` by timestamp; `gap` counts bars of the
@@ -239,7 +246,7 @@ class Conformed:
         kept = int(np.searchsorted(ts, window.end) - np.searchsorted(ts, window.start))
         if ts.size:
             span = Range(int(ts[0]), int(ts[-1]) + interval_s).intersect(window)
-            counts[GAP] = span.bars(interval_s) - kept if span else 0
+            counts[GAP] = span.bars(interval_s, origin_s=origin_s) - kept if span else 0
         if touched or kept:
             for flag in COLUMN_FLAGS:
                 counts[flag] = self.flags[flag]
@@ -261,9 +268,11 @@ class _Timestamps:
     tz_normalized: np.ndarray | bool = False
 
 
-def _check_interval(interval_s: int) -> None:
+def _check_interval(interval_s: int, origin_s: int = 0) -> None:
     if not isinstance(interval_s, int | np.integer) or interval_s <= 0:
         raise ConformanceInputError(f"interval_s must be a positive int, got {interval_s!r}")
+    if not isinstance(origin_s, int | np.integer):
+        raise ConformanceInputError(f"origin_s must be an int, got {origin_s!r}")
 
 
 def _from_floats(values: np.ndarray) -> _Timestamps:
@@ -325,7 +334,7 @@ def _parse_ts_column(series: pd.Series, typed: bool) -> _Timestamps:
 
 
 def _to_seconds(
-    parsed: _Timestamps, source_unit: int, interval_s: int
+    parsed: _Timestamps, source_unit: int, interval_s: int, origin_s: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(seconds floored, listable, valid & aligned, ts_cast rows, tz-normalised rows)."""
     ints, ok = parsed.ints, parsed.ok
@@ -346,7 +355,7 @@ def _to_seconds(
     else:
         seconds, remainder = np.divmod(ints, factor)
         exact = parsed.exact & (remainder == 0)
-    valid = ok & exact & (seconds % interval_s == 0)
+    valid = ok & exact & ((seconds - origin_s) % interval_s == 0)
     cast = ok & ((unit != source_unit) | parsed.representation_cast)
     tz = ok & parsed.tz_normalized
     return seconds, ok, valid, np.broadcast_to(cast, ok.shape), np.broadcast_to(tz, ok.shape)
@@ -448,15 +457,19 @@ def conform(
     raw: pd.DataFrame | Sequence[Sequence[Any]] | np.ndarray,
     interval_s: int,
     source_ts_unit: str = "s",
+    *,
+    origin_s: int = 0,
 ) -> Conformed:
     """Conform raw OHLCV (a DataFrame or ccxt-style rows) to the canonical frame.
 
     Timestamp units are read from magnitude (s < 1e11 <= ms < 1e14 <= µs < 1e17 <= ns,
     i.e. epoch timestamps after 1973); a unit other than `source_ts_unit` counts as
-    `ts_cast`. Unaligned timestamps are dropped as `invalid_timestamp`, never floored.
+    `ts_cast`. Timestamps off the bar grid `origin_s + k * interval_s` (`origin_s` is
+    `Timeframe.origin_s`: Monday for `1w`, else 0) are dropped as `invalid_timestamp`,
+    never floored.
     """
-    _check_interval(interval_s)
-    interval_s = int(interval_s)
+    _check_interval(interval_s, origin_s)
+    interval_s, origin_s = int(interval_s), int(origin_s)
     if source_ts_unit not in TS_UNITS:
         raise ConformanceInputError(
             f"source_ts_unit must be one of {sorted(TS_UNITS)}, got {source_ts_unit!r}"
@@ -470,11 +483,13 @@ def conform(
             f"conform() takes a DataFrame or a list of [ts, o, h, l, c, v] rows, "
             f"not {type(raw).__name__}"
         )
-    return _finish(parsed, interval_s, TS_UNITS[source_ts_unit])
+    return _finish(parsed, interval_s, origin_s, TS_UNITS[source_ts_unit])
 
 
-def _finish(parsed: _Parsed, interval_s: int, source_unit: int) -> Conformed:
-    seconds, listable, valid_ts, cast, tz = _to_seconds(parsed.ts, source_unit, interval_s)
+def _finish(parsed: _Parsed, interval_s: int, origin_s: int, source_unit: int) -> Conformed:
+    seconds, listable, valid_ts, cast, tz = _to_seconds(
+        parsed.ts, source_unit, interval_s, origin_s
+    )
     n = seconds.size
     o, h, lo, c, v = (parsed.values[col] for col in VALUE_COLUMNS)
     finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)

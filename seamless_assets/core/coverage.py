@@ -2,8 +2,12 @@
 
 Bar membership rule, used everywhere in this module: a bar belongs to a range when its
 *open time* lies in the range. A range therefore "holds" the aligned open times
-`t ≡ 0 (mod interval_s)` with `start <= t < end`; aligning a range (`align_range`) maps it
-to exactly those bars, `[first_open, last_open + interval_s)`.
+`t ≡ origin_s (mod interval_s)` with `start <= t < end`; aligning a range (`align_range`)
+maps it to exactly those bars, `[first_open, last_open + interval_s)`.
+
+The bar grid is `origin_s + k * interval_s`. `origin_s` is 0 (epoch-aligned) for every
+timeframe but `1w`, whose bars open on Mondays (`Timeframe.origin_s`); rounding a time
+`t` down to the grid is `(t - origin_s) // interval_s * interval_s + origin_s`.
 
 Ranges are processed as int64 numpy arrays of starts and ends; only the final list of
 `Range` values is built in Python (one object per resulting range, not per bar).
@@ -52,8 +56,9 @@ def _to_ranges(starts: np.ndarray, ends: np.ndarray) -> list[Range]:
     return [Range(s, e) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
-def _ceil_to(values: np.ndarray, interval_s: int) -> np.ndarray:
-    return -(-values // interval_s) * interval_s
+def _ceil_to(values: np.ndarray, interval_s: int, origin_s: int = 0) -> np.ndarray:
+    """Round up to the grid `origin_s + k * interval_s`."""
+    return -(-(values - origin_s) // interval_s) * interval_s + origin_s
 
 
 def _merge_arrays(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,8 +120,8 @@ def intersect_ranges(ranges: Iterable[Range], window: Range) -> list[Range]:
     return _to_ranges(starts[keep], ends[keep])
 
 
-def align_range(window: Range, interval_s: int) -> Range:
-    """The bars of `window`: `[ceil(start), ceil(end))` on the interval grid.
+def align_range(window: Range, interval_s: int, *, origin_s: int = 0) -> Range:
+    """The bars of `window`: `[ceil(start), ceil(end))` on the grid `origin_s + k*interval_s`.
 
     A bar belongs to the window when its open time `t` satisfies `start <= t < end`, so
     the first bar opens at `start` rounded up and the range ends at `end` rounded up (the
@@ -125,8 +130,8 @@ def align_range(window: Range, interval_s: int) -> Range:
     range.
     """
     _check_interval(interval_s)
-    start = -(-window.start // interval_s) * interval_s
-    end = -(-window.end // interval_s) * interval_s
+    start = -(-(window.start - origin_s) // interval_s) * interval_s + origin_s
+    end = -(-(window.end - origin_s) // interval_s) * interval_s + origin_s
     return Range(start, end)
 
 
@@ -135,6 +140,8 @@ def missing_ranges(
     window: Range,
     interval_s: int,
     known_gaps: Iterable[Range] = (),
+    *,
+    origin_s: int = 0,
 ) -> list[Range]:
     """Aligned sub-ranges of `window` whose bars are neither covered nor known gaps.
 
@@ -142,11 +149,13 @@ def missing_ranges(
     always starts and ends on the interval grid: a partially covered bar does not exist.
     """
     _check_interval(interval_s)
-    target = align_range(window, interval_s)
+    target = align_range(window, interval_s, origin_s=origin_s)
     if target.empty:
         return []
     c_starts, c_ends = _arrays([*covered, *known_gaps])
-    done = _merge_arrays(_ceil_to(c_starts, interval_s), _ceil_to(c_ends, interval_s))
+    done = _merge_arrays(
+        _ceil_to(c_starts, interval_s, origin_s), _ceil_to(c_ends, interval_s, origin_s)
+    )
     target_arrays = (np.array([target.start], _I64), np.array([target.end], _I64))
     return _to_ranges(*_subtract_arrays(*target_arrays, *done))
 
@@ -168,41 +177,53 @@ def ranges_from_timestamps(ts: np.ndarray, interval_s: int) -> list[Range]:
     return _to_ranges(starts, ends)
 
 
-def _bar_count_arrays(starts: np.ndarray, ends: np.ndarray, interval_s: int) -> int:
+def _bar_count_arrays(
+    starts: np.ndarray, ends: np.ndarray, interval_s: int, origin_s: int = 0
+) -> int:
     starts, ends = _merge_arrays(starts, ends)
-    return int(np.sum((_ceil_to(ends, interval_s) - _ceil_to(starts, interval_s)) // interval_s))
+    first, stop = _ceil_to(starts, interval_s, origin_s), _ceil_to(ends, interval_s, origin_s)
+    return int(np.sum((stop - first) // interval_s))
 
 
-def bar_count(ranges: Iterable[Range], interval_s: int) -> int:
+def bar_count(ranges: Iterable[Range], interval_s: int, *, origin_s: int = 0) -> int:
     """Number of distinct bar open times held by the union of `ranges`."""
     _check_interval(interval_s)
-    return _bar_count_arrays(*_arrays(ranges), interval_s)
+    return _bar_count_arrays(*_arrays(ranges), interval_s, origin_s)
 
 
-def _bars_in_window(ranges: Iterable[Range], window: Range, interval_s: int) -> int:
+def _bars_in_window(
+    ranges: Iterable[Range], window: Range, interval_s: int, origin_s: int = 0
+) -> int:
     starts, ends = _arrays(ranges)
     starts, ends = np.maximum(starts, window.start), np.minimum(ends, window.end)
-    return _bar_count_arrays(starts, ends, interval_s)
+    return _bar_count_arrays(starts, ends, interval_s, origin_s)
 
 
-def coverage_ratio(covered: Iterable[Range], window: Range, interval_s: int) -> float:
+def coverage_ratio(
+    covered: Iterable[Range], window: Range, interval_s: int, *, origin_s: int = 0
+) -> float:
     """Bars present in `window` / bars expected in `window` (1.0 for a window of no bars)."""
     _check_interval(interval_s)
-    expected = window.bars(interval_s)
+    expected = window.bars(interval_s, origin_s=origin_s)
     if expected == 0:
         return 1.0
-    return _bars_in_window(covered, window, interval_s) / expected
+    return _bars_in_window(covered, window, interval_s, origin_s) / expected
 
 
 def completeness_ratio(
-    covered: Iterable[Range], known_gaps: Iterable[Range], window: Range, interval_s: int
+    covered: Iterable[Range],
+    known_gaps: Iterable[Range],
+    window: Range,
+    interval_s: int,
+    *,
+    origin_s: int = 0,
 ) -> float:
     """(Bars present + bars confirmed empty) / bars expected in `window`; 1.0 if none."""
     _check_interval(interval_s)
-    expected = window.bars(interval_s)
+    expected = window.bars(interval_s, origin_s=origin_s)
     if expected == 0:
         return 1.0
-    return _bars_in_window([*covered, *known_gaps], window, interval_s) / expected
+    return _bars_in_window([*covered, *known_gaps], window, interval_s, origin_s) / expected
 
 
 def split_by_windows(ts: np.ndarray, windows: Sequence[Range]) -> list[slice]:
@@ -220,6 +241,8 @@ def classify_empty_windows(
     interval_s: int,
     dropped_ts: np.ndarray,
     earliest_known_ts: int | None,
+    *,
+    origin_s: int = 0,
 ) -> list[LedgerGap]:
     """Windows of a fetched closed range that the exchange confirmed empty.
 
@@ -233,7 +256,8 @@ def classify_empty_windows(
     _check_interval(interval_s)
     bars = np.asarray(bars_ts, dtype=_I64)
     dropped = np.sort(np.asarray(dropped_ts, dtype=_I64))
-    missing = missing_ranges(ranges_from_timestamps(bars, interval_s), fetched, interval_s)
+    covered = ranges_from_timestamps(bars, interval_s)
+    missing = missing_ranges(covered, fetched, interval_s, origin_s=origin_s)
     if not missing:
         return []
     starts, ends = _arrays(missing)

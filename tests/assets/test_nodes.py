@@ -323,3 +323,23 @@ def test_garbage_timeframes_are_refused(code: str) -> None:
 def test_non_string_timeframes_are_refused(code: object) -> None:
     with pytest.raises(UnsupportedTimeframe):
         Timeframe.parse(code)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("code", list(CCXT_TIMEFRAMES))
+def test_timeframe_grid_origin(code: str) -> None:
+    """Weekly bars open on Mondays (the epoch was a Thursday); everything else on the epoch."""
+    timeframe = Timeframe.parse(code)
+    assert timeframe.origin_s == (345_600 if code == "1w" else 0)
+    if code == "1w":  # 2024-01-01 00:00 UTC, a Monday, opens a weekly bar
+        assert (1_704_067_200 - timeframe.origin_s) % timeframe.seconds == 0
+
+
+def test_timeframe_origin_is_derived_and_keeps_equality_and_hashing() -> None:
+    week = Timeframe.parse("1w")
+    assert week == Timeframe(604_800, "1w") and week.origin_s == Timeframe(604_800, "1w").origin_s
+    assert hash(week) == hash(Timeframe(604_800, "1w"))
+    assert (
+        Timeframe.parse("1d") < week and NodeId.parse("ohlcv:binance:BTC/USDT:1w").timeframe == week
+    )
+    with pytest.raises(TypeError):
+        Timeframe(604_800, "1w", 0)  # type: ignore[call-arg]  # derived, never passed

@@ -520,3 +520,67 @@ def test_rows_as_records_and_exact_nanoseconds_next_to_missing_cells() -> None:
     only(result, invalid_timestamp=2)
     assert result.frame["ts"].tolist() == [BASE]
     assert dropped(result) == [(BASE + 60, "invalid_timestamp")]
+
+
+# ------------------------------------------------------------------- bar-grid origin
+
+WEEK, MONDAY = 604_800, 345_600
+MONDAY_TS = 1_704_067_200  # 2024-01-01 00:00 UTC, a Monday: MONDAY_TS % WEEK == MONDAY
+
+
+def test_weekly_bars_on_mondays_are_kept_and_epoch_aligned_ones_dropped() -> None:
+    mondays = [MONDAY_TS + WEEK * i for i in range(4)]
+    thursdays = [t - 4 * 86_400 for t in mondays]  # the epoch grid: ts % WEEK == 0
+    assert all(t % WEEK == MONDAY for t in mondays) and all(t % WEEK == 0 for t in thursdays)
+    rows = [row(t * 1000) for t in sorted(mondays + thursdays)]
+    result = conform(rows, WEEK, source_ts_unit="ms", origin_s=MONDAY)
+    only(result, invalid_timestamp=4)
+    assert result.frame["ts"].tolist() == mondays
+    assert dropped(result) == [(t, "invalid_timestamp") for t in thursdays]
+    validate_canonical(result.frame, WEEK, origin_s=MONDAY)
+    # Without the origin (the old behaviour) every real weekly bar was dropped.
+    epoch = conform([row(t * 1000) for t in mondays], WEEK, source_ts_unit="ms")
+    only(epoch, invalid_timestamp=4)
+    assert epoch.frame.empty
+
+
+def test_schema_alignment_check_uses_the_origin() -> None:
+    weekly = canonical(3, start=MONDAY_TS, interval=WEEK)
+    assert validate_canonical(weekly, WEEK, origin_s=MONDAY) is weekly
+    with pytest.raises(CanonicalFrameError, match="ts_aligned") as info:
+        validate_canonical(weekly, WEEK)
+    assert info.value.offending_ts == tuple(weekly["ts"].tolist())
+    thursdays = canonical(2, start=MONDAY_TS - 4 * 86_400, interval=WEEK)
+    with pytest.raises(CanonicalFrameError, match=r"\(ts - 345600\) % 604800 == 0"):
+        validate_canonical(thursdays, WEEK, origin_s=MONDAY)
+    with pytest.raises(ConformanceInputError, match="origin_s"):
+        conform([], WEEK, origin_s=1.5)  # type: ignore[arg-type]
+
+
+def test_flags_within_counts_gaps_on_the_origin_grid() -> None:
+    rows = [row(MONDAY_TS), row(MONDAY_TS + 3 * WEEK)]
+    result = conform(rows, WEEK, origin_s=MONDAY)
+    only(result, gap=2)
+    january = Range(MONDAY_TS, MONDAY_TS + 31 * 86_400)  # Mondays Jan 1 .. Jan 29
+    within = result.flags_within(january, WEEK, origin_s=MONDAY)
+    assert within["gap"] == 2  # Jan 8 and Jan 15 hold no row
+
+
+@settings(max_examples=200)
+@given(row_lists, st.integers(-59, 59))
+def test_conform_with_origin_is_conform_of_the_shifted_rows(
+    rows: list[list[Any]], origin: int
+) -> None:
+    """Results on the grid `origin + 60k` equal the epoch-grid results of the rows shifted
+    by `-origin`, shifted back (a row's validity and values do not depend on the grid)."""
+    moved = [[t if t is None else t + origin, *rest] for t, *rest in rows]
+    result = conform(moved, 60, origin_s=origin)
+    base = conform(rows, 60)
+    want = base.frame.assign(ts=base.frame["ts"] + origin)
+    pd.testing.assert_frame_equal(result.frame, want)
+    validate_canonical(result.frame, 60, origin_s=origin)
+    assert result.flags == base.flags
+    window = Range(BASE + origin, BASE + origin + 360)
+    assert result.flags_within(window, 60, origin_s=origin) == base.flags_within(
+        Range(BASE, BASE + 360), 60
+    )

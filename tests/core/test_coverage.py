@@ -322,3 +322,108 @@ def test_classify_empty_windows_properties(
         assert not bars([gap.range], interval) & set(bars_ts.tolist())
         before = [t for t in known if t < gap.range.end]
         assert gap.reason == (REASON_NO_BARS if before else REASON_BEFORE_LISTING)
+
+
+# ------------------------------------------------------------------- bar-grid origin
+#
+# A grid `origin + k * interval` is the epoch grid moved by `origin`: every result with
+# `origin_s=o` equals the epoch-grid result on inputs shifted by `-o`, shifted back by `+o`.
+
+WEEK, MONDAY = 604_800, 345_600
+origins = st.integers(min_value=-100, max_value=100)
+
+
+def shift(r: Range, by: int) -> Range:
+    return Range(r.start + by, r.end + by)
+
+
+def shift_all(items: list[Range], by: int) -> list[Range]:
+    return [shift(r, by) for r in items]
+
+
+def grid_bars(ranges: list[Range], interval_s: int, origin_s: int) -> set[int]:
+    return {t for t in points(ranges) if (t - origin_s) % interval_s == 0}
+
+
+@given(ranges(), intervals, origins)
+def test_align_range_with_origin_is_the_shifted_epoch_alignment(
+    window: Range, interval: int, origin: int
+) -> None:
+    aligned = align_range(window, interval, origin_s=origin)
+    assert aligned == shift(align_range(shift(window, -origin), interval), origin)
+    assert (aligned.start - origin) % interval == 0 and (aligned.end - origin) % interval == 0
+    assert grid_bars([aligned], interval, origin) == grid_bars([window], interval, origin)
+    assert align_range(window, interval, origin_s=origin + interval) == aligned  # origin mod i
+
+
+@given(range_lists, range_lists, ranges(), intervals, origins)
+def test_missing_and_ratios_with_origin_are_shifted_epoch_results(
+    covered: list[Range], gaps: list[Range], window: Range, interval: int, origin: int
+) -> None:
+    o = origin
+    missing = missing_ranges(covered, window, interval, gaps, origin_s=o)
+    base = missing_ranges(shift_all(covered, -o), shift(window, -o), interval, shift_all(gaps, -o))
+    assert missing == shift_all(base, o)
+    assert all((r.start - o) % interval == 0 and (r.end - o) % interval == 0 for r in missing)
+    expected = grid_bars([window], interval, o)
+    done = grid_bars(covered, interval, o) | grid_bars(gaps, interval, o)
+    assert grid_bars(missing, interval, o) == expected - done
+
+    cov = coverage_ratio(covered, window, interval, origin_s=o)
+    assert cov == coverage_ratio(shift_all(covered, -o), shift(window, -o), interval)
+    comp = completeness_ratio(covered, gaps, window, interval, origin_s=o)
+    assert comp == completeness_ratio(
+        shift_all(covered, -o), shift_all(gaps, -o), shift(window, -o), interval
+    )
+    assert bar_count(covered, interval, origin_s=o) == bar_count(shift_all(covered, -o), interval)
+    assert bar_count(covered, interval, origin_s=o) == len(grid_bars(covered, interval, o))
+    if expected:
+        present = grid_bars(covered, interval, o) & expected
+        assert cov == len(present) / len(expected)
+
+
+@settings(max_examples=200)
+@given(
+    st.lists(st.integers(0, 30), max_size=20),
+    st.lists(st.integers(0, 30), max_size=4),
+    ranges(),
+    st.one_of(st.none(), st.integers(-10, 40)),
+    origins,
+)
+def test_classify_empty_windows_with_origin_is_the_shifted_epoch_result(
+    bar_slots: list[int],
+    dropped_slots: list[int],
+    fetched: Range,
+    earliest: int | None,
+    origin: int,
+) -> None:
+    interval = 10
+    bars_ts = np.array(sorted(set(bar_slots)), dtype=np.int64) * interval + origin
+    dropped = np.array(dropped_slots, dtype=np.int64) * interval + origin
+    earliest_ts = None if earliest is None else earliest * interval + origin
+    gaps = classify_empty_windows(fetched, bars_ts, interval, dropped, earliest_ts, origin_s=origin)
+    base = classify_empty_windows(
+        shift(fetched, -origin),
+        bars_ts - origin,
+        interval,
+        dropped - origin,
+        None if earliest_ts is None else earliest_ts - origin,
+    )
+    assert gaps == [LedgerGap(shift(g.range, origin), g.reason) for g in base]
+
+
+def test_weekly_grid_opens_on_mondays() -> None:
+    monday = 1_704_067_200  # 2024-01-01, a Monday
+    assert monday % WEEK == MONDAY
+    january = R(monday, monday + 31 * 86_400)  # [2024-01-01, 2024-02-01)
+    # Five Mondays open in January; the last bar (Jan 29) closes on Feb 5.
+    assert align_range(january, WEEK, origin_s=MONDAY) == R(monday, monday + 5 * WEEK)
+    assert january.bars(WEEK, origin_s=MONDAY) == 5
+    # The epoch (Thursday) grid would put the bars on Thursdays instead.
+    assert align_range(january, WEEK).start == monday + 3 * 86_400
+    covered = [R(monday, monday + 2 * WEEK), R(monday + 3 * WEEK, monday + 5 * WEEK)]
+    assert missing_ranges(covered, january, WEEK, origin_s=MONDAY) == [
+        R(monday + 2 * WEEK, monday + 3 * WEEK)
+    ]
+    assert coverage_ratio(covered, january, WEEK, origin_s=MONDAY) == 0.8
+    assert missing_ranges(covered, january, WEEK) != []  # the Thursday grid counts other bars

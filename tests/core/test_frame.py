@@ -93,3 +93,24 @@ def test_is_canonical_rejects_order_and_dtype() -> None:
     assert not is_canonical(frame[list(reversed(CANONICAL_COLUMNS))])
     assert not is_canonical(frame.astype({"volume": "float32"}))
     assert not is_canonical(frame.drop(columns=["volume"]))
+
+
+@given(
+    st.integers(-1000, 1000),
+    st.integers(0, 1000),
+    st.sampled_from([1, 7, 60]),
+    st.integers(-100, 100),
+)
+def test_range_bars_with_origin_counts_the_shifted_grid(
+    start: int, length: int, interval: int, origin: int
+) -> None:
+    r = Range(start, start + length)
+    count = r.bars(interval, origin_s=origin)
+    assert count == Range(r.start - origin, r.end - origin).bars(interval)
+    assert count == sum(1 for t in range(r.start, r.end) if (t - origin) % interval == 0)
+
+
+def test_range_bars_counts_monday_weeks() -> None:
+    january = Range(1_704_067_200, 1_706_745_600)  # [2024-01-01, 2024-02-01), Monday start
+    assert january.bars(604_800, origin_s=345_600) == 5  # Jan 1, 8, 15, 22, 29
+    assert january.bars(604_800) == 4  # the epoch grid's Thursdays: Jan 4, 11, 18, 25

@@ -6,6 +6,7 @@ a branch that builds it; the test files only use these fixtures.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,13 +16,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from resources.artifacts import ArtifactStore, LocalDirectoryBlobStore
+from resources.artifacts import ArtifactStore, LocalDirectoryBlobStore, S3BlobStore
+from resources.artifacts.s3 import S3_MAX_WORKERS
 from resources.hot_store import DuckDBHotStore, HotStore
 from resources.hot_store.questdb import QuestDBHotStore
 from seamless_assets.core.fingerprint import FingerprintIdentity, dataset_fingerprint
 from seamless_assets.core.frame import VALUE_COLUMNS, Range, frame_from_arrays
 from seamless_assets.nodes import NodeId
-from tests.services import QUESTDB_DSN, QUESTDB_ILP, QUESTDB_PG_ADDR, require_service
+from tests.services import (
+    QUESTDB_DSN,
+    QUESTDB_ILP,
+    QUESTDB_PG_ADDR,
+    S3_ADDR,
+    S3_ENDPOINT,
+    require_service,
+)
 
 DAY = 86_400
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
@@ -46,10 +55,44 @@ def hot_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[HotSto
     store.close()
 
 
-@pytest.fixture(params=["directory"])
+@functools.cache
+def s3_client() -> Any:
+    """A boto3 client for the test S3 endpoint, built the way the resource builds it (one
+    per session: building a client costs ~0.5 s; clients are thread-safe)."""
+    from dagster_aws.s3 import S3Resource
+
+    resource = S3Resource(
+        endpoint_url=S3_ENDPOINT,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    return resource.get_client()
+
+
+@pytest.fixture
+def s3_bucket() -> Iterator[str]:
+    """A fresh, empty bucket on the test S3 endpoint, removed afterwards."""
+    require_service("s3", S3_ADDR)
+    client = s3_client()
+    bucket = f"seamless-test-{uuid.uuid4().hex[:16]}"
+    client.create_bucket(Bucket=bucket)
+    yield bucket
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        for item in page.get("Contents", ()):
+            client.delete_object(Bucket=bucket, Key=item["Key"])
+    client.delete_bucket(Bucket=bucket)
+
+
+@pytest.fixture(params=["directory", "s3"])
 def artifact_store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
     if request.param == "directory":
         return ArtifactStore(LocalDirectoryBlobStore(tmp_path / "artifacts"))
+    if request.param == "s3":
+        # Under a prefix, so every test also proves that keys stay under it.
+        bucket = request.getfixturevalue("s3_bucket")
+        blobs = S3BlobStore(s3_client(), bucket, prefix="lake/ohlcv")
+        return ArtifactStore(blobs, max_workers=S3_MAX_WORKERS)
     raise ValueError(request.param)  # pragma: no cover - a new backend must add its branch
 
 

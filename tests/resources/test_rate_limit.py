@@ -1,7 +1,9 @@
-"""The local rate limiter and limiter keys: budgets measured on the limiter's own clock.
+"""The rate limiters and limiter keys: budgets measured on the limiter's own clock.
 
 Grant instants come from the limiter itself (`GrantLog`), so spacing assertions are exact;
 wall-clock assertions are lower bounds (waits that must have happened) or generous caps.
+Tests taking `make_limiter` run against both backends (local, and Redis when it is up);
+the Redis-only behaviour is in `test_rate_limit_redis.py`.
 """
 
 from __future__ import annotations
@@ -10,16 +12,47 @@ import asyncio
 import itertools
 import threading
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from pydantic import ValidationError
 
-from resources.rate_limit import LocalRateLimiter, RateLimiter, limiter_key
+from resources.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter, limiter_key
 from seamless_assets.config import RateLimitConfig
 from seamless_assets.errors import RateLimitTimeout
+from tests.services import REDIS_ADDR, REDIS_DSN, require_service
 
 KEY = "ccxt:binance"
+AnyLimiter = LocalRateLimiter | RedisRateLimiter
+MakeLimiter = Callable[[RateLimitConfig], AnyLimiter]
+
+
+@pytest.fixture(params=["local", "redis"])
+def make_limiter(request: pytest.FixtureRequest) -> Iterator[MakeLimiter]:
+    """Builds limiters of one backend; Redis ones share a key namespace of the test's own."""
+    if request.param == "local":
+        yield LocalRateLimiter
+        return
+    require_service("redis", REDIS_ADDR)
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    made: list[RedisRateLimiter] = []
+
+    def build(cfg: RateLimitConfig) -> AnyLimiter:
+        made.append(RedisRateLimiter(cfg, REDIS_DSN, key_prefix=prefix))
+        return made[-1]
+
+    yield build
+    client = redis.Redis.from_url(REDIS_DSN)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+    for limiter in made:
+        assert limiter.stats.fallbacks == 0  # Redis served every request
+        limiter.close()
 
 
 class GrantLog(LocalRateLimiter):
@@ -86,8 +119,8 @@ def test_bad_key_templates_are_rejected(template: str) -> None:
         RateLimitConfig(key_template=template)
 
 
-def test_local_limiter_satisfies_the_protocol() -> None:
-    assert isinstance(LocalRateLimiter(config()), RateLimiter)
+def test_limiters_satisfy_the_protocol(make_limiter: MakeLimiter) -> None:
+    assert isinstance(make_limiter(config()), RateLimiter)
 
 
 # --------------------------------------------------------------------------- token bucket
@@ -144,8 +177,8 @@ def test_min_interval_s_is_an_alias_and_25ms_the_default() -> None:
         config(min_interval_ms=100, min_interval_s=0.5)
 
 
-def test_keys_have_separate_budgets() -> None:
-    limiter = GrantLog(config(tokens_per_interval=1, interval_ms=60_000, burst_tokens=1))
+def test_keys_have_separate_budgets(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(config(tokens_per_interval=1, interval_ms=60_000, burst_tokens=1))
 
     async def scenario() -> None:
         await limiter.acquire("ccxt:binance:a", 1, deadline_s=1)
@@ -174,8 +207,8 @@ def test_penalty_pauses_the_key_until_then() -> None:
     assert limiter.stats.penalties == 1 and 0.25 <= limiter.stats.penalty_s <= 0.3
 
 
-def test_penalize_now_blocks_without_awaiting() -> None:
-    limiter = LocalRateLimiter(config())
+def test_penalize_now_blocks_without_awaiting(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(config())
     limiter.penalize_now(KEY, time.time() + 30, "HTTP 418")
     with pytest.raises(
         RateLimitTimeout, match=r"paused this key for (29|30)\.\d+s more \(HTTP 418\)"
@@ -183,9 +216,9 @@ def test_penalize_now_blocks_without_awaiting() -> None:
         asyncio.run(limiter.acquire(KEY, 1, deadline_s=1))
 
 
-def test_deadline_raises_at_once_when_it_cannot_be_met() -> None:
+def test_deadline_raises_at_once_when_it_cannot_be_met(make_limiter: MakeLimiter) -> None:
     """A wait longer than the deadline fails now, instead of sleeping and then failing."""
-    limiter = LocalRateLimiter(config(tokens_per_interval=1, interval_ms=60_000, burst_tokens=0))
+    limiter = make_limiter(config(tokens_per_interval=1, interval_ms=60_000, burst_tokens=0))
     started = time.monotonic()
     with pytest.raises(RateLimitTimeout, match=r"within 0\.5s .*token budget needs 60\.0s"):
         asyncio.run(limiter.acquire(KEY, 1, deadline_s=0.5))
@@ -196,8 +229,8 @@ def test_deadline_raises_at_once_when_it_cannot_be_met() -> None:
     assert limiter.stats.acquisitions == 0
 
 
-def test_a_deadline_that_can_be_met_waits() -> None:
-    limiter = LocalRateLimiter(config(tokens_per_interval=1, interval_ms=200, burst_tokens=0))
+def test_a_deadline_that_can_be_met_waits(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(config(tokens_per_interval=1, interval_ms=200, burst_tokens=0))
     started = time.monotonic()
     asyncio.run(limiter.acquire(KEY, 1, deadline_s=2))
     assert time.monotonic() - started >= 0.2 - 1e-3
@@ -213,7 +246,7 @@ class InFlight:
         self.done = 0
         self._lock = threading.Lock()
 
-    async def hold(self, limiter: LocalRateLimiter, key: str, seconds: float) -> None:
+    async def hold(self, limiter: AnyLimiter, key: str, seconds: float) -> None:
         async with limiter.slot(key):
             with self._lock:
                 self.now += 1
@@ -224,8 +257,8 @@ class InFlight:
                 self.done += 1
 
 
-def test_local_semaphore_caps_concurrent_slots() -> None:
-    limiter = LocalRateLimiter(config(local_semaphore=3))
+def test_local_semaphore_caps_concurrent_slots(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(config(local_semaphore=3))
     counter = InFlight()
 
     async def scenario() -> None:
@@ -236,10 +269,10 @@ def test_local_semaphore_caps_concurrent_slots() -> None:
     assert counter.max == 3 and counter.done == 11
 
 
-def test_local_semaphore_is_per_process_across_event_loops() -> None:
+def test_local_semaphore_is_per_process_across_event_loops(make_limiter: MakeLimiter) -> None:
     """Two threads, each with its own event loop, share one limiter: together they never
     hold more than `local_semaphore` slots."""
-    limiter = LocalRateLimiter(config(local_semaphore=3))
+    limiter = make_limiter(config(local_semaphore=3))
     counter = InFlight()
 
     def worker() -> None:
@@ -256,8 +289,8 @@ def test_local_semaphore_is_per_process_across_event_loops() -> None:
     assert counter.done == 16 and counter.max <= 3
 
 
-def test_a_cancelled_waiter_gives_its_slot_back() -> None:
-    limiter = LocalRateLimiter(config(local_semaphore=1))
+def test_a_cancelled_waiter_gives_its_slot_back(make_limiter: MakeLimiter) -> None:
+    limiter = make_limiter(config(local_semaphore=1))
     counter = InFlight()
 
     async def scenario() -> None:

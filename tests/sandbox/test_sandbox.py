@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import statistics
 import time
 from typing import Any
@@ -14,10 +15,12 @@ import numpy as np
 import pytest
 
 from sandbox import (
+    CORRUPTION_KINDS,
     INTERVALS,
     SandboxAdmin,
     SandboxConfig,
     SandboxExchange,
+    SandboxState,
     ccxt_config,
     expected_bars,
     spawn_sandbox_process,
@@ -433,3 +436,117 @@ def test_subprocess_mode_prints_url_and_serves_ccxt() -> None:
     finally:
         proc.terminate()
         assert proc.wait(timeout=10) == 0
+
+
+# --------------------------------------------------------------------------- corruptions
+def _page(sx: SandboxExchange, start_s: int, limit: int, interval: str = "1m") -> list[Any]:
+    status, _, body = http_get(
+        _klines_url(sx, symbol="BTCUSDT", interval=interval, startTime=start_s * 1000, limit=limit)
+    )
+    assert status == 200, body
+    return list(body)
+
+
+def test_corruptions_are_served_as_raw_json(
+    sandbox: SandboxExchange, exchange: ccxt.binance
+) -> None:
+    base = (T0 - 3600) // 3600 * 3600  # an hour boundary
+    clean = _page(sandbox, base, 20)
+    eth_url = _klines_url(sandbox, symbol="ETHUSDT", interval="1m", startTime=base * 1000)
+    eth = http_get(eth_url)[2]
+    kinds = [k for k in CORRUPTION_KINDS if k != "duplicate_next_page"]
+    sandbox.configure(
+        corruptions=[
+            {"symbol": "BTC/USDT", "ts": base + 60 * i, "kind": kind, "interval": "1m"}
+            for i, kind in enumerate(kinds)
+        ]
+    )
+    rows = _page(sandbox, base, 20)
+    by_kind = dict(zip(kinds, rows, strict=False))
+    assert by_kind["string"][1] == "abc" and by_kind["nan"][1] == "NaN"
+    assert by_kind["inf"][1] == "Infinity"
+    assert by_kind["negative_volume"][5] == "-" + clean[3][5]
+    assert by_kind["high_below_low"][2:4] == [clean[4][3], clean[4][2]]
+    assert float(by_kind["high_below_low"][2]) < float(by_kind["high_below_low"][3])
+    assert by_kind["us_ts"][0] == clean[5][0] * 1000
+    assert by_kind["us_ts"][6] == clean[5][6] * 1000 + 999
+    assert by_kind["misaligned"][0] == clean[6][0] + 30_000
+    assert rows[7] == rows[8] == clean[7]  # "duplicate": the clean row twice
+    assert rows[9:] == clean[8:] and len(rows) == 21
+    for i, kind in enumerate(kinds[:-1]):  # only the targeted field changed
+        changed = {j for j in range(12) if rows[i][j] != clean[i][j]}
+        assert changed and changed <= {0, 1, 2, 3, 5, 6}, kind
+    stats = sandbox.stats()
+    assert stats["corrupted_rows_served"] == len(kinds)
+    assert stats["kline_log"][-1]["corrupted"] == len(kinds)
+    assert stats["kline_log"][-1]["rows"] == 21
+
+    # what ccxt's binance parse_ohlcv makes of them (what a consumer's conformance sees)
+    parsed = exchange.fetch_ohlcv("BTC/USDT", "1m", since=base * 1000, limit=1000)
+    by_ts: dict[int, list[list[Any]]] = {}
+    for row in parsed:
+        by_ts.setdefault(row[0] // 1000, []).append(row)
+    assert by_ts[base][0][1] is None  # safe_number("abc") -> None
+    assert math.isnan(by_ts[base + 60][0][1]) and by_ts[base + 120][0][1] == math.inf
+    assert by_ts[base + 180][0][5] < 0
+    assert by_ts[base + 240][0][2] < by_ts[base + 240][0][3]
+    assert any(r[0] == (base + 300) * 1_000_000 for r in parsed)  # µs kept, sorted last
+    assert (base + 360) * 1000 + 30_000 in {r[0] for r in parsed}
+    assert len(by_ts[base + 420]) == 2
+
+    # other symbols, other intervals and pages without a corrupted bar are untouched
+    assert http_get(eth_url)[2] == eth
+    hours = _page(sandbox, base - 3 * 3600, 3, "1h")
+    sandbox.configure(corruptions=[])
+    assert _page(sandbox, base - 3 * 3600, 3, "1h") == hours
+    sandbox.configure(corruptions=[{"symbol": "*", "ts": base, "kind": "nan"}])
+    assert _page(sandbox, base, 1, "1h")[0][1] == "NaN"  # any interval with a bar at ts
+    assert _page(sandbox, base + 60, 5) == clean[1:6]  # the bar is not in this page
+
+
+def test_duplicate_next_page_repeats_the_row_at_the_following_page(
+    sandbox: SandboxExchange, exchange: ccxt.binance
+) -> None:
+    base = T0 - 3600
+    first = _page(sandbox, base, 10)
+    second = _page(sandbox, base + 600, 10)
+    sandbox.configure(
+        corruptions=[{"symbol": "BTCUSDT", "ts": base + 540, "kind": "duplicate_next_page"}]
+    )
+    assert _page(sandbox, base, 10) == first  # the page holding the bar is clean
+    assert _page(sandbox, base + 600, 10) == [first[-1], *second]
+    assert _page(sandbox, base + 660, 5) == second[1:6]  # not the page after next
+    # with a maintenance gap after the bar, "next" is the next bar that exists
+    sandbox.configure(gaps={"BTC/USDT": [[base + 600, base + 720]]})
+    assert _page(sandbox, base + 600, 2)[0] == first[-1]
+    # ccxt drops the repeated row itself: it opens before the page's `since`
+    rows = exchange.fetch_ohlcv("BTC/USDT", "1m", since=(base + 720) * 1000, limit=3)
+    assert [r[0] // 1000 for r in rows] == [base + 720, base + 780, base + 840]
+
+
+def test_corruptions_knob_is_validated(sandbox: SandboxExchange) -> None:
+    admin = SandboxAdmin(sandbox.url)
+    good = {"symbol": "BTC/USDT", "ts": str(T0), "kind": "nan", "interval": "1m"}
+    assert admin.configure(corruptions=[good])["corruptions"] == [{**good, "ts": T0}]
+    bad: list[tuple[Any, str]] = [
+        ({"symbol": "BTC/USDT", "ts": T0}, "corruptions"),  # not a list
+        ([{"symbol": "BTC/USDT", "ts": T0, "kind": "garbage"}], "kind"),
+        ([{"symbol": "BTC/USDT", "ts": T0 * 1000, "kind": "nan"}], "SECONDS"),
+        ([{"symbol": "BTC/USDT", "ts": 1.5, "kind": "nan"}], "ts"),
+        ([{"symbol": "BTC/USDT", "ts": True, "kind": "nan"}], "ts"),
+        ([{"symbol": "BTC/USDT", "kind": "nan"}], "missing key"),
+        ([{"symbol": "BTC/USDT", "ts": T0, "kind": "nan", "when": 1}], "unknown key"),
+        ([{"symbol": "BTC/USDT", "ts": T0, "kind": "nan", "interval": "7m"}], "interval"),
+        ([{"symbol": 5, "ts": T0, "kind": "nan"}], "symbol"),
+        (["nan"], "must be an object"),
+    ]
+    for value, says in bad:
+        with pytest.raises(ValueError, match="400") as info:  # the admin API answers 400
+            admin.configure(corruptions=value)
+        assert says in str(info.value), (value, str(info.value))
+    assert admin.config()["corruptions"] == [{**good, "ts": T0}]  # a refused update changes nothing
+    with pytest.raises(ValueError, match="kind"):
+        SandboxState(SandboxConfig(corruptions=[{"symbol": "*", "ts": 0, "kind": "x"}]))
+    assert SandboxConfig.from_dict(SandboxConfig(corruptions=[good]).to_dict()).corruptions == [
+        {**good, "ts": T0}
+    ]
