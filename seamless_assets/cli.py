@@ -66,8 +66,10 @@ def run_backfill(
 
     from .definitions import build_definitions
     from .partitions import partition_keys_for, timeframe_class_name, timeframe_classes
+    from .runtime import check_services
 
     ensure_dagster_home(config)
+    check_services(config)
     # One planned event per asset for a single-run backfill instead of one per partition
     # (Dagster's documented switch): a year of daily partitions otherwise costs ~5 s of
     # event-log writes before the run starts.

@@ -195,6 +195,8 @@ class HotStoreConfig(_Model):
     path: str = "{data_dir}/hot.duckdb"
     questdb_dsn: str = "postgresql://admin:quest@127.0.0.1:8812/qdb"
     questdb_ilp: str = "http::addr=127.0.0.1:9000;"
+    questdb_table_prefix: str = Field(default="", pattern=r"^([a-z][a-z0-9_]*)?$")
+    questdb_ttl_days: int | None = Field(default=None, ge=1)
 
     @field_validator("path")
     @classmethod

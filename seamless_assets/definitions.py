@@ -13,7 +13,7 @@ from dagster._core.definitions.partitions.partitioned_schedule import (
 from .config import SeamlessConfig, load_config
 from .ohlcv import ohlcv_asset
 from .partitions import TimeframeClass, timeframe_class_name, timeframe_classes
-from .runtime import resources_from_config
+from .runtime import check_services, resources_from_config
 
 SCHEDULE_MARGIN_S = 300
 
@@ -69,7 +69,9 @@ def build_definitions(config: SeamlessConfig) -> dg.Definitions:
 
 
 def load_definitions() -> dg.Definitions:
-    return build_definitions(load_config())
+    config = load_config()
+    check_services(config)
+    return build_definitions(config)
 
 
 defs = load_definitions()

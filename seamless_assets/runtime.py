@@ -7,6 +7,7 @@ Which implementation backs each protocol is decided here, from the config, in on
 from __future__ import annotations
 
 import os
+import socket
 from functools import cache
 from typing import Any
 from urllib.parse import urlparse
@@ -22,7 +23,7 @@ from resources.hot_store.questdb import QuestDBHotStore
 from resources.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 
 from .config import RateLimitConfig, SeamlessConfig
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 
 
 class HotStoreResource(dg.ConfigurableResource):
@@ -32,12 +33,19 @@ class HotStoreResource(dg.ConfigurableResource):
     duckdb_path: str = ""
     questdb_dsn: str = ""
     questdb_ilp: str = ""
+    questdb_table_prefix: str = ""
+    questdb_ttl_days: int | None = None
 
     def open(self) -> HotStore:
         if self.backend == "duckdb":
             return DuckDBHotStore(self.duckdb_path)
         if self.backend == "questdb":
-            return QuestDBHotStore(self.questdb_dsn, self.questdb_ilp)
+            return QuestDBHotStore(
+                self.questdb_dsn,
+                self.questdb_ilp,
+                table_prefix=self.questdb_table_prefix,
+                ttl_days=self.questdb_ttl_days,
+            )
         raise ConfigError(
             "seamless.hot_store.backend", f"unknown backend {self.backend!r}; use duckdb|questdb"
         )
@@ -128,6 +136,8 @@ def resources_from_config(config: SeamlessConfig) -> dict[str, dg.ConfigurableRe
             duckdb_path=str(config.hot_store_path),
             questdb_dsn=config.seamless.hot_store.questdb_dsn,
             questdb_ilp=config.seamless.hot_store.questdb_ilp,
+            questdb_table_prefix=config.seamless.hot_store.questdb_table_prefix,
+            questdb_ttl_days=config.seamless.hot_store.questdb_ttl_days,
         ),
         "artifacts": ArtifactStoreResource(
             object_store_uri=config.artifact_uri,
@@ -138,3 +148,36 @@ def resources_from_config(config: SeamlessConfig) -> dict[str, dg.ConfigurableRe
         ),
         "rate_limiter": RateLimiterResource(redis_dsn=config.redis_dsn),
     }
+
+
+def _listening(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def check_services(config: SeamlessConfig) -> None:
+    """Fail at start-up, naming the service, its address and how to start it, when a
+    configured production service is not listening (embedded defaults need nothing)."""
+    missing = []
+    hot = config.seamless.hot_store
+    if hot.backend == "questdb":
+        pg = urlparse(hot.questdb_dsn)
+        if not _listening(pg.hostname or "127.0.0.1", pg.port or 8812):
+            missing.append(f"QuestDB not reachable at {pg.hostname}:{pg.port or 8812} (PG wire)")
+    if config.artifact_uri.startswith("s3://"):
+        endpoint = urlparse(config.seamless.artifact.s3.endpoint_url or "")
+        if endpoint.hostname and not _listening(endpoint.hostname, endpoint.port or 443):
+            missing.append(f"S3 endpoint not reachable at {endpoint.netloc}")
+    if config.redis_dsn:
+        redis = urlparse(config.redis_dsn)
+        if redis.hostname and not _listening(redis.hostname, redis.port or 6379):
+            missing.append(f"Redis not reachable at {redis.hostname}:{redis.port or 6379}")
+    if missing:
+        raise StoreError(
+            "; ".join(missing)
+            + " — start them with `bash scripts/services.sh start all`, or point "
+            "seamless.yaml at your own servers"
+        )
