@@ -106,7 +106,8 @@ def one_run(days: int, sandbox_url: str, work: Path) -> dict:
         "total_s": round(total_s, 3),
         "fetch_s": round(timings["fetch_s"], 3),
         "pipeline_s": round(timings["total_s"], 3),
-        "dagster_overhead_s": round(total_s - timings["fetch_s"], 3),
+        "dagster_overhead_s": round(total_s - timings["fetch_s"], 3),  # the definition
+        "dagster_only_s": round(total_s - timings["total_s"], 3),  # outside the asset body
         "bars_per_s": round(bars / total_s),
         "kline_requests": klines,
         "all_requests": int(stats["requests_total"]),
@@ -150,8 +151,9 @@ def main() -> int:
     finally:
         process.terminate()
         process.wait()
-    keys = ["total_s", "fetch_s", "dagster_overhead_s", "bars_per_s", "peak_rss_mib",
-            "read_year_ms", "fingerprint_year_ms", "kline_requests", "all_requests"]  # fmt: skip
+    keys = ["total_s", "fetch_s", "dagster_overhead_s", "dagster_only_s", "bars_per_s",
+            "peak_rss_mib", "read_year_ms", "fingerprint_year_ms", "kline_requests",
+            "all_requests"]  # fmt: skip
     summary = {k: statistics.median(r[k] for r in runs) for k in keys}
     summary.update(bars=runs[0]["bars"], request_bound=runs[0]["request_bound"], runs=len(runs))
     print(json.dumps({"median": summary}))

@@ -24,7 +24,7 @@ import pandas as pd
 from questdb.ingress import Sender
 
 from resources.hot_store.duckdb import DuckDBHotStore
-from resources.hot_store.questdb import QuestDBHotStore, node_key
+from resources.hot_store.questdb import ILP_CHUNK_ROWS, QuestDBHotStore, node_key
 from seamless_assets.core.frame import VALUE_COLUMNS, Range, frame_from_arrays
 
 T0 = 1_672_531_200  # 2023-01-01
@@ -56,8 +56,14 @@ def raw_ingest(store: QuestDBHotStore, frame: pd.DataFrame, table: str) -> None:
     )
     conf = store.ilp_conf + "auto_flush=off;request_timeout=120000;"
     with Sender.from_conf(conf) as sender:
-        sender.dataframe(rows, table_name=table, symbols=["node_id"], at="ts")
-        sender.flush()
+        for first in range(0, len(rows), ILP_CHUNK_ROWS):  # the server caps one request
+            sender.dataframe(
+                rows.iloc[first : first + ILP_CHUNK_ROWS],
+                table_name=table,
+                symbols=["node_id"],
+                at="ts",
+            )
+            sender.flush()
     store._wait_applied(table)
 
 

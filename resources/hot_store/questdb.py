@@ -49,6 +49,8 @@ def _us(epoch_s: int) -> int:
 
 _EMPTY_MARKER = ""  # reason of the row that stands for "no gaps" in a ledger version
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]*$|^$")
+# ILP/HTTP requests are capped (100 MiB by default, ~165 bytes a bar): send in chunks.
+ILP_CHUNK_ROWS = 250_000
 START_HINT = "start it with `bash scripts/services.sh start questdb`"
 
 
@@ -175,8 +177,10 @@ class QuestDBHotStore:
         conf = self.ilp_conf + "auto_flush=off;request_timeout=60000;retry_timeout=10000;"
         try:
             with Sender.from_conf(conf) as sender:
-                sender.dataframe(rows, table_name=self.bars_table, symbols=["node_id"], at=TS)
-                sender.flush()
+                for first in range(0, len(rows), ILP_CHUNK_ROWS):
+                    chunk = rows.iloc[first : first + ILP_CHUNK_ROWS]
+                    sender.dataframe(chunk, table_name=self.bars_table, symbols=["node_id"], at=TS)
+                    sender.flush()
         except IngressError as exc:
             raise StoreError(
                 f"QuestDB ILP write to {self.bars_table} failed ({exc}); is QuestDB up at "
