@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from resources.artifacts.base import ArtifactStore
+from resources.hot_store.base import HotStore
 from sandbox import SandboxConfig, SandboxExchange
 from seamless_assets.config import SeamlessConfig, load_config
+from seamless_assets.runtime import resources_from_config
 
 DAY = 86_400
 
@@ -80,3 +83,16 @@ def tree_digest(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def kline_requests(sandbox: SandboxExchange) -> int:
+    """Kline requests the sandbox received since its last reset."""
+    return int(sandbox.stats()["by_endpoint"].get("klines", {}).get("requests", 0))
+
+
+def open_artifacts(config: SeamlessConfig) -> ArtifactStore:
+    return resources_from_config(config)["artifacts"].open()  # type: ignore[attr-defined, no-any-return]
+
+
+def open_hot(config: SeamlessConfig) -> HotStore:
+    return resources_from_config(config)["hot_store"].open()  # type: ignore[attr-defined, no-any-return]

@@ -16,30 +16,18 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from resources.artifacts.base import ArtifactStore
-from resources.hot_store.duckdb import DuckDBHotStore
 from sandbox import SandboxExchange, expected_bars
 from seamless_assets.cli import root_cause, run_backfill
 from seamless_assets.config import SeamlessConfig, load_config
 from seamless_assets.core.frame import Range
-from seamless_assets.runtime import resources_from_config
 
 from .conftest import DAY, tree_digest, write_config
+from .conftest import kline_requests as _klines
+from .conftest import open_artifacts as _artifacts
+from .conftest import open_hot as _hot
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 T0 = int(START.timestamp())
-
-
-def _klines(sandbox: SandboxExchange) -> int:
-    return int(sandbox.stats()["by_endpoint"].get("klines", {}).get("requests", 0))
-
-
-def _artifacts(config: SeamlessConfig) -> ArtifactStore:
-    return resources_from_config(config)["artifacts"].open()  # type: ignore[attr-defined]
-
-
-def _hot(config: SeamlessConfig) -> DuckDBHotStore:
-    return DuckDBHotStore(config.hot_store_path)
 
 
 def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:

@@ -23,17 +23,17 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from resources.artifacts.base import ArtifactStore
-from resources.hot_store.duckdb import DuckDBHotStore
 from sandbox import SandboxExchange, expected_bars
 from seamless_assets.cli import run_backfill
 from seamless_assets.config import SeamlessConfig, load_config
 from seamless_assets.core.conformance import DROP_FLAGS
 from seamless_assets.core.frame import Range
 from seamless_assets.errors import ConfigError
-from seamless_assets.runtime import resources_from_config
 
 from .conftest import DAY, write_config
+from .conftest import kline_requests as _klines
+from .conftest import open_artifacts as _artifacts
+from .conftest import open_hot as _hot
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 T0 = int(START.timestamp())
@@ -46,18 +46,6 @@ BAD_TS = T0 + 1999 * 60
 MID_PAGE_TS = T0 + 1500 * 60
 DAY2 = Range(T0 + DAY, T0 + 2 * DAY)
 assert DAY2.start <= BAD_TS < DAY2.end and DAY2.start <= MID_PAGE_TS < DAY2.end
-
-
-def _artifacts(config: SeamlessConfig) -> ArtifactStore:
-    return resources_from_config(config)["artifacts"].open()  # type: ignore[attr-defined]
-
-
-def _hot(config: SeamlessConfig) -> DuckDBHotStore:
-    return DuckDBHotStore(config.hot_store_path)
-
-
-def _klines(sandbox: SandboxExchange) -> int:
-    return int(sandbox.stats()["by_endpoint"].get("klines", {}).get("requests", 0))
 
 
 def _run_flags(result: dg.ExecuteInProcessResult) -> dict[str, int]:

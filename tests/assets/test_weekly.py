@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import yaml
 
-from resources.artifacts.base import ArtifactStore
-from resources.hot_store.duckdb import DuckDBHotStore
 from sandbox import SandboxExchange, expected_bars
 from seamless_assets.cli import run_backfill
 from seamless_assets.config import SeamlessConfig, load_config
 from seamless_assets.core.frame import Range
-from seamless_assets.runtime import resources_from_config
 
 from .conftest import DAY, write_config
+from .conftest import kline_requests as _klines
+from .conftest import open_artifacts as _artifacts
+from .conftest import open_hot as _hot
 
 WEEK, MONDAY = 604_800, 345_600
 START = datetime(2024, 1, 1, tzinfo=UTC)  # a Monday
@@ -49,18 +49,6 @@ def weekly_config(tmp_path: Path, sandbox_url: str) -> SeamlessConfig:
 @pytest.fixture
 def weekly(tmp_path: Path, sandbox: SandboxExchange, dagster_home: Path) -> SeamlessConfig:
     return weekly_config(tmp_path, sandbox.url)
-
-
-def _klines(sandbox: SandboxExchange) -> int:
-    return int(sandbox.stats()["by_endpoint"].get("klines", {}).get("requests", 0))
-
-
-def _artifacts(config: SeamlessConfig) -> ArtifactStore:
-    return resources_from_config(config)["artifacts"].open()  # type: ignore[attr-defined]
-
-
-def _hot(config: SeamlessConfig) -> DuckDBHotStore:
-    return DuckDBHotStore(config.hot_store_path)
 
 
 def test_weekly_backfill_keeps_monday_bars_with_full_coverage(
