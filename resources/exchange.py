@@ -126,7 +126,8 @@ class RequestStats:
 
 @dataclass(frozen=True)
 class FetchedBars:
-    """Raw ccxt rows `[ts_ms, o, h, l, c, v]` for a window, closed bars only."""
+    """Raw ccxt rows `[ts_ms, o, h, l, c, v]` for a window; rows opening at or after
+    `closed_end` were still forming and are dropped by the caller."""
 
     rows: list[list[Any]]
     window: Range
