@@ -171,6 +171,9 @@ class ExchangeClient:
         self._exchange = self._build_exchange()
         self._markets_loaded = False
         self._markets_lock = asyncio.Lock()
+        # backfill.max_concurrent_requests caps this client's windows in flight; the
+        # limiter's slot (rate_limit.local_semaphore) caps the whole process per key.
+        self._windows_in_flight = asyncio.Semaphore(settings.backfill.max_concurrent_requests)
         self._clock_lock = asyncio.Lock()
         self._clock: tuple[float, float] | None = None  # (server epoch s, local monotonic)
         self._penalty_until = 0.0  # wall clock: the latest 429/418 penalty this client saw
@@ -332,7 +335,7 @@ class ExchangeClient:
         step_ms = timeframe.seconds * 1000
         rows: list[list[Any]] = []
         cursor = start_ms
-        async with self.limiter.slot(self.settings.rate_key):
+        async with self._windows_in_flight, self.limiter.slot(self.settings.rate_key):
             while cursor < end_ms:
                 page: list[list[Any]] = await self._call(
                     f"fetch_ohlcv {symbol} {timeframe} {window}",

@@ -132,10 +132,24 @@ def _print_run(result: Any) -> int:
 
 
 def root_cause(error: Any) -> str:
-    """The innermost error message of a Dagster serializable error (the actionable one)."""
+    """The actionable message of a Dagster serializable error: the innermost project error
+    (its message names the service and how to fix it), else the innermost error. A
+    library error a project error wraps (`raise StoreError(...) from exc`) is only detail."""
+    from . import errors
+
+    project = {
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, errors.SeamlessError)
+    }
+    chosen = None
     while error.cause is not None:
+        if error.cls_name in project:
+            chosen = error
         error = error.cause
-    return str(error.message).strip()
+    if error.cls_name in project or chosen is None:
+        chosen = error
+    return str(chosen.message).strip()
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
