@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .clock import clock_request
 from .config import SandboxConfig
 
 URL_LINE_PREFIX = "SANDBOX_URL="
@@ -67,10 +68,7 @@ class SandboxAdmin:
         real: bool = False,
     ) -> dict[str, Any]:
         """Freeze at `now`, run at real time + `offset_s`, move by `advance_s`, or `real`."""
-        body: dict[str, Any] = {"real": True} if real else {}
-        for key, value in (("now", now), ("offset_s", offset_s), ("advance_s", advance_s)):
-            if value is not None:
-                body[key] = value
+        body = clock_request(now=now, offset_s=offset_s, advance_s=advance_s, real=real)
         return dict(self._call("POST", "clock", body))
 
     def config(self) -> dict[str, Any]:

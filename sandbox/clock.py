@@ -86,3 +86,19 @@ def _num(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"clock `{name}` must be a number of seconds, got {value!r}")
     return float(value)
+
+
+def clock_request(
+    *,
+    now: float | None = None,
+    offset_s: float | None = None,
+    advance_s: float | None = None,
+    real: bool = False,
+) -> dict[str, object]:
+    """The body of a clock change: freeze at `now`, run at real time + `offset_s`, move by
+    `advance_s`, or go back to `real` time (the admin API and the in-process handle share it)."""
+    body: dict[str, object] = {"real": True} if real else {}
+    for key, value in (("now", now), ("offset_s", offset_s), ("advance_s", advance_s)):
+        if value is not None:
+            body[key] = value
+    return body

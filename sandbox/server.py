@@ -17,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from .bars import generate_bars, select_open_times
+from .clock import clock_request
 from .config import INTERVALS, SandboxConfig, market_id
 from .corrupt import corrupt_klines
 from .encode import encode_klines
@@ -387,9 +388,6 @@ class SandboxExchange:
         advance_s: float | None = None,
         real: bool = False,
     ) -> dict[str, object]:
-        body: dict[str, object] = {"real": True} if real else {}
-        for key, value in (("now", now), ("offset_s", offset_s), ("advance_s", advance_s)):
-            if value is not None:
-                body[key] = value
+        body = clock_request(now=now, offset_s=offset_s, advance_s=advance_s, real=real)
         self.state.clock.apply(body)
         return self.state.clock.state()

@@ -39,6 +39,7 @@ from seamless_assets.errors import (
     UnknownSymbol,
 )
 from seamless_assets.nodes import Timeframe
+from tests.resources.budgets import unbounded_budget
 
 from .test_rate_limit import GrantLog
 
@@ -85,15 +86,7 @@ def sandbox(wall: OffsetWall) -> Iterator[SandboxExchange]:
 
 def limits(**overrides: Any) -> RateLimitConfig:
     """A budget that never binds unless a test says so."""
-    base: dict[str, Any] = {
-        "tokens_per_interval": 1e6,
-        "interval_ms": 1000,
-        "burst_tokens": 1e6,
-        "local_semaphore": 4,
-        "min_interval_ms": 0,
-        "penalty_backoff_ms": 300,
-    }
-    return RateLimitConfig(**{**base, **overrides})
+    return unbounded_budget(**{"penalty_backoff_ms": 300, **overrides})
 
 
 def settings(

@@ -14,7 +14,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import redis
@@ -23,6 +22,7 @@ from pydantic import ValidationError
 from resources.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter, limiter_key
 from seamless_assets.config import RateLimitConfig
 from seamless_assets.errors import RateLimitTimeout
+from tests.resources.budgets import unbounded_budget
 from tests.services import REDIS_ADDR, REDIS_DSN, require_service
 
 KEY = "ccxt:binance"
@@ -74,15 +74,7 @@ class GrantLog(LocalRateLimiter):
         return wait
 
 
-def config(**overrides: Any) -> RateLimitConfig:
-    base: dict[str, Any] = {
-        "tokens_per_interval": 1e6,
-        "interval_ms": 1000,
-        "burst_tokens": 1e6,
-        "local_semaphore": 4,
-        "min_interval_ms": 0,
-    }
-    return RateLimitConfig(**{**base, **overrides})
+config = unbounded_budget
 
 
 async def acquire_all(limiter: LocalRateLimiter, costs: list[float], key: str = KEY) -> None:

@@ -31,6 +31,7 @@ from resources.rate_limit import (
 )
 from seamless_assets.config import REDIS_ENV, RateLimitConfig, load_config_dict
 from seamless_assets.errors import RateLimitTimeout
+from tests.resources.budgets import unbounded_budget
 from tests.services import REDIS_ADDR, REDIS_DSN, reachable, require_service
 
 KEY = "ccxt:binance"
@@ -55,15 +56,7 @@ class GrantLog(RedisRateLimiter):
         ]
 
 
-def config(**overrides: Any) -> RateLimitConfig:
-    base: dict[str, Any] = {
-        "tokens_per_interval": 1e6,
-        "interval_ms": 1000,
-        "burst_tokens": 1e6,
-        "local_semaphore": 4,
-        "min_interval_ms": 0,
-    }
-    return RateLimitConfig(**{**base, **overrides})
+config = unbounded_budget
 
 
 @pytest.fixture
