@@ -80,7 +80,14 @@ def one_run(days: int, sandbox_url: str, work: Path) -> dict:
     assert result.success, "backfill failed"
     event = result.get_asset_materialization_events()[0]
     metadata = {k: v.value for k, v in event.materialization.metadata.items()}
-    timings = metadata["timings_s"]
+    import dagster as dg
+
+    details = next(
+        json.loads(entry.user_message.removeprefix("run details: "))
+        for entry in dg.DagsterInstance.get().all_logs(result.run_id)
+        if entry.user_message.startswith("run details: ")
+    )
+    timings = details["timings_s"]
     stats = admin.stats()
     bars = int(metadata["dagster/row_count"])
     klines = int(stats["by_endpoint"]["klines"]["requests"])

@@ -107,12 +107,13 @@ def run_backfill(
 def _print_run(result: Any) -> int:
     seen = set()
     for event in result.get_asset_materialization_events():
-        metadata = {k: v.value for k, v in event.materialization.metadata.items()}
-        if metadata.get("node_id") in seen:
+        key = event.asset_key.to_user_string() if event.asset_key else ""
+        if key in seen:
             continue  # one materialization per partition carries the same run metadata
-        seen.add(metadata.get("node_id"))
+        seen.add(key)
+        metadata = {k: v.value for k, v in event.materialization.metadata.items()}
         print(
-            f"  {metadata.get('node_id')}: {metadata.get('dagster/row_count')} bars, coverage "
+            f"  {key}: {metadata.get('dagster/row_count')} bars, coverage "
             f"{metadata.get('coverage_ratio')}, {metadata.get('segments_published')} segments "
             f"({metadata.get('segments_written')} new), "
             f"{metadata.get('exchange_requests')} exchange requests"

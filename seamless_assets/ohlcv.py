@@ -1,6 +1,7 @@
 """The asset factory: one time-partitioned asset per node of the catalog."""
 
 import asyncio
+import json
 from typing import Any
 
 import dagster as dg
@@ -98,6 +99,7 @@ def ohlcv_asset(
         finally:
             hot.close()
         context.log.info(_summary(outcome))
+        context.log.info(f"run details: {_details(outcome)}")
         return dg.MaterializeResult(
             metadata=_metadata(outcome),
             check_results=check_results(outcome, threshold),
@@ -125,6 +127,8 @@ def _summary(outcome: RunOutcome) -> str:
 
 
 def _metadata(outcome: RunOutcome) -> dict[str, Any]:
+    """Run-level metadata. A single-run backfill copies it onto every partition's
+    materialization event, so it stays to what audits need; the rest is in `_details`."""
     frame = outcome.frame
     ts = frame["ts"]
     bounds = (
@@ -135,21 +139,33 @@ def _metadata(outcome: RunOutcome) -> dict[str, Any]:
     return {
         "dagster/row_count": len(frame),
         "dagster/column_schema": COLUMN_SCHEMA,
-        "node_id": str(outcome.node),
         "fingerprint": _run_fingerprint(outcome),
         "coverage_ratio": round(outcome.coverage_ratio, 6),
         "coverage_start": bounds.to_json()["start_iso"] if bounds else None,
         "coverage_end": bounds.to_json()["end_iso"] if bounds else None,
-        "window": str(outcome.window),
         "conformance_flags": dict(outcome.flags),
-        "known_gaps": len([g for p in outcome.partitions for g in p.gaps]),
         "segments_published": len(outcome.published),
         "segments_written": sum(p.written for p in outcome.published),
-        "partitions_held_unstable": sum(not p.stable for p in outcome.partitions),
         "manifest_uri": dg.MetadataValue.path(uris[-1]) if uris else None,
-        "fetched_rows": outcome.fetched_rows,
         "exchange_requests": requests.total_requests if requests else 0,
-        "exchange_retries": requests.retries if requests else 0,
-        "exchange_rate_limited": requests.rate_limited if requests else 0,
-        "timings_s": {k: round(v, 4) for k, v in outcome.timings_s.items()},
     }
+
+
+def _details(outcome: RunOutcome) -> str:
+    """The rest of the run's facts, as one structured log line (JSON)."""
+    requests = outcome.requests
+    return json.dumps(
+        {
+            "node_id": str(outcome.node),
+            "window": str(outcome.window),
+            "known_gaps": [f"{g.range} {g.reason}" for p in outcome.partitions for g in p.gaps],
+            "partitions_held_unstable": sum(not p.stable for p in outcome.partitions),
+            "fetched_rows": outcome.fetched_rows,
+            "forming_dropped": outcome.forming_dropped,
+            "exchange_requests_by_path": dict(requests.http_requests) if requests else {},
+            "exchange_retries": requests.retries if requests else 0,
+            "exchange_rate_limited": requests.rate_limited if requests else 0,
+            "timings_s": {k: round(v, 4) for k, v in outcome.timings_s.items()},
+        },
+        sort_keys=True,
+    )
