@@ -593,3 +593,35 @@ def test_sandbox_stats_are_json(sandbox: SandboxExchange) -> None:
     fetch(sandbox, T0 - 600, T0)
     stats = json.loads(json.dumps(sandbox.stats()))
     assert stats["in_flight"] == 0 and stats["max_in_flight"] >= 1
+
+
+def test_fast_kline_row_parse_equals_ccxt_parse() -> None:
+    import math
+
+    import ccxt.async_support as ccxt_async
+
+    from resources.exchange import _fast_row_parser
+
+    exchange = ccxt_async.binance()
+    ccxt_parse = exchange.parse_ohlcv
+    fast = _fast_row_parser(ccxt_parse)
+    good = [1704067200000, "42000.12345678", "42010.5", "41990.0", "42005.00000001", "12.345678"]
+    rows = [
+        [*good, 1704067259999, "1.0", 10, "1", "1", "0"],
+        good,
+        [1704067200000, "abc", "1", "1", "1", "1"],
+        [1704067200000, "NaN", "Infinity", "-Infinity", "1", "1"],
+        [1704067200000123, "1", "2", "0.5", "1.5", "0"],
+        [None, "1", "2", "0.5", "1.5", "0"],
+        ["1704067200000", 1, 2.5, "0.5", 1.5, "0"],
+    ]
+
+    def same(a: object, b: object) -> bool:
+        if isinstance(a, float) and isinstance(b, float) and math.isnan(a):
+            return math.isnan(b)
+        return a == b and type(a) is type(b)
+
+    for row in rows:
+        expected = ccxt_parse(list(row))
+        got = fast(list(row))
+        assert len(got) == len(expected) and all(map(same, got, expected)), (row, got, expected)
