@@ -18,21 +18,32 @@ row), and readers take the newest version.
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 import psycopg2
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from questdb.ingress import IngressError, Sender
 
 from seamless_assets.core.coverage import LedgerGap
-from seamless_assets.core.frame import CANONICAL_COLUMNS, TS, VALUE_COLUMNS, Range, empty_frame
+from seamless_assets.core.frame import (
+    CANONICAL_COLUMNS,
+    CANONICAL_DTYPES,
+    TS,
+    VALUE_COLUMNS,
+    Range,
+    empty_frame,
+)
 from seamless_assets.errors import StoreError
 from seamless_assets.nodes import asset_key_part, from_asset_key_part
 
@@ -51,6 +62,7 @@ _EMPTY_MARKER = ""  # reason of the row that stands for "no gaps" in a ledger ve
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]*$|^$")
 # ILP/HTTP requests are capped (100 MiB by default, ~165 bytes a bar): send in chunks.
 ILP_CHUNK_ROWS = 250_000
+_CSV_TYPES = {TS: pa.int64(), **{c: pa.float64() for c in VALUE_COLUMNS}}
 START_HINT = "start it with `bash scripts/services.sh start questdb`"
 
 
@@ -192,20 +204,33 @@ class QuestDBHotStore:
     def read_range(self, node_id: str, window: Range) -> pd.DataFrame:
         key = node_key(node_id)
         with self._cursor() as cur:
+            # One text cell per bar, parsed in bulk by Arrow's CSV reader: with six columns
+            # psycopg2 builds a Python object per value, twice as slow for a year of 1m.
+            # QuestDB prints doubles in shortest round-trip form, so values stay bit-exact.
             cur.execute(
-                f"SELECT cast(ts AS LONG), open, high, low, close, volume FROM {self.bars_table} "
+                "SELECT concat(cast(ts AS LONG) / 1000000, ',', open, ',', high, ',', low, ',', "
+                f"close, ',', volume) FROM {self.bars_table} "
                 "WHERE node_id = %s AND ts >= %s AND ts < %s",
                 (key, _us(window.start), _us(window.end)),
             )
             rows = cur.fetchall()
         if not rows:
             return empty_frame()
-        values = np.array(rows, dtype=np.float64)
-        frame = pd.DataFrame(values[:, 1:], columns=list(VALUE_COLUMNS))
-        frame.insert(0, TS, np.array([r[0] for r in rows], dtype=np.int64) // US)
+        text = "\n".join(map(itemgetter(0), rows)).encode()
+        table = pacsv.read_csv(
+            io.BytesIO(text),
+            read_options=pacsv.ReadOptions(column_names=list(CANONICAL_COLUMNS)),
+            convert_options=pacsv.ConvertOptions(column_types=_CSV_TYPES),
+        )
+        frame = pd.DataFrame(
+            {
+                c: table.column(c).to_numpy(zero_copy_only=False).astype(CANONICAL_DTYPES[c])
+                for c in CANONICAL_COLUMNS
+            }
+        )
         if not frame[TS].is_monotonic_increasing:
             frame = frame.sort_values(TS, kind="stable").reset_index(drop=True)
-        return frame[list(CANONICAL_COLUMNS)]
+        return frame
 
     def coverage(self, node_id: str, interval_s: int, window: Range | None = None) -> list[Range]:
         key = node_key(node_id)
