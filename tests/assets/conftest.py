@@ -54,12 +54,8 @@ def write_config(
 
 @pytest.fixture
 def sandbox() -> Iterator[SandboxExchange]:
-    exchange = SandboxExchange(SandboxConfig())
-    exchange.start()
-    try:
+    with SandboxExchange(SandboxConfig()) as exchange:
         yield exchange
-    finally:
-        exchange.stop()
 
 
 @pytest.fixture

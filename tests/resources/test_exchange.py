@@ -76,12 +76,8 @@ def wall() -> OffsetWall:
 
 @pytest.fixture
 def sandbox(wall: OffsetWall) -> Iterator[SandboxExchange]:
-    sx = SandboxExchange(SandboxConfig(frozen_now_s=NOW), wallclock=wall)
-    sx.start()
-    try:
+    with SandboxExchange(SandboxConfig(frozen_now_s=NOW), wallclock=wall) as sx:
         yield sx
-    finally:
-        sx.stop()
 
 
 def limits(**overrides: Any) -> RateLimitConfig:

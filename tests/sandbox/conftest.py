@@ -37,12 +37,8 @@ def wall() -> FakeWall:
 
 @pytest.fixture
 def sandbox(wall: FakeWall) -> Iterator[SandboxExchange]:
-    sx = SandboxExchange(SandboxConfig(frozen_now_s=NOW), wallclock=wall)
-    sx.start()
-    try:
+    with SandboxExchange(SandboxConfig(frozen_now_s=NOW), wallclock=wall) as sx:
         yield sx
-    finally:
-        sx.stop()
 
 
 @pytest.fixture
