@@ -13,7 +13,7 @@ from .config import SeamlessConfig
 from .core.fingerprint import combine_fingerprints
 from .core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, Range
 from .nodes import NodeId
-from .partitions import TimeframeClass, partition_range
+from .partitions import TimeframeClass, partition_ranges
 from .pipeline import PipelineSettings, RunOutcome, backfill
 from .runtime import ArtifactStoreResource, HotStoreResource, RateLimiterResource
 
@@ -79,8 +79,8 @@ def ohlcv_asset(
         artifacts: ArtifactStoreResource,
         rate_limiter: RateLimiterResource,
     ) -> dg.MaterializeResult:
-        keys = context.partition_keys
-        partitions = [partition_range(partitions_def, k) for k in keys]
+        key_range = context.partition_key_range  # a single-run backfill: one contiguous range
+        partitions = partition_ranges(partitions_def, key_range.start, key_range.end)
         limiter = rate_limiter.limiter(rate_config)
         hot = hot_store.open()
         try:
