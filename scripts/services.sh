@@ -10,6 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+source scripts/lib.sh
 STATE=$ROOT/.services
 QUESTDB_VERSION=${QUESTDB_VERSION:-9.3.2}   # 9.3.x runs on Java 17; 9.4+ needs Java 25
 QDB_HTTP=${QDB_HTTP_PORT:-9000}
@@ -74,6 +75,7 @@ start_redis() {
 
 start_s3() {
   running s3 && { log "s3 already running"; return; }
+  ensure_uv
   nohup uv run --frozen moto_server -H 127.0.0.1 -p "$S3_PORT" >"$STATE/s3.log" 2>&1 &
   echo $! >"$STATE/s3.pid"
   wait_until 60 s3 curl -sf "http://127.0.0.1:$S3_PORT/moto-api/"
