@@ -54,3 +54,11 @@ class WriteOnceViolation(StoreError):
 
 class ArtifactNotFound(StoreError):
     """No artifact (segment, manifest) exists under the requested node and fingerprint."""
+
+
+class SnapshotNotFound(StoreError):
+    """No published snapshot of a node resolves the requested `as_of`."""
+
+
+class SnapshotRegression(StoreError):
+    """A snapshot would move a node's `as_of` backwards (snapshot history is append-only)."""
