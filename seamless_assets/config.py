@@ -315,6 +315,9 @@ class ObservabilityConfig(_Model):
     backfill_completion_ratio_min: Float = Field(default=0.95, ge=0, le=1)
     storage_wait_warn_ms: Int = Field(default=300, ge=0)
     backfill_wait_warn_ms: Int = Field(default=5000, ge=0)
+    # as_of alert: how many bars past the moment a stable partition could have entered the
+    # snapshot before the node counts as stalled (WARN beyond it, ERROR beyond twice it).
+    as_of_stall_bars: Int = Field(default=60, ge=1)
 
 
 class PartitionsConfig(_Model):
