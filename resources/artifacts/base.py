@@ -8,8 +8,12 @@ backend (local directory, S3) only moves bytes. Layout under the root, per node 
     {prefix}/segments/sha256-<hex>/manifest.json   written last: its presence seals the segment
     {prefix}/heads/{start}-{end}.json              mutable pointer: partition -> fingerprint
 
+    {prefix}/snapshots/{as_of_s}.json              snapshot manifest: segments up to as_of
+    {prefix}/snapshot_log/{as_of_s}.json           its publication time, written last
+
 Segments are write-once and content-addressed; a revised partition is a new segment and
-only its head pointer moves.
+only its head pointer moves. Snapshots are write-once too and pin segment fingerprints, so
+a snapshot resolves to the same bars forever.
 """
 
 from __future__ import annotations
@@ -44,11 +48,21 @@ from seamless_assets.core.frame import (
     Range,
     empty_frame,
     is_canonical,
+    iso_utc,
+)
+from seamless_assets.core.snapshot import (
+    Snapshot,
+    SnapshotLogEntry,
+    SnapshotSegment,
+    build_snapshot,
+    resolve_log_entry,
 )
 from seamless_assets.errors import (
     ArtifactIntegrityError,
     ArtifactNotFound,
     SeamlessError,
+    SnapshotNotFound,
+    SnapshotRegression,
     WriteOnceViolation,
 )
 from seamless_assets.nodes import NodeId
@@ -275,6 +289,7 @@ ProblemKind = Literal[
     "orphan_data",  # data without manifest (crashed publish): harmless, republish seals it
     "misplaced",  # manifest's node or fingerprint does not match where it is stored
     "dangling_head",  # a head pointer names a segment that has no manifest
+    "bad_snapshot",  # a published snapshot is unreadable, tampered or lists unsealed segments
 ]
 
 
@@ -291,6 +306,7 @@ _SEGMENT_KEY = re.compile(
     r"^(?P<prefix>.+)/segments/(?P<dirname>sha256-[0-9a-f]{64})/(?P<name>[^/]+)$"
 )
 _HEAD_NAME = re.compile(r"^(?P<start>-?[0-9]+)-(?P<end>-?[0-9]+)\.json$")
+_SNAPSHOT_LOG_KEY = re.compile(r"^(?P<prefix>.+)/snapshot_log/[0-9]{12}\.json$")
 
 
 # -- the store -------------------------------------------------------------------------------
@@ -479,7 +495,12 @@ class ArtifactStore:
 
         Segments are fetched and decoded on a thread pool, then verified together.
         """
-        heads = self._heads(node, window)
+        return self._read_segments(node, self._heads(node, window), window, verify)
+
+    def _read_segments(
+        self, node: NodeId, heads: Sequence[tuple[Range, str]], window: Range, verify: bool
+    ) -> pd.DataFrame:
+        """Bars of the given `(partition, fingerprint)` segments, clipped to `window`."""
         loaded = self._map(lambda head: self._load_segment(node, head[1], verify), heads)
         if not loaded:
             return empty_frame()
@@ -541,6 +562,159 @@ class ArtifactStore:
             )
         return table, identity, data_key
 
+    # -- snapshots ----------------------------------------------------------------------
+    #
+    # {prefix}/snapshots/{as_of_s}.json     the snapshot manifest (no wall clock), write-once
+    # {prefix}/snapshot_log/{as_of_s}.json  its log entry with the publication time, written
+    #                                       last: its presence publishes the snapshot
+    # as_of_s is zero-padded so keys sort in time order.
+
+    def _snapshot_key(self, node: NodeId, as_of_s: int) -> str:
+        return f"{self.segment_prefix(node)}/snapshots/{as_of_s:012d}.json"
+
+    def _snapshot_log_key(self, node: NodeId, as_of_s: int) -> str:
+        return f"{self.segment_prefix(node)}/snapshot_log/{as_of_s:012d}.json"
+
+    def publish_snapshot(self, node: NodeId, snapshot: Snapshot, published_at_s: float) -> bool:
+        """Publish `snapshot` write-once; True if this call published it, False if it was
+        already published. Every listed segment must be sealed. Raises SnapshotRegression
+        when a later `as_of` is already published, WriteOnceViolation when another snapshot
+        holds this `as_of`."""
+        if snapshot.node_id != str(node) or snapshot.interval_s != node.interval_s:
+            raise ValueError(f"snapshot of {snapshot.node_id} cannot be published under {node}")
+        log = self.snapshot_log(node)
+        if log and log[-1].as_of_s > snapshot.as_of_s:
+            raise SnapshotRegression(
+                f"{node}: as_of {snapshot.as_of_iso} is before the published "
+                f"{iso_utc(log[-1].as_of_s)}; snapshot history is append-only"
+            )
+        unsealed = [
+            s
+            for s, sealed in zip(
+                snapshot.segments,
+                self._map(lambda s: self._is_sealed(node, s.fingerprint), snapshot.segments),
+                strict=True,
+            )
+            if not sealed
+        ]
+        if unsealed:
+            raise ArtifactNotFound(
+                f"{node}: snapshot lists {len(unsealed)} segment(s) that are not sealed, first "
+                f"{unsealed[0].fingerprint} for {unsealed[0].range}; publish them first"
+            )
+        key = self._snapshot_key(node, snapshot.as_of_s)
+        data = encode_manifest(snapshot.to_json())
+        if not self.blobs.put_if_absent(key, data) and self.blobs.get(key) != data:
+            raise WriteOnceViolation(
+                f"{self.blobs.uri(key)} already holds another snapshot as of "
+                f"{snapshot.as_of_iso}; snapshots are immutable, publish at a later as_of"
+            )
+        entry = SnapshotLogEntry(snapshot.as_of_s, snapshot.fingerprint, published_at_s)
+        log_key = self._snapshot_log_key(node, snapshot.as_of_s)
+        return self.blobs.put_if_absent(log_key, encode_manifest(entry.to_json()))
+
+    def _is_sealed(self, node: NodeId, fingerprint: str) -> bool:
+        return self.blobs.exists(f"{self._segment_dir(node, fingerprint)}/{MANIFEST_FILE}")
+
+    def snapshot_log(self, node: NodeId) -> list[SnapshotLogEntry]:
+        """Every published snapshot of the node, oldest first (append-only)."""
+        keys = self.blobs.list(f"{self.segment_prefix(node)}/snapshot_log/")
+        entries = []
+        for key, data in zip(keys, self._map(self.blobs.get, keys), strict=True):
+            try:
+                entries.append(SnapshotLogEntry.from_json(json.loads(data or b"")))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ArtifactIntegrityError(
+                    f"{self.blobs.uri(key)} is not a snapshot log entry: {exc}"
+                ) from exc
+        return sorted(entries)
+
+    def read_snapshot(self, node: NodeId, entry: SnapshotLogEntry) -> Snapshot:
+        """The snapshot a log entry names, proven to hash to the entry's fingerprint."""
+        key = self._snapshot_key(node, entry.as_of_s)
+        data = self.blobs.get(key)
+        if data is None:
+            raise ArtifactIntegrityError(
+                f"{self.blobs.uri(key)} is missing although the snapshot log lists it"
+            )
+        try:
+            snapshot = Snapshot.from_json(json.loads(data))
+        except ValueError as exc:
+            raise ArtifactIntegrityError(f"{self.blobs.uri(key)}: {exc}") from exc
+        if snapshot.fingerprint != entry.fingerprint or snapshot.node_id != str(node):
+            raise ArtifactIntegrityError(
+                f"{self.blobs.uri(key)} is {snapshot.node_id} {snapshot.fingerprint}, but the "
+                f"snapshot log names {node} {entry.fingerprint}"
+            )
+        return snapshot
+
+    def latest_snapshot(self, node: NodeId) -> Snapshot | None:
+        log = self.snapshot_log(node)
+        return self.read_snapshot(node, log[-1]) if log else None
+
+    def resolve_snapshot(self, node: NodeId, as_of_s: int) -> Snapshot:
+        """The snapshot with the greatest `as_of <= as_of_s`.
+
+        An `as_of` beyond the latest snapshot is refused: a later snapshot could still
+        answer it differently, so the read would not be reproducible.
+        """
+        log = self.snapshot_log(node)
+        if not log:
+            raise SnapshotNotFound(
+                f"{node} has no published snapshot; materialize its partitions and let the "
+                "as_of sensor advance it"
+            )
+        if as_of_s > log[-1].as_of_s:
+            raise SnapshotNotFound(
+                f"{node}: as_of {iso_utc(as_of_s)} is after the latest snapshot "
+                f"{iso_utc(log[-1].as_of_s)}; pin an as_of at or before it"
+            )
+        entry = resolve_log_entry(log, as_of_s)
+        if entry is None:
+            raise SnapshotNotFound(
+                f"{node}: as_of {iso_utc(as_of_s)} is before the first snapshot "
+                f"{iso_utc(log[0].as_of_s)}"
+            )
+        return self.read_snapshot(node, entry)
+
+    def read_snapshot_range(
+        self, node: NodeId, snapshot: Snapshot, window: Range, verify: bool = True
+    ) -> pd.DataFrame:
+        """Bars of the snapshot's segments overlapping `window`, clipped to it; with
+        `verify`, every segment is proven to hash to the fingerprint the snapshot lists."""
+        heads = [(s.range, s.fingerprint) for s in snapshot.segments_overlapping(window)]
+        return self._read_segments(node, heads, window, verify)
+
+    def advance_snapshot(
+        self, node: NodeId, conformance_version: str, stable_end_s: int, published_at_s: float
+    ) -> Snapshot | None:
+        """Snapshot the node's current heads that end by `stable_end_s` and publish it when
+        that moves `as_of` forward; the new snapshot, or None when `as_of` did not advance."""
+        log = self.snapshot_log(node)
+        previous = self.read_snapshot(node, log[-1]) if log else None
+        current = [(r, fp) for r, fp in self._heads(node, window=None) if r.end <= stable_end_s]
+        if not current or (previous and current[-1][0].end <= previous.as_of_s):
+            return None
+        known = (
+            {(s.range, s.fingerprint): s.row_count for s in previous.segments} if previous else {}
+        )
+        todo = [(r, fp) for r, fp in current if (r, fp) not in known]
+        manifests = self._map(lambda head: self.read_manifest(node, head[1]), todo)
+        for (r, fp), manifest in zip(todo, manifests, strict=True):
+            if manifest is None:
+                raise ArtifactNotFound(f"{node}: head {r} points at unsealed segment {fp}")
+            if not isinstance(manifest.get("row_count"), int):
+                raise ArtifactIntegrityError(f"{node}: manifest of {fp} has no row_count")
+            known[(r, fp)] = manifest["row_count"]
+        segments = [SnapshotSegment(r, fp, known[(r, fp)]) for r, fp in current]
+        snapshot = build_snapshot(
+            str(node), node.interval_s, conformance_version, segments, stable_end_s
+        )
+        if snapshot is None:
+            return None
+        self.publish_snapshot(node, snapshot, published_at_s)
+        return snapshot
+
     # -- auditing -----------------------------------------------------------------------
 
     def list_nodes(self) -> list[NodeId]:
@@ -563,6 +737,7 @@ class ArtifactStore:
         """Check every segment and head pointer under the root (all nodes)."""
         segments: dict[str, set[str]] = {}
         heads: list[str] = []
+        snapshot_logs: list[str] = []
         for key in self.blobs.list(""):
             match = _SEGMENT_KEY.match(key)
             if match:
@@ -570,12 +745,36 @@ class ArtifactStore:
                 segments.setdefault(segment_dir, set()).add(match["name"])
             elif "/heads/" in key and _HEAD_NAME.match(key.rpartition("/")[2]):
                 heads.append(key)
+            elif _SNAPSHOT_LOG_KEY.match(key):
+                snapshot_logs.append(key)
         problems: list[VerificationProblem] = []
         for found in self._map(lambda item: self._verify_stored(*item), sorted(segments.items())):
             problems.extend(found)
         for key in heads:
             problems.extend(self._verify_head(key))
+        for key in snapshot_logs:
+            problems.extend(self._verify_snapshot(key))
         return sorted(problems)
+
+    def _verify_snapshot(self, log_key: str) -> list[VerificationProblem]:
+        uri = self.blobs.uri(log_key)
+        try:
+            entry = SnapshotLogEntry.from_json(json.loads(self.blobs.get(log_key) or b""))
+            data = self.blobs.get(log_key.replace("/snapshot_log/", "/snapshots/"))
+            snapshot = Snapshot.from_json(json.loads(data or b""))
+            node = NodeId.parse(snapshot.node_id)
+        except (ValueError, KeyError, TypeError, SeamlessError) as exc:
+            return [VerificationProblem("bad_snapshot", uri, f"unreadable: {exc}")]
+        if snapshot.fingerprint != entry.fingerprint:
+            detail = f"log names {entry.fingerprint}, manifest is {snapshot.fingerprint}"
+            return [VerificationProblem("bad_snapshot", uri, detail)]
+        unsealed = [s for s in snapshot.segments if not self._is_sealed(node, s.fingerprint)]
+        if unsealed:
+            detail = (
+                f"{len(unsealed)} listed segment(s) not sealed, first {unsealed[0].fingerprint}"
+            )
+            return [VerificationProblem("bad_snapshot", uri, detail)]
+        return []
 
     def _verify_stored(self, segment_dir: str, names: set[str]) -> list[VerificationProblem]:
         uri = self.blobs.uri(segment_dir)

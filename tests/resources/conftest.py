@@ -134,7 +134,7 @@ def manifest_for() -> ManifestFactory:
             "range": window.to_json(),
             "conformance": {"version": version, "flags": {"gap": 0}},
             "producer": {"identity": "seamless@test"},
-            "rows": len(frame),
+            "row_count": len(frame),
         }
 
     return make
