@@ -2,8 +2,12 @@
 
 seamless nodes                                   list the catalog
 seamless backfill NODE --start D --end D         materialize partitions through Dagster
+                 [--refetch-gaps] [--refetch]    retry ledgered gaps / restated bars
 seamless coverage NODE [--start D --end D]       stored coverage, known gaps, segments
 seamless verify                                  recompute every artifact fingerprint
+seamless snapshot [NODE ...]                     advance as_of snapshots to what is stable now
+seamless snapshots NODE                          a node's snapshot log
+seamless diff NODE AS_OF_A AS_OF_B               the bars that differ between two snapshots
 seamless demo                                    offline demo against the replay exchange
 """
 
@@ -19,7 +23,8 @@ from typing import Any
 
 from .config import SeamlessConfig, load_config
 from .core.coverage import coverage_ratio
-from .core.frame import Range
+from .core.frame import Range, iso_utc
+from .core.snapshot import DIFF_KINDS
 from .errors import SeamlessError
 from .nodes import NodeId
 
@@ -53,6 +58,7 @@ def run_backfill(
     start: datetime,
     end: datetime,
     refetch_gaps: bool = False,
+    refetch_stored: bool = False,
 ) -> Any:
     """Materialize the partitions of `nodes` overlapping `[start, end)` as one Dagster run.
 
@@ -74,6 +80,10 @@ def run_backfill(
     # (Dagster's documented switch): a year of daily partitions otherwise costs ~5 s of
     # event-log writes before the run starts.
     os.environ.setdefault("DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS", "1")
+    # The partitions' materialization events go to the event log as one batch (up to this
+    # many), which `dagster_storage.SeamlessSqliteEventLogStorage` writes in one transaction
+    # per shard; Dagster's stock storages store a batch event by event, as without it.
+    os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
     class_names = {timeframe_class_name(n.timeframe) for n in nodes}
     if len(class_names) != 1:
         raise SeamlessError(
@@ -92,7 +102,10 @@ def run_backfill(
     asset_keys = [dg.AssetKey(n.asset_key_path()) for n in nodes]
     op_names = [defs.resolve_assets_def(k).node_def.name for k in asset_keys]
     run_config = {
-        "ops": {op: {"config": {"refetch_gaps": refetch_gaps}} for op in op_names},
+        "ops": {
+            op: {"config": {"refetch_gaps": refetch_gaps, "refetch_stored": refetch_stored}}
+            for op in op_names
+        },
         "loggers": {"console": {"config": {"log_level": "INFO"}}},
     }
     return job.execute_in_process(
@@ -157,7 +170,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     nodes = [config.node(n) for n in args.node]
     result = run_backfill(
-        config, nodes, parse_instant(args.start), parse_instant(args.end), args.refetch_gaps
+        config,
+        nodes,
+        parse_instant(args.start),
+        parse_instant(args.end),
+        refetch_gaps=args.refetch_gaps,
+        refetch_stored=args.refetch,
     )
     return _print_run(result)
 
@@ -206,6 +224,76 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _open_artifacts(config: SeamlessConfig) -> Any:
+    from .runtime import resources_from_config
+
+    return resources_from_config(config)["artifacts"].open()  # type: ignore[attr-defined]
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    import time
+
+    from .core.stabilization import stable_end
+
+    config = load_config(args.config)
+    nodes = [config.node(n) for n in args.node] if args.node else list(config.nodes)
+    artifacts = _open_artifacts(config)
+    bars = config.seamless.artifact.stabilization_bars
+    version = config.seamless.conformance.version
+    now = time.time()
+    for node in nodes:
+        cut = stable_end(int(now), node.interval_s, bars, origin_s=node.timeframe.origin_s)
+        snapshot = artifacts.advance_snapshot(node, version, cut, published_at_s=now)
+        if snapshot is None:
+            latest = artifacts.latest_snapshot(node)
+            state = f"as_of {latest.as_of_iso} (unchanged)" if latest else "nothing stable yet"
+            print(f"{node}: {state}")
+        else:
+            print(
+                f"{node}: as_of {snapshot.as_of_iso} {snapshot.fingerprint} "
+                f"({len(snapshot.segments)} segments, {snapshot.row_count} bars)"
+            )
+    return 0
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    node = config.node(args.node)
+    artifacts = _open_artifacts(config)
+    log = artifacts.snapshot_log(node)
+    for entry in log:
+        published = datetime.fromtimestamp(entry.published_at_s, tz=UTC)
+        print(f"as_of {iso_utc(entry.as_of_s)}  {entry.fingerprint}  published {published:%c}")
+    print(f"{node}: {len(log)} snapshot(s)")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .core.snapshot import diff_segments, parse_as_of
+
+    config = load_config(args.config)
+    node = config.node(args.node)
+    artifacts = _open_artifacts(config)
+    try:
+        before, after = (artifacts.resolve_snapshot(node, parse_as_of(a)) for a in args.as_of)
+    except ValueError as exc:
+        raise SeamlessError(str(exc)) from exc
+    print(f"{node}: {before.as_of_iso} {before.fingerprint}")
+    print(f"{' ' * len(str(node))}  {after.as_of_iso} {after.fingerprint}")
+    for change in diff_segments(before, after):
+        print(f"  partition {change.range}: {change.before or '-'} -> {change.after or '-'}")
+    bars = artifacts.diff_snapshots(node, before, after)
+    counts = bars["change"].value_counts().to_dict()
+    print(f"  bars: {len(bars)} differ " + str({k: counts.get(k, 0) for k in DIFF_KINDS}))
+    if len(bars):
+        shown = bars.head(args.limit).copy()
+        shown.insert(0, "time", [iso_utc(int(t)) for t in shown["ts"]])
+        print(shown.to_string(index=False))
+        if len(bars) > args.limit:
+            print(f"  … {len(bars) - args.limit} more (raise --limit)")
+    return 0
+
+
 def cmd_nodes(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     for node in config.nodes:
@@ -231,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--refetch-gaps", action="store_true", help="retry windows the gap ledger marks empty"
     )
+    backfill.add_argument(
+        "--refetch",
+        action="store_true",
+        help="download stored bars again too (picks up candles the exchange restated)",
+    )
     backfill.set_defaults(func=cmd_backfill)
 
     coverage = sub.add_parser("coverage", help="stored coverage, known gaps and segments")
@@ -243,6 +336,17 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_verify
     )
     sub.add_parser("nodes", help="list the catalog").set_defaults(func=cmd_nodes)
+    snapshot = sub.add_parser("snapshot", help="advance as_of snapshots to what is stable")
+    snapshot.add_argument("node", nargs="*", help="node id(s); default: every node")
+    snapshot.set_defaults(func=cmd_snapshot)
+    snapshots = sub.add_parser("snapshots", help="a node's snapshot log")
+    snapshots.add_argument("node")
+    snapshots.set_defaults(func=cmd_snapshots)
+    diff = sub.add_parser("diff", help="the bars that differ between two snapshots")
+    diff.add_argument("node")
+    diff.add_argument("as_of", nargs=2, help="two as_of values (ISO-8601 or epoch seconds)")
+    diff.add_argument("--limit", type=int, default=50, help="bars to print (default 50)")
+    diff.set_defaults(func=cmd_diff)
     demo = sub.add_parser("demo", help="offline demo: replay exchange + Dagster backfill")
     demo.add_argument("--days", type=int, default=7)
     demo.set_defaults(func=cmd_demo)

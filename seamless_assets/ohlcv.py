@@ -33,6 +33,7 @@ class OhlcvRunConfig(dg.Config):
     """Per-run options of an OHLCV materialization."""
 
     refetch_gaps: bool = False  # retry windows the gap ledger marks as confirmed empty
+    refetch_stored: bool = False  # download stored bars again (exchange restatements)
 
 
 def pool_name(exchange_id: str) -> str:
@@ -93,6 +94,7 @@ def ohlcv_asset(
                     client_factory=lambda: ExchangeClient(exchange_settings, limiter),
                     settings=pipeline_settings,
                     refetch_gaps=config.refetch_gaps,
+                    refetch_stored=config.refetch_stored,
                     log=context.log.info,
                 )
             )

@@ -117,17 +117,24 @@ async def backfill(
     client_factory: Callable[[], ExchangeClient],
     settings: PipelineSettings,
     refetch_gaps: bool = False,
+    refetch_stored: bool = False,
     log: Callable[[str], Any] = lambda _msg: None,
 ) -> RunOutcome:
-    """Make `partitions` of `node` complete in the hot store and publish the stable ones."""
+    """Make `partitions` of `node` complete in the hot store and publish the stable ones.
+
+    `refetch_gaps` retries windows the ledger marks confirmed-empty; `refetch_stored`
+    downloads stored bars again too, so restated candles replace them (a restated
+    partition then publishes a new segment; earlier snapshots keep the old one).
+    """
     interval, origin = node.interval_s, node.timeframe.origin_s
     node_id = str(node)
     window = Range(partitions[0].start, partitions[-1].end)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    covered = hot.coverage(node_id, interval, window)
-    known = [] if refetch_gaps else [g.range for g in hot.ledger_gaps(node_id, window)]
+    covered = [] if refetch_stored else hot.coverage(node_id, interval, window)
+    retry_gaps = refetch_gaps or refetch_stored
+    known = [] if retry_gaps else [g.range for g in hot.ledger_gaps(node_id, window)]
     local_closed = closed_end(int(time.time()), interval, origin_s=origin)
     wanted = window.intersect(Range(window.start, max(window.start, local_closed)))
     missing = missing_ranges(covered, wanted, interval, known, origin_s=origin) if wanted else []
@@ -179,7 +186,7 @@ async def backfill(
             new_gaps += classify_empty_windows(
                 r, fetched_ts[lo:hi], interval, dropped_ts[in_r], earliest_ts, origin_s=origin
             )
-            if refetch_gaps:
+            if retry_gaps:
                 hot.clear_gaps(node_id, r)
         hot.record_gaps(node_id, new_gaps)
         timings["store_s"] = time.perf_counter() - t3

@@ -55,6 +55,8 @@ from seamless_assets.core.snapshot import (
     SnapshotLogEntry,
     SnapshotSegment,
     build_snapshot,
+    diff_bars,
+    diff_segments,
     resolve_log_entry,
 )
 from seamless_assets.errors import (
@@ -714,6 +716,16 @@ class ArtifactStore:
             return None
         self.publish_snapshot(node, snapshot, published_at_s)
         return snapshot
+
+    def diff_snapshots(self, node: NodeId, before: Snapshot, after: Snapshot) -> pd.DataFrame:
+        """The bars that differ between two snapshots of a node (see `diff_bars`): only
+        partitions whose segment changed are read, each verified against its fingerprint."""
+        frames = []
+        for change in diff_segments(before, after):
+            old = self.read_snapshot_range(node, before, change.range)
+            new = self.read_snapshot_range(node, after, change.range)
+            frames.append(diff_bars(old, new))
+        return pd.concat(frames, ignore_index=True) if frames else diff_bars(*[empty_frame()] * 2)
 
     # -- auditing -----------------------------------------------------------------------
 

@@ -1,0 +1,83 @@
+"""Snapshots end to end: Dagster backfills, a restatement, `seamless snapshot` and `diff`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sandbox import SandboxConfig, SandboxExchange, expected_bars
+from seamless_assets.cli import main, run_backfill
+from seamless_assets.config import SeamlessConfig
+from seamless_assets.core.frame import Range, iso_utc
+
+from .conftest import DAY
+from .conftest import open_artifacts as _artifacts
+
+START = datetime(2024, 1, 1, tzinfo=UTC)
+T0 = int(START.timestamp())
+NODE = "ohlcv:binance:BTC/USDT:1m"
+# The exchange restates two hours of day 0 after the first snapshot.
+RESTATED = {"BTC/USDT": [{"start": T0 + 3600, "end": T0 + 3 * 3600, "version": 1}]}
+
+
+def _day(n: int) -> datetime:
+    return datetime.fromtimestamp(T0 + n * DAY, tz=UTC)
+
+
+def test_a_restatement_is_a_new_snapshot_and_diff_lists_exactly_the_changed_bars(
+    project: SeamlessConfig, sandbox: SandboxExchange, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node = project.node(NODE)
+    assert run_backfill(project, [node], START, _day(2)).success
+    assert main(["--config", str(project.source), "snapshot", NODE]) == 0
+    first_as_of = iso_utc(T0 + 2 * DAY)
+    assert f"as_of {first_as_of}" in capsys.readouterr().out
+
+    sandbox.configure(restatements=RESTATED)
+    result = run_backfill(project, [node], START, _day(3), refetch_stored=True)
+    assert result.success
+    assert main(["--config", str(project.source), "snapshot", NODE]) == 0
+    second_as_of = iso_utc(T0 + 3 * DAY)
+    assert f"as_of {second_as_of}" in capsys.readouterr().out
+
+    artifacts = _artifacts(project)
+    first = artifacts.resolve_snapshot(node, T0 + 2 * DAY)
+    second = artifacts.resolve_snapshot(node, T0 + 3 * DAY)
+    window = Range(T0, T0 + 2 * DAY)
+    original = expected_bars("BTC/USDT", 60, T0, T0 + 2 * DAY)
+    restated = expected_bars("BTC/USDT", 60, T0, T0 + 2 * DAY, SandboxConfig(restatements=RESTATED))
+    old = artifacts.read_snapshot_range(node, first, window)
+    new = artifacts.read_snapshot_range(node, second, window)
+    for column in ("ts", "open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(old[column].to_numpy(), original[column])
+        np.testing.assert_array_equal(new[column].to_numpy(), restated[column])
+
+    changed = np.flatnonzero(
+        np.any([original[c] != restated[c] for c in ("open", "high", "low", "close")], axis=0)
+    )
+    diff = artifacts.diff_snapshots(node, first, second)
+    expected_ts = pd.concat(
+        [
+            pd.Series(original["ts"][changed]),
+            pd.Series(expected_bars("BTC/USDT", 60, T0 + 2 * DAY, T0 + 3 * DAY)["ts"]),
+        ]
+    ).tolist()
+    assert diff["ts"].tolist() == expected_ts
+    assert set(diff["change"][: len(changed)]) == {"changed"}
+    assert len(changed) == 120  # the two restated hours, bar for bar
+
+    assert main(["--config", str(project.source), "diff", NODE, first_as_of, second_as_of]) == 0
+    out = capsys.readouterr().out
+    assert f"bars: {len(diff)} differ {{'added': 1440, 'removed': 0, 'changed': 120}}" in out
+    assert iso_utc(T0 + 3600) in out and iso_utc(T0 + 3600 - 60) not in out
+
+
+def test_diff_names_what_cannot_be_resolved(
+    project: SeamlessConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["--config", str(project.source), "diff", NODE, "2024-01-02", "not-a-time"])
+    assert code == 2
+    assert "SnapshotNotFound" in capsys.readouterr().err
