@@ -5,13 +5,16 @@
 
 Measured in the same run, alternating: `QuestDBHotStore.upsert` (ILP/HTTP + wait for WAL
 apply) against the raw `questdb` client sending the same frame to a table of the same
-schema (also waited for); reading one year of 1m for one node over PG wire against
+schema (also waited for); reading one year of 1m for one node over PG wire
+(`QuestDBHotStore.read_range`: binary results through psycopg 3) against the former read
+(one `concat()` text cell per bar, parsed by Arrow's CSV reader) and
 `DuckDBHotStore.read_range`. Prints JSON with medians.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import tempfile
@@ -21,11 +24,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 from questdb.ingress import Sender
 
 from resources.hot_store.duckdb import DuckDBHotStore
-from resources.hot_store.questdb import ILP_CHUNK_ROWS, QuestDBHotStore, node_key
-from seamless_assets.core.frame import VALUE_COLUMNS, Range, frame_from_arrays
+from resources.hot_store.questdb import ILP_CHUNK_ROWS, QuestDBHotStore, _us, node_key
+from seamless_assets.core.frame import (
+    CANONICAL_COLUMNS,
+    CANONICAL_DTYPES,
+    TS,
+    VALUE_COLUMNS,
+    Range,
+    frame_from_arrays,
+)
 
 T0 = 1_672_531_200  # 2023-01-01
 YEAR = 525_600
@@ -67,6 +79,27 @@ def raw_ingest(store: QuestDBHotStore, frame: pd.DataFrame, table: str) -> None:
     store._wait_applied(table)
 
 
+def text_read(store: QuestDBHotStore, window: Range) -> pd.DataFrame:
+    """The former read path (commit 6e07a5a): one text cell per bar, Arrow CSV parse."""
+    with store._cursor() as cur:
+        cur.execute(
+            "SELECT concat(cast(ts AS LONG) / 1000000, ',', open, ',', high, ',', low, ',', "
+            f"close, ',', volume) FROM {store.bars_table} "
+            "WHERE node_id = %s AND ts >= %s AND ts < %s",
+            (node_key(NODE), _us(window.start), _us(window.end)),
+        )
+        text = "\n".join(row[0] for row in cur.fetchall()).encode()
+    types = {TS: pa.int64(), **{c: pa.float64() for c in VALUE_COLUMNS}}
+    table = pacsv.read_csv(
+        io.BytesIO(text),
+        read_options=pacsv.ReadOptions(column_names=list(CANONICAL_COLUMNS)),
+        convert_options=pacsv.ConvertOptions(column_types=types),
+    )
+    return pd.DataFrame(
+        {c: table.column(c).to_numpy().astype(CANONICAL_DTYPES[c]) for c in CANONICAL_COLUMNS}
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bars", type=int, default=5_000_000)
@@ -75,7 +108,8 @@ def main() -> int:
     frame = bars(args.bars)
     year = frame.iloc[:YEAR].reset_index(drop=True)
 
-    ours_s, raw_s, pg_ms, duck_ms = [], [], [], []
+    ours_s, raw_s, pg_ms, text_ms, duck_ms = [], [], [], [], []
+    window = Range(T0, T0 + YEAR * 60)
     with tempfile.TemporaryDirectory() as tmp:
         duck = DuckDBHotStore(Path(tmp) / "hot.duckdb")
         duck.upsert(NODE, year)
@@ -91,14 +125,19 @@ def main() -> int:
             t = time.perf_counter()
             ours.upsert(NODE, frame)
             ours_s.append(time.perf_counter() - t)
-            for _ in range(3):
+            for _ in range(3):  # alternating, so load on this shared machine hits all three
                 t = time.perf_counter()
-                got = ours.read_range(NODE, Range(T0, T0 + YEAR * 60))
+                got = ours.read_range(NODE, window)
                 pg_ms.append((time.perf_counter() - t) * 1000)
                 t = time.perf_counter()
-                duck.read_range(NODE, Range(T0, T0 + YEAR * 60))
+                former = text_read(ours, window)
+                text_ms.append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                duck.read_range(NODE, window)
                 duck_ms.append((time.perf_counter() - t) * 1000)
             assert len(got) == YEAR
+            pd.testing.assert_frame_equal(got, year, check_exact=True)
+            pd.testing.assert_frame_equal(former, year, check_exact=True)
             ours.drop_tables()
             raw.drop_tables()
     ours_rate = args.bars / statistics.median(ours_s)
@@ -112,6 +151,11 @@ def main() -> int:
                 "raw_client_ingest_bars_per_s": round(raw_rate),
                 "store_vs_raw_ratio": round(ours_rate / raw_rate, 3),
                 "read_year_pg_wire_ms": round(statistics.median(pg_ms), 1),
+                "read_year_pg_wire_runs_ms": [round(x) for x in pg_ms],
+                "read_year_former_text_ms": round(statistics.median(text_ms), 1),
+                "read_vs_former_ratio": round(
+                    statistics.median(pg_ms) / statistics.median(text_ms), 3
+                ),
                 "read_year_duckdb_ms": round(statistics.median(duck_ms), 1),
             }
         )

@@ -4,8 +4,9 @@ The store creates its own tables (never ILP auto-create): WAL tables with a desi
 timestamp, partitioned by time, and `DEDUP UPSERT KEYS(ts, node_id)` so a rewrite of a bar
 replaces it. Bars are written in bulk from pandas over ILP/HTTP with the `questdb` client;
 reads, coverage (gaps-and-islands in SQL) and the gap ledger go over the PostgreSQL wire
-protocol with psycopg2 and parameterised SQL only. A write returns once QuestDB has
-applied its WAL transactions (read-your-writes), or fails after a bounded wait.
+protocol with psycopg 3 and parameterised SQL only; bar reads request binary results. A
+write returns once QuestDB has applied its WAL transactions (read-your-writes), or fails
+after a bounded wait.
 
 The node column stores `node_key(node_id)`, a reversible encoding into `[A-Za-z0-9_]`
 (`/` → `_2f`): QuestDB's string-literal escaping differs from PostgreSQL's (backslashes),
@@ -18,21 +19,19 @@ row), and readers take the newest version.
 
 from __future__ import annotations
 
-import io
+import itertools
 import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from operator import itemgetter
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
-import psycopg2
-import pyarrow as pa
-import pyarrow.csv as pacsv
+import psycopg
+from psycopg.types.numeric import Int8BinaryDumper, Int8Dumper
 from questdb.ingress import IngressError, Sender
 
 from seamless_assets.core.coverage import LedgerGap
@@ -62,7 +61,9 @@ _EMPTY_MARKER = ""  # reason of the row that stands for "no gaps" in a ledger ve
 _PREFIX = re.compile(r"^[a-z][a-z0-9_]*$|^$")
 # ILP/HTTP requests are capped (100 MiB by default, ~165 bytes a bar): send in chunks.
 ILP_CHUNK_ROWS = 250_000
-_CSV_TYPES = {TS: pa.int64(), **{c: pa.float64() for c in VALUE_COLUMNS}}
+# Bar reads: rows per libpq chunk, and rows decoded into numpy at a time.
+_STREAM_CHUNK_ROWS = 10_000
+_BATCH_ROWS = 2_000
 START_HINT = "start it with `bash scripts/services.sh start questdb`"
 
 
@@ -101,29 +102,32 @@ class QuestDBHotStore:
 
     def _connect(self) -> Any:
         try:
-            conn = psycopg2.connect(self.dsn, connect_timeout=5)
-        except psycopg2.OperationalError as exc:
+            conn = psycopg.connect(self.dsn, connect_timeout=5, autocommit=True)
+        except psycopg.OperationalError as exc:
             raise StoreError(
                 f"QuestDB not reachable at {self._pg_address()} (PG wire) — {START_HINT}, or "
                 f"point seamless.hot_store.questdb_dsn at your server ({str(exc).strip()})"
             ) from exc
-        conn.autocommit = True
+        # Every int parameter is a LONG: psycopg would pick int2/int4 for small values, which
+        # QuestDB does not compare with TIMESTAMP columns.
+        conn.adapters.register_dumper(int, Int8Dumper)
+        conn.adapters.register_dumper(int, Int8BinaryDumper)
         return conn
 
     @contextmanager
-    def _cursor(self) -> Iterator[Any]:
+    def _cursor(self, *, binary: bool = False) -> Iterator[Any]:
         with self._lock:
             if self._conn is None or self._conn.closed:
                 self._conn = self._connect()
             if not self._schema_ready:
                 self._create_tables(self._conn)
             try:
-                with self._conn.cursor() as cur:
+                with self._conn.cursor(binary=binary) as cur:
                     yield cur
-            except psycopg2.OperationalError as exc:
+            except psycopg.OperationalError as exc:
                 self._conn = None  # reconnect next time
                 raise StoreError(f"QuestDB at {self._pg_address()} failed: {exc}") from exc
-            except psycopg2.Error as exc:
+            except psycopg.Error as exc:
                 raise StoreError(f"QuestDB query failed: {exc}") from exc
 
     def _create_tables(self, conn: Any) -> None:
@@ -203,30 +207,34 @@ class QuestDBHotStore:
 
     def read_range(self, node_id: str, window: Range) -> pd.DataFrame:
         key = node_key(node_id)
-        with self._cursor() as cur:
-            # One text cell per bar, parsed in bulk by Arrow's CSV reader: with six columns
-            # psycopg2 builds a Python object per value, twice as slow for a year of 1m.
-            # QuestDB prints doubles in shortest round-trip form, so values stay bit-exact.
-            cur.execute(
-                "SELECT concat(cast(ts AS LONG) / 1000000, ',', open, ',', high, ',', low, ',', "
-                f"close, ',', volume) FROM {self.bars_table} "
-                "WHERE node_id = %s AND ts >= %s AND ts < %s",
-                (key, _us(window.start), _us(window.end)),
-            )
-            rows = cur.fetchall()
-        if not rows:
-            return empty_frame()
-        text = "\n".join(map(itemgetter(0), rows)).encode()
-        table = pacsv.read_csv(
-            io.BytesIO(text),
-            read_options=pacsv.ReadOptions(column_names=list(CANONICAL_COLUMNS)),
-            convert_options=pacsv.ConvertOptions(column_types=_CSV_TYPES),
+        sql = (
+            f"SELECT cast(ts AS LONG) / 1000000, {', '.join(VALUE_COLUMNS)} "
+            f"FROM {self.bars_table} WHERE node_id = %s AND ts >= %s AND ts < %s"
         )
+        params = (key, _us(window.start), _us(window.end))
+        width = len(CANONICAL_COLUMNS)
+        parts = []
+        with self._cursor(binary=True) as cur:
+            # Binary results: QuestDB sends each double's 8 bytes as stored (no text
+            # formatting; bit-exact incl. -0.0; NaN is QuestDB's NULL) and psycopg decodes
+            # them in C. Streaming in chunks (libpq >= 17) overlaps QuestDB's sending with
+            # our decoding. Every value fits a float64 exactly (ts < 2**53): each batch of
+            # rows becomes one float64 block in a single pass.
+            if psycopg.capabilities.has_stream_chunked():
+                rows = cur.stream(sql, params, size=_STREAM_CHUNK_ROWS)
+            else:
+                rows = iter(cur.execute(sql, params))
+            while batch := list(itertools.islice(rows, _BATCH_ROWS)):
+                try:
+                    cells = itertools.chain.from_iterable(batch)
+                    parts.append(np.fromiter(cells, np.float64, count=len(batch) * width))
+                except TypeError:  # a NULL (stored NaN): np.array maps None to NaN
+                    parts.append(np.array(batch, dtype=np.float64).ravel())
+        if not parts:
+            return empty_frame()
+        matrix = np.concatenate(parts).reshape(-1, width)
         frame = pd.DataFrame(
-            {
-                c: table.column(c).to_numpy(zero_copy_only=False).astype(CANONICAL_DTYPES[c])
-                for c in CANONICAL_COLUMNS
-            }
+            {c: matrix[:, i].astype(CANONICAL_DTYPES[c]) for i, c in enumerate(CANONICAL_COLUMNS)}
         )
         if not frame[TS].is_monotonic_increasing:
             frame = frame.sort_values(TS, kind="stable").reset_index(drop=True)

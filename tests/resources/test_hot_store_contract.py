@@ -13,8 +13,16 @@ import pandas as pd
 import pytest
 
 from resources.hot_store import DuckDBHotStore, HotStore
+from resources.hot_store.questdb import QuestDBHotStore
 from seamless_assets.core.coverage import LedgerGap
-from seamless_assets.core.frame import CANONICAL_COLUMNS, Range, empty_frame, is_canonical
+from seamless_assets.core.frame import (
+    CANONICAL_COLUMNS,
+    VALUE_COLUMNS,
+    Range,
+    empty_frame,
+    frame_from_arrays,
+    is_canonical,
+)
 from seamless_assets.errors import StoreError
 
 from .conftest import T0, BarsFactory
@@ -69,6 +77,39 @@ def test_reads_return_canonical_sorted_frames(hot_store: HotStore, bars: BarsFac
     got = hot_store.read_range(NODE, EVERYTHING)
     assert tuple(got.columns) == CANONICAL_COLUMNS
     assert_frames_equal(got, frame)
+
+
+def assert_bit_exact(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert is_canonical(got)
+    assert np.array_equal(got["ts"].to_numpy(), expected["ts"].to_numpy())
+    for c in VALUE_COLUMNS:
+        want, have = expected[c].to_numpy(), got[c].to_numpy()
+        assert np.array_equal(np.isnan(have), np.isnan(want)), c
+        finite = ~np.isnan(want)
+        assert np.array_equal(have[finite].view(np.int64), want[finite].view(np.int64)), c
+
+
+def test_reads_are_bit_exact(hot_store: HotStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every finite double comes back with the same 64 bits (incl. -0.0, subnormals,
+    extremes and arbitrary bit patterns); NaN comes back as NaN."""
+    rng = np.random.default_rng(3)
+    count = 5_000  # several read batches, with and without NaN
+    columns = {}
+    for i, c in enumerate(VALUE_COLUMNS):
+        bits = rng.integers(np.iinfo(np.int64).min, np.iinfo(np.int64).max, count, np.int64)
+        values = bits.view(np.float64).copy()
+        values[~np.isfinite(values)] = 1.0
+        special = [-0.0, 0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308,
+                   -1.7976931348623157e308, 0.1, 1 / 3, np.nan]  # fmt: skip
+        values[i * 20 : i * 20 + len(special)] = special
+        values[-1] = np.nan  # a row that is all NaN
+        columns[c] = values
+    frame = frame_from_arrays(T0 + np.arange(count, dtype=np.int64) * 60, columns)
+    hot_store.upsert(NODE, frame)
+    assert_bit_exact(hot_store.read_range(NODE, EVERYTHING), frame)
+    if isinstance(hot_store, QuestDBHotStore):  # also without libpq's chunked streaming
+        monkeypatch.setattr("psycopg.capabilities.has_stream_chunked", lambda: False)
+        assert_bit_exact(hot_store.read_range(NODE, EVERYTHING), frame)
 
 
 def test_unknown_node_reads_empty(hot_store: HotStore) -> None:
