@@ -62,3 +62,34 @@ class SnapshotNotFound(StoreError):
 
 class SnapshotRegression(StoreError):
     """A snapshot would move a node's `as_of` backwards (snapshot history is append-only)."""
+
+
+class SeamlessSLAExceeded(SeamlessError):
+    """A read ran out of its SLA budget in `phase` (storage_wait | backfill_wait |
+    live_wait | total); the work of that phase was cancelled."""
+
+    def __init__(self, phase: str, budget_ms: float, elapsed_ms: float, detail: str = "") -> None:
+        self.phase, self.budget_ms, self.elapsed_ms = phase, budget_ms, elapsed_ms
+        extra = f": {detail}" if detail else ""
+        super().__init__(
+            f"SLA phase {phase} exceeded its budget of {budget_ms:.0f} ms (cancelled after "
+            f"{elapsed_ms:.0f} ms){extra}; raise seamless.sla.max_wait_* / total_deadline_ms, "
+            "or use strategy PARTIAL_FILL (or sla.on_violation: PARTIAL_FILL) to get what "
+            "is available"
+        )
+
+
+class AsOfRequired(SeamlessError):
+    """A snapshot domain (backtest, research, dryrun) was asked to read without an as_of."""
+
+
+class AsOfRegression(SeamlessError):
+    """A live session asked for an as_of earlier than one it has already seen."""
+
+
+class MissingPartitions(SeamlessError):
+    """The snapshot (or the stores, for FAIL_FAST) do not cover the requested range."""
+
+    def __init__(self, message: str, partition_keys: list[str], ranges: list[object]) -> None:
+        self.partition_keys, self.ranges = partition_keys, ranges
+        super().__init__(message)
