@@ -46,7 +46,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import dagster as dg
 import numpy as np
@@ -56,6 +56,7 @@ from pydantic import PrivateAttr
 from resources.artifacts.base import ArtifactStore
 from resources.exchange import ExchangeClient, ExchangeSettings
 from resources.hot_store.base import HotStore
+from resources.hot_store.duckdb import DuckDBHotStore
 from seamless_assets.config import SeamlessConfig, load_config
 from seamless_assets.core.conformance import FLAGS
 from seamless_assets.core.coverage import LedgerGap, merge_ranges, missing_ranges, subtract_ranges
@@ -92,6 +93,7 @@ _PHASE_METRICS = {
     "total": "seamless_total_ms",
 }
 LEASE_POLL_S = 0.05
+CLOSE_WAIT_S = 3.0
 
 
 class Strategy(StrEnum):
@@ -342,6 +344,34 @@ class _Lease:
         self.client.close()
 
 
+class _SerializedHotStore:
+    """A DuckDB hot store whose operations run one at a time in this process.
+
+    DuckDB's per-operation `connect()`/`close()` race between threads of one process
+    ("Unique file handle conflict"), which concurrent readers hit at once; each operation
+    takes milliseconds, so serializing them costs little.
+    """
+
+    _locks: ClassVar[dict[Path, threading.RLock]] = {}
+    _guard: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, inner: DuckDBHotStore) -> None:
+        self.inner = inner
+        with self._guard:
+            self.lock = self._locks.setdefault(inner.path, threading.RLock())
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        def serialized(*args: Any, **kwargs: Any) -> Any:
+            with self.lock:
+                return attr(*args, **kwargs)
+
+        return serialized
+
+
 # -- the runtime behind the resource -------------------------------------------------------
 
 
@@ -359,6 +389,8 @@ class _Runtime:
         self.config = config
         resources: dict[str, Any] = resources_from_config(config)
         self.hot: HotStore = hot if hot is not None else resources["hot_store"].open()
+        if isinstance(self.hot, DuckDBHotStore):
+            self.hot = cast(HotStore, _SerializedHotStore(self.hot))
         self.artifacts: ArtifactStore = (
             artifacts if artifacts is not None else resources["artifacts"].open()
         )
@@ -403,8 +435,12 @@ class _Runtime:
         self.last_metadata: SeamlessFetchMetadata | None = None
 
     def close(self) -> None:
+        with contextlib.suppress(Exception):  # cancel fills still running, let them unwind
+            asyncio.run_coroutine_threadsafe(_cancel_pending(), self.loop).result(CLOSE_WAIT_S)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._loop_thread.join(5)
+        if not self._loop_thread.is_alive():
+            self.loop.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.io_pool.shutdown(wait=False, cancel_futures=True)
         if self.lease is not None:
@@ -728,6 +764,14 @@ class SeamlessReader(dg.ConfigurableResource):
             tracker.record(phase, (time.perf_counter() - started) * 1000)
 
 
+async def _cancel_pending() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=CLOSE_WAIT_S - 0.5)
+
+
 def _renew_lease_interval(lease: _Lease) -> float:
     return max(0.05, lease.ttl_ms / 3000)
 
@@ -891,7 +935,8 @@ class _Read:
                 fingerprints += fresh_fps
                 reasons += why
         except SeamlessSLAExceeded as exc:
-            return self._overrun(exc, "snapshot+artifacts")
+            have = _concat(frames, self.window.intersect(limit) or Range(limit.start, limit.start))
+            return self._overrun(exc, "snapshot+artifacts", have)
         frame = _concat(frames, self.window.intersect(limit) or Range(limit.start, limit.start))
         still = subtract_ranges(uncovered, fresh)
         if still and self.strategy is Strategy.FAIL_FAST:
@@ -999,8 +1044,8 @@ class _Read:
             missing = self._missing_in(target, covered, gaps)
             if missing and self.strategy in BACKFILLING:
                 edge_start = partition_windows(rt.config, node, Range(closed - 1, closed))[0].start
-                history = [c for m in missing if (c := m.intersect(Range(m.start, edge_start)))]
-                edge = [c for m in missing if (c := m.intersect(Range(edge_start, m.end)))]
+                history = _clip(missing, missing[0].start, edge_start)
+                edge = _clip(missing, edge_start, missing[-1].end)
                 edge_phase = "live_wait" if self.strategy is Strategy.SEAMLESS else "backfill_wait"
                 filled = False
                 for ranges, phase in ((history, "backfill_wait"), (edge, edge_phase)):
@@ -1210,6 +1255,14 @@ class _Read:
 
 
 # -- helpers -------------------------------------------------------------------------------
+
+
+def _clip(ranges: Sequence[Range], start: int, end: int) -> list[Range]:
+    """The parts of `ranges` inside `[start, end)`."""
+    if end <= start:
+        return []
+    bound = Range(start, end)
+    return [c for r in ranges if (c := r.intersect(bound))]
 
 
 def _bars_span(frame: pd.DataFrame, interval_s: int) -> list[Range]:

@@ -1,0 +1,177 @@
+"""SLA budgets are enforced by cancelling the work: a hung hot store costs its budget and
+no more, a slow exchange's backfill is cancelled (it writes nothing), and PARTIAL_FILL
+returns what the read had, saying why."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from resources.hot_store.base import HotStore
+from resources.reader import ComputeContext
+from sandbox import SandboxExchange
+from seamless_assets.core.frame import Range
+from seamless_assets.errors import SeamlessSLAExceeded
+from tests.assets.conftest import open_hot
+
+from .test_reader_support import (
+    DAY,
+    NODE_ID,
+    NOW,
+    T0,
+    advance,
+    day,
+    frozen_sandbox,
+    materialize,
+    project,
+    reader_for,
+)
+
+STORAGE_BUDGET_MS = 300
+TIGHT = {
+    "max_wait_storage_ms": STORAGE_BUDGET_MS,
+    "max_wait_backfill_ms": 300,
+    "max_wait_live_ms": 5000,
+    "total_deadline_ms": 10_000,
+}
+SLACK_S = 0.050  # the acceptance bound: budget + 50 ms
+
+
+class SlowHotStore:
+    """A real hot store whose chosen methods first sleep `delay_s` (a hung server)."""
+
+    def __init__(self, inner: HotStore, delay_s: float, methods: tuple[str, ...]) -> None:
+        self.inner, self.delay_s, self.methods = inner, delay_s, methods
+        self.calls: list[str] = []
+        self.released = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name not in self.methods:
+            return attr
+
+        def slow(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            self.released.wait(self.delay_s)
+            return attr(*args, **kwargs)
+
+        return slow
+
+    def close(self) -> None:
+        self.released.set()  # let abandoned calls finish before the store closes
+        self.inner.close()
+
+
+@pytest.fixture
+def sandbox() -> Iterator[SandboxExchange]:
+    with frozen_sandbox() as exchange:
+        yield exchange
+
+
+def live(strategy: str) -> ComputeContext:
+    return ComputeContext("w1", "live", strategy=strategy)
+
+
+def test_a_hung_hot_store_raises_storage_wait_within_the_budget(
+    tmp_path: Path, sandbox: SandboxExchange
+) -> None:
+    config = project(tmp_path, sandbox, sla=TIGHT)
+    slow = SlowHotStore(open_hot(config), delay_s=5.0, methods=("read_range",))
+    with reader_for(config, hot=slow) as reader:
+        started = time.perf_counter()
+        with pytest.raises(SeamlessSLAExceeded) as exceeded:
+            reader.fetch(NODE_ID, NOW - 3600, NOW, live("FAIL_FAST"))
+        elapsed = time.perf_counter() - started
+    assert exceeded.value.phase == "storage_wait"
+    assert slow.calls == ["read_range"]
+    assert STORAGE_BUDGET_MS / 1000 - 0.005 <= elapsed <= STORAGE_BUDGET_MS / 1000 + SLACK_S
+    assert "storage_wait exceeded its budget of 300 ms" in str(exceeded.value)
+
+
+def test_partial_fill_returns_what_it_read_before_the_store_hung(
+    tmp_path: Path, sandbox: SandboxExchange
+) -> None:
+    config = project(tmp_path, sandbox, sla=TIGHT)
+    materialize(config, [8])  # 2024-01-09, the day before the exchange's now
+    slow = SlowHotStore(open_hot(config), delay_s=5.0, methods=("coverage",))
+    window = (T0 + 8 * DAY + 3600, T0 + 8 * DAY + 7200)
+    with reader_for(config, hot=slow) as reader:
+        started = time.perf_counter()
+        frame, meta = reader.fetch(NODE_ID, *window, live("PARTIAL_FILL"))
+        elapsed = time.perf_counter() - started
+        assert reader.metrics()["partial_fill_returns"] == 1
+    assert elapsed <= STORAGE_BUDGET_MS / 1000 + SLACK_S
+    assert len(frame) == 60 and meta.partial and meta.downgrade == "PARTIAL_FILL"
+    assert meta.sla_exceeded == ("storage_wait",)
+    assert meta.downgrade_reason is not None
+    assert "storage_wait budget of 300 ms ran out" in meta.downgrade_reason
+    assert "returns what it had (60 bars)" in meta.downgrade_reason
+    assert meta.sla["storage_wait_ms"] >= STORAGE_BUDGET_MS - 5
+
+
+def test_the_total_deadline_binds_across_phases(tmp_path: Path, sandbox: SandboxExchange) -> None:
+    sla = {
+        **TIGHT,
+        "max_wait_storage_ms": 5000,
+        "total_deadline_ms": 200,
+        "on_violation": "FAIL_FAST",
+    }
+    config = project(tmp_path, sandbox, sla=sla)
+    slow = SlowHotStore(open_hot(config), delay_s=5.0, methods=("read_range",))
+    with reader_for(config, hot=slow) as reader:
+        started = time.perf_counter()
+        with pytest.raises(SeamlessSLAExceeded) as exceeded:
+            reader.fetch(NODE_ID, NOW - 3600, NOW, live("SEAMLESS"))
+        elapsed = time.perf_counter() - started
+    assert exceeded.value.phase == "total"
+    assert elapsed <= 0.2 + SLACK_S
+
+
+def test_a_slow_backfill_is_cancelled_when_its_budget_runs_out(tmp_path: Path) -> None:
+    with frozen_sandbox() as sandbox:
+        config = project(tmp_path, sandbox, sla={**TIGHT, "on_violation": "FAIL_FAST"})
+        materialize(config, [0])
+        advance(config, T0 + DAY)
+        sandbox.configure(latency_ms=1500)  # every request now takes 1.5 s
+        dry = ComputeContext("w1", "dryrun", as_of=T0 + 2 * DAY, strategy="AUTO_BACKFILL")
+        with reader_for(config) as reader:
+            started = time.perf_counter()
+            with pytest.raises(SeamlessSLAExceeded) as exceeded:
+                reader.fetch(NODE_ID, T0, T0 + 2 * DAY, dry)
+            elapsed = time.perf_counter() - started
+            assert exceeded.value.phase == "backfill_wait"
+            assert elapsed <= 0.3 + 0.2  # the backfill budget plus the snapshot reads
+            rt = reader._rt
+            assert rt is not None and rt.flights == {}  # nobody waits: the fill was cancelled
+
+            # Still cancelled once the exchange would have answered: nothing was written.
+            time.sleep(2.0)
+            hot = open_hot(config)
+            try:
+                assert hot.coverage(NODE_ID, 60, day(1)) == []
+            finally:
+                hot.close()
+
+            # AUTO_BACKFILL with on_violation PARTIAL_FILL: the snapshot's day, flagged.
+        config = project(tmp_path, sandbox, sla={**TIGHT, "on_violation": "PARTIAL_FILL"})
+        with reader_for(config) as reader:
+            frame, meta = reader.fetch(NODE_ID, T0, T0 + 2 * DAY, dry)
+    assert meta.partial and meta.sla_exceeded == ("backfill_wait",)
+    assert len(frame) == 1440 and int(frame["ts"].max()) < T0 + DAY
+    assert "backfill_wait budget of 300 ms ran out" in (meta.downgrade_reason or "")
+    assert meta.missing == (Range(T0 + DAY, T0 + 2 * DAY),)
+
+
+def test_frames_are_canonical(tmp_path: Path, sandbox: SandboxExchange) -> None:
+    config = project(tmp_path, sandbox)
+    materialize(config, [8])
+    with reader_for(config) as reader:
+        frame, _ = reader.fetch(NODE_ID, T0 + 8 * DAY, T0 + 9 * DAY, live("PARTIAL_FILL"))
+    assert list(frame.columns) == ["ts", "open", "high", "low", "close", "volume"]
+    assert frame["ts"].dtype == "int64" and isinstance(frame, pd.DataFrame)
