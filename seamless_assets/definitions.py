@@ -1,4 +1,5 @@
-"""Assemble the Dagster definitions from `seamless.yaml`: assets, checks, jobs, schedules."""
+"""Assemble the Dagster definitions from `seamless.yaml`: assets, checks, jobs, schedules,
+sensors."""
 
 from __future__ import annotations
 
@@ -9,8 +10,20 @@ import dagster as dg
 from dagster._core.definitions.partitions.partitioned_schedule import (
     UnresolvedPartitionedAssetScheduleDefinition,
 )
+from dagster._core.definitions.unresolved_asset_job_definition import (
+    UnresolvedAssetJobDefinition,
+)
+
+from sensors import build_sensors, watched_nodes
+from sensors.common import Clock, wall_clock
 
 from .config import SeamlessConfig, load_config
+from .governance_checks import (
+    GOVERNANCE_CRON,
+    GOVERNANCE_JOB,
+    governance_check_keys,
+    governance_checks,
+)
 from .ohlcv import ohlcv_asset
 from .partitions import TimeframeClass, timeframe_class_name, timeframe_classes
 from .runtime import check_services, resources_from_config
@@ -37,22 +50,32 @@ def _schedule(
     )
 
 
-def build_definitions(config: SeamlessConfig) -> dg.Definitions:
+def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> dg.Definitions:
+    """Everything Dagster loads; `clock` is the sensors' and checks' notion of now."""
     classes = timeframe_classes(config.seamless.partitions)
     assets: dict[str, list[dg.AssetsDefinition]] = defaultdict(list)
     longest_s: dict[str, int] = defaultdict(int)
+    catalog = []
     for node in config.nodes:
         name = timeframe_class_name(node.timeframe)
-        assets[name].append(ohlcv_asset(node, classes[name], config))
+        asset = ohlcv_asset(node, classes[name], config)
+        assets[name].append(asset)
+        catalog.append((node, classes[name], asset))
         longest_s[name] = max(longest_s[name], node.interval_s)
+    nodes = watched_nodes(catalog)
+    governance = [governance_checks(node, config, clock=clock) for node in nodes]
+    governance_keys = governance_check_keys(governance)
 
-    jobs, schedules = [], []
+    jobs: list[UnresolvedAssetJobDefinition] = []
+    schedules: list[dg.ScheduleDefinition | UnresolvedPartitionedAssetScheduleDefinition] = []
     stabilization = config.seamless.artifact.stabilization_bars
     for name, class_assets in assets.items():
         tf_class = classes[name]
         job = dg.define_asset_job(
             tf_class.job_name,
-            selection=dg.AssetSelection.assets(*class_assets),
+            # Materializations run their inline checks; governance checks run on their own.
+            selection=dg.AssetSelection.assets(*class_assets)
+            - dg.AssetSelection.checks(*governance_keys),
             partitions_def=tf_class.partitions_def,
             description=f"Backfill {name} OHLCV nodes partition by partition.",
         )
@@ -60,10 +83,27 @@ def build_definitions(config: SeamlessConfig) -> dg.Definitions:
         delay_s = (stabilization + 1) * longest_s[name] + SCHEDULE_MARGIN_S
         schedules.append(_schedule(tf_class, job, delay_s))
 
+    governance_job = dg.define_asset_job(
+        GOVERNANCE_JOB,
+        selection=dg.AssetSelection.checks(*governance_keys),
+        description="Coverage, live staleness, as_of stall and conformance spike checks.",
+    )
+    schedules.append(
+        dg.ScheduleDefinition(
+            name="seamless_governance_checks_schedule",
+            job=governance_job,
+            cron_schedule=GOVERNANCE_CRON,
+            execution_timezone="UTC",
+        )
+    )
+    sensors, live_jobs = build_sensors(config, nodes, jobs, clock=clock)
+
     return dg.Definitions(
         assets=[a for group in assets.values() for a in group],
-        jobs=jobs,
+        asset_checks=governance,
+        jobs=[*jobs, governance_job, *live_jobs],
         schedules=schedules,
+        sensors=sensors,
         resources=resources_from_config(config),
     )
 

@@ -44,7 +44,7 @@ def test_timeframe_classes_have_one_job_and_schedule_each() -> None:
     assert isinstance(daily.partitions_def, dg.MonthlyPartitionsDefinition)
     names = [s.name for s in defs.schedules or []]
     jobs = {defs.resolve_schedule_def(name).job_name for name in names}
-    assert jobs == {"ohlcv_intraday_job", "ohlcv_daily_job"}
+    assert jobs == {"ohlcv_intraday_job", "ohlcv_daily_job", "seamless_governance_checks_job"}
     # 2017 → today stays far below 10k partitions.
     assert len(intraday.partitions_def.get_partition_keys()) < 10_000
 

@@ -1,0 +1,67 @@
+"""as_of sensor: advance the snapshot once partitions are stable, record it once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from sandbox import SandboxExchange
+from seamless_assets.cli import run_backfill
+from seamless_assets.config import SeamlessConfig
+from sensors.as_of import SENSOR_NAME
+from tests.assets.conftest import open_artifacts
+
+from .conftest import DAY, NODE, T0, Clock, tick
+
+
+def _backfill(project: SeamlessConfig, first_day: int, days: int) -> None:
+    start = datetime.fromtimestamp(T0 + first_day * DAY, tz=UTC)
+    end = datetime.fromtimestamp(T0 + (first_day + days) * DAY, tz=UTC)
+    assert run_backfill(project, [project.node(NODE)], start, end).success
+
+
+def _observations(result: dg.SensorResult) -> list[dg.AssetObservation]:
+    return [e for e in result.asset_events if isinstance(e, dg.AssetObservation)]
+
+
+def test_as_of_advances_after_materializations_and_is_recorded_once(
+    project: SeamlessConfig,
+    sandbox: SandboxExchange,
+    clock: Clock,
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+) -> None:
+    node = project.node(NODE)
+    assert _observations(tick(defs, SENSOR_NAME, instance)) == []  # nothing published yet
+
+    _backfill(project, 0, 7)
+    first = tick(defs, SENSOR_NAME, instance)
+    [observation] = _observations(first)
+    snapshot = open_artifacts(project).latest_snapshot(node)
+    assert snapshot is not None
+    assert observation.asset_key == dg.AssetKey(node.asset_key_path())
+    meta = {k: v.value for k, v in observation.metadata.items()}
+    assert meta["as_of"] == "2024-01-08T00:00:00Z"
+    assert meta["snapshot_fingerprint"] == snapshot.fingerprint
+    assert meta["segment_count"] == 7
+    assert (meta["rows"], meta["expected_bars"], meta["coverage"]) == (7 * 1440, 7 * 1440, 1.0)
+
+    # The daemon stores sensor asset events like this: the pointer is in the event log.
+    for event in first.asset_events:
+        instance.report_runless_asset_event(event)
+    recorded = instance.fetch_observations(dg.AssetKey(node.asset_key_path()), limit=10)
+    assert len(recorded.records) == 1
+
+    assert _observations(tick(defs, SENSOR_NAME, instance, first.cursor)) == []  # once only
+
+    # A day later the next partition is materialized: one new pointer, as_of one day on.
+    clock.advance(DAY)
+    _backfill(project, 7, 1)
+    second = tick(defs, SENSOR_NAME, instance, first.cursor)
+    [observation] = _observations(second)
+    assert observation.metadata["as_of"].value == "2024-01-09T00:00:00Z"
+    assert observation.metadata["segment_count"].value == 8
+    assert _observations(tick(defs, SENSOR_NAME, instance, second.cursor)) == []
+    log = open_artifacts(project).snapshot_log(node)
+    assert [entry.as_of_s for entry in log] == [T0 + 7 * DAY, T0 + 8 * DAY]

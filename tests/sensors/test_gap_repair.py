@@ -1,0 +1,111 @@
+"""Gap repair over a real Dagster instance, DuckDB hot store, artifact directory and ccxt."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+
+import dagster as dg
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
+
+from sandbox import SandboxExchange
+from seamless_assets.cli import run_backfill
+from seamless_assets.config import SeamlessConfig
+from sensors.common import NODE_TAG, TRIGGER_TAG
+from sensors.gap_repair import SENSOR_NAME
+from tests.assets.conftest import kline_requests, open_artifacts
+
+from .conftest import DAY, NODE, T0, execute, tick
+
+
+def _backfill(project: SeamlessConfig, first_day: int, days: int) -> None:
+    start = datetime.fromtimestamp(T0 + first_day * DAY, tz=UTC)
+    end = datetime.fromtimestamp(T0 + (first_day + days) * DAY, tz=UTC)
+    assert run_backfill(project, [project.node(NODE)], start, end).success
+
+
+def _ranges(result: dg.SensorResult) -> list[tuple[str, str]]:
+    return [
+        (r.tags[ASSET_PARTITION_RANGE_START_TAG], r.tags[ASSET_PARTITION_RANGE_END_TAG])
+        for r in result.run_requests or []
+    ]
+
+
+def test_three_missing_partitions_are_requested_once_in_contiguous_runs_then_none(
+    project: SeamlessConfig,
+    sandbox: SandboxExchange,
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+) -> None:
+    # Closed partitions 2024-01-01 … 01-07; 01-02 is a whole-day exchange outage (ledgered).
+    sandbox.configure(gaps={"BTC/USDT": [[T0 + DAY, T0 + 2 * DAY]]})
+    _backfill(project, 0, 2)  # 01-01, 01-02
+    _backfill(project, 4, 1)  # 01-05
+    _backfill(project, 6, 1)  # 01-07  → 01-03, 01-04, 01-06 are missing
+
+    first = tick(defs, SENSOR_NAME, instance)
+    assert _ranges(first) == [("2024-01-03", "2024-01-04"), ("2024-01-06", "2024-01-06")]
+    node = project.node(NODE)
+    for request in first.run_requests or []:
+        assert request.job_name == "ohlcv_intraday_job"
+        assert request.asset_selection == [dg.AssetKey(node.asset_key_path())]
+        assert request.tags[NODE_TAG] == NODE and request.tags[TRIGGER_TAG] == "gap_repair"
+        assert request.run_key and NODE in request.run_key
+    assert len({r.run_key for r in first.run_requests or []}) == 2
+
+    # The same need on the next tick (runs not yet launched): nothing new.
+    again = tick(defs, SENSOR_NAME, instance, first.cursor)
+    assert again.run_requests == []
+    assert again.skip_reason is not None
+
+    sandbox.reset()
+    materialized = set()
+    for request in first.run_requests or []:
+        result = execute(defs, request, instance)
+        assert result.success
+        materialized |= {e.partition for e in result.get_asset_materialization_events()}
+        # Only the asset and its inline checks: governance checks run on their schedule.
+        assert {c.check_name for c in result.get_asset_check_evaluations()} == {
+            "coverage_ratio",
+            "no_duplicate_ts",
+            "monotonic_ts",
+            "ohlc_sanity",
+        }
+    assert materialized == {"2024-01-03", "2024-01-04", "2024-01-06"}
+    # Each run fetches its missing window in full pages of 1000 bars, nothing else.
+    assert kline_requests(sandbox) == math.ceil(2 * 1440 / 1000) + math.ceil(1440 / 1000)
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={TRIGGER_TAG: "gap_repair"}))
+    assert len(runs) == 2
+
+    # Repaired: no request with the cursor, and none from a fresh cursor either.
+    assert tick(defs, SENSOR_NAME, instance, again.cursor).run_requests == []
+    fresh = tick(defs, SENSOR_NAME, instance)
+    assert fresh.run_requests == []
+    assert json.loads(fresh.cursor or "{}") == {}
+    heads = open_artifacts(project).heads(node)
+    assert len(heads) == 7  # every closed partition published, the outage day too
+
+
+def test_a_node_with_a_repair_in_flight_gets_no_second_run(
+    project: SeamlessConfig,
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+) -> None:
+    _backfill(project, 0, 3)
+    first = tick(defs, SENSOR_NAME, instance)
+    assert _ranges(first) == [("2024-01-04", "2024-01-07")]
+    request = (first.run_requests or [])[0]
+    job = defs.resolve_job_def("ohlcv_intraday_job")
+    run = instance.create_run_for_job(job, tags={**request.tags}, run_id=None)
+    assert run.status == dg.DagsterRunStatus.NOT_STARTED
+    # A fresh cursor (e.g. the sensor was reset): the pending run still blocks a duplicate.
+    assert tick(defs, SENSOR_NAME, instance).run_requests == []
+
+    instance.report_run_failed(run)
+    retry = tick(defs, SENSOR_NAME, instance, first.cursor)
+    assert [r.run_key for r in retry.run_requests or []] == [f"{request.run_key}:retry1"]
+    assert tick(defs, SENSOR_NAME, instance, retry.cursor).run_requests == []
