@@ -52,3 +52,34 @@ def test_timeframe_classes_have_one_job_and_schedule_each() -> None:
 def test_dagster_instance_config_limits_each_exchange_pool() -> None:
     text = (ROOT / "dagster_home" / "dagster.yaml").read_text()
     assert "default_limit: 1" in text
+
+
+def test_sensors_governance_checks_and_live_jobs_are_wired() -> None:
+    config = load_config(ROOT / "seamless.yaml")
+    defs = build_definitions(config)
+    sensors = {s.name: s for s in defs.sensors or []}
+    assert set(sensors) == {
+        "seamless_as_of_sensor",
+        "seamless_gap_repair_sensor",
+        "seamless_live_edge_sensor",
+    }
+    assert sensors["seamless_live_edge_sensor"].minimum_interval_seconds == 60  # 1m is smallest
+    gap_targets = {t.job_name for t in sensors["seamless_gap_repair_sensor"].targets}
+    assert gap_targets == {"ohlcv_intraday_job"}
+    assert {t.job_name for t in sensors["seamless_live_edge_sensor"].targets} == {
+        "ohlcv_live_binance_job"
+    }
+    live = defs.resolve_job_def("ohlcv_live_binance_job")
+    assert [node.definition.pool for node in live.graph.nodes] == ["exchange_binance"]
+
+    governance = {"partition_coverage", "live_staleness", "as_of_stall", "conformance_flag_spike"}
+    checks = defs.resolve_job_def("seamless_governance_checks_job").asset_layer
+    selected = checks.asset_graph.asset_check_keys
+    for node in config.nodes:
+        key = dg.AssetKey(node.asset_key_path())
+        assert {k.name for k in selected if k.asset_key == key} == governance
+    # Backfill runs execute the asset's inline checks only; governance runs on its schedule.
+    intraday = defs.resolve_job_def("ohlcv_intraday_job").asset_layer.asset_graph
+    assert not {k.name for k in intraday.asset_check_keys} & governance
+    schedule = defs.resolve_schedule_def("seamless_governance_checks_schedule")
+    assert schedule.cron_schedule == "*/5 * * * *"
