@@ -21,6 +21,7 @@ from seamless_assets.core.coverage import merge_ranges
 from seamless_assets.core.frame import Range, iso_utc
 from seamless_assets.core.snapshot import Snapshot
 from seamless_assets.core.stabilization import stable_end
+from seamless_assets.errors import SeamlessError
 from seamless_assets.runtime import ArtifactStoreResource, HotStoreResource
 
 from .common import Clock, WatchedNode, dump_cursor, load_cursor, wall_clock
@@ -119,9 +120,13 @@ def as_of_sensor(
                 stable_s = stable_end(
                     int(now_s), interval, stabilization, origin_s=node.node.timeframe.origin_s
                 )
-                snapshot = store.advance_snapshot(node.node, conformance, stable_s, now_s)
-                if snapshot is None:
-                    snapshot = store.latest_snapshot(node.node)
+                try:
+                    snapshot = store.advance_snapshot(node.node, conformance, stable_s, now_s)
+                    if snapshot is None:
+                        snapshot = store.latest_snapshot(node.node)
+                except SeamlessError as exc:  # one broken node must not hold back the others
+                    context.log.error(f"{node.node_id}: snapshot not advanced: {exc}")
+                    continue
                 recorded = int(seen.get("as_of_s", 0))
                 if snapshot is not None and snapshot.as_of_s > recorded:
                     context.log.info(f"{node.node_id}: as_of {snapshot.as_of_iso}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -65,3 +66,25 @@ def test_as_of_advances_after_materializations_and_is_recorded_once(
     assert _observations(tick(defs, SENSOR_NAME, instance, second.cursor)) == []
     log = open_artifacts(project).snapshot_log(node)
     assert [entry.as_of_s for entry in log] == [T0 + 7 * DAY, T0 + 8 * DAY]
+
+
+def test_a_node_whose_heads_are_broken_is_logged_not_fatal(
+    project: SeamlessConfig,
+    clock: Clock,
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+) -> None:
+    node = project.node(NODE)
+    _backfill(project, 0, 7)
+    first = tick(defs, SENSOR_NAME, instance)
+    assert len(_observations(first)) == 1
+    store = open_artifacts(project)
+    # A head pointing at a segment that was never sealed (an interrupted publish elsewhere).
+    key = f"{store.segment_prefix(node)}/heads/{T0 + 7 * DAY}-{T0 + 8 * DAY}.json"
+    store.blobs.put(key, json.dumps({"fingerprint": "sha256:" + "0" * 64}).encode())
+    clock.advance(DAY)
+    _backfill(project, 6, 1)  # a new materialization, so the sensor looks again
+    broken = tick(defs, SENSOR_NAME, instance, first.cursor)
+    assert _observations(broken) == []
+    assert json.loads(broken.cursor or "{}") == json.loads(first.cursor or "{}")
+    assert [e.as_of_s for e in store.snapshot_log(node)] == [T0 + 7 * DAY]
