@@ -94,6 +94,7 @@ _PHASE_METRICS = {
 }
 LEASE_POLL_S = 0.05
 CLOSE_WAIT_S = 3.0
+MARKETS_TTL_S = 3600.0
 
 
 class Strategy(StrEnum):
@@ -372,6 +373,42 @@ class _SerializedHotStore:
         return serialized
 
 
+class _ReaderClient(ExchangeClient):
+    """The exchange client with markets shared between this reader's fills: every fill is
+    a new client (the pipeline closes it), and reloading markets each time would cost an
+    `exchangeInfo` request (weight 20 on Binance) and its parse inside the read's budget."""
+
+    def __init__(
+        self,
+        settings: ExchangeSettings,
+        limiter: Any,
+        cache: dict[str, tuple[float, dict[str, Any]]],
+    ) -> None:
+        super().__init__(settings, limiter)
+        self._cache = cache
+
+    async def load_markets(self) -> dict[str, Any]:
+        cached = self._cache.get(self.settings.exchange_id)
+        if cached is not None and time.monotonic() - cached[0] < MARKETS_TTL_S:
+            if not self._markets_loaded:
+                self.exchange.set_markets(cached[1])
+                self._markets_loaded = True
+            return cached[1]
+        markets = await super().load_markets()
+        self._cache[self.settings.exchange_id] = (time.monotonic(), markets)
+        return markets
+
+
+async def _warm_ccxt(exchange_ids: Sequence[str]) -> None:
+    """Build (and drop) one ccxt client per exchange: the first instance of a ccxt class
+    costs ~0.2 s, which must not land inside a read's budget."""
+    import ccxt.async_support as ccxt_async
+
+    for exchange_id in exchange_ids:
+        if exchange_id in ccxt_async.exchanges:
+            await getattr(ccxt_async, exchange_id)().close()
+
+
 # -- the runtime behind the resource -------------------------------------------------------
 
 
@@ -418,6 +455,8 @@ class _Runtime:
             target=self.loop.run_forever, name="seamless-backfill", daemon=True
         )
         self._loop_thread.start()
+        asyncio.run_coroutine_threadsafe(_warm_ccxt(list(config.exchanges)), self.loop).result()
+        self.markets: dict[str, tuple[float, dict[str, Any]]] = {}
         self.lease: _Lease | None = None
         if config.redis_dsn:
             self.lease = _Lease(config.redis_dsn, section.backfill.distributed_lease_ttl_ms)
@@ -631,9 +670,19 @@ class SeamlessReader(dg.ConfigurableResource):
         return self._ensure(rt, node, window, time.monotonic() + limit_s, "backfill_wait")
 
     def _ensure(
-        self, rt: _Runtime, node: NodeId, window: Range, deadline: float, phase: str
+        self,
+        rt: _Runtime,
+        node: NodeId,
+        window: Range,
+        deadline: float,
+        phase: str,
+        *,
+        missing: list[Range] | None = None,
+        recheck: bool = True,
     ) -> CoverageReport:
-        before = self._missing(rt, node, window)
+        """`missing`: what the caller already knows is missing (saves the store a round);
+        `recheck=False`: the caller re-reads the store itself (missing_after stays empty)."""
+        before = missing if missing is not None else self._missing(rt, node, window)
         if not before:
             return CoverageReport(str(node), window, (), (), led=False)
         partitions = partition_windows(rt.config, node, Range(before[0].start, before[-1].end))
@@ -665,7 +714,7 @@ class SeamlessReader(dg.ConfigurableResource):
                         flight.future.cancel()  # nobody waits for it any more: stop the work
                     if rt.flights.get(key) is flight:
                         del rt.flights[key]
-        after = self._missing(rt, node, window)
+        after = self._missing(rt, node, window) if recheck else []
         fetched = tuple(outcome.fetched_ranges) if outcome is not None and led else ()
         flags = dict(outcome.flags) if outcome is not None else {}
         return CoverageReport(str(node), window, tuple(before), tuple(after), led, fetched, flags)
@@ -698,7 +747,7 @@ class SeamlessReader(dg.ConfigurableResource):
                 partitions,
                 hot=rt.hot,
                 artifacts=rt.artifacts,
-                client_factory=lambda: ExchangeClient(exchange, limiter),
+                client_factory=lambda: _ReaderClient(exchange, limiter, rt.markets),
                 settings=rt.pipeline,
             )
         finally:
@@ -730,7 +779,7 @@ class SeamlessReader(dg.ConfigurableResource):
     async def _server_now(self, rt: _Runtime, node: NodeId) -> float:
         exchange = ExchangeSettings.from_config(rt.config, node.exchange)
         limiter = rt.rate_limiter.limiter(rt.config.rate_limit_for(node.exchange))
-        async with ExchangeClient(exchange, limiter) as client:
+        async with _ReaderClient(exchange, limiter, rt.markets) as client:
             return await client.server_now_s()
 
     # -- running work under a budget ----------------------------------------------------
@@ -1043,7 +1092,13 @@ class _Read:
             target = window.intersect(Range(window.start, max(window.start, closed)))
             missing = self._missing_in(target, covered, gaps)
             if missing and self.strategy in BACKFILLING:
-                edge_start = partition_windows(rt.config, node, Range(closed - 1, closed))[0].start
+                # The live edge: bars after the newest stored one, in the newest partition.
+                # With nothing stored there yet, everything is history (backfill_wait).
+                newest = partition_windows(rt.config, node, Range(closed - 1, closed))[0]
+                stored_end = covered[-1].end if covered else None
+                edge_start = (
+                    stored_end if stored_end is not None and stored_end >= newest.start else closed
+                )
                 history = _clip(missing, missing[0].start, edge_start)
                 edge = _clip(missing, edge_start, missing[-1].end)
                 edge_phase = "live_wait" if self.strategy is Strategy.SEAMLESS else "backfill_wait"
@@ -1052,7 +1107,7 @@ class _Read:
                     if not ranges:
                         continue
                     try:
-                        report = self._fill(ranges, phase)
+                        report = self._fill(ranges, phase, known_missing=True, recheck=False)
                         flags.update(report.flags)
                         filled = True
                     except ExchangeUnavailable as exc:
@@ -1155,12 +1210,24 @@ class _Read:
 
     # -- shared -------------------------------------------------------------------------
 
-    def _fill(self, ranges: list[Range], phase: str) -> CoverageReport:
+    def _fill(
+        self, ranges: list[Range], phase: str, *, known_missing: bool = False, recheck: bool = True
+    ) -> CoverageReport:
+        """Fill `ranges` through the single flight under `phase`'s budget. `known_missing`:
+        the ranges are what the store lacks (just computed), so it is not asked again."""
         span = Range(ranges[0].start, ranges[-1].end)
         deadline = time.monotonic() + self.tracker.timeout_s(phase)
         started = time.perf_counter()
         try:
-            return self.reader._ensure(self.rt, self.node, span, deadline, phase)
+            return self.reader._ensure(
+                self.rt,
+                self.node,
+                span,
+                deadline,
+                phase,
+                missing=ranges if known_missing else None,
+                recheck=recheck,
+            )
         except SeamlessSLAExceeded:
             limit = self.tracker.binding(phase)
             self.tracker.mark_exceeded(limit)

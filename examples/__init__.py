@@ -1,0 +1,1 @@
+"""Runnable examples of reading nodes through `resources.reader.SeamlessReader`."""
