@@ -179,7 +179,7 @@ def gap_repair_sensor(
         busy = pending_nodes(context.instance, TRIGGER)
         store = artifacts.open()
         hot = hot_store.open()
-        requests, state = [], {}
+        requests, state, outstanding = [], {}, 0
         try:
             floor_s = history_floor_s(hot_store, now_s)
             for node in nodes:
@@ -187,6 +187,7 @@ def gap_repair_sensor(
                 published = published_partitions(store, node.node)
                 coverage = scan_coverage(node.node, span, hot, published, now_s, stabilization)
                 needs = group_needs(node, coverage, threshold)
+                outstanding += len(needs)
                 before = set(requested.get(node.node_id, []))
                 attempts = {need.run_key: failed_attempts(context.instance, need) for need in needs}
                 keys = [attempt_key(need, attempts[need.run_key]) for need in needs]
@@ -213,7 +214,12 @@ def gap_repair_sensor(
             hot.close()
         cursor = dump_cursor({k: v for k, v in state.items() if v})
         if not requests:
-            return dg.SensorResult(skip_reason="every closed partition is covered", cursor=cursor)
+            reason = (
+                f"{outstanding} repair(s) already requested, running or given up"
+                if outstanding
+                else "every closed partition is covered"
+            )
+            return dg.SensorResult(skip_reason=reason, cursor=cursor)
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 
     return _gap_repair

@@ -7,17 +7,19 @@ import math
 from datetime import UTC, datetime
 
 import dagster as dg
+import pandas as pd
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from sandbox import SandboxExchange
+from sandbox import SandboxExchange, expected_bars
 from seamless_assets.cli import run_backfill
 from seamless_assets.config import SeamlessConfig
-from sensors.common import NODE_TAG, TRIGGER_TAG
+from seamless_assets.core.frame import CANONICAL_COLUMNS
+from sensors.common import NEED_TAG, NODE_TAG, TRIGGER_TAG
 from sensors.gap_repair import SENSOR_NAME
-from tests.assets.conftest import kline_requests, open_artifacts
+from tests.assets.conftest import kline_requests, open_artifacts, open_hot
 
 from .conftest import DAY, NODE, T0, execute, tick
 
@@ -61,6 +63,7 @@ def test_three_missing_partitions_are_requested_once_in_contiguous_runs_then_non
     again = tick(defs, SENSOR_NAME, instance, first.cursor)
     assert again.run_requests == []
     assert again.skip_reason is not None
+    assert again.skip_reason.skip_message == "2 repair(s) already requested, running or given up"
 
     sandbox.reset()
     materialized = set()
@@ -85,6 +88,8 @@ def test_three_missing_partitions_are_requested_once_in_contiguous_runs_then_non
     assert tick(defs, SENSOR_NAME, instance, again.cursor).run_requests == []
     fresh = tick(defs, SENSOR_NAME, instance)
     assert fresh.run_requests == []
+    assert fresh.skip_reason is not None
+    assert fresh.skip_reason.skip_message == "every closed partition is covered"
     assert json.loads(fresh.cursor or "{}") == {}
     heads = open_artifacts(project).heads(node)
     assert len(heads) == 7  # every closed partition published, the outage day too
@@ -109,3 +114,30 @@ def test_a_node_with_a_repair_in_flight_gets_no_second_run(
     retry = tick(defs, SENSOR_NAME, instance, first.cursor)
     assert [r.run_key for r in retry.run_requests or []] == [f"{request.run_key}:retry1"]
     assert tick(defs, SENSOR_NAME, instance, retry.cursor).run_requests == []
+
+
+def test_a_thin_partition_is_repaired_by_fetching_only_its_missing_bars(
+    project: SeamlessConfig,
+    sandbox: SandboxExchange,
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+) -> None:
+    _backfill(project, 0, 2)
+    _backfill(project, 3, 4)
+    # 01-03 holds only its first 12 hours (say, a run that died half way): 50% < 98%.
+    half = expected_bars("BTC/USDT", 60, T0 + 2 * DAY, T0 + 2 * DAY + DAY // 2)
+    hot = open_hot(project)
+    hot.upsert(NODE, pd.DataFrame({c: half[c] for c in CANONICAL_COLUMNS}))
+    hot.close()
+
+    first = tick(defs, SENSOR_NAME, instance)
+    [request] = first.run_requests or []
+    assert _ranges(first) == [("2024-01-03", "2024-01-03")]
+    assert (
+        request.tags[NEED_TAG]
+        == "1 partition(s) 2024-01-03..2024-01-03: 720 bar(s) missing, 1 unpublished"
+    )
+    sandbox.reset()
+    assert execute(defs, request, instance).success
+    assert kline_requests(sandbox) == 1  # the 720 missing bars only
+    assert tick(defs, SENSOR_NAME, instance).run_requests == []
