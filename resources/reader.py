@@ -374,9 +374,10 @@ class _SerializedHotStore:
 
 
 class _ReaderClient(ExchangeClient):
-    """The exchange client with markets shared between this reader's fills: every fill is
-    a new client (the pipeline closes it), and reloading markets each time would cost an
-    `exchangeInfo` request (weight 20 on Binance) and its parse inside the read's budget."""
+    """The exchange client of the reader's fills, closed without ccxt's exit pause, with
+    markets shared between fills: every fill is a new client (the pipeline closes it), and
+    reloading markets each time would cost an `exchangeInfo` request (weight 20 on
+    Binance) and its parse inside the read's budget."""
 
     def __init__(
         self,
@@ -386,6 +387,10 @@ class _ReaderClient(ExchangeClient):
     ) -> None:
         super().__init__(settings, limiter)
         self._cache = cache
+        # ccxt sleeps `timeout_on_exit` (250 ms) in close() so transports finish before an
+        # `asyncio.run` loop shuts down; the reader's loop lives on, so the pause would only
+        # eat into the read's budget.
+        self.exchange.timeout_on_exit = 0
 
     async def load_markets(self) -> dict[str, Any]:
         cached = self._cache.get(self.settings.exchange_id)
