@@ -83,7 +83,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-STORAGE_WORKERS = 32
 IO_WORKERS = 8
 #: SLA phase -> the blueprint's metric of its duration (last value; `_sum` accumulates).
 _PHASE_METRICS = {
@@ -452,7 +451,6 @@ class _Runtime:
             ttl_ms=config.cache.ttl_ms,
             max_entries=config.cache.max_shards,
         )
-        self.pool = ThreadPoolExecutor(STORAGE_WORKERS, thread_name_prefix="seamless-read")
         # Fan-out inside a storage task goes here, never back onto `pool` (no deadlock).
         self.io_pool = ThreadPoolExecutor(IO_WORKERS, thread_name_prefix="seamless-io")
         self.loop = asyncio.new_event_loop()
@@ -485,7 +483,6 @@ class _Runtime:
         self._loop_thread.join(5)
         if not self._loop_thread.is_alive():
             self.loop.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
         self.io_pool.shutdown(wait=False, cancel_futures=True)
         if self.lease is not None:
             self.lease.close()
@@ -790,18 +787,16 @@ class SeamlessReader(dg.ConfigurableResource):
     # -- running work under a budget ----------------------------------------------------
 
     def _storage(self, rt: _Runtime, tracker: SLATracker, fn: Callable[[], T]) -> T:
-        """Run a storage call on the pool; stop waiting (and abandon it) when the
+        """Run a storage call on a thread of its own; stop waiting (and abandon it) when the
         `storage_wait` budget (or the total) runs out."""
-        return self._bounded(tracker, "storage_wait", rt.pool.submit(fn), abandon=True)
+        return self._bounded(tracker, "storage_wait", _on_daemon_thread(fn))
 
     def _on_loop(
         self, rt: _Runtime, tracker: SLATracker, phase: str, coro: Any
     ) -> Any:  # coroutine result
-        return self._bounded(
-            tracker, phase, asyncio.run_coroutine_threadsafe(coro, rt.loop), abandon=False
-        )
+        return self._bounded(tracker, phase, asyncio.run_coroutine_threadsafe(coro, rt.loop))
 
-    def _bounded(self, tracker: SLATracker, phase: str, future: Future[T], abandon: bool) -> T:
+    def _bounded(self, tracker: SLATracker, phase: str, future: Future[T]) -> T:
         timeout = tracker.timeout_s(phase)
         started = time.perf_counter()
         try:
@@ -816,6 +811,24 @@ class SeamlessReader(dg.ConfigurableResource):
             ) from None
         finally:
             tracker.record(phase, (time.perf_counter() - started) * 1000)
+
+
+def _on_daemon_thread(fn: Callable[[], T]) -> Future[T]:
+    """Run `fn` on a thread of its own. A daemon thread, unlike a pool's worker, never
+    holds up interpreter exit, so a storage call abandoned on a hung server stays
+    abandoned (a thread costs ~0.1 ms against store calls of milliseconds)."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(fn())
+        except BaseException as exc:
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="seamless-storage", daemon=True).start()
+    return future
 
 
 async def _cancel_pending() -> None:

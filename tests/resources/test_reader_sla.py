@@ -4,6 +4,8 @@ returns what the read had, saying why."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -175,3 +177,38 @@ def test_frames_are_canonical(tmp_path: Path, sandbox: SandboxExchange) -> None:
         frame, _ = reader.fetch(NODE_ID, T0 + 8 * DAY, T0 + 9 * DAY, live("PARTIAL_FILL"))
     assert list(frame.columns) == ["ts", "open", "high", "low", "close", "volume"]
     assert frame["ts"].dtype == "int64" and isinstance(frame, pd.DataFrame)
+
+
+HUNG_EXIT_SCRIPT = """
+import sys, time
+from pathlib import Path
+from resources.reader import ComputeContext
+from seamless_assets.errors import SeamlessSLAExceeded
+from tests.assets.conftest import open_hot
+from tests.resources.test_reader_sla import TIGHT, SlowHotStore
+from tests.resources.test_reader_support import NODE_ID, NOW, frozen_sandbox, project, reader_for
+
+with frozen_sandbox() as sandbox:
+    config = project(Path(sys.argv[1]), sandbox, sla=TIGHT)
+    slow = SlowHotStore(open_hot(config), delay_s=120.0, methods=("read_range",))
+    reader = reader_for(config, hot=slow)
+    try:
+        reader.fetch(NODE_ID, NOW - 3600, NOW, ComputeContext("w1", "live", strategy="FAIL_FAST"))
+    except SeamlessSLAExceeded as exc:
+        print("exceeded", exc.phase, flush=True)
+# No close(): the process exits with the store call still hung.
+"""
+
+
+def test_an_abandoned_storage_call_does_not_hold_up_process_exit(tmp_path: Path) -> None:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", HUNG_EXIT_SCRIPT, str(tmp_path)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "exceeded storage_wait" in done.stdout
+    assert time.perf_counter() - started < 30  # the hung call sleeps 120 s
