@@ -3,8 +3,9 @@
     uv run python bench/bench_backfill.py [--days 365] [--repeat 3]
 
 Each repetition runs in a fresh process (so peak RSS is that run's) against a replay
-exchange in its own process with no budget, into a fresh data directory. Prints one JSON
-line per repetition and a summary with medians; `--markdown` prints the RESULTS.md rows.
+exchange in its own process with no budget, into a fresh data directory and a fresh Dagster
+instance configured by the project's `dagster_home/dagster.yaml`. Prints one JSON
+line per repetition and a summary with medians.
 """
 
 from __future__ import annotations
@@ -57,7 +58,9 @@ def one_run(days: int, sandbox_url: str, work: Path) -> dict:
     """Inside a fresh process: backfill `days` daily partitions, read back, fingerprint."""
     os.environ["DAGSTER_HOME"] = str(work / "dagster_home")
     (work / "dagster_home").mkdir(parents=True)
-    (work / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # The project's instance config (its storage class, pools), on a fresh instance.
+    instance_yaml = (ROOT / "dagster_home" / "dagster.yaml").read_text()
+    (work / "dagster_home" / "dagster.yaml").write_text(instance_yaml)
     config_path = work / "seamless.yaml"
     config_path.write_text(yaml.safe_dump(bench_config(work / "data", sandbox_url)))
 
