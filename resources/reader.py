@@ -12,10 +12,13 @@ Domains (ARCHITECTURE decision 10, the blueprint's policy matrix):
 * dryrun: the snapshot at `as_of`, then fresh bars (hot store, backfill) for what it lacks,
   which are published as segments through the pipeline and read back from the artifact
   store (verified) before they are used. Nothing after `as_of` is delivered.
-* live: hot store + backfill + the live edge (newest partition); `as_of` never moves back
-  within a reader session per (world_id, node); when `now - data_end > max_lag` the read
-  is downgraded to HOLD (PARTIAL_FILL when the strategy and `domains.live.allow_partial`
-  allow it) with the reason, and every later fetch re-evaluates, so it recovers by itself.
+* live: hot store + backfill + the live edge (bars after the newest stored one, in the
+  newest partition); the exchange clock comes from one /time request per read. `as_of`
+  (the close of the newest delivered bar) never moves back within a reader session per
+  (world_id, node). When `now - data_end > max_lag` for a window reaching the live edge,
+  the read is downgraded to HOLD (PARTIAL_FILL when the strategy is PARTIAL_FILL and
+  `domains.live.allow_partial`) with the reason; every fetch re-evaluates, so it
+  recovers by itself when the exchange serves again.
 
 SLA: every piece of work of a phase runs as a future with the time that phase has left
 (capped by the total); when it runs out the caller stops waiting, the work is cancelled
@@ -25,7 +28,12 @@ what it has, per the strategy and `seamless.sla.on_violation` (`core/sla.py`).
 
 Strategies: FAIL_FAST reads stores only and raises on any gap or overrun; PARTIAL_FILL
 reads stores only and returns what is there, flagged; AUTO_BACKFILL fills missing closed
-bars synchronously (single flight); SEAMLESS also keeps the live edge under `live_wait`.
+bars synchronously (single flight) under `backfill_wait`; SEAMLESS does the same and
+fills the live edge under `live_wait`. Fills inside a fetch always wait within the budget
+(whatever `backfill.mode`); a fill nobody waits for any more is cancelled.
+
+Cache: only immutable reads (served wholly from a snapshot) are cached; a world that
+switches domain loses its entries. Metrics (`metrics()`) use the blueprint's names.
 """
 
 from __future__ import annotations
@@ -417,7 +425,7 @@ async def _warm_ccxt(exchange_ids: Sequence[str]) -> None:
 
 
 class _Runtime:
-    """Stores, the event loop for backfills, the storage pool, cache and session state."""
+    """Stores, the event loop for backfills, the cache, and the session state."""
 
     def __init__(
         self,
@@ -451,7 +459,7 @@ class _Runtime:
             ttl_ms=config.cache.ttl_ms,
             max_entries=config.cache.max_shards,
         )
-        # Fan-out inside a storage task goes here, never back onto `pool` (no deadlock).
+        # Fan-out inside a storage call (manifest reads of a snapshot's segments).
         self.io_pool = ThreadPoolExecutor(IO_WORKERS, thread_name_prefix="seamless-io")
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
@@ -601,7 +609,13 @@ class SeamlessReader(dg.ConfigurableResource):
             hit = rt.cache.get(key)
             if hit is not None:
                 frame, meta = hit
-                meta = replace(meta, cache_hit=True, sla=tracker.timings().as_dict())
+                meta = replace(
+                    meta,
+                    cache_hit=True,
+                    sla=tracker.timings().as_dict(),
+                    execution_domain=domain.value,
+                    strategy=strategy.value,
+                )
                 self._finish(rt, meta)
                 return frame, meta
         read = _Read(self, rt, node, window, context, strategy, tracker)
