@@ -1223,6 +1223,8 @@ class _Read:
             )
             if watermark >= 0:
                 rt.session_as_of[(self.context.world_id, str(node))] = watermark
+            if previous is not None and watermark > previous:
+                rt.metrics["as_of_advancement_events"] += 1
         got.as_of_s = watermark if watermark >= 0 else None
         if self.window.end <= now_s - max_lag:
             return  # a historical window: freshness is not in question

@@ -62,6 +62,7 @@ def test_live_reads_stay_within_max_lag_as_the_exchange_clock_advances(tmp_path:
                 NODE_ID, now - 3600, now, ComputeContext("w2", "live", as_of=as_ofs[0] - 60)
             )
             assert other.as_of_s is not None
+            assert reader.metrics()["as_of_advancement_events"] == 3
     assert as_ofs == sorted(as_ofs) and len(set(as_ofs)) == 4
     assert as_ofs[-1] - as_ofs[0] >= 30 * 60
 
