@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -50,6 +51,48 @@ def ensure_dagster_home(config: SeamlessConfig) -> Path:
         os.environ["DAGSTER_HOME"] = home
     Path(home).mkdir(parents=True, exist_ok=True)
     return Path(home)
+
+
+PID_TAG = "seamless/pid"
+HOST_TAG = "seamless/host"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def release_abandoned_runs(instance: Any) -> list[str]:
+    """Fail the runs a `seamless` process on this host started and never finished because
+    it died (kill -9, OOM, power cut), and free the pool slots they hold.
+
+    Dagster's run monitoring only watches runs that its daemon launched; an in-process run
+    whose process is gone would keep its `exchange_<id>` slot forever and every later run
+    of that exchange would wait for it. Returns the released run ids.
+    """
+    import dagster as dg
+
+    active = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
+    active.append(dg.DagsterRunStatus.STARTED)
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(statuses=active, tags={HOST_TAG: socket.gethostname()})
+    )
+    released = []
+    for run in runs:
+        pid = int(run.tags.get(PID_TAG, "0") or 0)
+        if pid <= 0 or pid == os.getpid() or _process_alive(pid):
+            continue
+        instance.report_run_failed(
+            run, f"the seamless process {pid} running it is gone (killed?); slots released"
+        )
+        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+        released.append(run.run_id)
+    return released
 
 
 def run_backfill(
@@ -108,11 +151,19 @@ def run_backfill(
         },
         "loggers": {"console": {"config": {"log_level": "INFO"}}},
     }
+    instance = dg.DagsterInstance.get()
+    for run_id in release_abandoned_runs(instance):
+        print(f"released run {run_id}: its process died before it finished", file=sys.stderr)
     return job.execute_in_process(
         run_config=run_config,
-        instance=dg.DagsterInstance.get(),
+        instance=instance,
         asset_selection=asset_keys,
-        tags={ASSET_PARTITION_RANGE_START_TAG: keys[0], ASSET_PARTITION_RANGE_END_TAG: keys[-1]},
+        tags={
+            ASSET_PARTITION_RANGE_START_TAG: keys[0],
+            ASSET_PARTITION_RANGE_END_TAG: keys[-1],
+            PID_TAG: str(os.getpid()),
+            HOST_TAG: socket.gethostname(),
+        },
         raise_on_error=False,
     )
 

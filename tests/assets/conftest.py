@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from seamless_assets.config import SeamlessConfig, load_config
 from seamless_assets.runtime import resources_from_config
 
 DAY = 86_400
+PROJECT_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "dagster_home" / "dagster.yaml"
 
 
 def write_config(
@@ -62,7 +64,8 @@ def sandbox() -> Iterator[SandboxExchange]:
 def dagster_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # The project's own instance config: its storage, pools and run limits are what users run.
+    shutil.copy(PROJECT_DAGSTER_YAML, home / "dagster.yaml")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     return home
 
