@@ -54,7 +54,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
 import dagster as dg
 import numpy as np
@@ -64,7 +64,6 @@ from pydantic import PrivateAttr
 from resources.artifacts.base import ArtifactStore
 from resources.exchange import ExchangeClient, ExchangeSettings
 from resources.hot_store.base import HotStore
-from resources.hot_store.duckdb import DuckDBHotStore
 from seamless_assets.config import SeamlessConfig, load_config
 from seamless_assets.core.conformance import FLAGS
 from seamless_assets.core.coverage import LedgerGap, merge_ranges, missing_ranges, subtract_ranges
@@ -352,34 +351,6 @@ class _Lease:
         self.client.close()
 
 
-class _SerializedHotStore:
-    """A DuckDB hot store whose operations run one at a time in this process.
-
-    DuckDB's per-operation `connect()`/`close()` race between threads of one process
-    ("Unique file handle conflict"), which concurrent readers hit at once; each operation
-    takes milliseconds, so serializing them costs little.
-    """
-
-    _locks: ClassVar[dict[Path, threading.RLock]] = {}
-    _guard: ClassVar[threading.Lock] = threading.Lock()
-
-    def __init__(self, inner: DuckDBHotStore) -> None:
-        self.inner = inner
-        with self._guard:
-            self.lock = self._locks.setdefault(inner.path, threading.RLock())
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if not callable(attr):
-            return attr
-
-        def serialized(*args: Any, **kwargs: Any) -> Any:
-            with self.lock:
-                return attr(*args, **kwargs)
-
-        return serialized
-
-
 class _ReaderClient(ExchangeClient):
     """The exchange client of the reader's fills, closed without ccxt's exit pause, with
     markets shared between fills: every fill is a new client (the pipeline closes it), and
@@ -438,8 +409,6 @@ class _Runtime:
         self.config = config
         resources: dict[str, Any] = resources_from_config(config)
         self.hot: HotStore = hot if hot is not None else resources["hot_store"].open()
-        if isinstance(self.hot, DuckDBHotStore):
-            self.hot = cast(HotStore, _SerializedHotStore(self.hot))
         self.artifacts: ArtifactStore = (
             artifacts if artifacts is not None else resources["artifacts"].open()
         )

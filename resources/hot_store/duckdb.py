@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -74,15 +74,16 @@ _COVERAGE_SQL = """
     ORDER BY first_ts
 """
 
-# One lock per database file and process: DuckDB itself lets only one process write, and
-# this serializes writers inside it so concurrent transactions never conflict.
-_WRITE_LOCKS: dict[Path, threading.RLock] = {}
-_WRITE_LOCKS_GUARD = threading.Lock()
+# One lock per database file and process: DuckDB itself lets only one process at a time
+# open the file, and this serializes the threads inside it (transactions never conflict,
+# connects and closes never race).
+_PROCESS_LOCKS: dict[Path, threading.RLock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
 
 
-def _write_lock_for(path: Path) -> threading.RLock:
-    with _WRITE_LOCKS_GUARD:
-        return _WRITE_LOCKS.setdefault(path, threading.RLock())
+def _process_lock_for(path: Path) -> threading.RLock:
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(path, threading.RLock())
 
 
 def _arrow_view(frame: pd.DataFrame) -> pa.Table:
@@ -112,7 +113,7 @@ class DuckDBHotStore:
         self.path = Path(path).expanduser().resolve()
         self.lock_timeout_s = lock_timeout_s
         self.max_backoff_s = max_backoff_s
-        self._write_lock = _write_lock_for(self.path)
+        self._process_lock = _process_lock_for(self.path)
         self._schema_ready = False
         self._closed = False
 
@@ -150,14 +151,14 @@ class DuckDBHotStore:
                 delay = min(delay * 2, self.max_backoff_s)
 
     @contextmanager
-    def _connection(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         if self._closed:
             raise StoreError(f"{self!r} is closed; create a new store to use it again")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not write and not self._schema_ready:
-            write = True  # the first connection creates the tables
-        lock: AbstractContextManager[object] = self._write_lock if write else nullcontext()
-        with lock:
+        # Every operation of this process on the file takes the file's process lock: DuckDB
+        # connects/closes of one file race between threads ("Unique file handle
+        # conflict"), and operations take milliseconds, so one at a time costs little.
+        with self._process_lock:
             con = self._open()
             try:
                 if not self._schema_ready:
@@ -191,7 +192,7 @@ class DuckDBHotStore:
         validate_upsert_frame(frame)
         if frame.empty:
             return 0
-        with self._connection(write=True) as con:
+        with self._connection() as con:
             con.register("incoming_bars", _arrow_view(frame))
             con.begin()
             node_key = self._node_key(con, node_id, create=True)
@@ -205,7 +206,7 @@ class DuckDBHotStore:
         return len(frame)
 
     def read_range(self, node_id: str, window: Range) -> pd.DataFrame:
-        with self._connection(write=False) as con:
+        with self._connection() as con:
             node_key = self._node_key(con, node_id, create=False)
             if node_key is None:
                 return empty_frame()
@@ -230,7 +231,7 @@ class DuckDBHotStore:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
         after = window.start - interval_s if window is not None else np.iinfo(np.int64).min
         before = window.end if window is not None else np.iinfo(np.int64).max
-        with self._connection(write=False) as con:
+        with self._connection() as con:
             node_key = self._node_key(con, node_id, create=False)
             if node_key is None:
                 return []
@@ -246,7 +247,7 @@ class DuckDBHotStore:
         return islands_to_ranges(islands, interval_s, window)
 
     def bounds(self, node_id: str) -> tuple[int, int] | None:
-        with self._connection(write=False) as con:
+        with self._connection() as con:
             node_key = self._node_key(con, node_id, create=False)
             if node_key is None:
                 return None
@@ -291,7 +292,7 @@ class DuckDBHotStore:
                 raise ValueError(f"gap ledger entries need a range and a reason, got {gap!r}")
         if not any(not gap.range.empty for gap in gaps):
             return
-        with self._connection(write=True) as con:
+        with self._connection() as con:
             con.begin()
             node_key = self._node_key(con, node_id, create=True)
             assert node_key is not None
@@ -303,7 +304,7 @@ class DuckDBHotStore:
             con.commit()
 
     def ledger_gaps(self, node_id: str, window: Range | None = None) -> list[LedgerGap]:
-        with self._connection(write=False) as con:
+        with self._connection() as con:
             node_key = self._node_key(con, node_id, create=False)
             if node_key is None:
                 return []
@@ -312,7 +313,7 @@ class DuckDBHotStore:
     def clear_gaps(self, node_id: str, window: Range) -> int:
         if window.empty:
             return 0
-        with self._connection(write=True) as con:
+        with self._connection() as con:
             con.begin()
             node_key = self._node_key(con, node_id, create=False)
             if node_key is None:
@@ -326,7 +327,7 @@ class DuckDBHotStore:
     # -- housekeeping ------------------------------------------------------------------
 
     def node_ids(self) -> list[str]:
-        with self._connection(write=False) as con:
+        with self._connection() as con:
             rows = con.execute(
                 "SELECT node_id FROM nodes n "
                 "WHERE EXISTS (SELECT 1 FROM ohlcv o WHERE o.node_key = n.node_key) "

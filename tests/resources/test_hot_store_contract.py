@@ -311,3 +311,30 @@ def test_closed_store_refuses_work(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.node_ids()
+
+
+def test_threads_of_one_process_share_a_store(hot_store: HotStore, bars: BarsFactory) -> None:
+    """20 threads reading and writing at once (the reader's concurrent fetches) all succeed."""
+    frame = bars(T0, 600)
+    hot_store.upsert(NODE, frame)
+    errors: list[BaseException] = []
+    start = threading.Barrier(20)
+
+    def work(i: int) -> None:
+        try:
+            start.wait()
+            if i % 5 == 0:
+                hot_store.upsert(OTHER, bars(T0 + i * 60, 10))
+            for _ in range(10):
+                got = hot_store.read_range(NODE, Range(T0, T0 + 600 * 60))
+                assert len(got) == 600
+                assert hot_store.coverage(NODE, 60) == [Range(T0, T0 + 600 * 60)]
+        except BaseException as exc:  # collected for the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
