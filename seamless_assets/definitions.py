@@ -14,6 +14,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
     UnresolvedAssetJobDefinition,
 )
 
+from resources.reader import SeamlessReader
 from sensors import build_sensors, watched_nodes
 from sensors.common import Clock, wall_clock
 
@@ -104,7 +105,11 @@ def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> d
         jobs=[*jobs, governance_job, *live_jobs],
         schedules=schedules,
         sensors=sensors,
-        resources=resources_from_config(config),
+        resources={
+            **resources_from_config(config),
+            # Strategies and downstream assets read nodes through this (domain policy, SLA).
+            "reader": SeamlessReader(config_path=config.source or ""),
+        },
     )
 
 

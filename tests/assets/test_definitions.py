@@ -83,3 +83,12 @@ def test_sensors_governance_checks_and_live_jobs_are_wired() -> None:
     assert not {k.name for k in intraday.asset_check_keys} & governance
     schedule = defs.resolve_schedule_def("seamless_governance_checks_schedule")
     assert schedule.cron_schedule == "*/5 * * * *"
+
+
+def test_the_read_resource_is_offered_to_every_asset() -> None:
+    from resources.reader import SeamlessReader
+
+    config = load_config(ROOT / "seamless.yaml")
+    reader = build_definitions(config).resources["reader"]
+    assert isinstance(reader, SeamlessReader)
+    assert reader.config_path == config.source
