@@ -113,6 +113,7 @@ def run_backfill(
         ASSET_PARTITION_RANGE_START_TAG,
     )
 
+    from .checks import check_specs
     from .definitions import build_definitions
     from .partitions import partition_keys_for, timeframe_class_name, timeframe_classes
     from .runtime import check_services
@@ -141,8 +142,13 @@ def run_backfill(
             "history start and end at the last closed one"
         )
     defs = build_definitions(config)
-    job = defs.resolve_job_def(tf_class.job_name)
     asset_keys = [dg.AssetKey(n.asset_key_path()) for n in nodes]
+    # The nodes and their inline checks only: governance checks run on their own schedule
+    # (Dagster would otherwise run every check of a selected asset after it).
+    inline_checks = {spec.key for key in asset_keys for spec in check_specs(key)}
+    job = defs.resolve_job_def(tf_class.job_name).get_subset(
+        asset_selection=set(asset_keys), asset_check_selection=inline_checks
+    )
     op_names = [defs.resolve_assets_def(k).node_def.name for k in asset_keys]
     run_config = {
         "ops": {
@@ -157,7 +163,6 @@ def run_backfill(
     return job.execute_in_process(
         run_config=run_config,
         instance=instance,
-        asset_selection=asset_keys,
         tags={
             ASSET_PARTITION_RANGE_START_TAG: keys[0],
             ASSET_PARTITION_RANGE_END_TAG: keys[-1],
@@ -281,24 +286,31 @@ def _open_artifacts(config: SeamlessConfig) -> Any:
     return resources_from_config(config)["artifacts"].open()  # type: ignore[attr-defined]
 
 
-def cmd_snapshot(args: argparse.Namespace) -> int:
+def advance_snapshots(config: SeamlessConfig, nodes: Sequence[NodeId]) -> list[Any]:
+    """Advance each node's snapshot to what is stable now (what the as_of sensor does on
+    its ticks); each node's latest snapshot, or None when nothing is stable yet."""
     import time
 
     from .core.stabilization import stable_end
 
-    config = load_config(args.config)
-    nodes = [config.node(n) for n in args.node] if args.node else list(config.nodes)
     artifacts = _open_artifacts(config)
     bars = config.seamless.artifact.stabilization_bars
     version = config.seamless.conformance.version
     now = time.time()
+    latest = []
     for node in nodes:
         cut = stable_end(int(now), node.interval_s, bars, origin_s=node.timeframe.origin_s)
         snapshot = artifacts.advance_snapshot(node, version, cut, published_at_s=now)
+        latest.append(snapshot or artifacts.latest_snapshot(node))
+    return latest
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    nodes = [config.node(n) for n in args.node] if args.node else list(config.nodes)
+    for node, snapshot in zip(nodes, advance_snapshots(config, nodes), strict=True):
         if snapshot is None:
-            latest = artifacts.latest_snapshot(node)
-            state = f"as_of {latest.as_of_iso} (unchanged)" if latest else "nothing stable yet"
-            print(f"{node}: {state}")
+            print(f"{node}: nothing stable yet")
         else:
             print(
                 f"{node}: as_of {snapshot.as_of_iso} {snapshot.fingerprint} "

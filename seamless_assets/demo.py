@@ -7,9 +7,30 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from .cli import ensure_dagster_home, run_backfill
-from .config import load_config
+from .config import SeamlessConfig, load_config
+from .nodes import NodeId
 
 DEMO_NODES = ("ohlcv:binance:BTC/USDT:1m", "ohlcv:binance:ETH/USDT:1m")
+
+
+def _pin_and_read(config: SeamlessConfig, node: NodeId, start: datetime, end: datetime) -> None:
+    """Advance the snapshots (the as_of sensor's job) and read a backtest pinned to one."""
+    from resources.reader import ComputeContext, SeamlessReader
+
+    from .cli import advance_snapshots
+
+    snapshots = advance_snapshots(config, [node])
+    snapshot = snapshots[0]
+    if snapshot is None:
+        return
+    print(f"snapshot:   {node} as_of {snapshot.as_of_iso} {snapshot.fingerprint}")
+    context = ComputeContext(world_id="demo", execution_domain="backtest", as_of=snapshot.as_of_s)
+    with SeamlessReader.open(config) as reader:
+        frame, meta = reader.fetch(str(node), start, end, context)
+    print(
+        f"backtest:   read {len(frame)} bars pinned to as_of {meta.as_of}: "
+        f"dataset_fingerprint {meta.dataset_fingerprint}"
+    )
 
 
 def run_demo(days: int = 7) -> int:
@@ -31,6 +52,8 @@ def run_demo(days: int = 7) -> int:
 
         status = _print_run(result)
         print(f"took {elapsed:.1f}s")
+        if status == 0:
+            _pin_and_read(config, nodes[0], start, today)
         print(f"hot rows:   {config.hot_store_path} (DuckDB, table ohlcv)")
         print(f"artifacts:  {config.artifact_uri}")
         print(f"dagster:    DAGSTER_HOME={home}; open the UI with")
@@ -38,6 +61,7 @@ def run_demo(days: int = 7) -> int:
         print(
             "inspect:    uv run seamless coverage ohlcv:binance:BTC/USDT:1m; uv run seamless verify"
         )
+        print("snapshots:  uv run seamless snapshots ohlcv:binance:BTC/USDT:1m")
         return status
     finally:
         process.terminate()
