@@ -160,6 +160,25 @@ def _fast_row_parser(ccxt_parse: Any) -> Any:
     return parse_ohlcv
 
 
+def _unfiltered(ccxt_parse_ohlcvs: Any) -> Any:
+    """ccxt's `parse_ohlcvs` without its since/limit filter, which silently drops rows
+    before `since` (a bar an exchange repeats from the previous page) or without a time.
+    The client clips pages to their windows itself and hands such rows to conformance,
+    which flags them (`duplicate_ts`, `invalid_timestamp`) instead of losing them unseen."""
+
+    def parse_ohlcvs(
+        ohlcvs: Any,
+        market: Any = None,
+        timeframe: str = "1m",
+        since: Any = None,
+        limit: Any = None,
+        tail: bool = False,
+    ) -> Any:
+        return ccxt_parse_ohlcvs(ohlcvs, market, timeframe, None, None, tail)
+
+    return parse_ohlcvs
+
+
 def split_windows(window: Range, interval_s: int, bars_per_call: int) -> list[Range]:
     """Contiguous sub-windows of at most `bars_per_call` bars covering `window`."""
     step = interval_s * bars_per_call
@@ -258,6 +277,7 @@ class ExchangeClient:
         exchange.fetch = counted_fetch
         if exchange_id in FAST_OHLCV_ROW_EXCHANGES:
             exchange.parse_ohlcv = _fast_row_parser(exchange.parse_ohlcv)
+        exchange.parse_ohlcvs = _unfiltered(exchange.parse_ohlcvs)
         return exchange
 
     def _record_penalty(self, code: int, headers: Mapping[str, str] | None) -> None:
@@ -346,7 +366,7 @@ class ExchangeClient:
             per_call = self.candles_per_call()
             windows = split_windows(fetch_window, timeframe.seconds, per_call)
             pages = await _all_or_nothing(
-                [self._fetch_window(symbol, timeframe, w, per_call) for w in windows]
+                [self._fetch_window(symbol, timeframe, w, per_call, fetch_window) for w in windows]
             )
             for page in pages:
                 rows.extend(page)
@@ -354,11 +374,16 @@ class ExchangeClient:
         return FetchedBars(rows=rows, window=window, server_now_s=int(now_s), closed_end=closed_end)
 
     async def _fetch_window(
-        self, symbol: str, timeframe: Timeframe, window: Range, per_call: int
+        self, symbol: str, timeframe: Timeframe, window: Range, per_call: int, fetched: Range
     ) -> list[list[Any]]:
         """Every bar opening in `window` (at most `per_call` of them): one request when the
-        exchange honours `limit`, more if it answers with shorter pages than asked for."""
+        exchange honours `limit`, more if it answers with shorter pages than asked for.
+
+        Rows a page repeats from before its `since` but inside `fetched` (the whole range
+        being fetched: a bar of an earlier page or window) are kept too, for conformance
+        to flag as `duplicate_ts`; rows outside `fetched` are another range's."""
         start_ms, end_ms = window.start * 1000, window.end * 1000
+        fetched_start_ms = fetched.start * 1000
         step_ms = timeframe.seconds * 1000
         rows: list[list[Any]] = []
         cursor = start_ms
@@ -378,6 +403,7 @@ class ExchangeClient:
                 # go on to conformance, which converts or drops them with a flag; dropping
                 # them here would make the bar look confirmed-empty.
                 in_window = [r for r in page if _is_ms(r[0]) and cursor <= r[0] < end_ms]
+                rows.extend(r for r in page if _is_ms(r[0]) and fetched_start_ms <= r[0] < cursor)
                 rows.extend(in_window)
                 rows.extend(r for r in page if not _is_ms(r[0]))
                 if not in_window:

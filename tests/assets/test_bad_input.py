@@ -171,12 +171,12 @@ def test_duplicate_in_a_page_is_flagged_and_the_bar_kept(
     _assert_no_half_written_segment(project)
 
 
-def test_duplicate_across_page_boundary_never_reaches_the_data(
+def test_duplicate_across_page_boundary_is_flagged_and_stored_once(
     project: SeamlessConfig, sandbox: SandboxExchange
 ) -> None:
-    """The repeated row opens before the next page's `since`: ccxt's filter_by_since_limit
-    (and the client's window clip) discard it before conformance, so nothing is flagged,
-    and the data is exactly the exchange's."""
+    """The repeated row opens before the next page's `since`. ccxt's own since filter would
+    drop it unseen; the client keeps it for conformance, which flags `duplicate_ts` once
+    (in the partition of the bar) and stores the bar once: exactly the exchange's data."""
     node = project.node(NODE)
     sandbox.configure(
         corruptions=[{"symbol": "BTC/USDT", "ts": BAD_TS, "kind": "duplicate_next_page"}]
@@ -184,7 +184,15 @@ def test_duplicate_across_page_boundary_never_reaches_the_data(
     result = run_backfill(project, [node], START, END)
     assert result.success
     assert sandbox.stats()["corrupted_rows_served"] == 1  # the duplicate was sent
-    assert sum(_run_flags(result).get(f, 0) for f in DROP_FLAGS) == 0
+    flags = _run_flags(result)
+    assert {f: flags.get(f, 0) for f in DROP_FLAGS} == {
+        f: int(f == "duplicate_ts") for f in DROP_FLAGS
+    }
+    artifacts = _artifacts(project)
+    heads = artifacts.heads(node)
+    manifests = {w: artifacts.read_manifest(node, fp) or {} for w, fp in heads.items()}
+    flagged = [w for w, m in manifests.items() if m["conformance"]["flags"]["duplicate_ts"]]
+    assert flagged == [w for w in heads if w.contains(BAD_TS)]
     stored = _hot(project).read_range(str(node), Range(T0, T0 + DAYS * DAY))
     expected = expected_bars("BTC/USDT", 60, T0, T0 + DAYS * DAY)
     np.testing.assert_array_equal(stored["ts"].to_numpy(), expected["ts"])
