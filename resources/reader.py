@@ -46,15 +46,14 @@ import logging
 import threading
 import time
 import uuid
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import dagster as dg
 import numpy as np
@@ -67,8 +66,20 @@ from resources.hot_store.base import HotStore
 from seamless_assets.config import SeamlessConfig, load_config
 from seamless_assets.core.conformance import FLAGS
 from seamless_assets.core.coverage import LedgerGap, merge_ranges, missing_ranges, subtract_ranges
+from seamless_assets.core.fetch_cache import CacheKey, CacheStats, FetchCache
 from seamless_assets.core.fingerprint import ALGO, FingerprintIdentity, dataset_fingerprint
 from seamless_assets.core.frame import CANONICAL_COLUMNS, TS, Range, empty_frame, iso_utc
+from seamless_assets.core.read_context import (
+    BACKFILLING,
+    SNAPSHOT_ONLY,
+    ComputeContext,
+    CoverageReport,
+    Downgrade,
+    ExecutionDomain,
+    Instant,
+    SeamlessFetchMetadata,
+    Strategy,
+)
 from seamless_assets.core.sla import SLABudget, SLATracker, violation_outcome
 from seamless_assets.core.snapshot import Snapshot, parse_as_of
 from seamless_assets.core.stabilization import closed_end
@@ -86,6 +97,21 @@ from seamless_assets.partitions import partition_keys_for, timeframe_class_name,
 from seamless_assets.pipeline import PipelineSettings, RunOutcome, backfill
 from seamless_assets.runtime import resources_from_config
 
+__all__ = [
+    "CacheStats",
+    "ComputeContext",
+    "CoverageReport",
+    "ExecutionDomain",
+    "FetchCache",
+    "SeamlessFetchMetadata",
+    "SeamlessReader",
+    "Strategy",
+    "blend_fingerprint",
+    "frame_bytes",
+    "partition_keys",
+    "partition_windows",
+]
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -101,211 +127,6 @@ _PHASE_METRICS = {
 LEASE_POLL_S = 0.05
 CLOSE_WAIT_S = 3.0
 MARKETS_TTL_S = 3600.0
-
-
-class Strategy(StrEnum):
-    FAIL_FAST = "FAIL_FAST"
-    AUTO_BACKFILL = "AUTO_BACKFILL"
-    PARTIAL_FILL = "PARTIAL_FILL"
-    SEAMLESS = "SEAMLESS"
-
-
-class ExecutionDomain(StrEnum):
-    BACKTEST = "backtest"
-    RESEARCH = "research"
-    DRYRUN = "dryrun"
-    LIVE = "live"
-
-
-SNAPSHOT_ONLY = (ExecutionDomain.BACKTEST, ExecutionDomain.RESEARCH)
-BACKFILLING = (Strategy.AUTO_BACKFILL, Strategy.SEAMLESS)
-Downgrade = Literal["HOLD", "PARTIAL_FILL"]
-Instant = str | int | float | datetime
-
-
-@dataclass(frozen=True)
-class ComputeContext:
-    """What the caller (the gateway, a strategy) tells the reader about this read.
-
-    `as_of` is ISO-8601, a datetime or epoch seconds (normalised into `as_of_s`);
-    `max_lag` seconds (None: `domains.live.max_lag_sec`); `min_coverage` is the fraction of
-    the requested bars that must be delivered; `strategy` overrides `seamless.strategy`.
-    """
-
-    world_id: str
-    execution_domain: ExecutionDomain | str
-    as_of: Instant | None = None
-    max_lag: float | None = None
-    min_coverage: float = 0.0
-    strategy: Strategy | str | None = None
-    as_of_s: int | None = field(init=False, default=None)
-
-    def __post_init__(self) -> None:
-        if not self.world_id:
-            raise ValueError("ComputeContext.world_id must not be empty")
-        try:
-            domain = ExecutionDomain(self.execution_domain)
-        except ValueError:
-            raise ValueError(
-                f"execution_domain {self.execution_domain!r} is not one of "
-                f"{[d.value for d in ExecutionDomain]}"
-            ) from None
-        object.__setattr__(self, "execution_domain", domain)
-        if self.strategy is not None:
-            try:
-                object.__setattr__(self, "strategy", Strategy(self.strategy))
-            except ValueError:
-                raise ValueError(
-                    f"strategy {self.strategy!r} is not one of {[s.value for s in Strategy]}"
-                ) from None
-        if self.as_of is not None:
-            object.__setattr__(self, "as_of_s", parse_as_of(self.as_of))
-        if not 0.0 <= self.min_coverage <= 1.0:
-            raise ValueError(f"min_coverage must be in [0, 1], got {self.min_coverage}")
-        if self.max_lag is not None and self.max_lag < 0:
-            raise ValueError(f"max_lag must be >= 0 seconds, got {self.max_lag}")
-
-    @property
-    def domain(self) -> ExecutionDomain:
-        return ExecutionDomain(self.execution_domain)
-
-
-@dataclass(frozen=True)
-class SeamlessFetchMetadata:
-    """The governance echo of one fetch (what a gateway persists as evidence)."""
-
-    node_id: str
-    interval_s: int
-    requested: Range
-    world_id: str
-    execution_domain: str
-    strategy: str
-    dataset_fingerprint: str | None
-    as_of: str | None
-    as_of_s: int | None
-    coverage_bounds: tuple[int, int] | None  # [first ts, last ts + interval) delivered
-    coverage_ratio: float
-    conformance_flags: dict[str, int]
-    sla: dict[str, float]
-    sla_exceeded: tuple[str, ...]
-    source: str  # snapshot | snapshot+artifacts | hot_store | hot_store+backfill
-    snapshot_fingerprint: str | None = None
-    cache_hit: bool = False
-    partial: bool = False
-    downgrade: Downgrade | None = None
-    downgrade_reason: str | None = None
-    missing: tuple[Range, ...] = ()
-    staleness_s: float | None = None
-    rows: int = 0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "node_id": self.node_id,
-            "interval_s": self.interval_s,
-            "requested": self.requested.to_json(),
-            "world_id": self.world_id,
-            "execution_domain": self.execution_domain,
-            "strategy": self.strategy,
-            "dataset_fingerprint": self.dataset_fingerprint,
-            "as_of": self.as_of,
-            "coverage_bounds": list(self.coverage_bounds) if self.coverage_bounds else None,
-            "coverage_ratio": self.coverage_ratio,
-            "conformance_flags": dict(self.conformance_flags),
-            "sla": dict(self.sla),
-            "sla_exceeded": list(self.sla_exceeded),
-            "source": self.source,
-            "snapshot_fingerprint": self.snapshot_fingerprint,
-            "cache_hit": self.cache_hit,
-            "partial": self.partial,
-            "downgrade": self.downgrade,
-            "downgrade_reason": self.downgrade_reason,
-            "missing": [r.to_json() for r in self.missing],
-            "staleness_s": self.staleness_s,
-            "rows": self.rows,
-        }
-
-
-@dataclass(frozen=True)
-class CoverageReport:
-    """What `ensure_coverage` did for one window."""
-
-    node_id: str
-    window: Range
-    missing_before: tuple[Range, ...]
-    missing_after: tuple[Range, ...]
-    led: bool  # this call ran the fill (False: it joined one, or nothing was missing)
-    fetched: tuple[Range, ...] = ()
-    flags: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def complete(self) -> bool:
-        return not self.missing_after
-
-
-# -- the cache -----------------------------------------------------------------------------
-
-CacheKey = tuple[str, int, int, int, str, str, int | None]
-
-
-@dataclass
-class CacheStats:
-    hits: int = 0
-    misses: int = 0
-    evictions: int = 0
-    expirations: int = 0
-    purges: int = 0
-    resident: int = 0
-
-
-class FetchCache:
-    """TTL LRU of fetch results keyed by `(node_id, interval, start, end,
-    conformance_version, world_id, as_of)`; holds only immutable (snapshot) reads."""
-
-    def __init__(self, *, enabled: bool, ttl_ms: int, max_entries: int) -> None:
-        self.enabled, self.ttl_s, self.max_entries = enabled, ttl_ms / 1000, max_entries
-        self._entries: OrderedDict[CacheKey, tuple[float, pd.DataFrame, SeamlessFetchMetadata]]
-        self._entries = OrderedDict()
-        self._lock = threading.Lock()
-        self._stats = CacheStats()
-
-    def get(self, key: CacheKey) -> tuple[pd.DataFrame, SeamlessFetchMetadata] | None:
-        if not self.enabled:
-            return None
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] < time.monotonic():
-                del self._entries[key]
-                self._stats.expirations += 1
-                entry = None
-            if entry is None:
-                self._stats.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self._stats.hits += 1
-            return entry[1].copy(), entry[2]
-
-    def put(self, key: CacheKey, frame: pd.DataFrame, meta: SeamlessFetchMetadata) -> None:
-        if not self.enabled or self.ttl_s <= 0:
-            return
-        with self._lock:
-            self._entries[key] = (time.monotonic() + self.ttl_s, frame.copy(), meta)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
-                self._stats.evictions += 1
-
-    def purge(self, world_id: str | None = None) -> int:
-        """Drop every entry (of one world); returns how many went."""
-        with self._lock:
-            doomed = [k for k in self._entries if world_id is None or k[5] == world_id]
-            for key in doomed:
-                del self._entries[key]
-            self._stats.purges += 1
-            return len(doomed)
-
-    def stats(self) -> CacheStats:
-        with self._lock:
-            return replace(self._stats, resident=len(self._entries))
 
 
 # -- single flight -------------------------------------------------------------------------
