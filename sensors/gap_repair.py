@@ -4,9 +4,10 @@ Each tick scans every node's closed partitions from the history start (two hot-s
 queries and one listing of head names per node, see `coverage_scan`). A partition needs
 repair when its stored bars are below `observability.coverage_ratio_threshold` of the
 bars it should hold (windows the gap ledger confirms empty do not count), or when it is
-stable but has no published segment. Contiguous partitions in need become one
-single-run backfill of that node's asset (partition range tags), which runs inside the
-node's exchange pool like any other materialization.
+stable but has no published segment. Contiguous partitions in need become
+single-run backfills of that node's asset (partition range tags) of at most
+MAX_BARS_PER_RUN bars each, which run inside the node's exchange pool like any other
+materialization.
 
 The run key names the node, the range and a digest of what is missing, so the same need
 is requested once (Dagster also refuses a run key twice); a node with a repair queued or
@@ -53,6 +54,9 @@ SENSOR_NAME = "seamless_gap_repair_sensor"
 NEED_KEY_TAG = "seamless/need_key"
 MAX_ATTEMPTS = 3  # a need whose runs failed this often waits for an operator (or a change)
 DAY_S = 86_400
+# A node with no data would otherwise be one run of its whole history (5M bars of 1m since
+# 2017: several GiB in one process); a quarter of 1m (131,040 bars) fits in ~200 MiB.
+MAX_BARS_PER_RUN = 131_040
 FAILED_STATUSES = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
 
 
@@ -98,18 +102,26 @@ def needs_repair(partition: PartitionCoverage, threshold: float) -> bool:
 
 
 def group_needs(
-    node: WatchedNode, coverage: Sequence[PartitionCoverage], threshold: float
+    node: WatchedNode,
+    coverage: Sequence[PartitionCoverage],
+    threshold: float,
+    max_bars: int = MAX_BARS_PER_RUN,
 ) -> list[RepairNeed]:
-    """Runs of adjacent partitions in need (the scan lists partitions in time order)."""
+    """Runs of adjacent partitions in need (the scan lists partitions in time order), each
+    at most `max_bars` bars on the grid (and at least one partition)."""
+    interval, origin = node.node.interval_s, node.node.timeframe.origin_s
     groups: list[list[PartitionCoverage]] = []
-    previous = None
+    previous, bars = None, 0
     for index, partition in enumerate(coverage):
         if not needs_repair(partition, threshold):
             continue
-        if previous is not None and previous == index - 1:
+        size = partition.window.bars(interval, origin_s=origin)
+        if previous is not None and previous == index - 1 and bars + size <= max_bars:
             groups[-1].append(partition)
+            bars += size
         else:
             groups.append([partition])
+            bars = size
         previous = index
     return [RepairNeed(node, tuple(group)) for group in groups]
 

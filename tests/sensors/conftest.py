@@ -83,10 +83,10 @@ def tick(
 ) -> dg.SensorResult:
     """One evaluation of sensor `name` against the real instance and configured stores."""
     sensor = defs.resolve_sensor_def(name)
-    context = dg.build_sensor_context(
+    with dg.build_sensor_context(
         instance=instance, cursor=cursor, resources=defs.resources, definitions=defs
-    )
-    result = sensor(context)
+    ) as context:  # the read resource has a teardown: resources open as a context
+        result = sensor(context)
     assert isinstance(result, dg.SensorResult)
     return result
 

@@ -141,3 +141,28 @@ def test_a_thin_partition_is_repaired_by_fetching_only_its_missing_bars(
     assert execute(defs, request, instance).success
     assert kline_requests(sandbox) == 1  # the 720 missing bars only
     assert tick(defs, SENSOR_NAME, instance).run_requests == []
+
+
+def test_a_long_gap_is_split_into_runs_of_bounded_size() -> None:
+    """A node with no data must not become one run of its whole history."""
+    from seamless_assets.config import PartitionsConfig
+    from seamless_assets.core.frame import Range
+    from seamless_assets.nodes import NodeId
+    from seamless_assets.partitions import timeframe_classes
+    from sensors.common import WatchedNode
+    from sensors.coverage_scan import PartitionCoverage
+    from sensors.gap_repair import MAX_BARS_PER_RUN, group_needs
+
+    node = NodeId.parse(NODE)
+    tf_class = timeframe_classes(PartitionsConfig())["intraday"]
+    watched = WatchedNode(node, tf_class, dg.AssetKey(node.asset_key_path()), ())
+    days = 400
+    coverage = [
+        PartitionCoverage(f"d{i}", Range(T0 + i * DAY, T0 + (i + 1) * DAY), 1440, 0, 0, False, True)
+        for i in range(days)
+    ]
+    needs = group_needs(watched, coverage, 0.98)
+    per_run = MAX_BARS_PER_RUN // 1440
+    assert [len(n.partitions) for n in needs] == [per_run] * (days // per_run) + [days % per_run]
+    assert [p.key for n in needs for p in n.partitions] == [c.key for c in coverage]
+    assert len({n.run_key for n in needs}) == len(needs)
