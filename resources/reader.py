@@ -29,8 +29,9 @@ what it has, per the strategy and `seamless.sla.on_violation` (`core/sla.py`).
 Strategies: FAIL_FAST reads stores only and raises on any gap or overrun; PARTIAL_FILL
 reads stores only and returns what is there, flagged; AUTO_BACKFILL fills missing closed
 bars synchronously (single flight) under `backfill_wait`; SEAMLESS does the same and
-fills the live edge under `live_wait`. Fills inside a fetch always wait within the budget
-(whatever `backfill.mode`); a fill nobody waits for any more is cancelled.
+fills the live edge under `live_wait`. A caller never waits beyond its budget; a fill
+nobody waits for any more runs on to completion with `backfill.mode: background` (the
+blueprint's default: the next read finds its bars) and is cancelled with `sync`.
 
 Cache: only immutable reads (served wholly from a snapshot) are cached; a world that
 switches domain loses its entries. Metrics (`metrics()`) use the blueprint's names.
@@ -40,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -262,7 +264,8 @@ class _Runtime:
         if config.redis_dsn:
             self.lease = _Lease(config.redis_dsn, section.backfill.distributed_lease_ttl_ms)
         self.flights: dict[tuple[str, int, int], _Flight] = {}
-        self.flights_lock = threading.Lock()
+        self.flights_lock = threading.RLock()  # re-entered by forget_flight on cancel
+        self.background_fills = section.backfill.mode == "background"
         self.state_lock = threading.Lock()
         self.session_as_of: dict[tuple[str, str], int] = {}
         self.world_domain: dict[str, ExecutionDomain] = {}
@@ -273,6 +276,15 @@ class _Runtime:
         # history is append-only, so that resolution can never change.
         self.resolved: dict[tuple[str, int], Snapshot] = {}
         self.last_metadata: SeamlessFetchMetadata | None = None
+
+    def forget_flight(
+        self, key: tuple[str, int, int], flight: _Flight, _done: object = None
+    ) -> None:
+        """Unregister a finished fill (it may finish after every waiter gave up). Called
+        as the fill's done-callback, possibly by `cancel()` under `flights_lock`."""
+        with self.flights_lock:
+            if self.flights.get(key) is flight:
+                del self.flights[key]
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # cancel fills still running, let them unwind
@@ -502,6 +514,7 @@ class SeamlessReader(dg.ConfigurableResource):
                 )
                 flight = _Flight(future)
                 rt.flights[key] = flight
+                future.add_done_callback(functools.partial(rt.forget_flight, key, flight))
             assert flight is not None
             flight.waiters += 1
         started = time.monotonic()
@@ -515,9 +528,11 @@ class SeamlessReader(dg.ConfigurableResource):
         finally:
             with rt.flights_lock:
                 flight.waiters -= 1
-                if flight.waiters == 0:
-                    if not flight.future.done():
-                        flight.future.cancel()  # nobody waits for it any more: stop the work
+                if flight.waiters == 0 and not flight.future.done() and not rt.background_fills:
+                    # `backfill.mode: sync`: nobody waits for the fill any more, stop it.
+                    # In `background` mode it runs on (registered, so later reads of the
+                    # window join it) and the next read finds its bars stored.
+                    flight.future.cancel()
                     if rt.flights.get(key) is flight:
                         del rt.flights[key]
         after = self._missing(rt, node, window) if recheck else []

@@ -137,7 +137,12 @@ def test_the_total_deadline_binds_across_phases(tmp_path: Path, sandbox: Sandbox
 
 def test_a_slow_backfill_is_cancelled_when_its_budget_runs_out(tmp_path: Path) -> None:
     with frozen_sandbox() as sandbox:
-        config = project(tmp_path, sandbox, sla={**TIGHT, "on_violation": "FAIL_FAST"})
+        config = project(
+            tmp_path,
+            sandbox,
+            sla={**TIGHT, "on_violation": "FAIL_FAST"},
+            backfill={"mode": "sync"},
+        )
         materialize(config, [0])
         advance(config, T0 + DAY)
         sandbox.configure(latency_ms=1500)  # every request now takes 1.5 s
@@ -161,7 +166,12 @@ def test_a_slow_backfill_is_cancelled_when_its_budget_runs_out(tmp_path: Path) -
                 hot.close()
 
             # AUTO_BACKFILL with on_violation PARTIAL_FILL: the snapshot's day, flagged.
-        config = project(tmp_path, sandbox, sla={**TIGHT, "on_violation": "PARTIAL_FILL"})
+        config = project(
+            tmp_path,
+            sandbox,
+            sla={**TIGHT, "on_violation": "PARTIAL_FILL"},
+            backfill={"mode": "sync"},
+        )
         with reader_for(config) as reader:
             frame, meta = reader.fetch(NODE_ID, T0, T0 + 2 * DAY, dry)
     assert meta.partial and meta.sla_exceeded == ("backfill_wait",)
@@ -212,3 +222,41 @@ def test_an_abandoned_storage_call_does_not_hold_up_process_exit(tmp_path: Path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "exceeded storage_wait" in done.stdout
     assert time.perf_counter() - started < 30  # the hung call sleeps 120 s
+
+
+def test_in_background_mode_an_abandoned_fill_completes_for_the_next_read(tmp_path: Path) -> None:
+    """The caller is released at its budget all the same; the fill runs on, once."""
+    with frozen_sandbox() as sandbox:
+        config = project(
+            tmp_path,
+            sandbox,
+            sla={**TIGHT, "on_violation": "PARTIAL_FILL"},
+            backfill={"mode": "background"},
+        )
+        materialize(config, [0])
+        advance(config, T0 + DAY)
+        sandbox.configure(latency_ms=1000)
+        sandbox.reset()
+        dry = ComputeContext("w1", "dryrun", as_of=T0 + 2 * DAY, strategy="AUTO_BACKFILL")
+        with reader_for(config) as reader:
+            started = time.perf_counter()
+            frame, meta = reader.fetch(NODE_ID, T0, T0 + 2 * DAY, dry)
+            assert time.perf_counter() - started <= 0.3 + 0.2
+            assert meta.partial and meta.sla_exceeded == ("backfill_wait",)
+            assert len(frame) == 1440
+            rt = reader._rt
+            assert rt is not None
+            deadline = time.monotonic() + 20
+            while rt.flights and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert rt.flights == {}  # the fill finished and unregistered itself
+            hot = open_hot(config)
+            try:
+                assert hot.coverage(NODE_ID, 60, day(1)) == [day(1)]
+            finally:
+                hot.close()
+            sandbox.configure(latency_ms=0)
+            klines = sandbox.stats()["by_endpoint"]["klines"]["requests"]
+            frame, meta = reader.fetch(NODE_ID, T0, T0 + 2 * DAY, dry)
+            assert not meta.partial and len(frame) == 2 * 1440
+            assert sandbox.stats()["by_endpoint"]["klines"]["requests"] == klines  # no refetch
