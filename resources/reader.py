@@ -720,11 +720,7 @@ class _Read:
         as_of_s = self.context.as_of_s
         assert as_of_s is not None
         try:
-            snapshot = self.reader._storage(
-                self.rt,
-                self.tracker,
-                lambda: self.rt.artifacts.resolve_snapshot(self.node, as_of_s),
-            )
+            snapshot = self.reader._storage(self.rt, self.tracker, lambda: self._resolve(as_of_s))
             uncovered = snapshot.uncovered(self.window)
             if uncovered:
                 raise self._missing_error(uncovered, snapshot)
