@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
-from questdb.ingress import Sender
+from questdb import Sender
 
 from resources.hot_store.duckdb import DuckDBHotStore
 from resources.hot_store.questdb import ILP_CHUNK_ROWS, QuestDBHotStore, _us, node_key

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import psycopg
 from psycopg.types.numeric import Int8BinaryDumper, Int8Dumper
-from questdb.ingress import IngressError, Sender
+from questdb import QuestDBError, Sender
 
 from seamless_assets.core.coverage import LedgerGap
 from seamless_assets.core.frame import (
@@ -197,7 +197,7 @@ class QuestDBHotStore:
                     chunk = rows.iloc[first : first + ILP_CHUNK_ROWS]
                     sender.dataframe(chunk, table_name=self.bars_table, symbols=["node_id"], at=TS)
                     sender.flush()
-        except IngressError as exc:
+        except QuestDBError as exc:
             raise StoreError(
                 f"QuestDB ILP write to {self.bars_table} failed ({exc}); is QuestDB up at "
                 f"{self.ilp_conf!r}? {START_HINT}"
