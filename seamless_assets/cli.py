@@ -265,6 +265,14 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     heads = artifacts.heads(node)
     inside = [w for w in heads if w.start < window.end and w.end > window.start]
     print(f"  segments published: {len(inside)} under {artifacts.node_uri(node)}")
+    snapshot = artifacts.latest_snapshot(node)
+    if snapshot is None:
+        print("  as_of: no snapshot yet (`seamless snapshot` or the as_of sensor makes one)")
+    else:
+        print(
+            f"  as_of: {snapshot.as_of_iso} {snapshot.fingerprint} "
+            f"({len(snapshot.segments)} segments, {snapshot.row_count} bars)"
+        )
     return 0
 
 

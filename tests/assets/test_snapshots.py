@@ -32,9 +32,14 @@ def test_a_restatement_is_a_new_snapshot_and_diff_lists_exactly_the_changed_bars
 ) -> None:
     node = project.node(NODE)
     assert run_backfill(project, [node], START, _day(2)).success
+    assert main(["--config", str(project.source), "coverage", NODE]) == 0
+    assert "as_of: no snapshot yet" in capsys.readouterr().out
     assert main(["--config", str(project.source), "snapshot", NODE]) == 0
     first_as_of = iso_utc(T0 + 2 * DAY)
     assert f"as_of {first_as_of}" in capsys.readouterr().out
+    assert main(["--config", str(project.source), "coverage", NODE]) == 0
+    out = capsys.readouterr().out
+    assert "coverage 1.000000" in out and f"as_of: {first_as_of}" in out and "2880 bars" in out
 
     sandbox.configure(restatements=RESTATED)
     result = run_backfill(project, [node], START, _day(3), refetch_stored=True)
@@ -68,6 +73,11 @@ def test_a_restatement_is_a_new_snapshot_and_diff_lists_exactly_the_changed_bars
     assert diff["ts"].tolist() == expected_ts
     assert set(diff["change"][: len(changed)]) == {"changed"}
     assert len(changed) == 120  # the two restated hours, bar for bar
+
+    assert main(["--config", str(project.source), "snapshots", NODE]) == 0
+    log = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in log[:-1]] == [first_as_of, second_as_of]
+    assert log[-1].endswith("2 snapshot(s)")
 
     assert main(["--config", str(project.source), "diff", NODE, first_as_of, second_as_of]) == 0
     out = capsys.readouterr().out
