@@ -195,3 +195,47 @@ def test_killed_run_resumes_without_duplicates_or_orphans(
     for manifest in (config.data_dir / "artifacts").rglob("manifest.json"):
         assert (manifest.parent / "data.parquet").is_file()
         assert json.loads(manifest.read_text())["row_count"] == 1440
+
+
+def test_only_runs_whose_process_died_are_released(dagster_home: Path) -> None:
+    """A run whose `seamless` process is alive (or is this one) keeps its slot."""
+    import socket
+
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from seamless_assets.cli import HOST_TAG, PID_TAG, release_abandoned_runs
+
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    instance = dg.DagsterInstance.get()
+    pids = {"alive": alive.pid, "dead": dead.pid, "self": os.getpid()}
+    for name, pid in pids.items():
+        instance.add_run(
+            DagsterRun(
+                job_name="ohlcv_intraday_job",
+                run_id=f"{name}-run",
+                status=dg.DagsterRunStatus.STARTED,
+                tags={PID_TAG: str(pid), HOST_TAG: host},
+            )
+        )
+    instance.add_run(  # another host's run is never judged from here
+        DagsterRun(
+            job_name="ohlcv_intraday_job",
+            run_id="elsewhere-run",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={PID_TAG: str(dead.pid), HOST_TAG: f"not-{host}"},
+        )
+    )
+    try:
+        assert release_abandoned_runs(instance) == ["dead-run"]
+        statuses = {r.run_id: r.status for r in instance.get_runs()}
+        assert statuses["dead-run"] == dg.DagsterRunStatus.FAILURE
+        assert {statuses[r] for r in ("alive-run", "self-run", "elsewhere-run")} == {
+            dg.DagsterRunStatus.STARTED
+        }
+        assert release_abandoned_runs(instance) == []
+    finally:
+        alive.kill()
+        alive.wait()
