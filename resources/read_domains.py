@@ -24,7 +24,6 @@ from resources.exchange import ExchangeClient
 from seamless_assets.config import SeamlessConfig
 from seamless_assets.core.conformance import FLAGS
 from seamless_assets.core.coverage import LedgerGap, merge_ranges, missing_ranges, subtract_ranges
-from seamless_assets.core.fetch_cache import FetchCache
 from seamless_assets.core.fingerprint import ALGO, FingerprintIdentity, dataset_fingerprint
 from seamless_assets.core.frame import CANONICAL_COLUMNS, TS, Range, empty_frame, iso_utc
 from seamless_assets.core.read_context import (
@@ -643,18 +642,3 @@ def partition_keys(config: SeamlessConfig, node: NodeId, ranges: Sequence[Range]
 def frame_bytes(frame: pd.DataFrame) -> bytes:
     """Canonical bytes of a frame (for byte-identity checks in tests and audits)."""
     return b"".join(np.ascontiguousarray(frame[c].to_numpy()).tobytes() for c in CANONICAL_COLUMNS)
-
-
-__all__ = [
-    "ComputeContext",
-    "CoverageReport",
-    "ExecutionDomain",
-    "FetchCache",
-    "SeamlessFetchMetadata",
-    "SeamlessReader",
-    "Strategy",
-    "blend_fingerprint",
-    "frame_bytes",
-    "partition_keys",
-    "partition_windows",
-]
