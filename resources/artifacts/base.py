@@ -57,7 +57,7 @@ from seamless_assets.core.snapshot import (
     build_snapshot,
     diff_bars,
     diff_segments,
-    resolve_log_entry,
+    resolve_as_of,
 )
 from seamless_assets.errors import (
     ArtifactIntegrityError,
@@ -309,6 +309,7 @@ _SEGMENT_KEY = re.compile(
 )
 _HEAD_NAME = re.compile(r"^(?P<start>-?[0-9]+)-(?P<end>-?[0-9]+)\.json$")
 _SNAPSHOT_LOG_KEY = re.compile(r"^(?P<prefix>.+)/snapshot_log/[0-9]{12}\.json$")
+_SNAPSHOT_LOG_NAME = re.compile(r"^(?P<as_of>[0-9]{12})\.json$")
 
 
 # -- the store -------------------------------------------------------------------------------
@@ -584,11 +585,11 @@ class ArtifactStore:
         holds this `as_of`."""
         if snapshot.node_id != str(node) or snapshot.interval_s != node.interval_s:
             raise ValueError(f"snapshot of {snapshot.node_id} cannot be published under {node}")
-        log = self.snapshot_log(node)
-        if log and log[-1].as_of_s > snapshot.as_of_s:
+        as_ofs = self.snapshot_as_ofs(node)
+        if as_ofs and as_ofs[-1] > snapshot.as_of_s:
             raise SnapshotRegression(
                 f"{node}: as_of {snapshot.as_of_iso} is before the published "
-                f"{iso_utc(log[-1].as_of_s)}; snapshot history is append-only"
+                f"{iso_utc(as_ofs[-1])}; snapshot history is append-only"
             )
         unsealed = [
             s
@@ -618,18 +619,25 @@ class ArtifactStore:
     def _is_sealed(self, node: NodeId, fingerprint: str) -> bool:
         return self.blobs.exists(f"{self._segment_dir(node, fingerprint)}/{MANIFEST_FILE}")
 
+    def snapshot_as_ofs(self, node: NodeId) -> list[int]:
+        """`as_of` of every published snapshot, oldest first: one listing of the log's key
+        names, no reads (resolving an `as_of` needs nothing more)."""
+        prefix = f"{self.segment_prefix(node)}/snapshot_log/"
+        names = (_SNAPSHOT_LOG_NAME.match(key[len(prefix) :]) for key in self.blobs.list(prefix))
+        return sorted(int(match["as_of"]) for match in names if match)
+
     def snapshot_log(self, node: NodeId) -> list[SnapshotLogEntry]:
         """Every published snapshot of the node, oldest first (append-only)."""
-        keys = self.blobs.list(f"{self.segment_prefix(node)}/snapshot_log/")
-        entries = []
-        for key, data in zip(keys, self._map(self.blobs.get, keys), strict=True):
-            try:
-                entries.append(SnapshotLogEntry.from_json(json.loads(data or b"")))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise ArtifactIntegrityError(
-                    f"{self.blobs.uri(key)} is not a snapshot log entry: {exc}"
-                ) from exc
-        return sorted(entries)
+        return self._map(lambda as_of_s: self._log_entry(node, as_of_s), self.snapshot_as_ofs(node))
+
+    def _log_entry(self, node: NodeId, as_of_s: int) -> SnapshotLogEntry:
+        key = self._snapshot_log_key(node, as_of_s)
+        try:
+            return SnapshotLogEntry.from_json(json.loads(self.blobs.get(key) or b""))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactIntegrityError(
+                f"{self.blobs.uri(key)} is not a snapshot log entry: {exc}"
+            ) from exc
 
     def read_snapshot(self, node: NodeId, entry: SnapshotLogEntry) -> Snapshot:
         """The snapshot a log entry names, proven to hash to the entry's fingerprint."""
@@ -651,8 +659,8 @@ class ArtifactStore:
         return snapshot
 
     def latest_snapshot(self, node: NodeId) -> Snapshot | None:
-        log = self.snapshot_log(node)
-        return self.read_snapshot(node, log[-1]) if log else None
+        as_ofs = self.snapshot_as_ofs(node)
+        return self.read_snapshot(node, self._log_entry(node, as_ofs[-1])) if as_ofs else None
 
     def resolve_snapshot(self, node: NodeId, as_of_s: int) -> Snapshot:
         """The snapshot with the greatest `as_of <= as_of_s`.
@@ -660,24 +668,24 @@ class ArtifactStore:
         An `as_of` beyond the latest snapshot is refused: a later snapshot could still
         answer it differently, so the read would not be reproducible.
         """
-        log = self.snapshot_log(node)
-        if not log:
+        as_ofs = self.snapshot_as_ofs(node)
+        if not as_ofs:
             raise SnapshotNotFound(
                 f"{node} has no published snapshot; materialize its partitions and let the "
                 "as_of sensor advance it"
             )
-        if as_of_s > log[-1].as_of_s:
+        if as_of_s > as_ofs[-1]:
             raise SnapshotNotFound(
                 f"{node}: as_of {iso_utc(as_of_s)} is after the latest snapshot "
-                f"{iso_utc(log[-1].as_of_s)}; pin an as_of at or before it"
+                f"{iso_utc(as_ofs[-1])}; pin an as_of at or before it"
             )
-        entry = resolve_log_entry(log, as_of_s)
-        if entry is None:
+        found = resolve_as_of(as_ofs, as_of_s)
+        if found is None:
             raise SnapshotNotFound(
                 f"{node}: as_of {iso_utc(as_of_s)} is before the first snapshot "
-                f"{iso_utc(log[0].as_of_s)}"
+                f"{iso_utc(as_ofs[0])}"
             )
-        return self.read_snapshot(node, entry)
+        return self.read_snapshot(node, self._log_entry(node, found))
 
     def read_snapshot_range(
         self, node: NodeId, snapshot: Snapshot, window: Range, verify: bool = True
@@ -692,8 +700,7 @@ class ArtifactStore:
     ) -> Snapshot | None:
         """Snapshot the node's current heads that end by `stable_end_s` and publish it when
         that moves `as_of` forward; the new snapshot, or None when `as_of` did not advance."""
-        log = self.snapshot_log(node)
-        previous = self.read_snapshot(node, log[-1]) if log else None
+        previous = self.latest_snapshot(node)
         current = [(r, fp) for r, fp in self._heads(node, window=None) if r.end <= stable_end_s]
         if not current or (previous and current[-1][0].end <= previous.as_of_s):
             return None

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -208,13 +209,10 @@ def parse_as_of(value: str | int | float | datetime) -> int:
     raise ValueError(f"as_of must be ISO-8601, a datetime or epoch seconds, not {value!r}")
 
 
-def resolve_log_entry(log: Iterable[SnapshotLogEntry], as_of_s: int) -> SnapshotLogEntry | None:
-    """The log entry with the greatest `as_of <= as_of_s`, or None if there is none."""
-    best = None
-    for entry in log:
-        if entry.as_of_s <= as_of_s and (best is None or entry.as_of_s > best.as_of_s):
-            best = entry
-    return best
+def resolve_as_of(as_ofs: Sequence[int], as_of_s: int) -> int | None:
+    """The greatest of the sorted `as_ofs` that is `<= as_of_s`, or None if there is none."""
+    index = bisect_right(as_ofs, as_of_s)
+    return as_ofs[index - 1] if index else None
 
 
 @dataclass(frozen=True, order=True)

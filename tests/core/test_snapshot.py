@@ -13,13 +13,12 @@ from hypothesis import strategies as st
 from seamless_assets.core.frame import Range
 from seamless_assets.core.snapshot import (
     Snapshot,
-    SnapshotLogEntry,
     SnapshotSegment,
     build_snapshot,
     diff_bars,
     diff_segments,
     parse_as_of,
-    resolve_log_entry,
+    resolve_as_of,
 )
 
 NODE = "ohlcv:binance:BTC/USDT:1m"
@@ -85,10 +84,9 @@ def test_uncovered_names_holes_and_the_part_after_as_of() -> None:
 
 @given(st.lists(st.integers(0, 100), unique=True, max_size=8), st.integers(-5, 110))
 def test_resolve_picks_the_latest_at_or_before(as_ofs: list[int], wanted: int) -> None:
-    log = [SnapshotLogEntry(a, f"fp{a}", 0.0) for a in as_ofs]
-    found = resolve_log_entry(log, wanted)
+    found = resolve_as_of(sorted(as_ofs), wanted)
     earlier = [a for a in as_ofs if a <= wanted]
-    assert (found.as_of_s if found else None) == (max(earlier) if earlier else None)
+    assert found == (max(earlier) if earlier else None)
 
 
 def test_parse_as_of_forms() -> None:
