@@ -25,7 +25,7 @@ from typing import Any
 from .config import SeamlessConfig, load_config
 from .core.coverage import coverage_ratio
 from .core.frame import Range, iso_utc
-from .core.snapshot import DIFF_KINDS
+from .core.snapshot import DIFF_KINDS, Snapshot
 from .errors import SeamlessError
 from .nodes import NodeId
 
@@ -269,18 +269,12 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     if snapshot is None:
         print("  as_of: no snapshot yet (`seamless snapshot` or the as_of sensor makes one)")
     else:
-        print(
-            f"  as_of: {snapshot.as_of_iso} {snapshot.fingerprint} "
-            f"({len(snapshot.segments)} segments, {snapshot.row_count} bars)"
-        )
+        print(f"  as_of: {_describe(snapshot)}")
     return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from .runtime import resources_from_config
-
-    config = load_config(args.config)
-    artifacts = resources_from_config(config)["artifacts"].open()  # type: ignore[attr-defined]
+    artifacts = _open_artifacts(load_config(args.config))
     problems = artifacts.verify_all()
     for problem in problems:
         print(f"MISMATCH {problem}")
@@ -294,23 +288,22 @@ def _open_artifacts(config: SeamlessConfig) -> Any:
     return resources_from_config(config)["artifacts"].open()  # type: ignore[attr-defined]
 
 
-def advance_snapshots(config: SeamlessConfig, nodes: Sequence[NodeId]) -> list[Any]:
-    """Advance each node's snapshot to what is stable now (what the as_of sensor does on
-    its ticks); each node's latest snapshot, or None when nothing is stable yet."""
+def advance_snapshots(config: SeamlessConfig, nodes: Sequence[NodeId]) -> list[Snapshot | None]:
+    """Advance each node's snapshot to what is stable now, as the as_of sensor does on its
+    ticks; each node's latest snapshot, or None when nothing is stable yet."""
     import time
 
-    from .core.stabilization import stable_end
+    from sensors.as_of import advance_to_now
 
-    artifacts = _open_artifacts(config)
-    bars = config.seamless.artifact.stabilization_bars
-    version = config.seamless.conformance.version
-    now = time.time()
-    latest = []
-    for node in nodes:
-        cut = stable_end(int(now), node.interval_s, bars, origin_s=node.timeframe.origin_s)
-        snapshot = artifacts.advance_snapshot(node, version, cut, published_at_s=now)
-        latest.append(snapshot or artifacts.latest_snapshot(node))
-    return latest
+    artifacts, now = _open_artifacts(config), time.time()
+    return [advance_to_now(artifacts, node, config, now) for node in nodes]
+
+
+def _describe(snapshot: Snapshot) -> str:
+    return (
+        f"{snapshot.as_of_iso} {snapshot.fingerprint} "
+        f"({len(snapshot.segments)} segments, {snapshot.row_count} bars)"
+    )
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
@@ -320,10 +313,7 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         if snapshot is None:
             print(f"{node}: nothing stable yet")
         else:
-            print(
-                f"{node}: as_of {snapshot.as_of_iso} {snapshot.fingerprint} "
-                f"({len(snapshot.segments)} segments, {snapshot.row_count} bars)"
-            )
+            print(f"{node}: as_of {_describe(snapshot)}")
     return 0
 
 

@@ -22,6 +22,7 @@ from seamless_assets.core.frame import Range, iso_utc
 from seamless_assets.core.snapshot import Snapshot
 from seamless_assets.core.stabilization import stable_end
 from seamless_assets.errors import SeamlessError
+from seamless_assets.nodes import NodeId
 from seamless_assets.runtime import ArtifactStoreResource, HotStoreResource
 
 from .common import Clock, WatchedNode, dump_cursor, load_cursor, wall_clock
@@ -69,6 +70,22 @@ def as_of_observation(
     )
 
 
+def advance_to_now(
+    store: ArtifactStore, node: NodeId, config: SeamlessConfig, now_s: float
+) -> Snapshot | None:
+    """Advance `node`'s snapshot to what is stable at `now_s` (`stabilization_bars`); its
+    latest snapshot afterwards, None while nothing is stable."""
+    section = config.seamless
+    stable_s = stable_end(
+        int(now_s),
+        node.interval_s,
+        section.artifact.stabilization_bars,
+        origin_s=node.timeframe.origin_s,
+    )
+    advanced = store.advance_snapshot(node, section.conformance.version, stable_s, now_s)
+    return advanced or store.latest_snapshot(node)
+
+
 def _materialization_ids(
     instance: dg.DagsterInstance, nodes: Sequence[WatchedNode]
 ) -> dict[dg.AssetKey, int]:
@@ -88,9 +105,6 @@ def as_of_sensor(
     clock: Clock = wall_clock,
     minimum_interval_seconds: int = 60,
 ) -> dg.SensorDefinition:
-    stabilization = config.seamless.artifact.stabilization_bars
-    conformance = config.seamless.conformance.version
-
     @dg.sensor(
         name=SENSOR_NAME,
         minimum_interval_seconds=minimum_interval_seconds,
@@ -117,13 +131,8 @@ def as_of_sensor(
                 stale = now_s - float(seen.get("checked_at", 0)) >= REFRESH_BARS * interval
                 if not (fresh or stale):
                     continue
-                stable_s = stable_end(
-                    int(now_s), interval, stabilization, origin_s=node.node.timeframe.origin_s
-                )
                 try:
-                    snapshot = store.advance_snapshot(node.node, conformance, stable_s, now_s)
-                    if snapshot is None:
-                        snapshot = store.latest_snapshot(node.node)
+                    snapshot = advance_to_now(store, node.node, config, now_s)
                 except SeamlessError as exc:  # one broken node must not hold back the others
                     context.log.error(f"{node.node_id}: snapshot not advanced: {exc}")
                     continue
