@@ -33,7 +33,7 @@ from seamless_assets.cli import run_backfill
 from seamless_assets.config import load_config
 from seamless_assets.core.frame import Range
 from seamless_assets.runtime import resources_from_config
-from tests.services import REDIS_ADDR, REDIS_DSN, require_service
+from tests.services import REDIS_ADDR, REDIS_DSN, require_service, unavailable
 
 from .conftest import DAY, tree_digest, write_config
 
@@ -49,10 +49,7 @@ def _require_binary(name: str, path: str | Path | None) -> str:
     """Fail (CI) or skip (local) when a binary the scenario starts is missing."""
     if path is not None and Path(path).exists():
         return str(path)
-    message = f"{name} is not installed; `bash scripts/services.sh start` installs it"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"{name} is not installed; `bash scripts/services.sh start` installs it")
 
 
 def _free_port() -> int:
