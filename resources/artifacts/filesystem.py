@@ -17,7 +17,7 @@ from pathlib import Path
 
 from seamless_assets.errors import StoreError
 
-from .base import validate_key
+from .blobs import validate_key
 
 
 class LocalDirectoryBlobStore:

@@ -29,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from seamless_assets.errors import StoreError
 
-from .base import validate_key
+from .blobs import validate_key
 
 # One worker per pooled HTTP connection: botocore keeps 10 by default, and more threads
 # than connections only open and discard extra connections. Latency-bound S3 reads still

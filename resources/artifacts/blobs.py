@@ -1,0 +1,66 @@
+"""The blob protocol every artifact backend implements, and the key rule they share."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class BlobStore(Protocol):
+    """Bytes under '/'-separated relative keys. All a backend has to provide."""
+
+    def get(self, key: str) -> bytes | None:
+        """The bytes at `key`, or None when there is no such key."""
+        ...
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Atomically create `key`; True if written, False if it existed (never clobbers)."""
+        ...
+
+    def put(self, key: str, data: bytes) -> None:
+        """Atomically create or replace `key` (for mutable pointers only)."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> builtins.list[str]:
+        """Every key starting with `prefix` ('' for all), sorted."""
+        ...
+
+    def uri(self, key: str) -> str:
+        """An absolute URI for a key or key prefix (`file:///…`, `s3://…`)."""
+        ...
+
+
+def validate_key(key: str, *, allow_prefix: bool = False) -> str:
+    """Reject keys that could leave the store's root; return the key unchanged.
+
+    A key is a relative path of '/'-separated, non-empty segments, none starting with '.'
+    (so no '.' or '..', and names starting with '.' stay free for backends' temporary
+    files), with no backslash or NUL. A prefix may also be '' or end with '/'.
+    """
+    if not isinstance(key, str):
+        raise ValueError(f"blob key must be a string, got {type(key).__name__}")
+    body = key
+    if allow_prefix:
+        if key == "":
+            return key
+        body = key[:-1] if key.endswith("/") else key
+    problem = None
+    if "\x00" in key:
+        problem = "contains NUL"
+    elif "\\" in key:
+        problem = "contains a backslash"
+    elif key.startswith("/"):
+        problem = "is absolute"
+    elif any(segment == "" for segment in body.split("/")):
+        problem = "has an empty segment"
+    elif any(segment.startswith(".") for segment in body.split("/")):
+        problem = "has a segment starting with '.' (such as '..')"
+    if problem:
+        raise ValueError(
+            f"blob key {key!r} {problem}; keys are relative '/'-separated paths that stay "
+            "under the store's root"
+        )
+    return key

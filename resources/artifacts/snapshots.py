@@ -1,0 +1,191 @@
+"""Publishing, resolving and reading a node's snapshots (see `core.snapshot`).
+
+Snapshots are write-once and pin segment fingerprints, so a snapshot resolves to the same
+bars forever.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from seamless_assets.core.frame import Range, empty_frame, iso_utc
+from seamless_assets.core.snapshot import (
+    Snapshot,
+    SnapshotLogEntry,
+    SnapshotSegment,
+    build_snapshot,
+    diff_bars,
+    diff_segments,
+    resolve_as_of,
+)
+from seamless_assets.errors import (
+    ArtifactIntegrityError,
+    ArtifactNotFound,
+    SnapshotNotFound,
+    SnapshotRegression,
+    WriteOnceViolation,
+)
+from seamless_assets.nodes import NodeId
+
+from .codec import encode_manifest
+from .layout import SNAPSHOT_LOG_NAME
+from .segments import SegmentStore
+
+
+class SnapshotStore(SegmentStore):
+    """A node's append-only snapshot history over its segments."""
+
+    def publish_snapshot(self, node: NodeId, snapshot: Snapshot, published_at_s: float) -> bool:
+        """Publish `snapshot` write-once; True if this call published it, False if it was
+        already published. Every listed segment must be sealed. Raises SnapshotRegression
+        when a later `as_of` is already published, WriteOnceViolation when another snapshot
+        holds this `as_of`."""
+        if snapshot.node_id != str(node) or snapshot.interval_s != node.interval_s:
+            raise ValueError(f"snapshot of {snapshot.node_id} cannot be published under {node}")
+        as_ofs = self.snapshot_as_ofs(node)
+        if as_ofs and as_ofs[-1] > snapshot.as_of_s:
+            raise SnapshotRegression(
+                f"{node}: as_of {snapshot.as_of_iso} is before the published "
+                f"{iso_utc(as_ofs[-1])}; snapshot history is append-only"
+            )
+        unsealed = [
+            s
+            for s, sealed in zip(
+                snapshot.segments,
+                self._map(lambda s: self._is_sealed(node, s.fingerprint), snapshot.segments),
+                strict=True,
+            )
+            if not sealed
+        ]
+        if unsealed:
+            raise ArtifactNotFound(
+                f"{node}: snapshot lists {len(unsealed)} segment(s) that are not sealed, first "
+                f"{unsealed[0].fingerprint} for {unsealed[0].range}; publish them first"
+            )
+        key = self._snapshot_key(node, snapshot.as_of_s)
+        data = encode_manifest(snapshot.to_json())
+        if not self.blobs.put_if_absent(key, data) and self.blobs.get(key) != data:
+            raise WriteOnceViolation(
+                f"{self.blobs.uri(key)} already holds another snapshot as of "
+                f"{snapshot.as_of_iso}; snapshots are immutable, publish at a later as_of"
+            )
+        entry = SnapshotLogEntry(snapshot.as_of_s, snapshot.fingerprint, published_at_s)
+        log_key = self._snapshot_log_key(node, snapshot.as_of_s)
+        return self.blobs.put_if_absent(log_key, encode_manifest(entry.to_json()))
+
+    def snapshot_as_ofs(self, node: NodeId) -> list[int]:
+        """`as_of` of every published snapshot, oldest first: one listing of the log's key
+        names, no reads (resolving an `as_of` needs nothing more)."""
+        prefix = f"{self.segment_prefix(node)}/snapshot_log/"
+        names = (SNAPSHOT_LOG_NAME.match(key[len(prefix) :]) for key in self.blobs.list(prefix))
+        return sorted(int(match["as_of"]) for match in names if match)
+
+    def snapshot_log(self, node: NodeId) -> list[SnapshotLogEntry]:
+        """Every published snapshot of the node, oldest first (append-only)."""
+        return self._map(lambda as_of_s: self._log_entry(node, as_of_s), self.snapshot_as_ofs(node))
+
+    def _log_entry(self, node: NodeId, as_of_s: int) -> SnapshotLogEntry:
+        key = self._snapshot_log_key(node, as_of_s)
+        try:
+            return SnapshotLogEntry.from_json(json.loads(self.blobs.get(key) or b""))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ArtifactIntegrityError(
+                f"{self.blobs.uri(key)} is not a snapshot log entry: {exc}"
+            ) from exc
+
+    def read_snapshot(self, node: NodeId, entry: SnapshotLogEntry) -> Snapshot:
+        """The snapshot a log entry names, proven to hash to the entry's fingerprint."""
+        key = self._snapshot_key(node, entry.as_of_s)
+        data = self.blobs.get(key)
+        if data is None:
+            raise ArtifactIntegrityError(
+                f"{self.blobs.uri(key)} is missing although the snapshot log lists it"
+            )
+        try:
+            snapshot = Snapshot.from_json(json.loads(data))
+        except ValueError as exc:
+            raise ArtifactIntegrityError(f"{self.blobs.uri(key)}: {exc}") from exc
+        if snapshot.fingerprint != entry.fingerprint or snapshot.node_id != str(node):
+            raise ArtifactIntegrityError(
+                f"{self.blobs.uri(key)} is {snapshot.node_id} {snapshot.fingerprint}, but the "
+                f"snapshot log names {node} {entry.fingerprint}"
+            )
+        return snapshot
+
+    def latest_snapshot(self, node: NodeId) -> Snapshot | None:
+        as_ofs = self.snapshot_as_ofs(node)
+        return self.read_snapshot(node, self._log_entry(node, as_ofs[-1])) if as_ofs else None
+
+    def resolve_snapshot(self, node: NodeId, as_of_s: int) -> Snapshot:
+        """The snapshot with the greatest `as_of <= as_of_s`.
+
+        An `as_of` beyond the latest snapshot is refused: a later snapshot could still
+        answer it differently, so the read would not be reproducible.
+        """
+        as_ofs = self.snapshot_as_ofs(node)
+        if not as_ofs:
+            raise SnapshotNotFound(
+                f"{node} has no published snapshot; materialize its partitions and let the "
+                "as_of sensor advance it"
+            )
+        if as_of_s > as_ofs[-1]:
+            raise SnapshotNotFound(
+                f"{node}: as_of {iso_utc(as_of_s)} is after the latest snapshot "
+                f"{iso_utc(as_ofs[-1])}; pin an as_of at or before it"
+            )
+        found = resolve_as_of(as_ofs, as_of_s)
+        if found is None:
+            raise SnapshotNotFound(
+                f"{node}: as_of {iso_utc(as_of_s)} is before the first snapshot "
+                f"{iso_utc(as_ofs[0])}"
+            )
+        return self.read_snapshot(node, self._log_entry(node, found))
+
+    def read_snapshot_range(
+        self, node: NodeId, snapshot: Snapshot, window: Range, verify: bool = True
+    ) -> pd.DataFrame:
+        """Bars of the snapshot's segments overlapping `window`, clipped to it; with
+        `verify`, every segment is proven to hash to the fingerprint the snapshot lists."""
+        heads = [(s.range, s.fingerprint) for s in snapshot.segments_overlapping(window)]
+        return self._read_segments(node, heads, window, verify)
+
+    def advance_snapshot(
+        self, node: NodeId, conformance_version: str, stable_end_s: int, published_at_s: float
+    ) -> Snapshot | None:
+        """Snapshot the node's current heads that end by `stable_end_s` and publish it when
+        that moves `as_of` forward; the new snapshot, or None when `as_of` did not advance."""
+        previous = self.latest_snapshot(node)
+        current = [(r, fp) for r, fp in self._heads(node, window=None) if r.end <= stable_end_s]
+        if not current or (previous and current[-1][0].end <= previous.as_of_s):
+            return None
+        known = (
+            {(s.range, s.fingerprint): s.row_count for s in previous.segments} if previous else {}
+        )
+        todo = [(r, fp) for r, fp in current if (r, fp) not in known]
+        manifests = self._map(lambda head: self.read_manifest(node, head[1]), todo)
+        for (r, fp), manifest in zip(todo, manifests, strict=True):
+            if manifest is None:
+                raise ArtifactNotFound(f"{node}: head {r} points at unsealed segment {fp}")
+            if not isinstance(manifest.get("row_count"), int):
+                raise ArtifactIntegrityError(f"{node}: manifest of {fp} has no row_count")
+            known[(r, fp)] = manifest["row_count"]
+        segments = [SnapshotSegment(r, fp, known[(r, fp)]) for r, fp in current]
+        snapshot = build_snapshot(
+            str(node), node.interval_s, conformance_version, segments, stable_end_s
+        )
+        if snapshot is None:
+            return None
+        self.publish_snapshot(node, snapshot, published_at_s)
+        return snapshot
+
+    def diff_snapshots(self, node: NodeId, before: Snapshot, after: Snapshot) -> pd.DataFrame:
+        """The bars that differ between two snapshots of a node (see `diff_bars`): only
+        partitions whose segment changed are read, each verified against its fingerprint."""
+        frames = []
+        for change in diff_segments(before, after):
+            old = self.read_snapshot_range(node, before, change.range)
+            new = self.read_snapshot_range(node, after, change.range)
+            frames.append(diff_bars(old, new))
+        return pd.concat(frames, ignore_index=True) if frames else diff_bars(*[empty_frame()] * 2)

@@ -1,0 +1,122 @@
+"""Auditing everything under an artifact store's root: segments, heads and snapshots."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from seamless_assets.core.fingerprint import dataset_fingerprint, fingerprint_dirname
+from seamless_assets.core.snapshot import Snapshot, SnapshotLogEntry
+from seamless_assets.errors import ArtifactIntegrityError, SeamlessError
+from seamless_assets.nodes import NodeId
+
+from .codec import decode_segment, identity_from_manifest
+from .layout import DATA_FILE, HEAD_NAME, MANIFEST_FILE, SEGMENT_KEY, SNAPSHOT_LOG_KEY
+
+if TYPE_CHECKING:
+    from .snapshots import SnapshotStore
+
+ProblemKind = Literal[
+    "fingerprint_mismatch",  # data.parquet does not hash to its manifest's fingerprint
+    "unreadable",  # data or manifest cannot be decoded
+    "manifest_without_data",  # a sealed segment lost its data: readers will fail
+    "orphan_data",  # data without manifest (crashed publish): harmless, republish seals it
+    "misplaced",  # manifest's node or fingerprint does not match where it is stored
+    "dangling_head",  # a head pointer names a segment that has no manifest
+    "bad_snapshot",  # a published snapshot is unreadable, tampered or lists unsealed segments
+]
+
+
+@dataclass(frozen=True, order=True)
+class VerificationProblem:
+    """One finding of `ArtifactStore.verify_all`."""
+
+    kind: ProblemKind
+    uri: str
+    detail: str
+
+
+def verify_all(store: SnapshotStore) -> list[VerificationProblem]:
+    """Check every segment and head pointer under the root (all nodes)."""
+    segments: dict[str, set[str]] = {}
+    heads: list[str] = []
+    snapshot_logs: list[str] = []
+    for key in store.blobs.list(""):
+        match = SEGMENT_KEY.match(key)
+        if match:
+            segment_dir = key.rpartition("/")[0]
+            segments.setdefault(segment_dir, set()).add(match["name"])
+        elif "/heads/" in key and HEAD_NAME.match(key.rpartition("/")[2]):
+            heads.append(key)
+        elif SNAPSHOT_LOG_KEY.match(key):
+            snapshot_logs.append(key)
+    problems: list[VerificationProblem] = []
+    for found in store._map(lambda item: _verify_stored(store, *item), sorted(segments.items())):
+        problems.extend(found)
+    for key in heads:
+        problems.extend(_verify_head(store, key))
+    for key in snapshot_logs:
+        problems.extend(_verify_snapshot(store, key))
+    return sorted(problems)
+
+
+def _verify_snapshot(store: SnapshotStore, log_key: str) -> list[VerificationProblem]:
+    uri = store.blobs.uri(log_key)
+    try:
+        entry = SnapshotLogEntry.from_json(json.loads(store.blobs.get(log_key) or b""))
+        data = store.blobs.get(log_key.replace("/snapshot_log/", "/snapshots/"))
+        snapshot = Snapshot.from_json(json.loads(data or b""))
+        node = NodeId.parse(snapshot.node_id)
+    except (ValueError, KeyError, TypeError, SeamlessError) as exc:
+        return [VerificationProblem("bad_snapshot", uri, f"unreadable: {exc}")]
+    if snapshot.fingerprint != entry.fingerprint:
+        detail = f"log names {entry.fingerprint}, manifest is {snapshot.fingerprint}"
+        return [VerificationProblem("bad_snapshot", uri, detail)]
+    unsealed = [s for s in snapshot.segments if not store._is_sealed(node, s.fingerprint)]
+    if unsealed:
+        detail = f"{len(unsealed)} listed segment(s) not sealed, first {unsealed[0].fingerprint}"
+        return [VerificationProblem("bad_snapshot", uri, detail)]
+    return []
+
+
+def _verify_stored(
+    store: SnapshotStore, segment_dir: str, names: set[str]
+) -> list[VerificationProblem]:
+    uri = store.blobs.uri(segment_dir)
+    if MANIFEST_FILE not in names:
+        return [VerificationProblem("orphan_data", uri, "data without manifest")]
+    if DATA_FILE not in names:
+        return [VerificationProblem("manifest_without_data", uri, "data.parquet missing")]
+    try:
+        manifest = json.loads(store.blobs.get(f"{segment_dir}/{MANIFEST_FILE}") or b"")
+        identity = identity_from_manifest(manifest)
+        fingerprint = str(manifest["fingerprint"])
+        node = NodeId.parse(identity.node_id)
+    except (ValueError, KeyError, TypeError, SeamlessError) as exc:
+        return [VerificationProblem("unreadable", uri, f"manifest: {exc}")]
+    expected_dir = f"{store.segment_prefix(node)}/segments/{fingerprint_dirname(fingerprint)}"
+    if expected_dir != segment_dir:
+        return [VerificationProblem("misplaced", uri, f"manifest says {expected_dir}")]
+    try:
+        data = store.blobs.get(f"{segment_dir}/{DATA_FILE}") or b""
+        frame = decode_segment(data, uri)
+    except ArtifactIntegrityError as exc:
+        return [VerificationProblem("unreadable", uri, str(exc))]
+    actual = dataset_fingerprint(frame, identity)
+    if actual != fingerprint:
+        return [VerificationProblem("fingerprint_mismatch", uri, f"data hashes to {actual}")]
+    return []
+
+
+def _verify_head(store: SnapshotStore, key: str) -> list[VerificationProblem]:
+    uri = store.blobs.uri(key)
+    try:
+        fingerprint = store._read_head(key)
+        segment_dir = f"{key.rpartition('/heads/')[0]}/segments/"
+        segment_dir += fingerprint_dirname(fingerprint or "")
+    except (ArtifactIntegrityError, ValueError) as exc:
+        return [VerificationProblem("unreadable", uri, str(exc))]
+    if not store.blobs.exists(f"{segment_dir}/{MANIFEST_FILE}"):
+        return [VerificationProblem("dangling_head", uri, f"{fingerprint} is not sealed")]
+    return []
