@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from seamless_assets.core.coverage import LedgerGap
+from seamless_assets.core.flag_ledger import FlagEvent, merge_events
 from seamless_assets.core.frame import CANONICAL_COLUMNS, TS, Range, is_canonical
 
 
@@ -56,6 +57,18 @@ class HotStore(Protocol):
     def clear_gaps(self, node_id: str, window: Range) -> int:
         """Remove the window from the ledger (entries inside go, entries across it are
         trimmed or split). Returns how many entries were removed or trimmed."""
+        ...
+
+    def replace_flag_events(
+        self, node_id: str, windows: Sequence[Range], events: Sequence[FlagEvent]
+    ) -> None:
+        """Make `events` the node's conformance events inside `windows`, atomically: what
+        was recorded there goes, events outside every window are ignored (a refetch of a
+        window restates its events; recording the same fetch twice changes nothing)."""
+        ...
+
+    def flag_events(self, node_id: str, window: Range | None = None) -> list[FlagEvent]:
+        """Conformance events about bars opening inside the window, sorted."""
         ...
 
     def node_ids(self) -> list[str]:
@@ -136,3 +149,13 @@ def subtract_window(gap: LedgerGap, window: Range) -> list[LedgerGap]:
         (max(gap.range.start, window.end), gap.range.end),
     ]
     return [LedgerGap(Range(start, end), gap.reason) for start, end in parts if start < end]
+
+
+def events_to_store(windows: Sequence[Range], events: Sequence[FlagEvent]) -> list[FlagEvent]:
+    """The events a `replace_flag_events` call writes: inside a window, one per
+    `(ts, flag)` (counts summed), positive counts only; validated."""
+    for event in events:
+        if not isinstance(event, FlagEvent) or not event.flag or event.count < 0:
+            raise ValueError(f"flag events need a ts, a flag and a count >= 0, got {event!r}")
+    inside = [e for e in events if any(w.start <= e.ts < w.end for w in windows)]
+    return merge_events(inside)

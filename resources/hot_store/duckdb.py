@@ -22,6 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from seamless_assets.core.coverage import LedgerGap
+from seamless_assets.core.flag_ledger import FlagEvent
 from seamless_assets.core.frame import (
     CANONICAL_COLUMNS,
     CANONICAL_DTYPES,
@@ -33,6 +34,7 @@ from seamless_assets.errors import StoreError
 
 from .base import (
     clip_gaps,
+    events_to_store,
     islands_to_ranges,
     merge_gaps,
     subtract_window,
@@ -57,6 +59,14 @@ _SCHEMA = (
         reason VARCHAR NOT NULL,
         PRIMARY KEY (node_key, start_ts, end_ts, reason),
         CHECK (start_ts < end_ts)
+    )""",
+    """CREATE TABLE IF NOT EXISTS flag_events (
+        node_key INTEGER NOT NULL,
+        ts BIGINT NOT NULL,
+        flag VARCHAR NOT NULL,
+        n BIGINT NOT NULL,
+        PRIMARY KEY (node_key, ts, flag),
+        CHECK (n > 0)
     )""",
 )
 
@@ -323,6 +333,46 @@ class DuckDBHotStore:
             self._replace_ledger_entries(con, node_key, hit, remainders)
             con.commit()
         return len(hit)
+
+    # -- conformance events ------------------------------------------------------------
+
+    def replace_flag_events(
+        self, node_id: str, windows: Sequence[Range], events: Sequence[FlagEvent]
+    ) -> None:
+        kept = events_to_store(windows, events)
+        windows = [w for w in windows if not w.empty]
+        if not windows:
+            return
+        with self._connection() as con:
+            con.begin()
+            node_key = self._node_key(con, node_id, create=bool(kept))
+            if node_key is None:
+                con.commit()
+                return
+            con.executemany(
+                "DELETE FROM flag_events WHERE node_key = ? AND ts >= ? AND ts < ?",
+                [[node_key, w.start, w.end] for w in windows],
+            )
+            if kept:
+                con.executemany(
+                    "INSERT INTO flag_events (node_key, ts, flag, n) VALUES (?, ?, ?, ?)",
+                    [[node_key, e.ts, e.flag, e.count] for e in kept],
+                )
+            con.commit()
+
+    def flag_events(self, node_id: str, window: Range | None = None) -> list[FlagEvent]:
+        start = window.start if window is not None else np.iinfo(np.int64).min
+        end = window.end if window is not None else np.iinfo(np.int64).max
+        with self._connection() as con:
+            node_key = self._node_key(con, node_id, create=False)
+            if node_key is None:
+                return []
+            rows = con.execute(
+                "SELECT ts, flag, n FROM flag_events "
+                "WHERE node_key = ? AND ts >= ? AND ts < ? ORDER BY ts, flag",
+                [node_key, int(start), int(end)],
+            ).fetchall()
+        return [FlagEvent(int(ts), str(flag), int(n)) for ts, flag, n in rows]
 
     # -- housekeeping ------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ so keys that cannot contain quotes or backslashes keep parameterised SQL exact.
 
 QuestDB has no DELETE, so the gap ledger is an append-only log of versions: every change
 writes the node's whole new ledger under `version + 1` (an empty ledger is one marker
-row), and readers take the newest version.
+row), and readers take the newest version. Conformance events live in a WAL table with
+`DEDUP UPSERT KEYS(ts, node_id, flag)`: an event is removed by upserting its count to 0,
+and one replacement is one multi-row INSERT (one WAL transaction).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from psycopg.types.numeric import Int8BinaryDumper, Int8Dumper
 from questdb import QuestDBError, Sender
 
 from seamless_assets.core.coverage import LedgerGap
+from seamless_assets.core.flag_ledger import FlagEvent
 from seamless_assets.core.frame import (
     CANONICAL_COLUMNS,
     CANONICAL_DTYPES,
@@ -46,7 +49,14 @@ from seamless_assets.core.frame import (
 from seamless_assets.errors import StoreError
 from seamless_assets.nodes import asset_key_part, from_asset_key_part
 
-from .base import clip_gaps, islands_to_ranges, merge_gaps, subtract_window, validate_upsert_frame
+from .base import (
+    clip_gaps,
+    events_to_store,
+    islands_to_ranges,
+    merge_gaps,
+    subtract_window,
+    validate_upsert_frame,
+)
 
 US = 1_000_000
 _MAX_S = 253_402_300_799  # 9999-12-31T23:59:59Z, QuestDB's timestamp range
@@ -85,6 +95,7 @@ class QuestDBHotStore:
         self.ilp_conf = ilp_conf
         self.bars_table = f"{table_prefix}ohlcv"
         self.ledger_table = f"{table_prefix}gap_ledger"
+        self.events_table = f"{table_prefix}flag_events"
         self.ttl_days = ttl_days
         self.apply_timeout_s = apply_timeout_s
         self._conn: Any = None
@@ -144,6 +155,11 @@ class QuestDBHotStore:
                 "node_id SYMBOL CAPACITY 4096 CACHE, version LONG, start_s LONG, end_s LONG, "
                 "reason VARCHAR, written_at TIMESTAMP"
                 ") TIMESTAMP(written_at) PARTITION BY YEAR WAL"
+            )
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.events_table} ("
+                "node_id SYMBOL CAPACITY 4096 CACHE, flag SYMBOL, n LONG, ts TIMESTAMP"
+                ") TIMESTAMP(ts) PARTITION BY YEAR WAL DEDUP UPSERT KEYS(ts, node_id, flag)"
             )
         self._schema_ready = True
 
@@ -333,6 +349,52 @@ class QuestDBHotStore:
             self._write_ledger(key, version + 1, sorted(kept))
         return len(hit)
 
+    # -- conformance events ------------------------------------------------------------
+
+    def _events(self, key: str, windows: Sequence[Range]) -> list[FlagEvent]:
+        out: list[FlagEvent] = []
+        with self._cursor() as cur:
+            for window in windows:
+                cur.execute(
+                    f"SELECT cast(ts AS LONG), flag, n FROM {self.events_table} "
+                    "WHERE node_id = %s AND ts >= %s AND ts < %s AND n > 0",
+                    (key, _us(window.start), _us(window.end)),
+                )
+                out += [
+                    FlagEvent(int(ts) // US, from_asset_key_part(str(flag)), int(n))
+                    for ts, flag, n in cur.fetchall()
+                ]
+        return sorted(out)
+
+    def replace_flag_events(
+        self, node_id: str, windows: Sequence[Range], events: Sequence[FlagEvent]
+    ) -> None:
+        key = node_key(node_id)
+        kept = events_to_store(windows, events)
+        windows = [w for w in windows if not w.empty]
+        if not windows:
+            return
+        with self._lock:
+            wanted = {(e.ts, e.flag): e.count for e in kept}
+            current = {(e.ts, e.flag): e.count for e in self._events(key, windows)}
+            if current == wanted:
+                return
+            rows = {**dict.fromkeys(current, 0), **wanted}  # a count of 0 removes an event
+            values = [
+                (key, asset_key_part(flag), n, _us(ts)) for (ts, flag), n in sorted(rows.items())
+            ]
+            with self._cursor() as cur:
+                cur.execute(
+                    f"INSERT INTO {self.events_table} (node_id, flag, n, ts) VALUES "
+                    + ", ".join(["(%s, %s, %s, cast(%s AS TIMESTAMP))"] * len(values)),
+                    [cell for row in values for cell in row],
+                )
+            self._wait_applied(self.events_table)
+
+    def flag_events(self, node_id: str, window: Range | None = None) -> list[FlagEvent]:
+        key = node_key(node_id)
+        return self._events(key, [window if window is not None else Range(0, _MAX_S)])
+
     # -- housekeeping ------------------------------------------------------------------
 
     def node_ids(self) -> list[str]:
@@ -349,6 +411,7 @@ class QuestDBHotStore:
         with self._cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS {self.bars_table}")
             cur.execute(f"DROP TABLE IF EXISTS {self.ledger_table}")
+            cur.execute(f"DROP TABLE IF EXISTS {self.events_table}")
         self._schema_ready = False
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ import pytest
 from resources.hot_store import DuckDBHotStore, HotStore
 from resources.hot_store.questdb import QuestDBHotStore
 from seamless_assets.core.coverage import LedgerGap
+from seamless_assets.core.flag_ledger import FlagEvent
 from seamless_assets.core.frame import (
     CANONICAL_COLUMNS,
     VALUE_COLUMNS,
@@ -243,6 +244,65 @@ def test_clear_gaps_removes_trims_and_splits(hot_store: HotStore) -> None:
     ]
     assert hot_store.clear_gaps(NODE, Range(T0 + 400, T0 + 2500)) == 0
     assert hot_store.clear_gaps(OTHER, Range(T0, T0 + 10_000)) == 0
+
+
+# -- conformance-event ledger ---------------------------------------------------------------
+
+
+def _events(*items: tuple[int, str, int]) -> list[FlagEvent]:
+    return [FlagEvent(T0 + offset, flag, n) for offset, flag, n in items]
+
+
+@pytest.mark.parametrize(
+    "recorded",
+    [
+        _events((0, "duplicate_ts", 2), (60, "ohlc_inconsistent", 1)),
+        _events((120, "invalid_timestamp", 1), (120, "ts_cast", 3), (3540, "non_finite", 1)),
+        _events(*[(60 * i, "duplicate_ts", i % 3 + 1) for i in range(40)]),
+    ],
+)
+def test_flag_events_are_recorded_idempotently(
+    hot_store: HotStore, recorded: list[FlagEvent]
+) -> None:
+    hour = Range(T0, T0 + 3600)
+    hot_store.replace_flag_events(NODE, [hour], recorded)
+    hot_store.replace_flag_events(NODE, [hour], recorded)  # the same fetch twice: no change
+    assert hot_store.flag_events(NODE) == sorted(recorded)
+    assert hot_store.flag_events(NODE, Range(T0 + 60, T0 + 180)) == sorted(
+        e for e in recorded if T0 + 60 <= e.ts < T0 + 180
+    )
+    assert hot_store.flag_events(OTHER) == []
+
+
+def test_flag_events_merge_repeats_and_ignore_what_lies_outside_the_windows(
+    hot_store: HotStore,
+) -> None:
+    window = Range(T0, T0 + 600)
+    given = _events((0, "duplicate_ts", 1), (0, "duplicate_ts", 2), (600, "gap_x", 1))
+    given += [FlagEvent(T0 - 60, "ts_cast", 1), FlagEvent(T0 + 60, "ts_cast", 0)]
+    hot_store.replace_flag_events(NODE, [window], given)
+    assert hot_store.flag_events(NODE) == _events((0, "duplicate_ts", 3))
+
+
+def test_replacing_flag_events_restates_only_the_windows(hot_store: HotStore) -> None:
+    first = _events((0, "duplicate_ts", 1), (600, "ohlc_inconsistent", 2), (1200, "ts_cast", 1))
+    hot_store.replace_flag_events(NODE, [Range(T0, T0 + 1800)], first)
+    hot_store.replace_flag_events(OTHER, [Range(T0, T0 + 1800)], first)
+    # A refetch of [T0+300, T0+900) and [T0+1200, T0+1260) restates those windows only.
+    refetched = [Range(T0 + 300, T0 + 900), Range(T0 + 1200, T0 + 1260)]
+    hot_store.replace_flag_events(NODE, refetched, _events((660, "non_finite", 1)))
+    assert hot_store.flag_events(NODE) == _events((0, "duplicate_ts", 1), (660, "non_finite", 1))
+    hot_store.replace_flag_events(NODE, [Range(T0, T0 + 1800)], [])
+    assert hot_store.flag_events(NODE) == []
+    assert hot_store.flag_events(OTHER) == sorted(first)  # other nodes untouched
+
+
+def test_flag_events_reject_malformed_entries(hot_store: HotStore) -> None:
+    with pytest.raises(ValueError, match="flag events"):
+        hot_store.replace_flag_events(NODE, [Range(T0, T0 + 60)], [FlagEvent(T0, "", 1)])
+    with pytest.raises(ValueError, match="flag events"):
+        hot_store.replace_flag_events(NODE, [Range(T0, T0 + 60)], [FlagEvent(T0, "x", -1)])
+    assert hot_store.flag_events(NODE) == []
 
 
 # -- DuckDB: one writer process per file ------------------------------------------------------
