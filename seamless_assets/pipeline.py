@@ -23,19 +23,25 @@ from resources.exchange import ExchangeClient, FetchedBars, RequestStats
 from resources.hot_store.base import HotStore
 
 from . import __version__
-from .core.conformance import CONFORMANCE_VERSION, FLAGS, conform
+from .core.conformance import CONFORMANCE_VERSION, conform
 from .core.coverage import (
     LedgerGap,
     classify_empty_windows,
-    completeness_ratio,
     coverage_ratio,
     merge_ranges,
     missing_ranges,
     ranges_from_timestamps,
     split_by_windows,
 )
-from .core.fingerprint import FingerprintIdentity, dataset_fingerprint
-from .core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, TS, Range, empty_frame, iso_utc
+from .core.flag_ledger import FlagEvent, conformance_events, events_in
+from .core.frame import TS, Range, empty_frame
+from .core.manifest import (
+    ManifestIdentity,
+    build_manifest,
+    clip_ledger,
+    segment_coverage,
+    segment_flags,
+)
 from .core.stabilization import closed_end, is_window_stable
 from .nodes import NodeId
 
@@ -175,6 +181,10 @@ async def backfill(
         timings["conform_s"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
+        # Events before bars: a crash in between leaves the bars missing, so the rerun
+        # fetches them again and restates the same events (replace, never accumulate).
+        events = conformance_events(conformed, closed_ranges, partitions)
+        hot.replace_flag_events(node_id, closed_ranges, events)
         hot.upsert(node_id, fetched_frame)
         earliest = hot.bounds(node_id)
         earliest_ts = earliest[0] if earliest else None
@@ -194,6 +204,7 @@ async def backfill(
     t4 = time.perf_counter()
     stored = hot.read_range(node_id, window)
     ledger = hot.ledger_gaps(node_id, window)
+    flag_ledger = hot.flag_events(node_id, window)
     timings["read_back_s"] = time.perf_counter() - t4
 
     t5 = time.perf_counter()
@@ -203,13 +214,10 @@ async def backfill(
     def settle(index: int) -> PartitionOutcome:
         part = partitions[index]
         part_frame = stored.iloc[slices[index]].reset_index(drop=True)
-        part_flags = (
-            conformed.flags_within(part, interval, origin_s=origin) if conformed is not None else {}
-        )
-        outcome = _partition_outcome(node, part, part_frame, ledger, part_flags, now_s, settings)
+        outcome = _partition_outcome(node, part, part_frame, ledger, flag_ledger, now_s, settings)
         if not outcome.stable:
             return outcome
-        return _publish(node, part_frame, outcome, artifacts, settings)
+        return _publish(node, part_frame, outcome, ledger, flag_ledger, artifacts, settings)
 
     # Segments are independent files: publish them in parallel (fsync and zstd release the GIL).
     with ThreadPoolExecutor(max_workers=PUBLISH_WORKERS) as pool:
@@ -236,85 +244,58 @@ def _partition_outcome(
     part: Range,
     frame: pd.DataFrame,
     ledger: Sequence[LedgerGap],
-    flags: dict[str, int],
+    flag_ledger: Sequence[FlagEvent],
     now_s: float,
     settings: PipelineSettings,
 ) -> PartitionOutcome:
+    """The partition as its manifest states it: from its bars and ledger only."""
     interval, origin = node.interval_s, node.timeframe.origin_s
-    covered = ranges_from_timestamps(frame[TS].to_numpy(), interval)
-    gaps = tuple(
-        LedgerGap(clipped, g.reason) for g in ledger if (clipped := g.range.intersect(part))
-    )
-    known = [g.range for g in gaps]
+    gaps = clip_ledger(ledger, part)
+    cov = segment_coverage(frame[TS].to_numpy(), part, interval, origin, gaps)
     return PartitionOutcome(
         window=part,
-        row_count=len(frame),
-        coverage_ratio=coverage_ratio(covered, part, interval, origin_s=origin),
-        completeness_ratio=completeness_ratio(covered, known, part, interval, origin_s=origin),
-        missing=tuple(missing_ranges(covered, part, interval, known, origin_s=origin)),
+        row_count=cov.row_count,
+        coverage_ratio=cov.ratio,
+        completeness_ratio=cov.completeness,
+        missing=cov.missing,
         gaps=gaps,
-        flags={k: int(flags.get(k, 0)) for k in FLAGS},
+        flags=segment_flags(cov, events_in(flag_ledger, part)),
         stable=is_window_stable(
             part, int(now_s), interval, settings.stabilization_bars, origin_s=origin
         ),
     )
 
 
-def build_manifest(
-    node: NodeId,
-    outcome: PartitionOutcome,
-    frame: pd.DataFrame,
-    fingerprint: str,
-    settings: PipelineSettings,
-) -> dict[str, Any]:
-    """The segment manifest: identity, coverage, conformance and provenance; no wall clock."""
-    interval = node.interval_s
-    ts = frame[TS].to_numpy()
-    bounds = [int(ts[0]), int(ts[-1]) + interval] if len(ts) else None
-    return {
-        "manifest_version": 1,
-        "fingerprint": fingerprint,
-        "as_of": iso_utc(outcome.window.end),
-        "node_id": str(node),
-        "exchange": node.exchange,
-        "symbol": node.symbol,
-        "timeframe": node.timeframe.code,
-        "interval_s": interval,
-        "range": outcome.window.to_json(),
-        "row_count": outcome.row_count,
-        "columns": [[c, CANONICAL_DTYPES[c]] for c in CANONICAL_COLUMNS],
-        "format": {"file": "data.parquet", "type": "parquet", "compression": "zstd"},
-        "conformance": {"version": settings.conformance_version, "flags": outcome.flags},
-        "coverage": {
-            "bounds": bounds,
-            "expected_bars": outcome.window.bars(interval, origin_s=node.timeframe.origin_s),
-            "ratio": round(outcome.coverage_ratio, 6),
-            "completeness": round(outcome.completeness_ratio, 6),
-            "missing": [r.to_json() for r in outcome.missing],
-        },
-        "gaps": [{**g.range.to_json(), "reason": g.reason} for g in outcome.gaps],
-        "stabilization_bars": settings.stabilization_bars,
-        "producer": {"identity": PRODUCER, "exchange": node.exchange, "source": "ccxt"},
-    }
+def manifest_identity(node: NodeId, window: Range, settings: PipelineSettings) -> ManifestIdentity:
+    """What a segment's manifest states besides its bars and ledger."""
+    return ManifestIdentity(
+        node_id=str(node),
+        exchange=node.exchange,
+        symbol=node.symbol,
+        timeframe=node.timeframe.code,
+        interval_s=node.interval_s,
+        origin_s=node.timeframe.origin_s,
+        window=window,
+        conformance_version=settings.conformance_version,
+        stabilization_bars=settings.stabilization_bars,
+        producer=PRODUCER,
+    )
 
 
 def _publish(
     node: NodeId,
     frame: pd.DataFrame,
     outcome: PartitionOutcome,
+    ledger: Sequence[LedgerGap],
+    flag_ledger: Sequence[FlagEvent],
     artifacts: ArtifactStore,
     settings: PipelineSettings,
 ) -> PartitionOutcome:
-    identity = FingerprintIdentity(
-        node_id=str(node),
-        interval_s=node.interval_s,
-        range=outcome.window,
-        conformance_version=settings.conformance_version,
-    )
-    fingerprint = dataset_fingerprint(frame, identity)
+    identity = manifest_identity(node, outcome.window, settings)
+    manifest = build_manifest(identity, frame, ledger, flag_ledger)
+    fingerprint = manifest["fingerprint"]
     if artifacts.head(node, outcome.window) == fingerprint:
         uri = artifacts.uri_for(node, fingerprint)
         return replace(outcome, fingerprint=fingerprint, uri=uri, written=False)
-    manifest = build_manifest(node, outcome, frame, fingerprint, settings)
     result = artifacts.publish(node, frame, manifest)
     return replace(outcome, fingerprint=result.fingerprint, uri=result.uri, written=result.written)
