@@ -64,6 +64,11 @@ class SnapshotRegression(StoreError):
     """A snapshot would move a node's `as_of` backwards (snapshot history is append-only)."""
 
 
+class UnpublishableSegment(ArtifactIntegrityError):
+    """A head names a segment that cannot enter a snapshot: unsealed, repointed to another
+    partition's segment, or with a manifest that disagrees with its bars."""
+
+
 class SeamlessSLAExceeded(SeamlessError):
     """A read ran out of its SLA budget in `phase` (storage_wait | backfill_wait |
     live_wait | total); the work of that phase was cancelled."""
