@@ -107,7 +107,7 @@ def build_year(work: Path) -> int:
         hot.close()
         assert len(outcome.published) == DAYS, "every day should be published"
         snapshot = artifacts.advance_snapshot(node, "v2", end, time.time())
-        assert snapshot is not None and snapshot.as_of_s == end
+        assert snapshot is not None and snapshot.watermark_s == end
         return snapshot.as_of_s
 
 

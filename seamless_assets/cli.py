@@ -4,8 +4,8 @@ seamless nodes                                   list the catalog
 seamless backfill NODE --start D --end D         materialize partitions through Dagster
                  [--refetch-gaps] [--refetch]    retry ledgered gaps / restated bars
 seamless coverage NODE [--start D --end D]       stored coverage, known gaps, segments
-seamless verify                                  recompute every artifact fingerprint
-seamless snapshot [NODE ...]                     advance as_of snapshots to what is stable now
+seamless verify                                  check every segment, head, snapshot, file
+seamless snapshot [NODE ...]                     commit the published set if it changed
 seamless snapshots NODE                          a node's snapshot log
 seamless diff NODE AS_OF_A AS_OF_B               the bars that differ between two snapshots
 seamless demo                                    offline demo against the replay exchange
@@ -277,7 +277,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     artifacts = _open_artifacts(load_config(args.config))
     problems = artifacts.verify_all()
     for problem in problems:
-        print(f"MISMATCH {problem}")
+        print(f"{problem.kind:<22} {problem.uri}\n{'':<22} {problem.detail}")
     print(f"verify: {len(problems)} problem(s)")
     return 1 if problems else 0
 
@@ -300,9 +300,14 @@ def advance_snapshots(config: SeamlessConfig, nodes: Sequence[NodeId]) -> list[S
 
 
 def _describe(snapshot: Snapshot) -> str:
+    missing = ", ".join(str(r) for r in snapshot.missing[:5])
+    more = f" and {len(snapshot.missing) - 5} more" if len(snapshot.missing) > 5 else ""
     return (
         f"{snapshot.as_of_iso} {snapshot.fingerprint} "
-        f"({len(snapshot.segments)} segments, {snapshot.row_count} bars)"
+        f"({len(snapshot.segments)} segments, {snapshot.row_count} bars, data to "
+        f"{snapshot.watermark_iso}"
+        + (f"; missing {missing}{more}" if missing else "; no missing partitions")
+        + ")"
     )
 
 
@@ -393,11 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     coverage.add_argument("--end")
     coverage.set_defaults(func=cmd_coverage)
 
-    sub.add_parser("verify", help="recompute every artifact fingerprint").set_defaults(
+    sub.add_parser("verify", help="check every segment, head, snapshot and file").set_defaults(
         func=cmd_verify
     )
     sub.add_parser("nodes", help="list the catalog").set_defaults(func=cmd_nodes)
-    snapshot = sub.add_parser("snapshot", help="advance as_of snapshots to what is stable")
+    snapshot = sub.add_parser("snapshot", help="commit the published set if it changed")
     snapshot.add_argument("node", nargs="*", help="node id(s); default: every node")
     snapshot.set_defaults(func=cmd_snapshot)
     snapshots = sub.add_parser("snapshots", help="a node's snapshot log")

@@ -1,13 +1,21 @@
-"""as_of: advance each node's snapshot once its partitions are stable, and say so in Dagster.
+"""as_of: commit each node's published set as a snapshot, and say so in Dagster.
 
-Per tick and node: when the node was materialized since the last look (or the last look
-is `REFRESH_BARS` bars old, which covers clock skew between this process and the
-exchange), snapshot its current heads up to `stable_end` (`ArtifactStore.advance_snapshot`;
-it publishes only when `as_of` moves forward). The newest snapshot pointer is then recorded
-as an `AssetObservation` on the node's asset, once per `as_of`: the cursor holds each
-node's last recorded `as_of`, so a tick never records the same pointer twice.
+Per tick and node the sensor looks (`ArtifactStore.advance_snapshot`, which commits only
+when the published set differs from the newest snapshot's list) when any of these holds:
+
+* the node was materialized since the last look: every Dagster run that publishes (a UI
+  backfill, a gap-repair run, `seamless backfill --refetch`) records a materialization,
+  so a repair or restatement is committed by the next tick;
+* the set of stable partition windows changed (one listing of the heads' key names, no
+  reads): a partition materialized before it was stable is committed once it is;
+* the last look is `REFRESH_S` old (a head moved by a run that failed before recording
+  its materialization, or by a writer outside Dagster).
+
+The newest snapshot is recorded as an `AssetObservation` on the node's asset, once per
+`as_of`: the cursor holds each node's last recorded `as_of`.
 """
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,7 +37,8 @@ from .common import Clock, WatchedNode, dump_cursor, load_cursor, wall_clock
 from .coverage_scan import bars_before
 
 SENSOR_NAME = "seamless_as_of_sensor"
-REFRESH_BARS = 60
+REFRESH_S = 600
+MAX_MISSING_SHOWN = 20
 
 
 def snapshot_coverage(node: WatchedNode, snapshot: Snapshot, hot: HotStore) -> dict[str, Any]:
@@ -39,7 +48,7 @@ def snapshot_coverage(node: WatchedNode, snapshot: Snapshot, hot: HotStore) -> d
     rows = snapshot.row_count
     if not snapshot.segments:
         return {"rows": rows, "expected_bars": 0, "coverage": 1.0}
-    span = Range(snapshot.segments[0].range.start, snapshot.as_of_s)
+    span = Range(snapshot.segments[0].range.start, snapshot.watermark_s)
     empty = merge_ranges(g.range for g in hot.ledger_gaps(node.node_id, span))
     edges = np.array([span.start, span.end], dtype=np.int64)
     grid = span.bars(interval, origin_s=origin)
@@ -53,15 +62,23 @@ def as_of_observation(
     node: WatchedNode, snapshot: Snapshot, hot: HotStore, store: ArtifactStore
 ) -> dg.AssetObservation:
     coverage = snapshot_coverage(node, snapshot, hot)
+    missing = [str(r) for r in snapshot.missing[:MAX_MISSING_SHOWN]]
+    if len(snapshot.missing) > MAX_MISSING_SHOWN:
+        missing.append(f"... {len(snapshot.missing) - MAX_MISSING_SHOWN} more")
     return dg.AssetObservation(
         asset_key=node.asset_key,
-        description=f"snapshot of {node.node_id} as of {snapshot.as_of_iso}",
+        description=f"snapshot of {node.node_id} as of {snapshot.as_of_iso} "
+        f"(data to {snapshot.watermark_iso})",
         metadata={
             "node_id": node.node_id,
             "as_of": snapshot.as_of_iso,
             "as_of_s": snapshot.as_of_s,
+            "watermark": snapshot.watermark_iso,
+            "watermark_s": snapshot.watermark_s,
             "snapshot_fingerprint": snapshot.fingerprint,
             "segment_count": len(snapshot.segments),
+            "missing_count": len(snapshot.missing),
+            "missing": dg.MetadataValue.json(missing),
             "rows": coverage["rows"],
             "expected_bars": coverage["expected_bars"],
             "coverage": coverage["coverage"],
@@ -73,17 +90,25 @@ def as_of_observation(
 def advance_to_now(
     store: ArtifactStore, node: NodeId, config: SeamlessConfig, now_s: float
 ) -> Snapshot | None:
-    """Advance `node`'s snapshot to what is stable at `now_s` (`stabilization_bars`); its
-    latest snapshot afterwards, None while nothing is stable."""
+    """Commit `node`'s published set as of what is stable at `now_s`
+    (`stabilization_bars`) if it changed; its latest snapshot afterwards, None while
+    nothing is published."""
     section = config.seamless
-    stable_s = stable_end(
-        int(now_s),
-        node.interval_s,
-        section.artifact.stabilization_bars,
-        origin_s=node.timeframe.origin_s,
-    )
+    stable_s = stable_at(node, config, now_s)
     advanced = store.advance_snapshot(node, section.conformance.version, stable_s, now_s)
     return advanced or store.latest_snapshot(node)
+
+
+def stable_at(node: NodeId, config: SeamlessConfig, now_s: float) -> int:
+    bars = config.seamless.artifact.stabilization_bars
+    return stable_end(int(now_s), node.interval_s, bars, origin_s=node.timeframe.origin_s)
+
+
+def stable_windows_tag(store: ArtifactStore, node: NodeId, stable_s: int) -> str:
+    """A short digest of the node's stable partition windows (key names only, no reads)."""
+    windows = [w for w in store.head_windows(node) if w.end <= stable_s]
+    text = ",".join(f"{w.start}-{w.end}" for w in windows)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _materialization_ids(
@@ -108,8 +133,9 @@ def as_of_sensor(
     @dg.sensor(
         name=SENSOR_NAME,
         minimum_interval_seconds=minimum_interval_seconds,
-        description="Advance each node's as_of snapshot once its partitions are stable and "
-        "record the pointer (as_of, fingerprint, segments, coverage) on the asset.",
+        description="Commit each node's published set as a new as_of snapshot when it "
+        "changes (a new stable partition, a repair, a restatement) and record it (as_of, "
+        "watermark, fingerprint, segments, missing partitions, coverage) on the asset.",
     )
     def _as_of(
         context: dg.SensorEvaluationContext,
@@ -125,11 +151,12 @@ def as_of_sensor(
         try:
             for node in nodes:
                 seen = state.get(node.node_id) or {}
-                interval = node.node.interval_s
                 mat_id = materialized.get(node.asset_key, 0)
+                tag = stable_windows_tag(store, node.node, stable_at(node.node, config, now_s))
                 fresh = mat_id > int(seen.get("materialization", 0))
-                stale = now_s - float(seen.get("checked_at", 0)) >= REFRESH_BARS * interval
-                if not (fresh or stale):
+                moved = tag != seen.get("stable_windows")
+                stale = now_s - float(seen.get("checked_at", 0)) >= REFRESH_S
+                if not (fresh or moved or stale):
                     continue
                 try:
                     snapshot = advance_to_now(store, node.node, config, now_s)
@@ -145,6 +172,7 @@ def as_of_sensor(
                     "as_of_s": recorded,
                     "as_of": iso_utc(recorded) if recorded else None,
                     "materialization": mat_id,
+                    "stable_windows": tag,
                     "checked_at": now_s,
                 }
         finally:

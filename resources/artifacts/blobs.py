@@ -3,7 +3,27 @@
 from __future__ import annotations
 
 import builtins
-from typing import Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+TEMP_SUFFIX = ".tmp"
+
+
+@dataclass(frozen=True, order=True)
+class BlobFinding:
+    """Something a backend keeps beside the keys that should not be there: a writer's
+    temporary file (a killed run), or a file without ordinary permissions."""
+
+    kind: Literal["temp_file", "permissions"]
+    uri: str
+    detail: str
+
+
+@runtime_checkable
+class AuditableBlobStore(Protocol):
+    """A backend that can report what it keeps outside its keys (`ArtifactStore.verify_all`)."""
+
+    def audit(self) -> builtins.list[BlobFinding]: ...
 
 
 @runtime_checkable

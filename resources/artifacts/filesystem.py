@@ -4,20 +4,69 @@ Every write goes to a hidden temporary file in the target directory, is fsynced,
 appears under its key in one step: a hard link for create-only writes (fails if the key
 exists, so nothing is clobbered), a rename for overwrites. Readers therefore see either
 no file or the whole file, never a partial one.
+
+Temporary files are named `.{name}.{pid}@{host}.{token}.tmp` and created with mode 0666
+less the umask (ordinary 0644 under umask 022), like any file the process creates. A
+writer killed mid-write leaves its temporary file behind; the first write of a process
+into a directory sweeps the temporary files there whose writer is dead (same host, pid
+gone) or that are older than `STALE_TEMP_S` (any host, or names without a pid), so a
+killed run's leftovers do not outlive the next run that writes the same partition.
+`audit` reports the temporary files and the files without ordinary permissions it finds.
 """
 
 from __future__ import annotations
 
 import builtins
+import hashlib
 import os
-import tempfile
+import re
+import secrets
+import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from seamless_assets.errors import StoreError
 
-from .blobs import validate_key
+from .blobs import TEMP_SUFFIX, BlobFinding, validate_key
+
+STALE_TEMP_S = 3600  # no write holds its temporary file for an hour
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMP_NAME = re.compile(r"^\..+\.(?P<pid>[0-9]+)@(?P<host>[0-9a-f]{8})\.[0-9a-f]+\.tmp$")
+_MAX_SWEPT_DIRS = 100_000
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux exposes it."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # racy only where /proc is missing
+    os.umask(mask)
+    return mask
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_temp(name: str, age_s: float) -> bool:
+    """Whether a temporary file `name` of that age belongs to no live writer."""
+    if age_s >= STALE_TEMP_S:
+        return True
+    match = _TEMP_NAME.match(name)
+    return bool(match and match["host"] == _HOST and not _pid_alive(int(match["pid"])))
 
 
 class LocalDirectoryBlobStore:
@@ -32,6 +81,7 @@ class LocalDirectoryBlobStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self._root = str(self.root)
         self.fsync = fsync
+        self._swept: set[str] = set()
 
     def __repr__(self) -> str:
         return f"LocalDirectoryBlobStore({str(self.root)!r})"
@@ -111,9 +161,56 @@ class LocalDirectoryBlobStore:
     def uri(self, key: str) -> str:
         return Path(self._path(key, allow_prefix=True)).as_uri()
 
+    def audit(self) -> builtins.list[BlobFinding]:
+        """Temporary files left under the root, and files whose mode is not 0666 less the
+        umask (what any file this process creates gets)."""
+        expected = 0o666 & ~current_umask()
+        now, found = time.time(), []
+        for directory, _, files in os.walk(self._root):
+            for name in files:
+                path = os.path.join(directory, name)
+                try:
+                    info = os.stat(path)
+                except FileNotFoundError:
+                    continue
+                uri = Path(path).as_uri()
+                if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                    age = now - info.st_mtime
+                    state = "stale" if stale_temp(name, age) else "possibly in use"
+                    detail = f"temporary file of an interrupted write, {age:.0f} s old ({state})"
+                    found.append(BlobFinding("temp_file", uri, detail))
+                elif info.st_mode & 0o777 != expected:
+                    detail = f"mode {info.st_mode & 0o777:04o}, expected {expected:04o} (umask)"
+                    found.append(BlobFinding("permissions", uri, detail))
+        return sorted(found)
+
+    def _sweep(self, directory: Path) -> None:
+        """Remove stale temporary files in `directory`, once per directory and store."""
+        key = str(directory)
+        if key in self._swept:
+            return
+        if len(self._swept) >= _MAX_SWEPT_DIRS:
+            self._swept.clear()
+        self._swept.add(key)
+        now = time.time()
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(TEMP_SUFFIX):
+                try:
+                    if stale_temp(entry.name, now - entry.stat().st_mtime):
+                        os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+
     def _write_temp(self, path: Path, data: bytes) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        self._sweep(path.parent)
+        name = path.parent / f".{path.name}.{os.getpid()}@{_HOST}.{secrets.token_hex(6)}.tmp"
+        # O_EXCL with mode 0666: the kernel applies the umask (mkstemp would force 0600).
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -121,9 +218,9 @@ class LocalDirectoryBlobStore:
                 if self.fsync:
                     os.fsync(handle.fileno())
         except BaseException:
-            Path(name).unlink(missing_ok=True)
+            name.unlink(missing_ok=True)
             raise
-        return Path(name)
+        return name
 
     def _sync_dir(self, directory: Path) -> None:
         """Persist the new directory entry, so a crash cannot lose a sealed file."""

@@ -29,7 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from seamless_assets.errors import StoreError
 
-from .blobs import validate_key
+from .blobs import TEMP_SUFFIX, BlobFinding, validate_key
 
 # One worker per pooled HTTP connection: botocore keeps 10 by default, and more threads
 # than connections only open and discard extra connections. Latency-bound S3 reads still
@@ -149,6 +149,22 @@ class S3BlobStore:
                     if not any(part.startswith(".") or not part for part in key.split("/")):
                         keys.append(key)
         return sorted(keys)
+
+    def audit(self) -> builtins.list[BlobFinding]:
+        """Hidden `*.tmp` objects under the prefix. This backend never writes any (a PUT is
+        atomic), but a copy of a local store, or another tool, can leave them behind."""
+        found = []
+        with self._io("", "list"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self._root
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    name = str(item["Key"]).rpartition("/")[2]
+                    if name.startswith(".") and name.endswith(TEMP_SUFFIX):
+                        uri = f"s3://{self.bucket}/{item['Key']}"
+                        found.append(BlobFinding("temp_file", uri, "temporary object"))
+        return sorted(found)
 
     def uri(self, key: str) -> str:
         name = self._object(key, allow_prefix=True).rstrip("/")

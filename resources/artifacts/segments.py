@@ -5,9 +5,9 @@ new segment and only its head pointer moves."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -38,6 +38,16 @@ class PublishResult:
     fingerprint: str
     uri: str
     written: bool
+
+
+class LoadedSegment(NamedTuple):
+    """A segment as read: its table and, when verified, its manifest (bytes and parsed)."""
+
+    table: pa.Table
+    identity: FingerprintIdentity | None
+    data_key: str
+    manifest: dict[str, Any] | None
+    manifest_bytes: bytes | None
 
 
 class SegmentStore(StoreLayout):
@@ -124,6 +134,12 @@ class SegmentStore(StoreLayout):
         """Every partition's current segment fingerprint, in time order."""
         return dict(self._heads(node, window=None))
 
+    def head_windows(self, node: NodeId) -> list[Range]:
+        """Every partition window with a head, in time order: one listing, no reads."""
+        prefix = f"{self.segment_prefix(node)}/heads/"
+        names = (HEAD_NAME.match(key[len(prefix) :]) for key in self.blobs.list(prefix))
+        return sorted(Range(int(m["start"]), int(m["end"])) for m in names if m)
+
     def head(self, node: NodeId, window: Range) -> str | None:
         """The current segment of the partition that is exactly `window`, if any."""
         key = self._head_key(node, window)
@@ -151,9 +167,14 @@ class SegmentStore(StoreLayout):
         except (ValueError, KeyError, TypeError) as exc:
             raise ArtifactIntegrityError(f"{self.blobs.uri(key)} is not a head pointer") from exc
 
+    def manifest_key(self, node: NodeId, fingerprint: str) -> str:
+        return f"{self._segment_dir(node, fingerprint)}/{MANIFEST_FILE}"
+
     def read_manifest(self, node: NodeId, fingerprint: str) -> dict[str, Any] | None:
-        key = f"{self._segment_dir(node, fingerprint)}/{MANIFEST_FILE}"
-        data = self.blobs.get(key)
+        key = self.manifest_key(node, fingerprint)
+        return self._parse_manifest(key, self.blobs.get(key))
+
+    def _parse_manifest(self, key: str, data: bytes | None) -> dict[str, Any] | None:
         if data is None:
             return None
         try:
@@ -166,7 +187,7 @@ class SegmentStore(StoreLayout):
 
     def read_segment(self, node: NodeId, fingerprint: str, verify: bool = True) -> pd.DataFrame:
         """The canonical frame of one segment; with `verify`, proven to match its manifest."""
-        table, identity, data_key = self._load_segment(node, fingerprint, verify)
+        table, identity, data_key, _, _ = self._load_segment(node, fingerprint, verify)
         frame = frame_from_table(table)
         if identity is not None and dataset_fingerprint(frame, identity) != fingerprint:
             raise ArtifactIntegrityError(_mismatch(self.blobs.uri(data_key), fingerprint))
@@ -180,19 +201,30 @@ class SegmentStore(StoreLayout):
         return self._read_segments(node, self._heads(node, window), window, verify)
 
     def _read_segments(
-        self, node: NodeId, heads: Sequence[tuple[Range, str]], window: Range, verify: bool
+        self,
+        node: NodeId,
+        heads: Sequence[tuple[Range, str]],
+        window: Range,
+        verify: bool,
+        check: Callable[[int, LoadedSegment], None] | None = None,
     ) -> pd.DataFrame:
-        """Bars of the given `(partition, fingerprint)` segments, clipped to `window`."""
+        """Bars of the given `(partition, fingerprint)` segments, clipped to `window`;
+        with `verify`, `check(i, loaded)` also vets the i-th segment and its manifest."""
         loaded = self._map(lambda head: self._load_segment(node, head[1], verify), heads)
         if not loaded:
             return empty_frame()
-        frame = frame_from_table(pa.concat_tables([table for table, _, _ in loaded]))
+        if verify and check is not None:
+            for i, segment in enumerate(loaded):
+                check(i, segment)
+        frame = frame_from_table(pa.concat_tables([segment.table for segment in loaded]))
         if verify:
-            slices = [(table.num_rows, identity) for table, identity, _ in loaded if identity]
+            slices = [(s.table.num_rows, s.identity) for s in loaded if s.identity]
             actual = fingerprint_slices(frame, slices)
-            for (_, expected), got, (_, _, key) in zip(heads, actual, loaded, strict=True):
+            for (_, expected), got, segment in zip(heads, actual, loaded, strict=True):
                 if got != expected:
-                    raise ArtifactIntegrityError(_mismatch(self.blobs.uri(key), expected))
+                    raise ArtifactIntegrityError(
+                        _mismatch(self.blobs.uri(segment.data_key), expected)
+                    )
         ts = frame[TS].to_numpy()
         if len(ts) > 1 and not bool(np.all(ts[1:] > ts[:-1])):
             # Overlapping partitions: one bar per ts, from the later-starting head.
@@ -206,14 +238,13 @@ class SegmentStore(StoreLayout):
             return frame
         return pd.DataFrame({c: frame[c].to_numpy()[index] for c in CANONICAL_COLUMNS})
 
-    def _load_segment(
-        self, node: NodeId, fingerprint: str, verify: bool
-    ) -> tuple[pa.Table, FingerprintIdentity | None, str]:
+    def _load_segment(self, node: NodeId, fingerprint: str, verify: bool) -> LoadedSegment:
         """Decoded data, the identity its manifest vouches for (with `verify`), its key."""
         segment_dir = self._segment_dir(node, fingerprint)
         data_key, manifest_key = f"{segment_dir}/{DATA_FILE}", f"{segment_dir}/{MANIFEST_FILE}"
         data = self.blobs.get(data_key)
-        manifest = self.read_manifest(node, fingerprint) if verify else None
+        manifest_bytes = self.blobs.get(manifest_key) if verify else None
+        manifest = self._parse_manifest(manifest_key, manifest_bytes)
         uri = LazyUri(self.blobs, data_key)
         if data is None:
             sealed = manifest is not None if verify else self.blobs.exists(manifest_key)
@@ -227,7 +258,7 @@ class SegmentStore(StoreLayout):
             )
         table = read_segment_table(data, uri)
         if not verify:
-            return table, None, data_key
+            return LoadedSegment(table, None, data_key, None, None)
         if manifest is None:
             raise ArtifactIntegrityError(
                 f"{uri} has no manifest, so it is not a sealed segment (an interrupted "
@@ -242,7 +273,7 @@ class SegmentStore(StoreLayout):
                 f"manifest of {uri} is for {identity.node_id} {manifest.get('fingerprint')}, "
                 f"not {node} {fingerprint}"
             )
-        return table, identity, data_key
+        return LoadedSegment(table, identity, data_key, manifest, manifest_bytes)
 
 
 def _check_segment_frame(frame: pd.DataFrame, window: Range) -> None:

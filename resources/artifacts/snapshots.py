@@ -14,11 +14,13 @@ from seamless_assets.core.frame import Range, empty_frame, iso_utc
 from seamless_assets.core.snapshot import (
     Snapshot,
     SnapshotLogEntry,
-    SnapshotSegment,
     build_snapshot,
+    commit_as_of,
     diff_bars,
     diff_segments,
+    published_set,
     resolve_as_of,
+    unsnapshotted,
 )
 from seamless_assets.errors import (
     ArtifactIntegrityError,
@@ -31,7 +33,8 @@ from seamless_assets.nodes import NodeId
 
 from .codec import encode_manifest
 from .layout import SNAPSHOT_LOG_NAME
-from .segments import SegmentStore
+from .listed import check_listed_segment, vet_new_segment
+from .segments import LoadedSegment, SegmentStore
 
 
 class SnapshotStore(SegmentStore):
@@ -119,27 +122,31 @@ class SnapshotStore(SegmentStore):
         return self.read_snapshot(node, self._log_entry(node, as_ofs[-1])) if as_ofs else None
 
     def resolve_snapshot(self, node: NodeId, as_of_s: int) -> Snapshot:
-        """The snapshot with the greatest `as_of <= as_of_s`.
+        """The newest snapshot committed at or before `as_of_s`.
 
-        An `as_of` beyond the latest snapshot is refused: a later snapshot could still
-        answer it differently, so the read would not be reproducible.
+        An `as_of` after the newest commit is refused rather than answered with the newest
+        snapshot: a commit may be in flight (its as_of already chosen, its log entry not yet
+        written) and committers' clocks may disagree, so the answer would not be
+        reproducible. Pin an `as_of` that a commit returned or that `seamless snapshots`
+        lists (or any instant between two commits).
         """
         as_ofs = self.snapshot_as_ofs(node)
         if not as_ofs:
             raise SnapshotNotFound(
                 f"{node} has no published snapshot; materialize its partitions and let the "
-                "as_of sensor advance it"
+                "as_of sensor (or `seamless snapshot`) commit one"
             )
         if as_of_s > as_ofs[-1]:
             raise SnapshotNotFound(
                 f"{node}: as_of {iso_utc(as_of_s)} is after the latest snapshot "
-                f"{iso_utc(as_ofs[-1])}; pin an as_of at or before it"
+                f"{iso_utc(as_ofs[-1])}; pin an as_of at or before it (`seamless snapshots "
+                f"{node}` lists them), or commit a new one with `seamless snapshot {node}`"
             )
         found = resolve_as_of(as_ofs, as_of_s)
         if found is None:
             raise SnapshotNotFound(
                 f"{node}: as_of {iso_utc(as_of_s)} is before the first snapshot "
-                f"{iso_utc(as_ofs[0])}"
+                f"{iso_utc(as_ofs[0])} (as_of is a snapshot's commit instant, not a data time)"
             )
         return self.read_snapshot(node, self._log_entry(node, found))
 
@@ -147,37 +154,58 @@ class SnapshotStore(SegmentStore):
         self, node: NodeId, snapshot: Snapshot, window: Range, verify: bool = True
     ) -> pd.DataFrame:
         """Bars of the snapshot's segments overlapping `window`, clipped to it; with
-        `verify`, every segment is proven to hash to the fingerprint the snapshot lists."""
-        heads = [(s.range, s.fingerprint) for s in snapshot.segments_overlapping(window)]
-        return self._read_segments(node, heads, window, verify)
+        `verify`, every segment is proven to hash to the fingerprint the snapshot lists and
+        its manifest to be the one the snapshot committed (see `check_listed_segment`)."""
+        listed = snapshot.segments_overlapping(window)
+        heads = [s.key for s in listed]
+
+        def check(i: int, loaded: LoadedSegment) -> None:
+            check_listed_segment(self.blobs, node, listed[i], loaded)
+
+        return self._read_segments(node, heads, window, verify, check)
+
+    def unsnapshotted(self, node: NodeId, stable_end_s: int) -> list[Range]:
+        """Published partitions (heads ending by `stable_end_s`) that the newest snapshot
+        lacks or lists with another segment: what the next commit will add."""
+        published = published_set(self._heads(node, window=None), stable_end_s)
+        return unsnapshotted(self.latest_snapshot(node), published)
 
     def advance_snapshot(
-        self, node: NodeId, conformance_version: str, stable_end_s: int, published_at_s: float
+        self,
+        node: NodeId,
+        conformance_version: str,
+        stable_end_s: int,
+        now_s: float,
+        history_start_s: int | None = None,
     ) -> Snapshot | None:
-        """Snapshot the node's current heads that end by `stable_end_s` and publish it when
-        that moves `as_of` forward; the new snapshot, or None when `as_of` did not advance."""
+        """Commit the node's published set (heads ending by `stable_end_s`) as a new
+        snapshot at the commit instant `now_s` (kept strictly increasing) when it differs
+        from the newest snapshot's list: a new stable partition, a repaired hole, a restated
+        partition. None when nothing changed (or nothing is published).
+
+        Every segment not listed by the previous snapshot is vetted first (sealed, its
+        manifest's range is the head's window, the manifest agrees with the bars); one that
+        is not refuses the whole commit with UnpublishableSegment naming the path and fix.
+        """
         previous = self.latest_snapshot(node)
-        current = [(r, fp) for r, fp in self._heads(node, window=None) if r.end <= stable_end_s]
-        if not current or (previous and current[-1][0].end <= previous.as_of_s):
+        current = published_set(self._heads(node, window=None), stable_end_s)
+        if not current or (previous is not None and previous.listed == current):
             return None
-        known = (
-            {(s.range, s.fingerprint): s.row_count for s in previous.segments} if previous else {}
-        )
-        todo = [(r, fp) for r, fp in current if (r, fp) not in known]
-        manifests = self._map(lambda head: self.read_manifest(node, head[1]), todo)
-        for (r, fp), manifest in zip(todo, manifests, strict=True):
-            if manifest is None:
-                raise ArtifactNotFound(f"{node}: head {r} points at unsealed segment {fp}")
-            if not isinstance(manifest.get("row_count"), int):
-                raise ArtifactIntegrityError(f"{node}: manifest of {fp} has no row_count")
-            known[(r, fp)] = manifest["row_count"]
-        segments = [SnapshotSegment(r, fp, known[(r, fp)]) for r, fp in current]
+        known = {s.key: s for s in (previous.segments if previous else ()) if s.manifest_sha256}
+        todo = [head for head in current if head not in known]
+        for vetted in self._map(lambda head: vet_new_segment(self, node, *head), todo):
+            known[vetted.key] = vetted
         snapshot = build_snapshot(
-            str(node), node.interval_s, conformance_version, segments, stable_end_s
+            str(node),
+            node.interval_s,
+            conformance_version,
+            [known[head] for head in current],
+            commit_as_of(now_s, previous),
+            history_start_s,
         )
         if snapshot is None:
             return None
-        self.publish_snapshot(node, snapshot, published_at_s)
+        self.publish_snapshot(node, snapshot, now_s)
         return snapshot
 
     def diff_snapshots(self, node: NodeId, before: Snapshot, after: Snapshot) -> pd.DataFrame:

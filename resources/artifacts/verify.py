@@ -7,12 +7,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from seamless_assets.core.fingerprint import dataset_fingerprint, fingerprint_dirname
+from seamless_assets.core.frame import Range
+from seamless_assets.core.manifest import manifest_problems
 from seamless_assets.core.snapshot import Snapshot, SnapshotLogEntry
 from seamless_assets.errors import ArtifactIntegrityError, SeamlessError
 from seamless_assets.nodes import NodeId
 
+from .blobs import AuditableBlobStore
 from .codec import decode_segment, identity_from_manifest
 from .layout import DATA_FILE, HEAD_NAME, MANIFEST_FILE, SEGMENT_KEY, SNAPSHOT_LOG_KEY
+from .listed import entry_problems, manifest_range
 
 if TYPE_CHECKING:
     from .snapshots import SnapshotStore
@@ -24,7 +28,11 @@ ProblemKind = Literal[
     "orphan_data",  # data without manifest (crashed publish): harmless, republish seals it
     "misplaced",  # manifest's node or fingerprint does not match where it is stored
     "dangling_head",  # a head pointer names a segment that has no manifest
+    "head_mismatch",  # a head's window is not its segment's range (a repointed head)
+    "temp_file",  # a writer's temporary file (a killed run) left beside the keys
+    "permissions",  # a file without ordinary permissions (0666 less the umask)
     "bad_snapshot",  # a published snapshot is unreadable, tampered or lists unsealed segments
+    "manifest_mismatch",  # a manifest field disagrees with its segment's bars and ledger section
 ]
 
 
@@ -58,6 +66,8 @@ def verify_all(store: SnapshotStore) -> list[VerificationProblem]:
         problems.extend(_verify_head(store, key))
     for key in snapshot_logs:
         problems.extend(_verify_snapshot(store, key))
+    if isinstance(store.blobs, AuditableBlobStore):
+        problems.extend(VerificationProblem(f.kind, f.uri, f.detail) for f in store.blobs.audit())
     return sorted(problems)
 
 
@@ -73,11 +83,23 @@ def _verify_snapshot(store: SnapshotStore, log_key: str) -> list[VerificationPro
     if snapshot.fingerprint != entry.fingerprint:
         detail = f"log names {entry.fingerprint}, manifest is {snapshot.fingerprint}"
         return [VerificationProblem("bad_snapshot", uri, detail)]
-    unsealed = [s for s in snapshot.segments if not store._is_sealed(node, s.fingerprint)]
-    if unsealed:
-        detail = f"{len(unsealed)} listed segment(s) not sealed, first {unsealed[0].fingerprint}"
-        return [VerificationProblem("bad_snapshot", uri, detail)]
-    return []
+    problems = []
+    uri = store.blobs.uri(log_key.replace("/snapshot_log/", "/snapshots/"))
+    for listed in snapshot.segments:
+        key = store.manifest_key(node, listed.fingerprint)
+        data = store.blobs.get(key)
+        try:
+            manifest = json.loads(data) if data is not None else None
+        except ValueError:
+            manifest = None
+        if data is None or not isinstance(manifest, dict):
+            detail = f"lists {listed.range} -> {store.blobs.uri(key)}, which is missing or not JSON"
+            problems.append(VerificationProblem("bad_snapshot", uri, detail))
+            continue
+        for found in entry_problems(listed, manifest, data):
+            detail = f"{listed.range} -> {store.blobs.uri(key)}: {found}"
+            problems.append(VerificationProblem("bad_snapshot", uri, detail))
+    return problems
 
 
 def _verify_stored(
@@ -106,6 +128,10 @@ def _verify_stored(
     actual = dataset_fingerprint(frame, identity)
     if actual != fingerprint:
         return [VerificationProblem("fingerprint_mismatch", uri, f"data hashes to {actual}")]
+    wrong = manifest_problems(manifest, frame, check_fingerprint=False)
+    if wrong:
+        manifest_uri = store.blobs.uri(f"{segment_dir}/{MANIFEST_FILE}")
+        return [VerificationProblem("manifest_mismatch", manifest_uri, "; ".join(wrong))]
     return []
 
 
@@ -117,6 +143,18 @@ def _verify_head(store: SnapshotStore, key: str) -> list[VerificationProblem]:
         segment_dir += fingerprint_dirname(fingerprint or "")
     except (ArtifactIntegrityError, ValueError) as exc:
         return [VerificationProblem("unreadable", uri, str(exc))]
-    if not store.blobs.exists(f"{segment_dir}/{MANIFEST_FILE}"):
+    data = store.blobs.get(f"{segment_dir}/{MANIFEST_FILE}")
+    if data is None:
         return [VerificationProblem("dangling_head", uri, f"{fingerprint} is not sealed")]
+    name = HEAD_NAME.match(key.rpartition("/")[2])
+    assert name is not None  # verify_all only passes head keys
+    window = Range(int(name["start"]), int(name["end"]))
+    try:
+        manifest = json.loads(data)
+        stated = manifest_range(manifest) if isinstance(manifest, dict) else None
+    except ValueError:
+        stated = None  # the segment's own check reports an unreadable manifest
+    if stated is not None and stated != window:
+        detail = f"names {fingerprint}, whose manifest covers {stated}, not {window}"
+        return [VerificationProblem("head_mismatch", uri, detail)]
     return []

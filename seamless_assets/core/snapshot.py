@@ -1,10 +1,20 @@
-"""Snapshots: what a node's data was `as_of` a watermark, reproducible forever.
+"""Snapshots: commits of a node's published set, reproducible forever.
 
-A snapshot is an immutable list, in time order, of the segment fingerprints that cover a
-node up to `as_of` (the close time of its last stabilized bar). Its own fingerprint hashes
-that list with the node's identity, so `(node_id, as_of)` names exactly one set of bars
-even after partitions are restated: a restatement is a new segment, referenced by the next
-snapshot only. Wall-clock publication times live in the snapshot log, never in here.
+A snapshot is an immutable, write-once commit of the segments that make up a node, in time
+order. Its `as_of` is the *commit instant* (epoch seconds), not the data watermark: the
+blueprint allows "snapshot or commit instant", and only a commit instant can strictly
+increase per node when nothing new closed but the set still changed (a repaired hole, a
+restated partition). The data watermark (`watermark_s`: close of the last stabilized bar,
+the end of the last listed segment) and the windows the snapshot lacks between the node's
+history start and the watermark (`missing`) are recorded beside it.
+
+Each listed segment carries the sha256 of its manifest bytes, so a manifest edited after
+the commit is caught on read. The snapshot's own fingerprint hashes its whole body, so
+`(node_id, as_of)` names exactly one set of bars. Wall-clock publication times live in the
+snapshot log, never in here.
+
+Version 1 snapshots (as_of = watermark, no manifest digests, no `missing`) still parse and
+keep their fingerprints: `watermark_s = as_of_s`, `missing = ()`.
 
 Pure values and functions: building, (de)serializing, resolving and diffing snapshots.
 """
@@ -15,7 +25,7 @@ import hashlib
 import json
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from itertools import pairwise
@@ -28,37 +38,65 @@ from .coverage import merge_ranges, subtract_ranges
 from .fingerprint import ALGO
 from .frame import TS, VALUE_COLUMNS, Range, iso_utc
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
+
+
+def manifest_digest(manifest_bytes: bytes) -> str:
+    """Hex sha256 of a segment's manifest bytes, as a snapshot lists it."""
+    return hashlib.sha256(manifest_bytes).hexdigest()
 
 
 @dataclass(frozen=True, order=True)
 class SnapshotSegment:
-    """One partition's sealed segment as a snapshot references it."""
+    """One partition's sealed segment as a snapshot references it (`manifest_sha256`:
+    hex sha256 of its manifest bytes; None only in version 1 snapshots)."""
 
     range: Range
     fingerprint: str
     row_count: int
+    manifest_sha256: str | None = field(default=None, compare=False)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
+    @property
+    def key(self) -> tuple[Range, str]:
+        return (self.range, self.fingerprint)
+
+    def to_json(self, version: int = SNAPSHOT_VERSION) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "start": self.range.start,
             "end": self.range.end,
             "fingerprint": self.fingerprint,
             "row_count": self.row_count,
         }
+        if version >= 2:
+            out["manifest_sha256"] = self.manifest_sha256
+        return out
 
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The segments covering `node_id` up to `as_of_s`, in time order."""
+    """The segments committed for `node_id` at `as_of_s`, in time order.
+
+    `watermark_s` defaults to the end of the last listed segment (`as_of_s` in version 1).
+    """
 
     node_id: str
     interval_s: int
     conformance_version: str
     as_of_s: int
     segments: tuple[SnapshotSegment, ...]
+    watermark_s: int = -1
+    missing: tuple[Range, ...] = ()
+    version: int = SNAPSHOT_VERSION
 
     def __post_init__(self) -> None:
+        if self.version not in SUPPORTED_VERSIONS:
+            raise ValueError(f"snapshot version {self.version} is not one of {SUPPORTED_VERSIONS}")
+        if self.watermark_s == -1:
+            watermark = self.as_of_s if self.version == 1 or not self.segments else None
+            if watermark is None:
+                watermark = self.segments[-1].range.end
+            object.__setattr__(self, "watermark_s", watermark)
         ranges = [s.range for s in self.segments]
         if ranges != sorted(ranges):
             raise ValueError(f"snapshot of {self.node_id} lists segments out of time order")
@@ -67,31 +105,49 @@ class Snapshot:
                 raise ValueError(
                     f"snapshot of {self.node_id} lists overlapping segments {before} and {after}"
                 )
-        if ranges and ranges[-1].end > self.as_of_s:
+        if ranges and ranges[-1].end > self.watermark_s:
             raise ValueError(
-                f"snapshot of {self.node_id} as of {iso_utc(self.as_of_s)} lists a segment "
-                f"ending later, at {iso_utc(ranges[-1].end)}"
+                f"snapshot of {self.node_id} with watermark {iso_utc(self.watermark_s)} lists "
+                f"a segment ending later, at {iso_utc(ranges[-1].end)}"
             )
+        if self.watermark_s > self.as_of_s:
+            raise ValueError(
+                f"snapshot of {self.node_id} committed at {self.as_of_iso} lists a segment "
+                f"ending later, at {iso_utc(self.watermark_s)} (a commit cannot vouch for "
+                "bars that closed after it)"
+            )
+        if self.version >= 2 and any(s.manifest_sha256 is None for s in self.segments):
+            raise ValueError(f"a version 2 snapshot of {self.node_id} lists manifest digests")
 
     @property
     def as_of_iso(self) -> str:
         return iso_utc(self.as_of_s)
 
     @property
+    def watermark_iso(self) -> str:
+        return iso_utc(self.watermark_s)
+
+    @property
     def row_count(self) -> int:
         return sum(s.row_count for s in self.segments)
 
+    @property
+    def listed(self) -> list[tuple[Range, str]]:
+        """The published set this snapshot commits: `(partition, fingerprint)` in order."""
+        return [s.key for s in self.segments]
+
     @cached_property
     def fingerprint(self) -> str:
-        """`sha256:<hex>` over the node identity, `as_of` and the ordered segment list."""
+        """`sha256:<hex>` over the whole body: identity, as_of, watermark, missing windows
+        and the ordered segment list with manifest digests."""
         return _hash_body(self._body())
 
     def segments_overlapping(self, window: Range) -> list[SnapshotSegment]:
         return [s for s in self.segments if s.range.intersect(window) is not None]
 
     def uncovered(self, window: Range) -> list[Range]:
-        """Parts of `window` that no listed segment covers, including any part after
-        `as_of` (bars the snapshot cannot vouch for)."""
+        """Parts of `window` that no listed segment covers, including any part after the
+        watermark (bars the snapshot cannot vouch for)."""
         return subtract_ranges([window], merge_ranges(s.range for s in self.segments))
 
     def to_json(self) -> dict[str, Any]:
@@ -99,21 +155,28 @@ class Snapshot:
         return {**self._body(), "fingerprint": self.fingerprint}
 
     def _body(self) -> dict[str, Any]:
-        return {
-            "snapshot_version": SNAPSHOT_VERSION,
+        body: dict[str, Any] = {
+            "snapshot_version": self.version,
             "node_id": self.node_id,
             "interval_s": self.interval_s,
             "conformance_version": self.conformance_version,
             "as_of": self.as_of_iso,
             "as_of_s": self.as_of_s,
-            "segments": [s.to_json() for s in self.segments],
+            "segments": [s.to_json(self.version) for s in self.segments],
         }
+        if self.version >= 2:
+            body["watermark"] = self.watermark_iso
+            body["watermark_s"] = self.watermark_s
+            body["missing"] = [r.to_json() for r in self.missing]
+        return body
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Snapshot:
-        """Parse a snapshot manifest; ValueError when malformed or its fingerprint is not
-        the hash of its content (a tampered or truncated manifest)."""
+        """Parse a snapshot manifest (version 1 or 2); ValueError when malformed or its
+        fingerprint is not the hash of its content (a tampered or truncated manifest)."""
         try:
+            version = int(data.get("snapshot_version", 1))
+            v2 = version >= 2
             snapshot = cls(
                 node_id=str(data["node_id"]),
                 interval_s=int(data["interval_s"]),
@@ -124,9 +187,15 @@ class Snapshot:
                         Range(int(s["start"]), int(s["end"])),
                         str(s["fingerprint"]),
                         int(s["row_count"]),
+                        str(s["manifest_sha256"]) if v2 else None,
                     )
                     for s in data["segments"]
                 ),
+                watermark_s=int(data["watermark_s"]) if v2 else int(data["as_of_s"]),
+                missing=tuple(Range(int(r["start"]), int(r["end"])) for r in data["missing"])
+                if v2
+                else (),
+                version=version,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"snapshot manifest is missing a field: {exc!r}") from exc
@@ -165,22 +234,50 @@ class SnapshotLogEntry:
         return cls(int(data["as_of_s"]), str(data["fingerprint"]), float(data["published_at_s"]))
 
 
+def published_set(heads: Iterable[tuple[Range, str]], stable_end_s: int) -> list[tuple[Range, str]]:
+    """The heads a snapshot may list: partitions whose window ends by `stable_end_s`."""
+    return sorted((r, fp) for r, fp in heads if r.end <= stable_end_s)
+
+
+def unsnapshotted(previous: Snapshot | None, published: Iterable[tuple[Range, str]]) -> list[Range]:
+    """Published partitions that `previous` lacks or lists with another segment."""
+    listed = set(previous.listed) if previous is not None else set()
+    return [r for r, fp in published if (r, fp) not in listed]
+
+
+def commit_as_of(now_s: float, previous: Snapshot | None) -> int:
+    """The as_of of the next commit: the commit instant, kept strictly increasing."""
+    return max(int(now_s), previous.as_of_s + 1) if previous is not None else int(now_s)
+
+
 def build_snapshot(
     node_id: str,
     interval_s: int,
     conformance_version: str,
     segments: Iterable[SnapshotSegment],
-    stable_end_s: int,
+    as_of_s: int,
+    history_start_s: int | None = None,
 ) -> Snapshot | None:
-    """The snapshot of the given head segments that end by `stable_end_s`, or None.
+    """The commit of `segments` at `as_of_s`, or None when there is nothing to list.
 
-    `as_of` is the end of the last listed segment: segments are sealed only once all their
-    bars are stable, so that is the close time of the last stabilized bar they vouch for.
+    The watermark is the end of the last listed segment (segments are sealed only once all
+    their bars are stable, so that is the close of the last stabilized bar they vouch
+    for); `missing` is what no segment covers between `history_start_s` (the node's first
+    bar; else its first segment) and the watermark.
     """
-    listed = tuple(sorted(s for s in segments if s.range.end <= stable_end_s))
+    listed = tuple(sorted(segments))
     if not listed:
         return None
-    return Snapshot(node_id, interval_s, conformance_version, listed[-1].range.end, listed)
+    watermark = listed[-1].range.end
+    start = listed[0].range.start if history_start_s is None else history_start_s
+    missing = (
+        subtract_ranges([Range(start, watermark)], merge_ranges(s.range for s in listed))
+        if start < watermark
+        else []
+    )
+    return Snapshot(
+        node_id, interval_s, conformance_version, as_of_s, listed, watermark, tuple(missing)
+    )
 
 
 def parse_as_of(value: str | int | float | datetime) -> int:
