@@ -48,6 +48,7 @@ from .flag_ledger import FlagEvent, events_in, flag_counts
 from .frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, TS, Range, iso_utc
 
 MANIFEST_VERSION = 2
+_ABSENT = object()
 READABLE_VERSIONS = (1, 2)
 RATIO_DIGITS = 6
 FORMAT = {"file": "data.parquet", "type": "parquet", "compression": "zstd"}
@@ -202,11 +203,17 @@ def manifest_problems(
     problems: list[str] = []
 
     def differs(field: str, stated: object, derived: object) -> None:
-        if stated != derived:
+        if stated is _ABSENT:  # v1 manifests may lack a field: judge only what is stated
+            if version >= 2:
+                problems.append(f"{field}: missing from a version {version} manifest")
+        elif stated != derived:
             problems.append(f"{field}: manifest says {stated!r}, the segment gives {derived!r}")
 
     ts = frame[TS].to_numpy(dtype=np.int64) if TS in frame.columns else np.empty(0, np.int64)
-    differs("columns", [list(c) for c in manifest.get("columns", [])], _columns(frame))
+    columns = manifest.get("columns", _ABSENT)
+    differs(
+        "columns", columns if columns is _ABSENT else [list(c) for c in columns], _columns(frame)
+    )
     if len(ts):
         if ts[0] < window.start or ts[-1] >= window.end:
             problems.append(f"range: bars from {int(ts[0])} to {int(ts[-1])} outside {window}")
@@ -214,11 +221,10 @@ def manifest_problems(
             problems.append(f"interval_s: bars off the grid {origin} + k*{interval}")
         if len(ts) > 1 and not bool(np.all(ts[1:] > ts[:-1])):
             problems.append("range: bar open times are not strictly increasing")
-    node_id = (
-        f"ohlcv:{manifest.get('exchange')}:{manifest.get('symbol')}:{manifest.get('timeframe')}"
-    )
-    differs("node_id", identity.node_id, node_id)
-    differs("as_of", manifest.get("as_of"), iso_utc(window.end))
+    parts = [manifest.get(k, _ABSENT) for k in ("exchange", "symbol", "timeframe")]
+    if _ABSENT not in parts or version >= 2:
+        differs("node_id", identity.node_id, "ohlcv:" + ":".join(map(str, parts)))
+    differs("as_of", manifest.get("as_of", _ABSENT), iso_utc(window.end))
     if check_fingerprint and not problems:
         derived = dataset_fingerprint(frame, identity.fingerprint_identity())
         differs("fingerprint", manifest.get("fingerprint"), derived)
@@ -226,10 +232,10 @@ def manifest_problems(
         if gap.range.intersect(window) != gap.range:
             problems.append(f"gaps: {gap.range} lies outside the segment's range {window}")
     cov = segment_coverage(ts, window, interval, origin, gaps)
-    differs("row_count", manifest.get("row_count"), cov.row_count)
+    differs("row_count", manifest.get("row_count", _ABSENT), cov.row_count)
     stated = manifest.get("coverage") or {}
     for key, value in _coverage_json(cov).items():
-        differs(f"coverage.{key}", stated.get(key), value)
+        differs(f"coverage.{key}", stated.get(key, _ABSENT), value)
     if version >= 2:
         outside = [e for e in events if not window.start <= e.ts < window.end]
         if outside:
