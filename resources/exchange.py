@@ -26,6 +26,7 @@ from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
+import numpy as np
 from ccxt.base import errors as ccxt_errors
 
 from seamless_assets.config import BackfillConfig, SeamlessConfig
@@ -124,15 +125,29 @@ class RequestStats:
         return sum(self.http_requests.values())
 
 
+def _no_windows() -> np.ndarray:
+    return np.empty((0, 2), dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class FetchedBars:
-    """Raw ccxt rows `[ts_ms, o, h, l, c, v]` for a window; rows opening at or after
-    `closed_end` were still forming and are dropped by the caller."""
+    """Raw ccxt rows `[ts_ms, o, h, l, c, v]` for a window, as the exchange answered.
+
+    `row_windows[i]` is the `[start, end)` (epoch s) where row `i`'s open time must lie
+    (`conform(..., windows=...)` flags a row outside it `invalid_timestamp`): the window
+    its request asked for, or the part of the fetch before it for a row a page repeats
+    from an earlier page. `answers` are the disjoint windows each response answered for
+    (a response covers from its `since` to the next request's), covering the closed part
+    of `window`: a slot is only confirmed empty by a response that placed every row it
+    sent. Rows opening at or after `closed_end` were still forming: callers drop them.
+    """
 
     rows: list[list[Any]]
     window: Range
     server_now_s: int
     closed_end: int  # bars opening at or after this were still forming: callers drop them
+    row_windows: np.ndarray = field(default_factory=_no_windows)
+    answers: tuple[Range, ...] = ()
 
 
 # Exchanges whose spot klines are rows `[open_ms, "o", "h", "l", "c", "v", ...]`, for which
@@ -362,6 +377,8 @@ class ExchangeClient:
         closed_end = bars_closed_end(int(now_s), timeframe.seconds, origin_s=timeframe.origin_s)
         fetch_window = window.intersect(Range(window.start, max(window.start, closed_end)))
         rows: list[list[Any]] = []
+        row_windows = [_no_windows()]
+        answers: list[Range] = []
         if fetch_window is not None:
             per_call = self.candles_per_call()
             windows = split_windows(fetch_window, timeframe.seconds, per_call)
@@ -369,26 +386,48 @@ class ExchangeClient:
                 [self._fetch_window(symbol, timeframe, w, per_call, fetch_window) for w in windows]
             )
             for page in pages:
-                rows.extend(page)
+                rows.extend(page.rows)
+                row_windows.append(page.row_windows)
+                answers.extend(page.answers)
         self.stats.fetch_s += time.monotonic() - started
-        return FetchedBars(rows=rows, window=window, server_now_s=int(now_s), closed_end=closed_end)
+        return FetchedBars(
+            rows=rows,
+            window=window,
+            server_now_s=int(now_s),
+            closed_end=closed_end,
+            row_windows=np.concatenate(row_windows),
+            answers=tuple(answers),
+        )
 
     async def _fetch_window(
         self, symbol: str, timeframe: Timeframe, window: Range, per_call: int, fetched: Range
-    ) -> list[list[Any]]:
+    ) -> _WindowAnswer:
         """Every bar opening in `window` (at most `per_call` of them): one request when the
         exchange honours `limit`, more if it answers with shorter pages than asked for.
 
-        Rows a page repeats from before its `since` but inside `fetched` (the whole range
-        being fetched: a bar of an earlier page or window) are kept too, for conformance
-        to flag as `duplicate_ts`; rows outside `fetched` are another range's."""
+        What a page holds besides the bars of its request goes on to conformance too, so
+        nothing the exchange sent is lost unseen:
+
+        * a row repeated from before the page's `since` but inside `fetched` (the whole
+          range being fetched: a bar of an earlier page or window), to be flagged
+          `duplicate_ts` (its window is `fetched` up to the page's `since`);
+        * a row whose open time is impossible for the request (before `fetched`, at or
+          after its end: open time 0, the year 3000) or not in milliseconds (µs, ns,
+          garbage; conformance converts or drops it), held to the page's own window.
+
+        Only a row after the page's window but inside `fetched` is left out: it belongs to
+        a later window of this fetch, whose own request gets it (exchanges that ignore
+        `until`)."""
         start_ms, end_ms = window.start * 1000, window.end * 1000
-        fetched_start_ms = fetched.start * 1000
+        fetched_start_ms, fetched_end_ms = fetched.start * 1000, fetched.end * 1000
         step_ms = timeframe.seconds * 1000
         rows: list[list[Any]] = []
+        bounds: list[tuple[int, int, int]] = []  # (row count, window start s, end s)
+        cursors: list[int] = []
         cursor = start_ms
         async with self._windows_in_flight, self.limiter.slot(self.settings.rate_key):
             while cursor < end_ms:
+                cursors.append(cursor)
                 page: list[list[Any]] = await self._call(
                     f"fetch_ohlcv {symbol} {timeframe} {window}",
                     self._exchange.fetch_ohlcv,
@@ -398,18 +437,30 @@ class ExchangeClient:
                     limit=per_call,
                     params={"until": end_ms - 1},
                 )
-                # Some exchanges ignore `until` or return a bar before `since`: clip those.
-                # Rows whose open time is not plausibly in milliseconds (µs, ns, garbage)
-                # go on to conformance, which converts or drops them with a flag; dropping
-                # them here would make the bar look confirmed-empty.
-                in_window = [r for r in page if _is_ms(r[0]) and cursor <= r[0] < end_ms]
-                rows.extend(r for r in page if _is_ms(r[0]) and fetched_start_ms <= r[0] < cursor)
-                rows.extend(in_window)
-                rows.extend(r for r in page if not _is_ms(r[0]))
+                in_window, repeats, odd = [], [], []
+                for r in page:
+                    t = r[0]
+                    if not _is_ms(t):
+                        odd.append(r)
+                    elif cursor <= t < end_ms:
+                        in_window.append(r)
+                    elif fetched_start_ms <= t < cursor:
+                        repeats.append(r)
+                    elif not end_ms <= t < fetched_end_ms:
+                        odd.append(r)  # impossible for this request
+                rows += repeats
+                rows += in_window
+                rows += odd
+                bounds.append((len(repeats), fetched.start, cursor // 1000))
+                bounds.append((len(in_window) + len(odd), cursor // 1000, window.end))
                 if not in_window:
                     break
                 cursor = max(r[0] for r in in_window) + step_ms
-        return rows
+        counts = np.array([n for n, _, _ in bounds], dtype=np.int64)
+        edges = np.array([(a, b) for _, a, b in bounds], dtype=np.int64)
+        starts = [c // 1000 for c in cursors]
+        answers = [Range(a, b) for a, b in zip(starts, [*starts[1:], window.end], strict=True)]
+        return _WindowAnswer(rows, np.repeat(edges, counts, axis=0), answers)
 
     async def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         """Call ccxt with retries: backoff+jitter on network errors, penalties on 429/418."""
@@ -451,6 +502,13 @@ class ExchangeClient:
                 log.warning("%s failed (%s), retry %d in %.2fs", what, exc, failures, delay)
                 self.stats.retries += 1
                 await asyncio.sleep(delay)
+
+
+@dataclass(frozen=True)
+class _WindowAnswer:
+    rows: list[list[Any]]
+    row_windows: np.ndarray  # (len(rows), 2): where each row's open time must lie
+    answers: list[Range]  # the window each response answered for
 
 
 def _is_ms(value: Any) -> bool:

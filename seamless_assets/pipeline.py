@@ -23,7 +23,7 @@ from resources.exchange import ExchangeClient, FetchedBars, RequestStats
 from resources.hot_store.base import HotStore
 
 from . import __version__
-from .core.conformance import CONFORMANCE_VERSION, conform
+from .core.conformance import CONFORMANCE_VERSION, INVALID_TIMESTAMP, Conformed, conform
 from .core.coverage import (
     LedgerGap,
     classify_empty_windows,
@@ -32,6 +32,7 @@ from .core.coverage import (
     missing_ranges,
     ranges_from_timestamps,
     split_by_windows,
+    unsettled_answers,
 )
 from .core.flag_ledger import FlagEvent, conformance_events, events_in
 from .core.frame import TS, Range, empty_frame
@@ -42,7 +43,7 @@ from .core.manifest import (
     segment_coverage,
     segment_flags,
 )
-from .core.stabilization import closed_end, is_window_stable
+from .core.stabilization import closed_end, is_window_stable, stable_end
 from .nodes import NodeId
 
 PRODUCER = f"seamless@{__version__}"
@@ -147,7 +148,6 @@ async def backfill(
     timings["plan_s"] = time.perf_counter() - t0
 
     flags: Counter[str] = Counter()
-    dropped_ts = np.empty(0, dtype=np.int64)
     fetched_frame = empty_frame()
     requests = None
     now_s = time.time()
@@ -169,7 +169,10 @@ async def backfill(
         server_closed = min(p.closed_end for p in pages)
         now_s = max(p.server_now_s for p in pages)
         rows = [row for page in pages for row in page.rows]
-        conformed = conform(rows, interval, source_ts_unit="ms", origin_s=origin)
+        row_windows = np.concatenate([page.row_windows for page in pages])
+        conformed = conform(
+            rows, interval, source_ts_unit="ms", origin_s=origin, windows=row_windows
+        )
         closed_ranges = [
             c for r in fetched_ranges if (c := r.intersect(Range(r.start, server_closed)))
         ]
@@ -177,7 +180,6 @@ async def backfill(
         forming = int((~keep).sum())
         fetched_frame = conformed.frame[keep].reset_index(drop=True)
         flags.update({k: v for k, v in conformed.flags.items() if v})
-        dropped_ts = conformed.dropped[TS].to_numpy(dtype=np.int64)
         timings["conform_s"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
@@ -188,14 +190,10 @@ async def backfill(
         hot.upsert(node_id, fetched_frame)
         earliest = hot.bounds(node_id)
         earliest_ts = earliest[0] if earliest else None
-        new_gaps: list[LedgerGap] = []
-        fetched_ts = fetched_frame[TS].to_numpy()
+        new_gaps = _confirmed_empty(
+            node, pages, server_closed, fetched_frame, conformed, earliest_ts, settings
+        )
         for r in closed_ranges:
-            lo, hi = np.searchsorted(fetched_ts, [r.start, r.end])
-            in_r = (dropped_ts >= r.start) & (dropped_ts < r.end)
-            new_gaps += classify_empty_windows(
-                r, fetched_ts[lo:hi], interval, dropped_ts[in_r], earliest_ts, origin_s=origin
-            )
             if retry_gaps:
                 hot.clear_gaps(node_id, r)
         hot.record_gaps(node_id, new_gaps)
@@ -237,6 +235,47 @@ async def backfill(
         requests=requests,
         timings_s=timings,
     )
+
+
+def _confirmed_empty(
+    node: NodeId,
+    pages: Sequence[FetchedBars],
+    server_closed: int,
+    fetched: pd.DataFrame,
+    conformed: Conformed,
+    earliest_ts: int | None,
+    settings: PipelineSettings,
+) -> list[LedgerGap]:
+    """The windows the exchange's answers confirm empty (`classify_empty_windows`): stable by
+    the exchange's clock when it answered, and answered by responses that placed every row
+    they sent. Fresher or unsettled empty windows stay provisional: not ledgered, so they
+    are still missing and the next run fetches them again."""
+    interval, origin = node.interval_s, node.timeframe.origin_s
+    dropped = conformed.dropped
+    dropped_ts = dropped[TS].to_numpy(dtype=np.int64)
+    misplaced_ts = dropped_ts[(dropped["flag"] == INVALID_TIMESTAMP).to_numpy()]
+    fetched_ts = fetched[TS].to_numpy()
+    gaps: list[LedgerGap] = []
+    for page in pages:
+        r = page.window.intersect(Range(page.window.start, server_closed))
+        if r is None:
+            continue
+        lo, hi = np.searchsorted(fetched_ts, [r.start, r.end])
+        in_r = (dropped_ts >= r.start) & (dropped_ts < r.end)
+        stable = stable_end(
+            page.server_now_s, interval, settings.stabilization_bars, origin_s=origin
+        )
+        gaps += classify_empty_windows(
+            r,
+            fetched_ts[lo:hi],
+            interval,
+            dropped_ts[in_r],
+            earliest_ts,
+            stable_end_s=stable,
+            origin_s=origin,
+            unsettled=unsettled_answers(page.answers, misplaced_ts),
+        )
+    return gaps
 
 
 def _partition_outcome(

@@ -1,11 +1,27 @@
 """Conformance v2: turn whatever an exchange or a file gave us into the canonical frame.
 
 `conform` never drops a row silently: each removed row carries exactly one drop flag
-(precedence `invalid_timestamp` > `dtype_mismatch` > `non_finite` > `ohlc_inconsistent` >
-`duplicate_ts`, so that, of several versions of one bar, the last *valid* one is kept).
-Other flags count corrections: `missing_column` and `dtype_cast` count columns,
-`ts_cast` and `ts_timezone_normalized` count rows, `gap` counts bars missing between the
-first and last kept bar. `canonical_schema` is the pandera contract every store relies on.
+(precedence `invalid_timestamp` > `dtype_mismatch` > `non_finite` > `zero_bar` >
+`non_positive_price` > `ohlc_inconsistent` > `duplicate_ts`, so that, of several versions
+of one bar, the last *valid* one is kept). Other flags count corrections: `missing_column`
+and `dtype_cast` count columns, `ts_cast` and `ts_timezone_normalized` count rows, `gap`
+counts bars missing between the first and last kept bar. `canonical_schema` is the
+pandera contract every store relies on.
+
+Flags beside the blueprint's v2 taxonomy (which lacks a name for them), both drop flags:
+
+* `zero_bar`: open, high, low, close and volume are all 0 (an exchange's placeholder for
+  a bar it has not computed, not a market without trades: that repeats the last close);
+* `non_positive_price`: some price (open, high, low or close) is 0 or below.
+
+Policy for every drop flag: the row is not stored (nothing is stored wrong), it is listed
+in `Conformed.dropped` with its flag (nothing is dropped silently), and its slot is never
+taken as confirmed-empty, so a later run fetches it again.
+
+`invalid_timestamp` also covers open times that are *impossible for the request* when
+`conform` is told which window each row answered (`windows`): open time 0, the year 3000,
+a bar of another range. Such a row's own timestamp means nothing, so it is listed at the
+start of the window it was requested for (the partition that asked gets the flag).
 
 Everything is vectorized over numpy arrays: no per-row Python code runs on any path.
 """
@@ -26,6 +42,7 @@ from pandera.errors import SchemaError, SchemaErrors
 from .frame import (
     CANONICAL_COLUMNS,
     CANONICAL_DTYPES,
+    PRICE_COLUMNS,
     TS,
     VALUE_COLUMNS,
     Range,
@@ -45,6 +62,8 @@ TS_TIMEZONE_NORMALIZED = "ts_timezone_normalized"
 NON_FINITE = "non_finite"
 INVALID_TIMESTAMP = "invalid_timestamp"
 OHLC_INCONSISTENT = "ohlc_inconsistent"
+NON_POSITIVE_PRICE = "non_positive_price"
+ZERO_BAR = "zero_bar"
 
 FLAGS: tuple[str, ...] = (
     DUPLICATE_TS,
@@ -57,12 +76,16 @@ FLAGS: tuple[str, ...] = (
     NON_FINITE,
     INVALID_TIMESTAMP,
     OHLC_INCONSISTENT,
+    NON_POSITIVE_PRICE,
+    ZERO_BAR,
 )
 # Flags that remove rows, in precedence order (a row gets the first that applies).
 DROP_FLAGS: tuple[str, ...] = (
     INVALID_TIMESTAMP,
     DTYPE_MISMATCH,
     NON_FINITE,
+    ZERO_BAR,
+    NON_POSITIVE_PRICE,
     OHLC_INCONSISTENT,
     DUPLICATE_TS,
 )
@@ -128,6 +151,14 @@ def _row_checks(
     def low_is_min(df: pd.DataFrame) -> np.ndarray:
         return values(df, "low") <= np.minimum(values(df, "open"), values(df, "close"))
 
+    def prices_positive(df: pd.DataFrame) -> np.ndarray:
+        # low is the smallest price of a consistent bar, but check all: the checks are
+        # independent and each must name its own failing rows.
+        ok = values(df, PRICE_COLUMNS[0]) > 0
+        for column in PRICE_COLUMNS[1:]:
+            ok &= values(df, column) > 0
+        return ok
+
     return {
         "ts_monotonic_increasing": (
             lambda df: _after_previous(values(df, TS), np.greater_equal),
@@ -143,6 +174,7 @@ def _row_checks(
         "high_is_max": (high_is_max, "high >= max(open, close, low)"),
         "low_is_min": (low_is_min, "low <= min(open, close)"),
         "volume_non_negative": (lambda df: values(df, "volume") >= 0, "volume >= 0"),
+        "prices_positive": (prices_positive, "open, high, low, close > 0"),
     }
 
 
@@ -210,7 +242,8 @@ class Conformed:
     """A canonical frame plus the account of everything conformance did to get it.
 
     `dropped` lists every removed row with a parseable timestamp (`ts` in seconds,
-    floored) and its drop flag; `corrected` lists rows whose timestamp was cast or
+    floored; with `windows`, every removed row, an impossible one at its window's start)
+    and its drop flag; `corrected` lists rows whose timestamp was cast or
     normalised (`ts_cast`, `ts_timezone_normalized`). `flags` holds every key of FLAGS.
     """
 
@@ -459,6 +492,7 @@ def conform(
     source_ts_unit: str = "s",
     *,
     origin_s: int = 0,
+    windows: np.ndarray | None = None,
 ) -> Conformed:
     """Conform raw OHLCV (a DataFrame or ccxt-style rows) to the canonical frame.
 
@@ -467,6 +501,11 @@ def conform(
     `ts_cast`. Timestamps off the bar grid `origin_s + k * interval_s` (`origin_s` is
     `Timeframe.origin_s`: Monday for `1w`, else 0) are dropped as `invalid_timestamp`,
     never floored.
+
+    `windows`, when given, is an int64 array of shape `(rows, 2)`: the `[start, end)`
+    (epoch seconds) in which row `i` was requested, so where its open time must lie. A row
+    whose open time is outside its window (or unreadable) is dropped as
+    `invalid_timestamp` and listed in `dropped` at its window's start.
     """
     _check_interval(interval_s, origin_s)
     interval_s, origin_s = int(interval_s), int(origin_s)
@@ -483,21 +522,52 @@ def conform(
             f"conform() takes a DataFrame or a list of [ts, o, h, l, c, v] rows, "
             f"not {type(raw).__name__}"
         )
-    return _finish(parsed, interval_s, origin_s, TS_UNITS[source_ts_unit])
+    return _finish(parsed, interval_s, origin_s, TS_UNITS[source_ts_unit], windows)
 
 
-def _finish(parsed: _Parsed, interval_s: int, origin_s: int, source_unit: int) -> Conformed:
+def _check_windows(windows: np.ndarray | None, n: int) -> np.ndarray | None:
+    if windows is None:
+        return None
+    array = np.asarray(windows)
+    if array.shape != (n, 2) or not np.issubdtype(array.dtype, np.integer):
+        raise ConformanceInputError(
+            f"windows must be an integer array of shape ({n}, 2) ([start, end) per row), "
+            f"got {array.dtype} {array.shape}"
+        )
+    return array.astype(np.int64, copy=False)
+
+
+def _finish(
+    parsed: _Parsed,
+    interval_s: int,
+    origin_s: int,
+    source_unit: int,
+    windows: np.ndarray | None = None,
+) -> Conformed:
     seconds, listable, valid_ts, cast, tz = _to_seconds(
         parsed.ts, source_unit, interval_s, origin_s
     )
     n = seconds.size
+    bounds = _check_windows(windows, n)
+    if bounds is not None:
+        # A row outside the window it was requested for cannot be that window's bar, and
+        # its own open time (0, the year 3000) says nothing: list it at the window's start.
+        placed = listable & (seconds >= bounds[:, 0]) & (seconds < bounds[:, 1])
+        valid_ts = valid_ts & placed
+        seconds = np.where(placed, seconds, bounds[:, 0])
+        cast, tz = cast & placed, tz & placed  # no unit was right for an impossible time
+        listable = np.ones(n, dtype=bool)
     o, h, lo, c, v = (parsed.values[col] for col in VALUE_COLUMNS)
     finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
     consistent = (h >= np.maximum(np.maximum(o, c), lo)) & (lo <= np.minimum(o, c)) & (v >= 0)
+    positive = (o > 0) & (h > 0) & (lo > 0) & (c > 0)
+    zero = (o == 0) & (h == 0) & (lo == 0) & (c == 0) & (v == 0)
 
     # Assign from lowest to highest precedence so the highest applicable flag wins.
     code = np.zeros(n, dtype=np.int8)
     code[~consistent] = DROP_FLAGS.index(OHLC_INCONSISTENT) + 1
+    code[~positive] = DROP_FLAGS.index(NON_POSITIVE_PRICE) + 1
+    code[zero] = DROP_FLAGS.index(ZERO_BAR) + 1
     code[~finite] = DROP_FLAGS.index(NON_FINITE) + 1
     code[parsed.mismatch] = DROP_FLAGS.index(DTYPE_MISMATCH) + 1
     code[~valid_ts] = DROP_FLAGS.index(INVALID_TIMESTAMP) + 1

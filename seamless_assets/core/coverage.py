@@ -235,6 +235,19 @@ def split_by_windows(ts: np.ndarray, windows: Sequence[Range]) -> list[slice]:
     return [slice(a, b) for a, b in zip(lo, hi, strict=True)]
 
 
+def unsettled_answers(answers: Iterable[Range], misplaced_ts: np.ndarray) -> list[Range]:
+    """The answered windows holding a row conformance could not place (`invalid_timestamp`).
+
+    `answers` are the windows of the exchange's responses (each response answers for the
+    bars of its window); `misplaced_ts` are where those rows were listed: their own open
+    time when it lay in the window (off the grid), else the start of their window.
+    """
+    points = np.sort(np.asarray(misplaced_ts, dtype=_I64))
+    starts, ends = _arrays(answers)
+    hit = np.searchsorted(points, ends, "left") > np.searchsorted(points, starts, "left")
+    return merge_ranges(_to_ranges(starts[hit], ends[hit]))
+
+
 def classify_empty_windows(
     fetched: Range,
     bars_ts: np.ndarray,
@@ -242,33 +255,46 @@ def classify_empty_windows(
     dropped_ts: np.ndarray,
     earliest_known_ts: int | None,
     *,
+    stable_end_s: int,
     origin_s: int = 0,
+    unsettled: Iterable[Range] = (),
 ) -> list[LedgerGap]:
     """Windows of a fetched closed range that the exchange confirmed empty.
 
     `fetched` was requested and answered with bars at `bars_ts` (open times in seconds);
-    `dropped_ts` are the timestamps of rows conformance removed. Every aligned missing
-    range inside `fetched` is confirmed empty unless a dropped row lies in it (bad data
-    there is not an empty window: it must be refetched later). The reason is
-    `before_listing` when no bar is known at or before the gap (neither in `bars_ts`,
-    `dropped_ts` nor at `earliest_known_ts`), else `exchange_returned_no_bars`.
+    `dropped_ts` are the timestamps of rows conformance removed. An aligned missing range
+    inside `fetched` is confirmed empty only where all of these hold:
+
+    * its bars open before `stable_end_s` (`core.stabilization.stable_end` by the
+      exchange's clock when it answered): a fresher bar may just be late, so its window
+      stays *provisional* (not ledgered, still missing, fetched again by the next run);
+    * no dropped row lies in the missing range (bad data there is not an empty window);
+    * it is outside `unsettled`: windows whose answer held a row with an impossible or
+      unreadable open time (`unsettled_answers`). That row may have been meant for any
+      empty slot of its answer, so none of them is evidence of emptiness.
+
+    The reason is `before_listing` when no bar is known at or before the gap (neither in
+    `bars_ts`, `dropped_ts` nor at `earliest_known_ts`), else `exchange_returned_no_bars`.
     """
     _check_interval(interval_s)
     bars = np.asarray(bars_ts, dtype=_I64)
     dropped = np.sort(np.asarray(dropped_ts, dtype=_I64))
     covered = ranges_from_timestamps(bars, interval_s)
-    missing = missing_ranges(covered, fetched, interval_s, origin_s=origin_s)
+    stable = Range(fetched.start, max(fetched.start, min(fetched.end, stable_end_s)))
+    missing = missing_ranges(covered, stable, interval_s, origin_s=origin_s)
     if not missing:
         return []
     starts, ends = _arrays(missing)
-    holds_dropped = np.searchsorted(dropped, ends, "left") > np.searchsorted(dropped, starts)
+    clean = np.searchsorted(dropped, ends, "left") <= np.searchsorted(dropped, starts, "left")
+    settled = subtract_ranges(_to_ranges(starts[clean], ends[clean]), unsettled)
     evidence = [int(a.min()) for a in (bars, dropped) if a.size]
     if earliest_known_ts is not None:
         evidence.append(int(earliest_known_ts))
     first_known = min(evidence) if evidence else None
     gaps = []
-    for gap, bad in zip(missing, holds_dropped.tolist(), strict=True):
-        if bad:
+    for gap in settled:
+        gap = align_range(gap, interval_s, origin_s=origin_s)
+        if gap.empty:
             continue
         leading = first_known is None or first_known >= gap.end
         gaps.append(LedgerGap(gap, REASON_BEFORE_LISTING if leading else REASON_NO_BARS))

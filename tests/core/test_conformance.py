@@ -72,6 +72,8 @@ def test_contract_constants() -> None:
         "non_finite",
         "invalid_timestamp",
         "ohlc_inconsistent",
+        "non_positive_price",
+        "zero_bar",
     )
     assert set(DROP_FLAGS) < set(FLAGS)
 

@@ -25,6 +25,7 @@ from seamless_assets.core.coverage import (
     ranges_from_timestamps,
     split_by_windows,
     subtract_ranges,
+    unsettled_answers,
 )
 from seamless_assets.core.frame import Range
 
@@ -253,20 +254,29 @@ def test_split_by_windows_matches_masks(values: list[int], cuts: list[int]) -> N
 # ------------------------------------------------------------------------ empty windows
 
 
+END = 10**9  # a stable end after every window of these tests: everything is stable
+
+
 def test_classify_empty_windows_reasons() -> None:
     fetched = R(0, 1200)
     bars_ts = np.array([300, 360, 420, 720, 780])
-    gaps = classify_empty_windows(fetched, bars_ts, 60, np.array([], np.int64), None)
+    gaps = classify_empty_windows(
+        fetched, bars_ts, 60, np.array([], np.int64), None, stable_end_s=END
+    )
     assert gaps == [
         LedgerGap(R(0, 300), REASON_BEFORE_LISTING),
         LedgerGap(R(480, 720), REASON_NO_BARS),
         LedgerGap(R(840, 1200), REASON_NO_BARS),
     ]
     # A bar known elsewhere (an earlier fetch) means the leading gap is not pre-listing.
-    gaps = classify_empty_windows(fetched, bars_ts, 60, np.array([], np.int64), -600)
+    gaps = classify_empty_windows(
+        fetched, bars_ts, 60, np.array([], np.int64), -600, stable_end_s=END
+    )
     assert gaps[0] == LedgerGap(R(0, 300), REASON_NO_BARS)
     # Known bars only after the gap keep it pre-listing.
-    gaps = classify_empty_windows(fetched, bars_ts, 60, np.array([], np.int64), 300)
+    gaps = classify_empty_windows(
+        fetched, bars_ts, 60, np.array([], np.int64), 300, stable_end_s=END
+    )
     assert gaps[0].reason == REASON_BEFORE_LISTING
     assert {g.reason for g in gaps} <= set(GAP_REASONS)
 
@@ -275,44 +285,112 @@ def test_classify_empty_windows_skips_windows_with_bad_rows() -> None:
     fetched = R(0, 600)
     bars_ts = np.array([0, 60, 300])
     dropped = np.array([180, 470])  # one bad bar in each gap; 470 is even unaligned
-    assert classify_empty_windows(fetched, bars_ts, 60, dropped, None) == []
+    assert classify_empty_windows(fetched, bars_ts, 60, dropped, None, stable_end_s=END) == []
     # A duplicate dropped at a covered bar does not taint any gap.
-    gaps = classify_empty_windows(fetched, bars_ts, 60, np.array([60]), None)
+    gaps = classify_empty_windows(fetched, bars_ts, 60, np.array([60]), None, stable_end_s=END)
     assert gaps == [LedgerGap(R(120, 300), REASON_NO_BARS), LedgerGap(R(360, 600), REASON_NO_BARS)]
 
 
 def test_classify_empty_windows_all_empty_and_all_full() -> None:
     empty = np.array([], np.int64)
-    assert classify_empty_windows(R(0, 600), empty, 60, empty, None) == [
+    assert classify_empty_windows(R(0, 600), empty, 60, empty, None, stable_end_s=END) == [
         LedgerGap(R(0, 600), REASON_BEFORE_LISTING)
     ]
-    assert classify_empty_windows(R(0, 600), empty, 60, empty, 0) == [
+    assert classify_empty_windows(R(0, 600), empty, 60, empty, 0, stable_end_s=END) == [
         LedgerGap(R(0, 600), REASON_NO_BARS)
     ]
     full = np.arange(0, 600, 60)
-    assert classify_empty_windows(R(0, 600), full, 60, empty, None) == []
+    assert classify_empty_windows(R(0, 600), full, 60, empty, None, stable_end_s=END) == []
 
 
-@settings(max_examples=200)
+def test_fresh_empty_windows_stay_provisional() -> None:
+    """The newest closed bars came back empty: only the part stable by the exchange's clock
+    is confirmed, the rest is left for the next run (a late candle is not a hole)."""
+    fetched, empty = R(0, 600), np.array([], np.int64)
+    bars_ts = np.arange(0, 420, 60)  # bars 0..360 served, 420..540 not (yet)
+    assert classify_empty_windows(fetched, bars_ts, 60, empty, None, stable_end_s=480) == [
+        LedgerGap(R(420, 480), REASON_NO_BARS)
+    ]
+    assert classify_empty_windows(fetched, bars_ts, 60, empty, None, stable_end_s=420) == []
+    assert classify_empty_windows(fetched, bars_ts, 60, empty, None, stable_end_s=-60) == []
+    # an unaligned stable end confirms only bars opening before it
+    assert classify_empty_windows(fetched, bars_ts, 60, empty, None, stable_end_s=500) == [
+        LedgerGap(R(420, 540), REASON_NO_BARS)
+    ]
+
+
+def test_answers_with_misplaced_rows_confirm_nothing() -> None:
+    """A page that held a row with an impossible open time (listed at the page's start)
+    is no evidence for any empty slot of that page; the other pages' gaps still are."""
+    pages = [R(0, 300), R(300, 600), R(600, 900)]
+    bars_ts = np.array([0, 60, 240, 300, 360, 480, 600, 660])
+    misplaced = np.array([300])  # e.g. open time 0 sent by the second page
+    unsettled = unsettled_answers(pages, misplaced)
+    assert unsettled == [R(300, 600)]
+    gaps = classify_empty_windows(
+        R(0, 900), bars_ts, 60, misplaced, None, stable_end_s=END, unsettled=unsettled
+    )
+    assert gaps == [LedgerGap(R(120, 240), REASON_NO_BARS), LedgerGap(R(720, 900), REASON_NO_BARS)]
+    # a gap spanning two pages keeps the part the clean page answered for
+    bars_ts = np.array([0, 60])
+    gaps = classify_empty_windows(
+        R(0, 900), bars_ts, 60, np.array([], np.int64), None, stable_end_s=END,
+        unsettled=[R(300, 600)],
+    )  # fmt: skip
+    assert gaps == [LedgerGap(R(120, 300), REASON_NO_BARS), LedgerGap(R(600, 900), REASON_NO_BARS)]
+    assert unsettled_answers(pages, np.array([], np.int64)) == []
+    assert unsettled_answers(pages, np.array([899, 0])) == [R(0, 300), R(600, 900)]
+
+
+@settings(max_examples=300)
 @given(
     st.lists(st.integers(0, 30), max_size=20),
     st.lists(st.integers(0, 30), max_size=4),
     ranges(),
     st.one_of(st.none(), st.integers(-10, 40)),
+    st.integers(-5, 35),
+    st.lists(ranges(), max_size=3),
 )
 def test_classify_empty_windows_properties(
-    bar_slots: list[int], dropped_slots: list[int], fetched: Range, earliest: int | None
+    bar_slots: list[int],
+    dropped_slots: list[int],
+    fetched: Range,
+    earliest: int | None,
+    stable_slot: int,
+    unsettled: list[Range],
 ) -> None:
     interval = 10
     bars_ts = np.array(sorted(set(bar_slots)), dtype=np.int64) * interval
     dropped = np.array(dropped_slots, dtype=np.int64) * interval
     earliest_ts = None if earliest is None else earliest * interval
-    gaps = classify_empty_windows(fetched, bars_ts, interval, dropped, earliest_ts)
-    missing = missing_ranges(ranges_from_timestamps(bars_ts, interval), fetched, interval)
+    stable_end = stable_slot * interval
+    gaps = classify_empty_windows(
+        fetched,
+        bars_ts,
+        interval,
+        dropped,
+        earliest_ts,
+        stable_end_s=stable_end,
+        unsettled=unsettled,
+    )
     gap_ranges = [g.range for g in gaps]
-    assert set(gap_ranges) <= set(missing)
-    for m in missing:  # a missing range is confirmed empty iff it holds no dropped row
-        assert (m in gap_ranges) == (not any(m.contains(int(t)) for t in dropped))
+    assert gap_ranges == merge_ranges(gap_ranges) or len(gap_ranges) <= 1
+    assert all(r.start % interval == 0 and r.end % interval == 0 for r in gap_ranges)
+    # Brute force, bar by bar: a bar is confirmed empty iff it is a missing bar of the
+    # fetched range, opens before the stable end, lies in no unsettled window and its
+    # missing run holds no dropped row.
+    missing = missing_ranges(ranges_from_timestamps(bars_ts, interval), fetched, interval)
+    stable_missing = [
+        Range(m.start, min(m.end, stable_end)) for m in missing if m.start < stable_end
+    ]
+    tainted = {
+        t
+        for m in stable_missing
+        if any(m.contains(int(d)) for d in dropped)
+        for t in bars([m], interval)
+    }
+    want = bars(stable_missing, interval) - tainted - bars(unsettled, interval)
+    assert bars(gap_ranges, interval) == want
     known = [
         *bars_ts.tolist(),
         *dropped.tolist(),
@@ -401,13 +479,17 @@ def test_classify_empty_windows_with_origin_is_the_shifted_epoch_result(
     bars_ts = np.array(sorted(set(bar_slots)), dtype=np.int64) * interval + origin
     dropped = np.array(dropped_slots, dtype=np.int64) * interval + origin
     earliest_ts = None if earliest is None else earliest * interval + origin
-    gaps = classify_empty_windows(fetched, bars_ts, interval, dropped, earliest_ts, origin_s=origin)
+    stable_end = fetched.start + (fetched.end - fetched.start) // 2
+    gaps = classify_empty_windows(
+        fetched, bars_ts, interval, dropped, earliest_ts, origin_s=origin, stable_end_s=stable_end
+    )
     base = classify_empty_windows(
         shift(fetched, -origin),
         bars_ts - origin,
         interval,
         dropped - origin,
         None if earliest_ts is None else earliest_ts - origin,
+        stable_end_s=stable_end - origin,
     )
     assert gaps == [LedgerGap(shift(g.range, origin), g.reason) for g in base]
 
