@@ -476,3 +476,81 @@ def test_local_writes_are_all_or_nothing(tmp_path: Path, monkeypatch: pytest.Mon
     assert blobs.list("") == []
     assert [p.name for p in (tmp_path / "root" / "seg").iterdir()] == []  # no temp left
     assert blobs.uri("seg/data.parquet") == (tmp_path / "root/seg/data.parquet").as_uri()
+
+
+def _put_hidden(store: ArtifactStore, key: str, data: bytes) -> str:
+    """Write a backend-hidden file beside the keys (as a killed writer leaves one)."""
+    blobs = store.blobs
+    if isinstance(blobs, LocalDirectoryBlobStore):
+        path = blobs.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return path.as_uri()
+    name = blobs._root + key  # type: ignore[attr-defined]
+    blobs.client.put_object(Bucket=blobs.bucket, Key=name, Body=data)  # type: ignore[attr-defined]
+    return f"s3://{blobs.bucket}/{name}"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("where", ["heads", "segments/sha256-" + "0" * 64, "snapshots"])
+def test_verify_reports_temp_files_with_their_path(
+    artifact_store: ArtifactStore, bars: BarsFactory, manifest_for: ManifestFactory, where: str
+) -> None:
+    publish_day(artifact_store, bars, manifest_for)
+    key = f"{artifact_store.segment_prefix(NODE)}/{where}/.x.json.1@00000000.ab.tmp"
+    uri = _put_hidden(artifact_store, key, b"partial")
+    problems = [p for p in artifact_store.verify_all() if p.kind == "temp_file"]
+    assert [p.uri for p in problems] == [uri]
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_dead_writers_temp_files_do_not_outlive_the_next_write(
+    tmp_path: Path, bars: BarsFactory, manifest_for: ManifestFactory
+) -> None:
+    from resources.artifacts import filesystem
+
+    store = ArtifactStore(LocalDirectoryBlobStore(tmp_path, fsync=False))
+    frame, manifest = publish_day(store, bars, manifest_for)
+    heads = store.blobs.root / store.segment_prefix(NODE) / "heads"  # type: ignore[attr-defined]
+    host = filesystem._HOST
+    dead = heads / f".{T0}-{T0 + DAY}.json.{_dead_pid()}@{host}.0a.tmp"
+    alive = heads / f".{T0}-{T0 + DAY}.json.{os.getpid()}@{host}.0b.tmp"
+    old = heads / f".{T0}-{T0 + DAY}.json.0c.tmp"  # an older naming, no pid
+    for path in (dead, alive, old):
+        path.write_bytes(b"partial")
+    os.utime(old, (0, 0))
+    assert {p.kind for p in store.verify_all()} == {"temp_file"}
+    # The run was killed while writing the head; the next run publishes the partition
+    # again, and its first write into the directory sweeps what is stale.
+    (heads / f"{T0}-{T0 + DAY}.json").unlink()
+    rerun = ArtifactStore(LocalDirectoryBlobStore(tmp_path, fsync=False))
+    rerun.publish(NODE, frame, manifest)
+    assert rerun.head(NODE, DAY1) == manifest["fingerprint"]
+    assert not dead.exists() and not old.exists()
+    assert alive.exists()  # a live writer's file is left alone
+    alive.unlink()
+    assert rerun.verify_all() == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_artifact_files_honour_the_umask(
+    tmp_path: Path, bars: BarsFactory, manifest_for: ManifestFactory, umask: int
+) -> None:
+    previous = os.umask(umask)
+    try:
+        store = ArtifactStore(LocalDirectoryBlobStore(tmp_path, fsync=False))
+        publish_day(store, bars, manifest_for)
+        files = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert files and {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
+        assert store.verify_all() == []
+        files[0].chmod(0o600 if umask != 0o077 else 0o644)
+        [problem] = store.verify_all()
+        assert (problem.kind, problem.uri) == ("permissions", files[0].as_uri())
+    finally:
+        os.umask(previous)
