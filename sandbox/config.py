@@ -52,8 +52,13 @@ CORRUPTION_KINDS: tuple[str, ...] = (
     "misaligned",  # openTime and closeTime shifted by +30 s
     "duplicate",  # the row sent twice in its page
     "duplicate_next_page",  # the row repeated at the start of the page that follows it
+    "ts_zero",  # openTime 0 (and closeTime one interval later): the bar's slot is empty
+    "ts_future",  # openTime in the year 3000 (3000-01-01T00:00:00Z)
+    "zero_price",  # open, high, low and close 0 (volume kept)
+    "negative_price",  # low negated (open, high, close kept)
+    "zero_bar",  # open, high, low, close and volume all 0
 )
-_CORRUPTION_KEYS = {"symbol", "ts", "kind", "interval"}
+_CORRUPTION_KEYS = {"symbol", "ts", "kind", "interval", "times"}
 #: Open times at or above this are milliseconds or finer, not the seconds the knob takes.
 _MAX_TS_S = 10**11
 
@@ -122,8 +127,15 @@ class SandboxConfig:
     `corruptions` injects malformed kline rows (raw JSON, before any client parses them):
     a list of `{"symbol": "BTC/USDT", "ts": <bar open time, s>, "kind": <kind>}` with an
     optional `"interval": "1m"` (default: every interval with a bar opening at `ts`;
-    `"symbol": "*"` means every market). Kinds are `CORRUPTION_KINDS`; several entries on
-    one bar apply in list order. Empty (the default) keeps the vectorised fast path.
+    `"symbol": "*"` means every market) and an optional `"times": N`: the entry applies
+    to the first N responses that serve the bar, later ones serve it clean (a transient
+    fault, so a rerun can complete the data; re-armed by configuring `corruptions`).
+    Kinds are `CORRUPTION_KINDS`; several entries on one bar apply in list order. Empty
+    (the default) keeps the vectorised fast path.
+
+    `publish_delay_s` makes every bar late: a bar is served only once it closed at least
+    that long ago by the sandbox clock (so the newest closed minute is missing from a
+    request made within the delay, and present on a later one).
     """
 
     extra_symbols: list[str] = field(default_factory=list)  # e.g. ["DOGE/USDT"]
@@ -148,6 +160,7 @@ class SandboxConfig:
     force_429_retry_after: int = 1  # 0: send no Retry-After header (and no penalty window)
     down: bool = False  # 503 to every /api request
     corruptions: list[dict[str, Any]] = field(default_factory=list)  # malformed kline rows
+    publish_delay_s: float = 0.0  # a bar is served only this long after it closed
     # clock at start-up: frozen at `frozen_now_s`, else real time + `clock_offset_s`
     frozen_now_s: float | None = None
     clock_offset_s: float = 0.0
@@ -178,11 +191,12 @@ class SandboxConfig:
                 out.extend((int(r["start"]), int(r["end"]), int(r["version"])) for r in items)
         return out
 
-    def corruptions_for(self, mid: str, interval: str) -> list[tuple[int, str]]:
-        """`(open time s, kind)` of the corruptions that apply to one market and interval."""
+    def corruptions_for(self, mid: str, interval: str) -> list[tuple[int, int, str]]:
+        """`(entry index, open time s, kind)` of the corruptions that apply to one market
+        and interval (the index identifies the entry for its `times` budget)."""
         return [
-            (int(c["ts"]), str(c["kind"]))
-            for c in self.corruptions
+            (i, int(c["ts"]), str(c["kind"]))
+            for i, c in enumerate(self.corruptions)
             if (c["symbol"] == "*" or market_id(c["symbol"]) == mid)
             and c.get("interval") in (None, interval)
         ]
@@ -226,6 +240,10 @@ class SandboxConfig:
             raise ValueError("force_429 and latency_ms must be >= 0")
         if float(self.penalty_grace_ms) < 0:
             raise ValueError("penalty_grace_ms must be >= 0")
+        if not 0.0 <= float(self.publish_delay_s) < 86_400.0:
+            raise ValueError(
+                f"publish_delay_s must be >= 0 s and under a day, got {self.publish_delay_s}"
+            )
         for sym in self.extra_symbols:
             if "/" not in sym:
                 raise ValueError(f"extra_symbols: {sym!r} must look like 'BASE/QUOTE'")
@@ -253,7 +271,13 @@ _INT_KNOBS = {
     "force_429_retry_after",
     "kline_log_size",
 }
-_FLOAT_KNOBS = {"error_rate_5xx", "latency_ms", "clock_offset_s", "penalty_grace_ms"}
+_FLOAT_KNOBS = {
+    "error_rate_5xx",
+    "latency_ms",
+    "clock_offset_s",
+    "penalty_grace_ms",
+    "publish_delay_s",
+}
 _OPTIONAL_KNOBS = {"weight_limit_per_minute": int, "frozen_now_s": float}
 
 
@@ -308,6 +332,14 @@ def _corruption(index: int, item: Any) -> dict[str, Any]:
     if kind not in CORRUPTION_KINDS:
         raise ValueError(f"{where}.kind {kind!r} is not one of {list(CORRUPTION_KINDS)}")
     out: dict[str, Any] = {"symbol": symbol, "ts": int(ts), "kind": kind}
+    if "times" in item:
+        times = item["times"]
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise ValueError(
+                f"{where}.times must be a positive integer (how many responses carry the "
+                f"fault), got {times!r}"
+            )
+        out["times"] = times
     if "interval" in item:
         if item["interval"] not in INTERVALS:
             raise ValueError(

@@ -111,6 +111,9 @@ def _klines(state: SandboxState, query: Any) -> tuple[bytes, int, int]:
     limit = DEFAULT_LIMIT if limit is None else min(limit, MAX_LIMIT)
     now_ms = state.clock.now_ms()
     hi_s = now_ms // 1000 if end_ms is None else min(end_ms // 1000, now_ms // 1000)
+    if cfg.publish_delay_s > 0:  # late bars: served once closed for publish_delay_s
+        published_ms = now_ms - int(cfg.publish_delay_s * 1000) - INTERVALS[interval] * 1000
+        hi_s = min(hi_s, published_ms // 1000)
     ts = select_open_times(
         market,
         INTERVALS[interval],
@@ -122,7 +125,9 @@ def _klines(state: SandboxState, query: Any) -> tuple[bytes, int, int]:
     )
     body = encode_klines(generate_bars(market, INTERVALS[interval], ts, cfg, now_ms))
     if cfg.corruptions:  # fault injection; the fast path above stays untouched without it
-        return corrupt_klines(body, market, interval, INTERVALS[interval], ts, cfg, now_ms)
+        return corrupt_klines(
+            body, market, interval, INTERVALS[interval], ts, cfg, now_ms, state.take_corruption
+        )
     return body, len(ts), 0
 
 

@@ -79,6 +79,7 @@ class SandboxState:
             offset_s=self._config.clock_offset_s,
         )  # the exchange clock always runs on real time; `wallclock` is for rate limits
         self._force_429_left = int(self._config.force_429)
+        self._corruption_serves: dict[int, int] = {}  # entry index -> responses it was in
         self._rng = random.Random(self._config.error_seed)
         self._penalty_until = 0.0  # real wall-clock seconds
         self._last_429_at = float("-inf")  # when the last penalty-opening 429 was issued
@@ -100,12 +101,27 @@ class SandboxState:
             new = self._config.updated(knobs)
             if "force_429" in knobs:
                 self._force_429_left = int(new.force_429)
+            if "corruptions" in knobs:  # re-arms every entry's `times` budget
+                self._corruption_serves = {}
             if "error_seed" in knobs or "error_rate_5xx" in knobs:
                 self._rng = random.Random(new.error_seed)
             if "kline_log_size" in knobs:
                 self._kline_log = deque(self._kline_log, maxlen=new.kline_log_size)
             self._config = new
             return new
+
+    def take_corruption(self, entry: int) -> bool:
+        """Whether `corruptions[entry]` applies to the response being built; counts it.
+
+        Without `times` an entry always applies; with `times: N`, to N responses only.
+        """
+        with self._lock:
+            times = self._config.corruptions[entry].get("times")
+            served = self._corruption_serves.get(entry, 0)
+            if times is not None and served >= int(times):
+                return False
+            self._corruption_serves[entry] = served + 1
+            return True
 
     def config_dict(self) -> dict[str, Any]:
         with self._lock:
