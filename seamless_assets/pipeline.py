@@ -186,6 +186,7 @@ async def backfill(
         # Events before bars: a crash in between leaves the bars missing, so the rerun
         # fetches them again and restates the same events (replace, never accumulate).
         events = conformance_events(conformed, closed_ranges, partitions)
+        log(f"{node_id}: storing {len(fetched_frame)} bar(s), {len(events)} conformance event(s)")
         hot.replace_flag_events(node_id, closed_ranges, events)
         hot.upsert(node_id, fetched_frame)
         earliest = hot.bounds(node_id)
@@ -217,6 +218,7 @@ async def backfill(
             return outcome
         return _publish(node, part_frame, outcome, ledger, flag_ledger, artifacts, settings)
 
+    log(f"{node_id}: settling {len(partitions)} partition(s), publishing the stable ones")
     # Segments are independent files: publish them in parallel (fsync and zstd release the GIL).
     with ThreadPoolExecutor(max_workers=PUBLISH_WORKERS) as pool:
         outcomes = list(pool.map(settle, range(len(partitions))))
