@@ -1,17 +1,31 @@
-"""Inline asset checks of an OHLCV node, evaluated on the bars read back from the store."""
+"""Inline asset checks of an OHLCV node, evaluated on the run: the bars read back from the
+store and what conformance did to the rows the run fetched."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import dagster as dg
 import numpy as np
 
+from .core.conformance import NON_FINITE, OHLC_INCONSISTENT
+from .core.coverage import bar_count, completeness_ratio, ranges_from_timestamps
 from .core.frame import TS
-from .pipeline import RunOutcome
+from .pipeline import PartitionOutcome, RunOutcome
 
 COVERAGE = "coverage_ratio"
 NO_DUPLICATES = "no_duplicate_ts"
 MONOTONIC = "monotonic_ts"
 OHLC_SANITY = "ohlc_sanity"
+LISTED_MAX = 50
+
+# Conformance flags of rows that were bad data: conformance drops (or flags) them before
+# anything is stored, so the stored bars alone can never show them.
+NON_POSITIVE_PRICE = "non_positive_price"
+ZERO_BAR = "zero_bar"
+SANITY_FLAGS: tuple[str, ...] = (OHLC_INCONSISTENT, NON_FINITE, NON_POSITIVE_PRICE, ZERO_BAR)
+
+OHLC_COLUMNS = ["open", "high", "low", "close", "volume"]
 
 
 def check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
@@ -19,42 +33,78 @@ def check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
         dg.AssetCheckSpec(
             COVERAGE,
             asset=asset_key,
-            description="Stored bars / expected bars in the materialized window ≥ threshold; "
-            "known exchange gaps are listed with their reasons.",
+            description="Completeness of the materialized window ≥ threshold: stored bars "
+            "plus bars the exchange confirmed empty (gap ledger) over the bars on the grid.",
         ),
         dg.AssetCheckSpec(NO_DUPLICATES, asset=asset_key, description="One bar per ts."),
         dg.AssetCheckSpec(MONOTONIC, asset=asset_key, description="ts strictly increasing."),
         dg.AssetCheckSpec(
             OHLC_SANITY,
             asset=asset_key,
-            description="high ≥ max(open, close, low), low ≤ min(open, close), volume ≥ 0, "
-            "all values finite.",
+            description="No row the run fetched was inconsistent (high < low, …), non-finite, "
+            "non-positive or all zero (conformance flags), and every stored bar has "
+            "high ≥ max(open, close, low), low ≤ min(open, close), volume ≥ 0, finite values.",
         ),
     ]
+
+
+def run_completeness(outcome: RunOutcome) -> tuple[float, int]:
+    """(completeness, bars missing) of the run's window: bars the gap ledger confirms empty
+    count as known, not missing."""
+    node = outcome.node
+    interval, origin = node.interval_s, node.timeframe.origin_s
+    covered = ranges_from_timestamps(outcome.frame[TS].to_numpy(), interval)
+    known = [g.range for p in outcome.partitions for g in p.gaps]
+    ratio = completeness_ratio(covered, known, outcome.window, interval, origin_s=origin)
+    missing = bar_count(
+        [m for p in outcome.partitions for m in p.missing], interval, origin_s=origin
+    )
+    return ratio, missing
+
+
+def flagged_rows(
+    partitions: Sequence[PartitionOutcome],
+) -> list[tuple[PartitionOutcome, dict[str, int]]]:
+    """Partitions whose fetched rows carried a sanity flag, with those flags' counts."""
+    out = []
+    for part in partitions:
+        counts = {f: int(part.flags.get(f, 0)) for f in SANITY_FLAGS if part.flags.get(f, 0)}
+        if counts:
+            out.append((part, counts))
+    return out
 
 
 def check_results(outcome: RunOutcome, threshold: float) -> list[dg.AssetCheckResult]:
     frame = outcome.frame
     ts = frame[TS].to_numpy()
-    o, h, lo, c, v = (frame[col].to_numpy() for col in ("open", "high", "low", "close", "volume"))
+    o, h, lo, c, v = (frame[col].to_numpy() for col in OHLC_COLUMNS)
     diffs = np.diff(ts)
     duplicates = int((diffs == 0).sum())
     out_of_order = int((diffs < 0).sum())
-    finite = np.isfinite(frame[["open", "high", "low", "close", "volume"]].to_numpy()).all(axis=1)
+    finite = np.isfinite(frame[OHLC_COLUMNS].to_numpy()).all(axis=1)
     insane = ~finite | (h < np.maximum(np.maximum(o, c), lo)) | (lo > np.minimum(o, c)) | (v < 0)
+    stored_bad = int(insane.sum())
+    flagged = flagged_rows(outcome.partitions)
+    flag_totals = {f: sum(counts.get(f, 0) for _, counts in flagged) for f in SANITY_FLAGS}
     gaps = [g for p in outcome.partitions for g in p.gaps]
     missing = [m for p in outcome.partitions for m in p.missing]
-    ratio = outcome.coverage_ratio
+    ratio, missing_bars = run_completeness(outcome)
     return [
         dg.AssetCheckResult(
             check_name=COVERAGE,
             passed=ratio >= threshold,
             severity=dg.AssetCheckSeverity.WARN,
+            description=None
+            if ratio >= threshold
+            else f"{missing_bars} bar(s) neither stored nor confirmed empty by the exchange; "
+            "a later run fetches them again",
             metadata={
-                "coverage_ratio": round(ratio, 6),
+                "completeness_ratio": round(ratio, 6),
+                "stored_ratio": round(outcome.coverage_ratio, 6),
                 "threshold": threshold,
-                "known_gaps": [f"{g.range} {g.reason}" for g in gaps[:50]],
-                "missing_ranges": [str(m) for m in missing[:50]],
+                "missing_bars": missing_bars,
+                "known_gaps": [f"{g.range} {g.reason}" for g in gaps[:LISTED_MAX]],
+                "missing_ranges": [str(m) for m in missing[:LISTED_MAX]],
             },
         ),
         dg.AssetCheckResult(
@@ -71,8 +121,21 @@ def check_results(outcome: RunOutcome, threshold: float) -> list[dg.AssetCheckRe
         ),
         dg.AssetCheckResult(
             check_name=OHLC_SANITY,
-            passed=int(insane.sum()) == 0,
+            passed=not flagged and stored_bad == 0,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"bad_rows": int(insane.sum())},
+            description=None
+            if not flagged and stored_bad == 0
+            else f"the exchange sent {sum(flag_totals.values())} bad row(s) in "
+            f"{len(flagged)} partition(s) (conformance flagged them); {stored_bad} stored "
+            "bar(s) violate the OHLC invariants",
+            metadata={
+                "bad_rows": stored_bad,
+                "flagged_rows": {f: n for f, n in flag_totals.items() if n},
+                "flagged_partition_count": len(flagged),
+                "flagged_partitions": [
+                    f"{part.window} " + " ".join(f"{f}={n}" for f, n in counts.items())
+                    for part, counts in flagged[:LISTED_MAX]
+                ],
+            },
         ),
     ]

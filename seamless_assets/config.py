@@ -412,6 +412,9 @@ class DomainConfig(_Model):
     max_lag_sec: Int | None = Field(default=None, ge=0)
     allow_partial: bool = False
     monotonic_as_of: bool = False
+    # live only: the nodes served live (node ids). The live-edge sensor keeps them current
+    # and the `live_staleness` check judges them; other nodes have neither.
+    nodes: tuple[str, ...] = ()
 
 
 class ExchangeConfig(_Model):
@@ -553,6 +556,12 @@ class SeamlessConfig(_Model):
         if exchange.rate_limit_rps is not None:
             override.update(tokens_per_interval=exchange.rate_limit_rps, interval_ms=1000)
         return self.seamless.rate_limit.merged(override) if override else self.seamless.rate_limit
+
+    @cached_property
+    def live_nodes(self) -> tuple[NodeId, ...]:
+        """The nodes served live (`domains.live.nodes`), validated against the catalog."""
+        live = self.domains.get("live")
+        return tuple(NodeId.parse(n) for n in live.nodes) if live else ()
 
     def node(self, node_id: str) -> NodeId:
         """The configured node with this id, or a `ConfigError` listing the known ones."""
@@ -820,7 +829,14 @@ def _validate_domains(config: SeamlessConfig) -> None:
     }
     for name, domain in config.domains.items():
         key = f"domains.{name}"
+        if domain.nodes and name != "live":
+            raise ConfigError(
+                f"{key}.nodes",
+                f"only the live domain lists nodes (those served live); {name} reads any node",
+                config.source,
+            )
         if name not in allowed:
+            _validate_live_nodes(config, domain.nodes, f"{key}.nodes")
             continue
         if not domain.require_as_of:
             raise ConfigError(
@@ -839,6 +855,21 @@ def _validate_domains(config: SeamlessConfig) -> None:
                 f"{key}.max_lag_sec",
                 f"only the live domain has a max lag; {name} reads fixed snapshots",
                 config.source,
+            )
+
+
+def _validate_live_nodes(config: SeamlessConfig, nodes: tuple[str, ...], key: str) -> None:
+    catalog = {str(n) for n in config.nodes}
+    for i, entry in enumerate(nodes):
+        try:
+            node = str(NodeId.parse(entry))
+        except SeamlessError as exc:
+            raise ConfigError(f"{key}[{i}]", str(exc), config.source) from None
+        if node not in catalog:
+            close = _close_matches(node, sorted(catalog))
+            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(
+                f"{key}[{i}]", f"{entry!r} is not a node of the catalog{hint}", config.source
             )
 
 

@@ -2,16 +2,20 @@
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 
+from resources.artifacts.base import ArtifactStore
 from resources.exchange import ExchangeClient, ExchangeSettings
 
 from .checks import check_results, check_specs
 from .config import SeamlessConfig
 from .core.fingerprint import combine_fingerprints
-from .core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, Range
+from .core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, Range, iso_utc
+from .errors import SeamlessError
+from .history import ensure_history_start
 from .nodes import NodeId
 from .partitions import TimeframeClass, partition_ranges
 from .pipeline import PipelineSettings, RunOutcome, backfill
@@ -83,6 +87,10 @@ def ohlcv_asset(
         key_range = context.partition_key_range  # a single-run backfill: one contiguous range
         partitions = partition_ranges(partitions_def, key_range.start, key_range.end)
         limiter = rate_limiter.limiter(rate_config)
+        store = artifacts.open()
+        _record_history_start(
+            context, store, node, lambda: ExchangeClient(exchange_settings, limiter)
+        )
         hot = hot_store.open()
         try:
             outcome = asyncio.run(
@@ -90,7 +98,7 @@ def ohlcv_asset(
                     node,
                     partitions,
                     hot=hot,
-                    artifacts=artifacts.open(),
+                    artifacts=store,
                     client_factory=lambda: ExchangeClient(exchange_settings, limiter),
                     settings=pipeline_settings,
                     refetch_gaps=config.refetch_gaps,
@@ -109,6 +117,23 @@ def ohlcv_asset(
         )
 
     return _ohlcv
+
+
+def _record_history_start(
+    context: dg.AssetExecutionContext,
+    store: ArtifactStore,
+    node: NodeId,
+    client_factory: Callable[[], ExchangeClient],
+) -> None:
+    """Discover and record the node's first bar once (one candle request on its first run);
+    an exchange that cannot tell yet does not fail the run: the next run asks again."""
+    try:
+        start = ensure_history_start(store, node, client_factory)
+    except SeamlessError as exc:
+        context.log.warning(f"{node}: history start not discovered: {exc}")
+        return
+    if start is not None:
+        context.log.info(f"{node}: history starts {iso_utc(start)}")
 
 
 def _run_fingerprint(outcome: RunOutcome) -> str:

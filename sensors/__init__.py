@@ -26,12 +26,14 @@ def build_sensors(
     *,
     clock: Clock = wall_clock,
 ) -> tuple[list[dg.SensorDefinition], list[dg.JobDefinition]]:
-    """The three sensors and the live-edge jobs (one per exchange) they launch."""
+    """The three sensors and the live-edge jobs (one per exchange) they launch. The live
+    edge serves only the nodes `domains.live.nodes` lists."""
     exchanges = sorted({n.node.exchange for n in nodes})
     live_jobs = [live_edge_job(exchange, config, clock=clock) for exchange in exchanges]
+    served_live = set(config.live_nodes)
     sensors = [
         as_of_sensor(config, nodes, clock=clock),
         gap_repair_sensor(config, nodes, asset_jobs, clock=clock),
-        live_edge_sensor(nodes, live_jobs, clock=clock),
+        live_edge_sensor([n for n in nodes if n.node in served_live], live_jobs, clock=clock),
     ]
     return sensors, live_jobs

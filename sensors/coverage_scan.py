@@ -118,16 +118,22 @@ def scan_coverage(
     published: frozenset[Range],
     now_s: float,
     stabilization_bars: int,
+    *,
+    history_start_s: int | None = None,
 ) -> list[PartitionCoverage]:
-    """Coverage of every partition in `span`: two store queries, then array arithmetic."""
+    """Coverage of every partition in `span`: two store queries, then array arithmetic.
+
+    Bars before `history_start_s` (the node's first bar on the exchange) are not expected:
+    they count like confirmed-empty ones."""
     window = span.window
     if window is None:
         return []
     interval, origin = node.interval_s, node.timeframe.origin_s
     stored = merge_ranges(hot.coverage(str(node), interval, window))
-    empty = subtract_ranges(
-        merge_ranges(g.range for g in hot.ledger_gaps(str(node), window)), stored
-    )
+    ledger = [g.range for g in hot.ledger_gaps(str(node), window)]
+    if history_start_s is not None and history_start_s > window.start:
+        ledger.append(Range(window.start, history_start_s))
+    empty = subtract_ranges(merge_ranges(ledger), stored)
     starts = np.array([w.start for w in span.windows], dtype=_I64)
     ends = np.array([w.end for w in span.windows], dtype=_I64)
     grid = _grid_index(ends, interval, origin) - _grid_index(starts, interval, origin)

@@ -1,7 +1,9 @@
 """Gap repair: request runs for closed partitions that are missing, thin or unpublished.
 
-Each tick scans every node's closed partitions from the history start (two hot-store
-queries and one listing of head names per node, see `coverage_scan`). A partition needs
+Each tick scans every node's closed partitions from its history start (the first bar the
+exchange has, discovered once per node and recorded, `seamless_assets.history`; a node whose
+start cannot be discovered yet is skipped) with two hot-store queries and one listing of
+head names per node (see `coverage_scan`). A partition needs
 repair when its stored bars are below `observability.coverage_ratio_threshold` of the
 bars it should hold (windows the gap ledger confirms empty do not count), or when it is
 stable but has no published segment. Contiguous partitions in need become
@@ -17,7 +19,7 @@ new key (`…:retryN`), up to MAX_ATTEMPTS times per need.
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
@@ -29,8 +31,17 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from resources.exchange import ExchangeClient, ExchangeSettings
+from resources.rate_limit import RateLimiter
 from seamless_assets.config import SeamlessConfig
-from seamless_assets.runtime import ArtifactStoreResource, HotStoreResource
+from seamless_assets.errors import SeamlessError
+from seamless_assets.history import ensure_history_start
+from seamless_assets.nodes import NodeId
+from seamless_assets.runtime import (
+    ArtifactStoreResource,
+    HotStoreResource,
+    RateLimiterResource,
+)
 
 from .common import (
     NEED_TAG,
@@ -162,6 +173,14 @@ def history_floor_s(hot_store: HotStoreResource, now_s: float) -> float | None:
     return None
 
 
+def scan_floor_s(
+    hot_store: HotStoreResource, now_s: float, history_start: int | None
+) -> float | None:
+    """Where a node's scan begins: its history start, or later under a QuestDB TTL."""
+    floors = [f for f in (history_floor_s(hot_store, now_s), history_start) if f is not None]
+    return max(floors, default=None)
+
+
 def gap_repair_sensor(
     config: SeamlessConfig,
     nodes: Sequence[WatchedNode],
@@ -173,6 +192,10 @@ def gap_repair_sensor(
     section = config.seamless
     threshold = section.observability.coverage_ratio_threshold
     stabilization = section.artifact.stabilization_bars
+    exchange_settings = {
+        exchange: ExchangeSettings.from_config(config, exchange)
+        for exchange in sorted({n.node.exchange for n in nodes})
+    }
 
     @dg.sensor(
         name=SENSOR_NAME,
@@ -185,19 +208,41 @@ def gap_repair_sensor(
         context: dg.SensorEvaluationContext,
         hot_store: HotStoreResource,
         artifacts: ArtifactStoreResource,
+        rate_limiter: RateLimiterResource,
     ) -> dg.SensorResult:
         now_s = clock()
+        limiters: dict[str, RateLimiter] = {}
+
+        def client_factory(node: NodeId) -> Callable[[], ExchangeClient]:
+            exchange = node.exchange
+            if exchange not in limiters:
+                limiters[exchange] = rate_limiter.limiter(config.rate_limit_for(exchange))
+            return lambda: ExchangeClient(exchange_settings[exchange], limiters[exchange])
+
         requested = load_cursor(context.cursor)
         busy = pending_nodes(context.instance, TRIGGER)
         store = artifacts.open()
         hot = hot_store.open()
         requests, state, outstanding = [], {}, 0
         try:
-            floor_s = history_floor_s(hot_store, now_s)
             for node in nodes:
+                try:
+                    start = ensure_history_start(store, node.node, client_factory(node.node))
+                except (SeamlessError, OSError) as exc:
+                    start, reason = None, f"{type(exc).__name__}: {exc}"
+                else:
+                    reason = "the exchange serves no candle for it yet"
+                if start is None:  # without it every day since the partitions' start looks missing
+                    context.log.warning(
+                        f"{node.node_id}: history start unknown ({reason}); skipped"
+                    )
+                    continue
+                floor_s = scan_floor_s(hot_store, now_s, start)
                 span = closed_partitions(node.partitions_def, now_s, not_before_s=floor_s)
                 published = published_partitions(store, node.node)
-                coverage = scan_coverage(node.node, span, hot, published, now_s, stabilization)
+                coverage = scan_coverage(
+                    node.node, span, hot, published, now_s, stabilization, history_start_s=start
+                )
                 needs = group_needs(node, coverage, threshold)
                 outstanding += len(needs)
                 before = set(requested.get(node.node_id, []))

@@ -72,12 +72,19 @@ def test_sensors_governance_checks_and_live_jobs_are_wired() -> None:
     live = defs.resolve_job_def("ohlcv_live_binance_job")
     assert [node.definition.pool for node in live.graph.nodes] == ["exchange_binance"]
 
-    governance = {"partition_coverage", "live_staleness", "as_of_stall", "conformance_flag_spike"}
+    # The shipped config serves no node live: no live_staleness check to fail by construction.
+    assert config.live_nodes == ()
+    governance = {"partition_coverage", "as_of_stall", "conformance_flag_spike"}
     checks = defs.resolve_job_def("seamless_governance_checks_job").asset_layer
     selected = checks.asset_graph.asset_check_keys
     for node in config.nodes:
         key = dg.AssetKey(node.asset_key_path())
         assert {k.name for k in selected if k.asset_key == key} == governance
+    # Each governance check executes on its own (the UI's "Execute", not
+    # REQUIRES_MATERIALIZATION): its execution set is itself.
+    graph = defs.resolve_asset_graph()
+    for check_key in selected:
+        assert graph.get_execution_set_asset_and_check_keys(check_key) == {check_key}
     # Backfill runs execute the asset's inline checks only; governance runs on its schedule.
     intraday = defs.resolve_job_def("ohlcv_intraday_job").asset_layer.asset_graph
     assert not {k.name for k in intraday.asset_check_keys} & governance

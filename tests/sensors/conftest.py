@@ -63,7 +63,7 @@ def project(tmp_path: Path, sandbox: SandboxExchange, dagster_home: Path) -> Sea
     raw = yaml.safe_load(path.read_text())
     raw["exchanges"]["binance"]["timeframes"] = ["1m"]
     raw["seamless"]["partitions"] = {"intraday_start": "2024-01-01", "daily_start": "2024-01-01"}
-    raw["domains"] = {"live": {"max_lag_sec": 120, "allow_partial": True}}
+    raw["domains"] = {"live": {"max_lag_sec": 120, "allow_partial": True, "nodes": [NODE]}}
     path.write_text(yaml.safe_dump(raw))
     return load_config(path)
 
