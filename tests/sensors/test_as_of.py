@@ -6,10 +6,12 @@ import json
 from datetime import UTC, datetime
 
 import dagster as dg
+import pandas as pd
 
 from sandbox import SandboxExchange
 from seamless_assets.cli import run_backfill
 from seamless_assets.config import SeamlessConfig
+from seamless_assets.core.frame import Range
 from sensors.as_of import SENSOR_NAME
 from tests.assets.conftest import open_artifacts
 
@@ -43,9 +45,11 @@ def test_as_of_advances_after_materializations_and_is_recorded_once(
     assert snapshot is not None
     assert observation.asset_key == dg.AssetKey(node.asset_key_path())
     meta = {k: v.value for k, v in observation.metadata.items()}
-    assert meta["as_of"] == "2024-01-08T00:00:00Z"
+    assert meta["as_of_s"] == int(clock())  # the commit instant
+    assert meta["watermark"] == "2024-01-08T00:00:00Z"
     assert meta["snapshot_fingerprint"] == snapshot.fingerprint
     assert meta["segment_count"] == 7
+    assert (meta["missing_count"], meta["missing"]) == (0, [])
     assert (meta["rows"], meta["expected_bars"], meta["coverage"]) == (7 * 1440, 7 * 1440, 1.0)
 
     # The daemon stores sensor asset events like this: the pointer is in the event log.
@@ -61,11 +65,12 @@ def test_as_of_advances_after_materializations_and_is_recorded_once(
     _backfill(project, 7, 1)
     second = tick(defs, SENSOR_NAME, instance, first.cursor)
     [observation] = _observations(second)
-    assert observation.metadata["as_of"].value == "2024-01-09T00:00:00Z"
+    assert observation.metadata["as_of_s"].value == int(clock())
+    assert observation.metadata["watermark"].value == "2024-01-09T00:00:00Z"
     assert observation.metadata["segment_count"].value == 8
     assert _observations(tick(defs, SENSOR_NAME, instance, second.cursor)) == []
     log = open_artifacts(project).snapshot_log(node)
-    assert [entry.as_of_s for entry in log] == [T0 + 7 * DAY, T0 + 8 * DAY]
+    assert [entry.as_of_s for entry in log] == [int(clock()) - DAY, int(clock())]
 
 
 def test_a_node_whose_heads_are_broken_is_logged_not_fatal(
@@ -87,4 +92,65 @@ def test_a_node_whose_heads_are_broken_is_logged_not_fatal(
     broken = tick(defs, SENSOR_NAME, instance, first.cursor)
     assert _observations(broken) == []
     assert json.loads(broken.cursor or "{}") == json.loads(first.cursor or "{}")
-    assert [e.as_of_s for e in store.snapshot_log(node)] == [T0 + 7 * DAY]
+    assert len(store.snapshot_log(node)) == 1
+
+
+def test_repaired_holes_are_committed_within_one_tick(
+    project: SeamlessConfig,
+    clock: Clock,
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+) -> None:
+    node = project.node(NODE)
+    for day in (0, 2, 4, 6):  # three holes: days 1, 3 and 5
+        _backfill(project, day, 1)
+    first = tick(defs, SENSOR_NAME, instance)
+    [observation] = _observations(first)
+    assert observation.metadata["missing_count"].value == 3
+    store = open_artifacts(project)
+    before = store.latest_snapshot(node)
+    assert before is not None and len(before.missing) == 3
+    old_bytes = store.read_snapshot_range(node, before, Range(T0, T0 + 7 * DAY))
+    clock.advance(60)
+    for day in (1, 3, 5):  # gap repair runs
+        _backfill(project, day, 1)
+    second = tick(defs, SENSOR_NAME, instance, first.cursor)
+    [observation] = _observations(second)
+    assert observation.metadata["missing_count"].value == 0
+    after = store.latest_snapshot(node)
+    assert after is not None and after.as_of_s > before.as_of_s and after.missing == ()
+    assert after.uncovered(Range(T0, T0 + 7 * DAY)) == []
+    pinned = store.resolve_snapshot(node, before.as_of_s)
+    pd.testing.assert_frame_equal(
+        store.read_snapshot_range(node, pinned, Range(T0, T0 + 7 * DAY)), old_bytes
+    )
+    for _ in range(3):  # nothing changed: no new commit on later ticks
+        clock.advance(60)
+        assert _observations(tick(defs, SENSOR_NAME, instance, second.cursor)) == []
+    assert len(store.snapshot_log(node)) == 2
+
+
+def test_a_restatement_is_committed_within_one_tick(
+    project: SeamlessConfig,
+    sandbox: SandboxExchange,
+    clock: Clock,
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+) -> None:
+    node = project.node(NODE)
+    _backfill(project, 0, 4)
+    first = tick(defs, SENSOR_NAME, instance)
+    assert len(_observations(first)) == 1
+    restated = [{"start": T0 + DAY, "end": T0 + 3 * DAY, "version": 1}]
+    sandbox.configure(restatements={"BTC/USDT": restated})
+    clock.advance(60)
+    start = datetime.fromtimestamp(T0, tz=UTC)
+    end = datetime.fromtimestamp(T0 + 4 * DAY, tz=UTC)
+    assert run_backfill(project, [node], start, end, refetch_stored=True).success
+    second = tick(defs, SENSOR_NAME, instance, first.cursor)
+    assert len(_observations(second)) == 1
+    store = open_artifacts(project)
+    old, new = (store.read_snapshot(node, e) for e in store.snapshot_log(node))
+    assert new.as_of_s > old.as_of_s and new.watermark_s == old.watermark_s
+    diff = store.diff_snapshots(node, old, new)
+    assert len(diff) and diff["ts"].between(T0 + DAY, T0 + 3 * DAY - 1).all()
