@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from sandbox import SandboxConfig, SandboxExchange, expected_bars
 from seamless_assets.cli import main, run_backfill
 from seamless_assets.config import SeamlessConfig
 from seamless_assets.core.frame import Range, iso_utc
+from seamless_assets.core.snapshot import parse_as_of
 
 from .conftest import DAY
 from .conftest import open_artifacts as _artifacts
@@ -27,6 +27,11 @@ def _day(n: int) -> datetime:
     return datetime.fromtimestamp(T0 + n * DAY, tz=UTC)
 
 
+def _committed_as_of(out: str) -> str:
+    """The as_of `seamless snapshot` printed (`NODE: as_of <iso> <fingerprint> (...)`)."""
+    return out.split(" as_of ", 1)[1].split()[0]
+
+
 def test_a_restatement_is_a_new_snapshot_and_diff_lists_exactly_the_changed_bars(
     project: SeamlessConfig, sandbox: SandboxExchange, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -35,22 +40,28 @@ def test_a_restatement_is_a_new_snapshot_and_diff_lists_exactly_the_changed_bars
     assert main(["--config", str(project.source), "coverage", NODE]) == 0
     assert "as_of: no snapshot yet" in capsys.readouterr().out
     assert main(["--config", str(project.source), "snapshot", NODE]) == 0
-    first_as_of = iso_utc(T0 + 2 * DAY)
-    assert f"as_of {first_as_of}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    first_as_of = _committed_as_of(out)
+    assert f"data to {iso_utc(T0 + 2 * DAY)}; no missing partitions" in out
     assert main(["--config", str(project.source), "coverage", NODE]) == 0
     out = capsys.readouterr().out
     assert "coverage 1.000000" in out and f"as_of: {first_as_of}" in out and "2880 bars" in out
+    # Nothing changed: `seamless snapshot` commits nothing new.
+    assert main(["--config", str(project.source), "snapshot", NODE]) == 0
+    assert _committed_as_of(capsys.readouterr().out) == first_as_of
 
+    # The exchange restates two hours of day 0; no new partition closes.
     sandbox.configure(restatements=RESTATED)
-    result = run_backfill(project, [node], START, _day(3), refetch_stored=True)
+    result = run_backfill(project, [node], START, _day(2), refetch_stored=True)
     assert result.success
     assert main(["--config", str(project.source), "snapshot", NODE]) == 0
-    second_as_of = iso_utc(T0 + 3 * DAY)
-    assert f"as_of {second_as_of}" in capsys.readouterr().out
+    second_as_of = _committed_as_of(capsys.readouterr().out)
+    assert parse_as_of(second_as_of) > parse_as_of(first_as_of)
 
     artifacts = _artifacts(project)
-    first = artifacts.resolve_snapshot(node, T0 + 2 * DAY)
-    second = artifacts.resolve_snapshot(node, T0 + 3 * DAY)
+    first = artifacts.resolve_snapshot(node, parse_as_of(first_as_of))
+    second = artifacts.resolve_snapshot(node, parse_as_of(second_as_of))
+    assert first.watermark_s == second.watermark_s == T0 + 2 * DAY
     window = Range(T0, T0 + 2 * DAY)
     original = expected_bars("BTC/USDT", 60, T0, T0 + 2 * DAY)
     restated = expected_bars("BTC/USDT", 60, T0, T0 + 2 * DAY, SandboxConfig(restatements=RESTATED))
@@ -64,14 +75,8 @@ def test_a_restatement_is_a_new_snapshot_and_diff_lists_exactly_the_changed_bars
         np.any([original[c] != restated[c] for c in ("open", "high", "low", "close")], axis=0)
     )
     diff = artifacts.diff_snapshots(node, first, second)
-    expected_ts = pd.concat(
-        [
-            pd.Series(original["ts"][changed]),
-            pd.Series(expected_bars("BTC/USDT", 60, T0 + 2 * DAY, T0 + 3 * DAY)["ts"]),
-        ]
-    ).tolist()
-    assert diff["ts"].tolist() == expected_ts
-    assert set(diff["change"][: len(changed)]) == {"changed"}
+    assert diff["ts"].tolist() == original["ts"][changed].tolist()
+    assert set(diff["change"]) == {"changed"}
     assert len(changed) == 120  # the two restated hours, bar for bar
 
     assert main(["--config", str(project.source), "snapshots", NODE]) == 0
@@ -81,7 +86,7 @@ def test_a_restatement_is_a_new_snapshot_and_diff_lists_exactly_the_changed_bars
 
     assert main(["--config", str(project.source), "diff", NODE, first_as_of, second_as_of]) == 0
     out = capsys.readouterr().out
-    assert f"bars: {len(diff)} differ {{'added': 1440, 'removed': 0, 'changed': 120}}" in out
+    assert f"bars: {len(diff)} differ {{'added': 0, 'removed': 0, 'changed': 120}}" in out
     assert iso_utc(T0 + 3600) in out and iso_utc(T0 + 3600 - 60) not in out
 
 
