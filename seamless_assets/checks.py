@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import dagster as dg
 import numpy as np
 
-from .core.conformance import NON_FINITE, OHLC_INCONSISTENT
+from .core.conformance import NON_FINITE, NON_POSITIVE_PRICE, OHLC_INCONSISTENT, ZERO_BAR
 from .core.coverage import bar_count, completeness_ratio, ranges_from_timestamps
 from .core.frame import TS
 from .pipeline import PartitionOutcome, RunOutcome
@@ -21,8 +21,6 @@ LISTED_MAX = 50
 
 # Conformance flags of rows that were bad data: conformance drops (or flags) them before
 # anything is stored, so the stored bars alone can never show them.
-NON_POSITIVE_PRICE = "non_positive_price"
-ZERO_BAR = "zero_bar"
 SANITY_FLAGS: tuple[str, ...] = (OHLC_INCONSISTENT, NON_FINITE, NON_POSITIVE_PRICE, ZERO_BAR)
 
 OHLC_COLUMNS = ["open", "high", "low", "close", "volume"]

@@ -39,6 +39,13 @@ from sensors.coverage_scan import (
 from sensors.gap_repair import history_floor_s
 
 from .config import SeamlessConfig
+from .core.conformance import (
+    INVALID_TIMESTAMP,
+    NON_FINITE,
+    NON_POSITIVE_PRICE,
+    OHLC_INCONSISTENT,
+    ZERO_BAR,
+)
 from .core.frame import Range, iso_utc
 from .core.stabilization import closed_end, stable_end
 from .history import history_start_s
@@ -60,7 +67,7 @@ SPIKE_MIN_BASELINE = 3
 SPIKE_FACTOR = 3.0
 SPIKE_MIN_EXCESS = 5
 INTEGRITY_FLAGS = frozenset(
-    {"ohlc_inconsistent", "non_finite", "invalid_timestamp", "non_positive_price", "zero_bar"}
+    {OHLC_INCONSISTENT, NON_FINITE, INVALID_TIMESTAMP, NON_POSITIVE_PRICE, ZERO_BAR}
 )
 
 WARN, ERROR = dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.ERROR
@@ -190,13 +197,7 @@ def staleness_result(
 def unsnapshotted(store: ArtifactStore, node: WatchedNode, stable_end_s: int) -> list[Range]:
     """Published partitions ending by `stable_end_s` that the newest snapshot lacks or lists
     with another fingerprint, in time order."""
-    method = getattr(store, "unsnapshotted", None)
-    if method is not None:  # ArtifactStore.unsnapshotted (snapshots as commits)
-        return sorted(method(node.node, stable_end_s))
-    snapshot = store.latest_snapshot(node.node)
-    listed = {s.range: s.fingerprint for s in snapshot.segments} if snapshot else {}
-    heads = store.heads(node.node)
-    return sorted(r for r, fp in heads.items() if r.end <= stable_end_s and listed.get(r) != fp)
+    return sorted(store.unsnapshotted(node.node, stable_end_s))
 
 
 def stall_result(
