@@ -30,6 +30,7 @@ from seamless_assets.core.frame import Range, iso_utc
 from seamless_assets.core.snapshot import Snapshot
 from seamless_assets.core.stabilization import stable_end
 from seamless_assets.errors import SeamlessError
+from seamless_assets.history import history_start_s
 from seamless_assets.nodes import NodeId
 from seamless_assets.runtime import ArtifactStoreResource, HotStoreResource
 
@@ -95,7 +96,8 @@ def advance_to_now(
     nothing is published."""
     section = config.seamless
     stable_s = stable_at(node, config, now_s)
-    advanced = store.advance_snapshot(node, section.conformance.version, stable_s, now_s)
+    start = history_start_s(store, node)  # None until discovered: the first segment
+    advanced = store.advance_snapshot(node, section.conformance.version, stable_s, now_s, start)
     return advanced or store.latest_snapshot(node)
 
 

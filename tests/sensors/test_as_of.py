@@ -12,6 +12,7 @@ from sandbox import SandboxExchange
 from seamless_assets.cli import run_backfill
 from seamless_assets.config import SeamlessConfig
 from seamless_assets.core.frame import Range
+from seamless_assets.history import history_start_s
 from sensors.as_of import SENSOR_NAME
 from tests.assets.conftest import open_artifacts
 
@@ -49,7 +50,11 @@ def test_as_of_advances_after_materializations_and_is_recorded_once(
     assert meta["watermark"] == "2024-01-08T00:00:00Z"
     assert meta["snapshot_fingerprint"] == snapshot.fingerprint
     assert meta["segment_count"] == 7
-    assert (meta["missing_count"], meta["missing"]) == (0, [])
+    # The exchange's history starts in 2017: everything before the first partition is missing.
+    start = history_start_s(open_artifacts(project), node)
+    assert start is not None and start < T0
+    assert snapshot.missing == (Range(start, T0),)
+    assert (meta["missing_count"], meta["missing"]) == (1, [str(Range(start, T0))])
     assert (meta["rows"], meta["expected_bars"], meta["coverage"]) == (7 * 1440, 7 * 1440, 1.0)
 
     # The daemon stores sensor asset events like this: the pointer is in the event log.
@@ -106,19 +111,23 @@ def test_repaired_holes_are_committed_within_one_tick(
         _backfill(project, day, 1)
     first = tick(defs, SENSOR_NAME, instance)
     [observation] = _observations(first)
-    assert observation.metadata["missing_count"].value == 3
     store = open_artifacts(project)
+    start = history_start_s(store, node)
+    assert start is not None
+    holes = tuple(Range(T0 + d * DAY, T0 + (d + 1) * DAY) for d in (1, 3, 5))
+    assert observation.metadata["missing_count"].value == 4
     before = store.latest_snapshot(node)
-    assert before is not None and len(before.missing) == 3
+    assert before is not None and before.missing == (Range(start, T0), *holes)
     old_bytes = store.read_snapshot_range(node, before, Range(T0, T0 + 7 * DAY))
     clock.advance(60)
     for day in (1, 3, 5):  # gap repair runs
         _backfill(project, day, 1)
     second = tick(defs, SENSOR_NAME, instance, first.cursor)
     [observation] = _observations(second)
-    assert observation.metadata["missing_count"].value == 0
+    assert observation.metadata["missing_count"].value == 1
     after = store.latest_snapshot(node)
-    assert after is not None and after.as_of_s > before.as_of_s and after.missing == ()
+    assert after is not None and after.as_of_s > before.as_of_s
+    assert after.missing == (Range(start, T0),)
     assert after.uncovered(Range(T0, T0 + 7 * DAY)) == []
     pinned = store.resolve_snapshot(node, before.as_of_s)
     pd.testing.assert_frame_equal(
