@@ -38,6 +38,11 @@ def sma_crossover(frame: pd.DataFrame, fast: int = 15, slow: int = 60) -> pd.Ser
 def backtest(reader: SeamlessReader, node: str, start: Any, end: Any, as_of: Any) -> dict[str, Any]:
     context = ComputeContext(world_id="example-backtest", execution_domain="backtest", as_of=as_of)
     frame, meta = reader.fetch(node, start, end, context)
+    if meta.partial:
+        # Never backtest on part of the data. Backtest reads have no latency budget by
+        # default, so this only happens when a configured budget ran out; the reason says
+        # which, and what the frame lacks.
+        raise SystemExit(f"partial read of {node}: {meta.downgrade_reason}")
     position = sma_crossover(frame)
     returns = frame["close"].pct_change().fillna(0.0)
     equity = float(np.prod(1.0 + position * returns))

@@ -36,6 +36,8 @@ def btc_daily_returns(
         world_id="example-research", execution_domain="research", as_of=config.as_of
     )
     frame, meta = reader.fetch(NODE, config.start, config.end, compute)
+    if meta.partial:  # fail the run rather than materialize returns of part of the data
+        raise dg.Failure(f"partial read of {NODE}: {meta.downgrade_reason}")
     closes = frame.assign(day=frame["ts"] // 86_400).groupby("day")["close"].last()
     returns = closes.pct_change().dropna()
     context.log.info(f"{len(returns)} daily returns from {meta.dataset_fingerprint}")

@@ -42,7 +42,12 @@ def write_config(directory: Path, sandbox_url: str) -> Path:
         "seamless": {
             "data_dir": str(directory / "data"),
             "backfill": {"retry_backoff_ms": 50, "max_attempts": 3},
+            # Live and dryrun read under these latency budgets (backtest and research have
+            # none by default). Roomier than the shipped ones: the example's first live
+            # read fills two hours into a cold store, on a machine that also runs the
+            # exchange.
             "sla": {
+                "max_wait_storage_ms": 2000,
                 "max_wait_backfill_ms": 20_000,
                 "max_wait_live_ms": 3000,
                 "total_deadline_ms": 30_000,
@@ -63,8 +68,9 @@ def write_config(directory: Path, sandbox_url: str) -> Path:
     return path
 
 
-def materialize(config_path: Path, days: int) -> int:
-    """Fetch, store and publish `days` daily partitions from START; snapshot them."""
+def materialize(config_path: Path, days: int, now_s: float) -> int:
+    """Fetch, store and publish `days` daily partitions from START; commit them as a
+    snapshot at `now_s` (the exchange's clock, as the as_of sensor would)."""
     config = load_config(config_path)
     node = config.node(NODE)
     resources: dict[str, Any] = resources_from_config(config)
@@ -85,7 +91,7 @@ def materialize(config_path: Path, days: int) -> int:
         )
     finally:
         hot.close()
-    snapshot = artifacts.advance_snapshot(node, "v2", START + days * DAY, time.time())
+    snapshot = artifacts.advance_snapshot(node, "v2", START + days * DAY, now_s)
     assert snapshot is not None
     return snapshot.as_of_s
 
@@ -108,5 +114,6 @@ def demo_project(
         work = directory or Path(tmp)
         with SandboxExchange(knobs) as sandbox:
             config_path = write_config(work, sandbox.url)
-            as_of = materialize(config_path, days) if days else None
+            now_s = knobs.frozen_now_s or time.time() + knobs.clock_offset_s
+            as_of = materialize(config_path, days, now_s) if days else None
             yield DemoProject(config_path, sandbox, as_of)

@@ -16,6 +16,7 @@ import os
 import re
 import string
 import types
+from dataclasses import dataclass
 from datetime import date, datetime
 from functools import cached_property
 from pathlib import Path
@@ -406,12 +407,51 @@ _SNAPSHOT_DOMAINS = ("backtest", "research", "dryrun")
 DomainName = Literal["backtest", "research", "dryrun", "live"]
 
 
+class DomainSLAConfig(_Model):
+    """`domains.<domain>.sla`: the `seamless.sla` keys, per execution domain. A key given
+    here overrides the domain's default; `null` for a budget means unbounded."""
+
+    max_wait_storage_ms: Int | None = Field(default=None, ge=0)
+    max_wait_backfill_ms: Int | None = Field(default=None, ge=0)
+    max_wait_live_ms: Int | None = Field(default=None, ge=0)
+    total_deadline_ms: Int | None = Field(default=None, ge=0)
+    on_violation: Literal["FAIL_FAST", "PARTIAL_FILL"] | None = None
+
+
+#: Backtest and research are judged by correctness, not latency: no per-phase budget, so a
+#: slow disk never turns into an empty or partial frame, and a generous total deadline that
+#: fails loudly (FAIL_FAST) rather than returning part of the data. Live and dryrun keep
+#: the latency budgets of `seamless.sla`.
+DOMAIN_SLA_DEFAULTS: dict[str, dict[str, Any]] = {
+    name: {
+        "max_wait_storage_ms": None,
+        "max_wait_backfill_ms": None,
+        "max_wait_live_ms": None,
+        "total_deadline_ms": 300_000,
+        "on_violation": "FAIL_FAST",
+    }
+    for name in ("backtest", "research")
+}
+
+
+@dataclass(frozen=True)
+class EffectiveSLA:
+    """The SLA one domain reads under (budgets in ms; None = unbounded)."""
+
+    max_wait_storage_ms: int | None
+    max_wait_backfill_ms: int | None
+    max_wait_live_ms: int | None
+    total_deadline_ms: int | None
+    on_violation: Literal["FAIL_FAST", "PARTIAL_FILL"]
+
+
 class DomainConfig(_Model):
     require_as_of: bool = False
     source: Literal["artifact_only", "artifact_prefers", "live_blend"] | None = None
     max_lag_sec: Int | None = Field(default=None, ge=0)
     allow_partial: bool = False
     monotonic_as_of: bool = False
+    sla: DomainSLAConfig | None = None
     # live only: the nodes served live (node ids). The live-edge sensor keeps them current
     # and the `live_staleness` check judges them; other nodes have neither.
     nodes: tuple[str, ...] = ()
@@ -486,6 +526,21 @@ class SeamlessConfig(_Model):
     def source(self) -> str | None:
         """The file this configuration was loaded from, if any."""
         return self._source
+
+    def sla_for(self, domain: str) -> EffectiveSLA:
+        """The SLA of an execution domain: `seamless.sla`, overlaid with the domain's
+        defaults (`DOMAIN_SLA_DEFAULTS`), overlaid with the keys `domains.<domain>.sla`
+        sets (an explicit `null` budget is unbounded)."""
+        values: dict[str, Any] = self.seamless.sla.model_dump()
+        values.update(DOMAIN_SLA_DEFAULTS.get(domain, {}))
+        configured = self.domains.get(domain)  # type: ignore[call-overload]
+        if configured is not None and configured.sla is not None:
+            values.update(
+                {k: getattr(configured.sla, k) for k in configured.sla.model_fields_set}
+            )
+        if values["on_violation"] is None:
+            values["on_violation"] = self.seamless.sla.on_violation
+        return EffectiveSLA(**values)
 
     @cached_property
     def nodes(self) -> tuple[NodeId, ...]:

@@ -5,11 +5,16 @@ aggregate ceiling (`total`). Before each piece of work the caller asks `timeout_
 for the time it may wait, runs the work with that timeout (cancelling it when it runs
 out) and records what it spent. Which phase ran dry decides the error or the downgrade.
 
+A budget of `None` is no limit: backtest and research reads have no per-phase budget by
+default (they are judged by correctness, not latency; `config.DOMAIN_SLA_DEFAULTS`), only
+a generous total deadline that fails loudly.
+
 Pure bookkeeping: the clock is injected, nothing here sleeps, cancels or does I/O.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -28,25 +33,29 @@ BUDGET_KEYS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class SLABudget:
-    """Budgets in milliseconds: each phase's cumulative ceiling, and the total deadline."""
+    """Budgets in milliseconds: each phase's cumulative ceiling, and the total deadline;
+    `None` means unbounded."""
 
-    storage_wait_ms: float
-    backfill_wait_ms: float
-    live_wait_ms: float
-    total_ms: float
+    storage_wait_ms: float | None
+    backfill_wait_ms: float | None
+    live_wait_ms: float | None
+    total_ms: float | None
 
     def __post_init__(self) -> None:
         for name in ("storage_wait_ms", "backfill_wait_ms", "live_wait_ms", "total_ms"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"SLA budget {name} must be >= 0, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"SLA budget {name} must be >= 0, got {value}")
 
     def of(self, phase: str) -> float:
-        """The budget (ms) of a phase, or of `total`."""
+        """The budget (ms) of a phase, or of `total`; `math.inf` when unbounded."""
         if phase == TOTAL:
-            return self.total_ms
-        if phase not in PHASES:
+            value = self.total_ms
+        elif phase in PHASES:
+            value = getattr(self, f"{phase}_ms")
+        else:
             raise ValueError(f"unknown SLA phase {phase!r}; phases are {[*PHASES, TOTAL]}")
-        return float(getattr(self, f"{phase}_ms"))
+        return math.inf if value is None else float(value)
 
 
 @dataclass(frozen=True)
@@ -87,20 +96,23 @@ class SLATracker:
         return self.clock_ms() - self.started_ms
 
     def remaining_ms(self, phase: str) -> float:
-        """What the phase may still spend: its own budget left, capped by the total left."""
-        total_left = self.budget.total_ms - self.elapsed_ms()
+        """What the phase may still spend: its own budget left, capped by the total left
+        (`math.inf` when neither binds)."""
+        total_left = self.budget.of(TOTAL) - self.elapsed_ms()
         if phase == TOTAL:
             return max(0.0, total_left)
         own_left = self.budget.of(phase) - self.spent_ms[phase]
         return max(0.0, min(own_left, total_left))
 
-    def timeout_s(self, phase: str) -> float:
-        return self.remaining_ms(phase) / 1000
+    def timeout_s(self, phase: str) -> float | None:
+        """Seconds a wait in `phase` may take; None when unbounded (wait for the work)."""
+        left = self.remaining_ms(phase)
+        return None if math.isinf(left) else left / 1000
 
     def binding(self, phase: str) -> str:
         """Which limit a wait in `phase` runs into first: the phase's own or `total`."""
         own_left = self.budget.of(phase) - self.spent_ms[phase]
-        total_left = self.budget.total_ms - self.elapsed_ms()
+        total_left = self.budget.of(TOTAL) - self.elapsed_ms()
         return phase if own_left <= total_left else TOTAL
 
     def record(self, phase: str, spent_ms: float) -> None:
@@ -126,10 +138,9 @@ Violation = Literal["raise", "partial"]
 
 
 def violation_outcome(strategy: str, on_violation: str) -> Violation:
-    """What a budget overrun does: FAIL_FAST always raises, PARTIAL_FILL always returns
-    what it has; AUTO_BACKFILL and SEAMLESS follow `seamless.sla.on_violation`."""
+    """What a budget overrun does: FAIL_FAST (the strategy) always raises; every other
+    strategy follows the domain's `on_violation` (`domains.<domain>.sla.on_violation`,
+    else `seamless.sla.on_violation`)."""
     if strategy == "FAIL_FAST":
         return "raise"
-    if strategy == "PARTIAL_FILL":
-        return "partial"
     return "raise" if on_violation == "FAIL_FAST" else "partial"

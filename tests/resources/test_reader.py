@@ -111,12 +111,16 @@ def test_an_uncovered_backtest_range_fails_naming_the_missing_partitions(
         with pytest.raises(MissingPartitions) as hole:
             reader.fetch(NODE_ID, T0, T0 + 4 * DAY, backtest(snapshot.as_of_iso))
         assert hole.value.partition_keys == ["2024-01-02"]
-        assert "2024-01-02" in str(hole.value) and "seamless backfill" in str(hole.value)
+        message = str(hole.value)
+        assert "2024-01-02 were never materialized: materialize them" in message
+        assert "`seamless backfill ohlcv:binance:BTC/USDT:1m --start 2024-01-02" in message
+        assert "then the as_of sensor commits them" in message
+        assert "next tick" not in message  # nothing is published that a commit would add
 
         with pytest.raises(MissingPartitions) as beyond:
             reader.fetch(NODE_ID, T0 + 2 * DAY, T0 + 6 * DAY, backtest(snapshot.as_of_iso))
         assert beyond.value.partition_keys == ["2024-01-05", "2024-01-06"]
-        assert "pick a later as_of" in str(beyond.value)
+        assert "2024-01-05, 2024-01-06 were never materialized" in str(beyond.value)
 
         with pytest.raises(SnapshotNotFound, match="after the latest snapshot"):
             reader.fetch(NODE_ID, T0, T0 + DAY, backtest(T0 + 5 * DAY))
@@ -131,6 +135,39 @@ def test_an_uncovered_backtest_range_fails_naming_the_missing_partitions(
             ComputeContext("w1", "research", as_of=snapshot.as_of_s),
         )
         assert len(frame) == 1440 and meta.execution_domain == "research"
+
+
+def test_missing_partition_advice_says_what_truthfully_adds_them(
+    tmp_path: Path, sandbox: SandboxExchange
+) -> None:
+    """Published but not yet committed -> the next as_of tick; in a newer snapshot -> pin
+    it; never materialized -> materialize, then the sensor commits."""
+    config = project(tmp_path, sandbox)
+    materialize(config, [0, 1])
+    first = advance(config, T0 + 2 * DAY)
+    materialize(config, [2])
+    second = advance(config, T0 + 3 * DAY)
+    materialize(config, [3, 5])  # published, not committed; day 4 never materialized
+    with reader_for(config) as reader:
+        with pytest.raises(MissingPartitions) as pinned:
+            reader.fetch(NODE_ID, T0, T0 + 6 * DAY, backtest(first.as_of_s))
+        message = str(pinned.value)
+        assert pinned.value.partition_keys == [
+            "2024-01-03", "2024-01-04", "2024-01-05", "2024-01-06",
+        ]  # fmt: skip
+        assert f"2024-01-03 are in the newer snapshot as_of {second.as_of_iso}" in message
+        assert (
+            "2024-01-04, 2024-01-06 are published but not yet in a snapshot: the as_of "
+            "sensor's next tick (or `seamless snapshot ohlcv:binance:BTC/USDT:1m`) commits"
+        ) in message
+        assert "2024-01-05 were never materialized: materialize them" in message
+
+        # The advice is true: committing adds exactly the published days.
+        third = advance(config, T0 + 6 * DAY)
+        with pytest.raises(MissingPartitions) as after:
+            reader.fetch(NODE_ID, T0, T0 + 6 * DAY, backtest(third.as_of_s))
+        assert after.value.partition_keys == ["2024-01-05"]
+        assert "published but not yet" not in str(after.value)
 
 
 def test_a_tampered_segment_is_refused(tmp_path: Path, sandbox: SandboxExchange) -> None:

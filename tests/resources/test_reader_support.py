@@ -4,7 +4,7 @@ materializing partitions through the real pipeline, and advancing snapshots."""
 from __future__ import annotations
 
 import asyncio
-import time
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,16 +44,25 @@ def frozen_sandbox(now_s: float = NOW, **knobs: Any) -> Iterator[SandboxExchange
 
 
 def project(
-    tmp_path: Path, sandbox: SandboxExchange, *, cache: dict[str, Any] | None = None, **section: Any
+    tmp_path: Path,
+    sandbox: SandboxExchange,
+    *,
+    cache: dict[str, Any] | None = None,
+    domains: dict[str, Any] | None = None,
+    **section: Any,
 ) -> SeamlessConfig:
-    """A config for `sandbox` with data under tmp_path; `section` merges into `seamless:`."""
+    """A config for `sandbox` with data under tmp_path; `section` merges into `seamless:`,
+    `cache` and `domains` are top-level sections."""
     section = {"sla": ROOMY_SLA, **section}
     path = write_config(tmp_path, sandbox.url, **section)
-    if cache is not None:
+    if cache is not None or domains is not None:
         import yaml
 
         raw = yaml.safe_load(path.read_text())
-        raw["cache"] = cache
+        if cache is not None:
+            raw["cache"] = cache
+        if domains is not None:
+            raw["domains"] = domains
         path.write_text(yaml.safe_dump(raw))
     return load_config(path)
 
@@ -92,8 +101,11 @@ def materialize(
             store.close()
 
 
-def advance(config: SeamlessConfig, stable_end_s: int) -> Snapshot:
-    snapshot = open_artifacts(config).advance_snapshot(NODE, "v2", stable_end_s, time.time())
+def advance(config: SeamlessConfig, stable_end_s: int, now_s: float | None = None) -> Snapshot:
+    """Commit the published set; by default at `stable_end_s`, the instant the data became
+    stable (a sensor ticking then), so as_of values stay in the frozen exchange's time."""
+    now = stable_end_s if now_s is None else now_s
+    snapshot = open_artifacts(config).advance_snapshot(NODE, "v2", stable_end_s, now)
     assert snapshot is not None, "the snapshot did not advance"
     return snapshot
 
@@ -108,3 +120,33 @@ def endpoint_requests(sandbox: SandboxExchange, endpoint: str) -> int:
 
 def reader_for(config: SeamlessConfig, **stores: Any) -> SeamlessReader:
     return SeamlessReader.open(config, **stores)
+
+
+class Slow:
+    """A real store (hot or artifact) whose chosen methods first sleep `delay_s`: a hung
+    server, injected as a fault (the store underneath does the real work). `release()`
+    wakes every sleeping call."""
+
+    def __init__(self, inner: Any, delay_s: float, methods: tuple[str, ...]) -> None:
+        self.inner, self.delay_s, self.methods = inner, delay_s, methods
+        self.calls: list[str] = []
+        self.released = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name not in self.methods:
+            return attr
+
+        def slow(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            self.released.wait(self.delay_s)
+            return attr(*args, **kwargs)
+
+        return slow
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()  # let abandoned calls finish before the store closes
+        self.inner.close()
