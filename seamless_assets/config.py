@@ -451,10 +451,10 @@ class DomainConfig(_Model):
     max_lag_sec: Int | None = Field(default=None, ge=0)
     allow_partial: bool = False
     monotonic_as_of: bool = False
-    sla: DomainSLAConfig | None = None
     # live only: the nodes served live (node ids). The live-edge sensor keeps them current
     # and the `live_staleness` check judges them; other nodes have neither.
     nodes: tuple[str, ...] = ()
+    sla: DomainSLAConfig | None = None
 
 
 class ExchangeConfig(_Model):
