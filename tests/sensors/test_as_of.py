@@ -7,11 +7,14 @@ from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
+import pytest
 
+from resources.reader import ComputeContext, SeamlessReader, frame_bytes
 from sandbox import SandboxExchange
 from seamless_assets.cli import run_backfill
 from seamless_assets.config import SeamlessConfig
 from seamless_assets.core.frame import Range
+from seamless_assets.errors import MissingPartitions
 from seamless_assets.history import history_start_s
 from sensors.as_of import SENSOR_NAME
 from tests.assets.conftest import open_artifacts
@@ -23,6 +26,10 @@ def _backfill(project: SeamlessConfig, first_day: int, days: int) -> None:
     start = datetime.fromtimestamp(T0 + first_day * DAY, tz=UTC)
     end = datetime.fromtimestamp(T0 + (first_day + days) * DAY, tz=UTC)
     assert run_backfill(project, [project.node(NODE)], start, end).success
+
+
+def _backtest(as_of_s: int) -> ComputeContext:
+    return ComputeContext(world_id="w", execution_domain="backtest", as_of=as_of_s)
 
 
 def _observations(result: dg.SensorResult) -> list[dg.AssetObservation]:
@@ -119,6 +126,11 @@ def test_repaired_holes_are_committed_within_one_tick(
     before = store.latest_snapshot(node)
     assert before is not None and before.missing == (Range(start, T0), *holes)
     old_bytes = store.read_snapshot_range(node, before, Range(T0, T0 + 7 * DAY))
+    week = (T0, T0 + 7 * DAY)
+    with SeamlessReader.from_config(project.source) as reader:
+        with pytest.raises(MissingPartitions, match="2024-01-02"):
+            reader.fetch(NODE, *week, _backtest(before.as_of_s))
+        day0_before, _ = reader.fetch(NODE, T0, T0 + DAY, _backtest(before.as_of_s))
     clock.advance(60)
     for day in (1, 3, 5):  # gap repair runs
         _backfill(project, day, 1)
@@ -129,6 +141,12 @@ def test_repaired_holes_are_committed_within_one_tick(
     assert after is not None and after.as_of_s > before.as_of_s
     assert after.missing == (Range(start, T0),)
     assert after.uncovered(Range(T0, T0 + 7 * DAY)) == []
+    with SeamlessReader.from_config(project.source) as reader:  # a backtest at the new as_of
+        whole, meta = reader.fetch(NODE, *week, _backtest(after.as_of_s))
+        assert len(whole) == 7 * 1440 and not meta.partial
+        assert meta.snapshot_fingerprint == after.fingerprint
+        day0_again, _ = reader.fetch(NODE, T0, T0 + DAY, _backtest(before.as_of_s))
+    assert frame_bytes(day0_again) == frame_bytes(day0_before)
     pinned = store.resolve_snapshot(node, before.as_of_s)
     pd.testing.assert_frame_equal(
         store.read_snapshot_range(node, pinned, Range(T0, T0 + 7 * DAY)), old_bytes
