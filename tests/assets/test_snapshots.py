@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
+from resources.artifacts import ArtifactStore, LocalDirectoryBlobStore
+from resources.reader import ComputeContext, SeamlessReader
 from sandbox import SandboxConfig, SandboxExchange, expected_bars
 from seamless_assets.cli import main, run_backfill
 from seamless_assets.config import SeamlessConfig
+from seamless_assets.core.fingerprint import fingerprint_dirname
 from seamless_assets.core.frame import Range, iso_utc
 from seamless_assets.core.snapshot import parse_as_of
+from seamless_assets.errors import SeamlessError
+from seamless_assets.nodes import NodeId
 
 from .conftest import DAY
 from .conftest import open_artifacts as _artifacts
@@ -96,3 +102,60 @@ def test_diff_names_what_cannot_be_resolved(
     code = main(["--config", str(project.source), "diff", NODE, "2024-01-02", "not-a-time"])
     assert code == 2
     assert "SnapshotNotFound" in capsys.readouterr().err
+
+
+def _tamper(artifacts: ArtifactStore, node: NodeId, kind: str) -> str:
+    """Damage the store as the issue describes; the path verify must name."""
+    blobs = artifacts.blobs
+    assert isinstance(blobs, LocalDirectoryBlobStore)
+    heads = artifacts.heads(node)
+    day0, day1 = sorted(heads)[:2]
+    prefix = artifacts.segment_prefix(node)
+    if kind == "head_mismatch":  # day 1's head repointed to day 0's segment
+        key = f"{prefix}/heads/{day1.start}-{day1.end}.json"
+        blobs.put(key, json.dumps({"fingerprint": heads[day0]}).encode())
+        return blobs.uri(key)
+    manifest_key = f"{prefix}/segments/{fingerprint_dirname(heads[day1])}/manifest.json"
+    if kind == "bad_snapshot":  # a manifest's row_count edited after the commit
+        manifest = json.loads(blobs.get(manifest_key) or b"")
+        manifest["row_count"] -= 1
+        blobs.put(manifest_key, json.dumps(manifest, indent=2).encode())
+        return blobs.uri(manifest_key)
+    path = blobs.root / manifest_key
+    if kind == "temp_file":  # a killed writer's leftover
+        temp = path.parent / ".manifest.json.1@00000000.0a.tmp"
+        temp.write_bytes(b"{")
+        return temp.as_uri()
+    path.chmod(0o600)  # kind == "permissions"
+    return path.as_uri()
+
+
+@pytest.mark.parametrize("kind", ["head_mismatch", "bad_snapshot", "temp_file", "permissions"])
+def test_verify_reports_each_tampering_with_its_path(
+    project: SeamlessConfig, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    node = project.node(NODE)
+    assert run_backfill(project, [node], START, _day(3)).success
+    assert main(["--config", str(project.source), "snapshot", NODE]) == 0
+    assert main(["--config", str(project.source), "verify"]) == 0
+    capsys.readouterr()
+    artifacts = _artifacts(project)
+    snapshot = artifacts.latest_snapshot(node)
+    assert snapshot is not None
+    uri = _tamper(artifacts, node, kind)
+    assert main(["--config", str(project.source), "verify"]) == 1
+    out = capsys.readouterr().out
+    assert kind in out and uri in out
+    if kind == "bad_snapshot":  # a backtest read of the snapshot is refused, naming the file
+        path = uri.removeprefix("file://")
+        with SeamlessReader.from_config(project.source) as reader:
+            context = ComputeContext("w", "backtest", as_of=snapshot.as_of_s)
+            with pytest.raises(SeamlessError) as raised:
+                reader.fetch(NODE, T0, T0 + 3 * DAY, context)
+        assert "not what its snapshot committed" in str(raised.value)
+        assert path in str(raised.value) or uri in str(raised.value)
+    if kind == "head_mismatch":  # the repointed head never enters a snapshot
+        assert run_backfill(project, [node], _day(2), _day(3), refetch_stored=True).success
+        assert main(["--config", str(project.source), "snapshot", NODE]) != 0
+        assert "repointed" in capsys.readouterr().err
+        assert artifacts.latest_snapshot(node) == snapshot
