@@ -39,12 +39,13 @@ from .coverage import (
     bar_count,
     completeness_ratio,
     coverage_ratio,
+    merge_ranges,
     missing_ranges,
     ranges_from_timestamps,
     subtract_ranges,
 )
 from .fingerprint import FingerprintIdentity, dataset_fingerprint
-from .flag_ledger import FlagEvent, events_in, flag_counts
+from .flag_ledger import FlagEvent, events_in, flag_counts, merge_events
 from .frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, TS, Range, iso_utc
 
 MANIFEST_VERSION = 2
@@ -114,8 +115,14 @@ def segment_coverage(
 
 
 def clip_ledger(gaps: Iterable[LedgerGap], window: Range) -> tuple[LedgerGap, ...]:
-    """Ledger gaps overlapping `window`, clipped to it, sorted."""
-    return tuple(sorted(LedgerGap(c, g.reason) for g in gaps if (c := g.range.intersect(window))))
+    """Ledger gaps overlapping `window`, clipped to it, same-reason pieces that overlap or
+    touch merged, sorted: one canonical form of the window's ledger, however recorded."""
+    by_reason: dict[str, list[Range]] = {}
+    for gap in gaps:
+        if (clipped := gap.range.intersect(window)) is not None and not clipped.empty:
+            by_reason.setdefault(gap.reason, []).append(clipped)
+    merged = (LedgerGap(r, reason) for reason, rs in by_reason.items() for r in merge_ranges(rs))
+    return tuple(sorted(merged))
 
 
 def segment_flags(
@@ -140,7 +147,7 @@ def build_manifest(
     """
     window, interval, origin = identity.window, identity.interval_s, identity.origin_s
     ledger = clip_ledger(gaps, window)
-    own_events = events_in(events, window)
+    own_events = merge_events(events_in(events, window))
     ts = frame[TS].to_numpy(dtype=np.int64)
     cov = segment_coverage(ts, window, interval, origin, ledger)
     return {
