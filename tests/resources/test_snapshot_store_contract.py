@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 
 from resources.artifacts import ArtifactStore
-from seamless_assets.core.frame import Range
+from seamless_assets.core.fingerprint import FingerprintIdentity, dataset_fingerprint
+from seamless_assets.core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, Range, iso_utc
 from seamless_assets.core.manifest import ManifestIdentity, build_manifest
 from seamless_assets.core.snapshot import Snapshot, SnapshotSegment, diff_segments
 from seamless_assets.errors import (
@@ -376,10 +377,44 @@ V1_LOG = """{
 """
 
 
+def publish_v1_day(store: ArtifactStore, bars: BarsFactory, day: int) -> pd.DataFrame:
+    """Publish a full day with a manifest_version 1 manifest, as the previous pipeline
+    wrote it (flags counted from the run's rows, no events, no origin_s)."""
+    frame = bars(window(day).start, 24, interval_s=HOUR, seed=100 * day)
+    identity = FingerprintIdentity(str(NODE), NODE.interval_s, window(day), V)
+    manifest = {
+        "manifest_version": 1,
+        "fingerprint": dataset_fingerprint(frame, identity),
+        "as_of": iso_utc(window(day).end),
+        "node_id": str(NODE),
+        "exchange": NODE.exchange,
+        "symbol": NODE.symbol,
+        "timeframe": NODE.timeframe.code,
+        "interval_s": NODE.interval_s,
+        "range": window(day).to_json(),
+        "row_count": 24,
+        "columns": [[c, CANONICAL_DTYPES[c]] for c in CANONICAL_COLUMNS],
+        "format": {"file": "data.parquet", "type": "parquet", "compression": "zstd"},
+        "conformance": {"version": V, "flags": {"gap": 0, "duplicate_ts": 0}},
+        "coverage": {
+            "bounds": [window(day).start, window(day).end],
+            "expected_bars": 24,
+            "ratio": 1.0,
+            "completeness": 1.0,
+            "missing": [],
+        },
+        "gaps": [],
+        "stabilization_bars": 2,
+        "producer": {"identity": "seamless@0.1.0", "exchange": "binance", "source": "ccxt"},
+    }
+    store.publish(NODE, frame, manifest)
+    return frame
+
+
 def test_version_1_snapshots_keep_resolving_and_the_next_commit_is_version_2(
     artifact_store: ArtifactStore, bars: BarsFactory
 ) -> None:
-    frames = [publish_day(artifact_store, bars, day)[0] for day in range(3)]
+    frames = [publish_v1_day(artifact_store, bars, day) for day in range(3)]
     heads = artifact_store.heads(NODE)
     fp0, fp1 = heads[window(0)], heads[window(1)]
     body = json.loads(
