@@ -241,6 +241,93 @@ def test_flag_precedence_gives_each_dropped_row_one_flag() -> None:
     rows = [row(BASE + 30, o=NAN), row(BASE, o=NAN, h=1.0), row(BASE + 60, h=1.0)]
     result = conform(rows, 60)
     only(result, invalid_timestamp=1, non_finite=1, ohlc_inconsistent=1)
+    rows = [
+        row(BASE, 0.0, 0.0, 0.0, 0.0, NAN),  # non_finite > zero_bar
+        row(BASE + 60, 0.0, 0.0, 0.0, 0.0, 0.0),  # zero_bar > non_positive_price
+        row(BASE + 120, -1.0, 0.0, 0.0, 1.0, 1.0),  # non_positive > ohlc_inconsistent
+        row(BASE + 150, 0.0, 0.0, 0.0, 0.0, 0.0),  # invalid_timestamp > zero_bar
+    ]
+    result = conform(rows, 60)
+    only(result, non_finite=1, zero_bar=1, non_positive_price=1, invalid_timestamp=1)
+    assert DROP_FLAGS.index("zero_bar") < DROP_FLAGS.index("non_positive_price")
+    assert DROP_FLAGS.index("non_positive_price") < DROP_FLAGS.index("ohlc_inconsistent")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"o": 0.0},
+        {"lo": 0.0},
+        {"lo": -9.0},
+        {"o": -10.0, "h": -1.0, "lo": -12.0, "c": -11.0},  # consistent, all negative
+        {"o": 0.0, "h": 0.0, "lo": 0.0, "c": 0.0},  # zero prices with volume
+        {"c": -0.0, "lo": -0.0},
+    ],
+)
+def test_non_positive_prices_are_dropped(bad: dict[str, float]) -> None:
+    result = conform([row(BASE), row(BASE + 60, **bad), row(BASE + 120)], 60)
+    only(result, non_positive_price=1, gap=1)
+    assert dropped(result) == [(BASE + 60, "non_positive_price")]
+    assert result.frame["ts"].tolist() == [BASE, BASE + 120]
+
+
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_all_zero_bars_are_dropped(position: int) -> None:
+    rows = [row(BASE + 60 * k) for k in range(3)]
+    rows[position] = row(BASE + 60 * position, 0.0, 0.0, 0.0, 0.0, 0.0)
+    result = conform(rows, 60)
+    assert result.flags["zero_bar"] == 1 and result.flags["non_positive_price"] == 0
+    assert dropped(result) == [(BASE + 60 * position, "zero_bar")]
+    assert BASE + 60 * position not in result.frame["ts"].tolist()
+    # a bar with no trades repeats the last price: it is data, not a fault
+    flat = conform([row(BASE, 5.0, 5.0, 5.0, 5.0, 0.0)], 60)
+    only(flat)
+
+
+# ------------------------------------------------------------ rows and their windows
+
+WINDOW = (BASE, BASE + 600)
+
+
+@pytest.mark.parametrize(
+    ("ts", "placed"),
+    [
+        (0, False),  # open time 0
+        (32_503_680_000_000, False),  # the year 3000, in ms
+        ((BASE - 60) * 1000, False),  # the bar before the window
+        ((BASE + 600) * 1000, False),  # the bar after it
+        (None, False),  # no open time at all
+        ("garbage", False),
+        ((BASE + 120) * 1000, True),
+        ((BASE + 120) * 1_000_000, True),  # µs, converted: inside the window
+        ((BASE + 120) * 1000 + 30_000, True),  # misaligned inside: listed at its own time
+    ],
+)
+def test_rows_outside_their_window_are_invalid_and_listed_at_its_start(
+    ts: Any, placed: bool
+) -> None:
+    rows = [row(BASE * 1000), row(ts), row((BASE + 60) * 1000)]
+    windows = np.array([WINDOW, (BASE + 300, BASE + 600), WINDOW], dtype=np.int64)
+    if placed:
+        windows[1] = WINDOW
+    result = conform(rows, 60, source_ts_unit="ms", windows=windows)
+    misaligned = placed and ts % 60_000 != 0
+    if placed and not misaligned:
+        assert BASE + 120 in result.frame["ts"].tolist()
+        assert result.flags["invalid_timestamp"] == 0
+        return
+    assert result.flags["invalid_timestamp"] == 1
+    assert result.frame["ts"].tolist() == [BASE, BASE + 60]
+    listed = (BASE + 150) if misaligned else int(windows[1][0])
+    assert dropped(result) == [(listed, "invalid_timestamp")]
+    assert listed not in result.corrected["ts"].tolist()  # no unit is right for it
+
+
+def test_windows_must_give_one_range_per_row() -> None:
+    rows = [row(BASE * 1000), row((BASE + 60) * 1000)]
+    for bad in (np.array([WINDOW]), np.array([WINDOW, WINDOW], dtype=float), np.zeros((2, 3))):
+        with pytest.raises(ConformanceInputError, match="windows"):
+            conform(rows, 60, source_ts_unit="ms", windows=bad)
 
 
 def test_input_variants() -> None:
@@ -354,6 +441,16 @@ def test_canonical_frames_validate() -> None:
         (lambda f: f.assign(high=[0.0, 103.0, 104.0, 105.0]), "high_is_max", [BASE]),
         (lambda f: f.assign(low=[99.0, 100.0, 101.0, 104.5]), "low_is_min", [BASE + 180]),
         (lambda f: f.assign(volume=[1.0, -2.0, 1.0, 1.0]), "volume_non_negative", [BASE + 60]),
+        (
+            lambda f: f.assign(low=[0.0, 100.0, -1.0, 102.0]),
+            "prices_positive",
+            [BASE, BASE + 120],
+        ),
+        (
+            lambda f: f.assign(open=0.0, high=0.0, low=0.0, close=0.0, volume=0.0),
+            "prices_positive",
+            [BASE, BASE + 60, BASE + 120, BASE + 180],
+        ),
     ],
 )
 def test_schema_checks_name_the_rule_and_rows(mutate, check: str, offending: list[int]) -> None:
@@ -394,6 +491,10 @@ def reference(rows: list[list[Any]], interval: int) -> tuple[dict[int, tuple], C
             counts["invalid_timestamp"] += 1
         elif not all(v is not None and math.isfinite(v) for v in values):
             counts["non_finite"] += 1
+        elif all(v == 0 for v in values):
+            counts["zero_bar"] += 1
+        elif any(v <= 0 for v in values[:4]):
+            counts["non_positive_price"] += 1
         elif values[1] < max(values[0], values[3], values[2]) or (
             values[2] > min(values[0], values[3]) or values[4] < 0
         ):
@@ -412,7 +513,7 @@ timestamps = st.one_of(
     st.sampled_from([None, NAN, -60, BASE + 0.5]),
 )
 prices = st.sampled_from([1.0, 2.0, 3.0])
-anything = st.sampled_from([1.0, 2.0, 3.0, NAN, INF, -1.0, None])
+anything = st.sampled_from([1.0, 2.0, 3.0, NAN, INF, -1.0, 0.0, None])
 
 
 @st.composite
@@ -424,7 +525,8 @@ def consistent_row(draw: st.DrawFn) -> list[Any]:
 
 
 any_row = st.builds(lambda t, vs: [t, *vs], timestamps, st.lists(anything, min_size=5, max_size=5))
-row_lists = st.lists(st.one_of(consistent_row(), consistent_row(), any_row), max_size=30)
+zero_row = timestamps.map(lambda t: [t, 0.0, 0.0, 0.0, 0.0, 0.0])
+row_lists = st.lists(st.one_of(consistent_row(), consistent_row(), any_row, zero_row), max_size=30)
 
 
 @settings(max_examples=300)
@@ -586,3 +688,47 @@ def test_conform_with_origin_is_conform_of_the_shifted_rows(
     assert result.flags_within(window, 60, origin_s=origin) == base.flags_within(
         Range(BASE, BASE + 360), 60
     )
+
+
+@st.composite
+def windowed_rows(draw: st.DrawFn) -> tuple[list[list[Any]], np.ndarray]:
+    """ccxt-like ms rows, each with the window it was requested for; some open times are
+    impossible for their window (0, the year 3000, another window's bar)."""
+    n = draw(st.integers(0, 25))
+    rows, windows = [], []
+    for _ in range(n):
+        start = BASE + 60 * draw(st.integers(0, 10))
+        end = start + 60 * draw(st.integers(1, 6))
+        ts = draw(
+            st.one_of(
+                st.integers(0, 16).map(lambda k: (BASE + 60 * k) * 1000),
+                st.sampled_from([0, 32_503_680_000_000, None, (BASE + 30) * 1000]),
+            )
+        )
+        rows.append([ts, *draw(st.sampled_from([[10.0, 12.0, 9.0, 11.0, 5.0], [0.0] * 5]))])
+        windows.append((start, end))
+    return rows, np.array(windows, dtype=np.int64).reshape(-1, 2)
+
+
+@settings(max_examples=300)
+@given(windowed_rows())
+def test_windows_drop_exactly_the_misplaced_rows(case: tuple[list[list[Any]], np.ndarray]) -> None:
+    rows, windows = case
+    result = conform(rows, 60, source_ts_unit="ms", windows=windows)
+    ts = [None if r[0] is None else r[0] // 1000 for r in rows]
+    placed = [t is not None and a <= t < b for t, (a, b) in zip(ts, windows.tolist(), strict=True)]
+    # the rows that are placed conform exactly as they would without windows
+    alone = conform([r for r, ok in zip(rows, placed, strict=True) if ok], 60, source_ts_unit="ms")
+    pd.testing.assert_frame_equal(result.frame, alone.frame)
+    misplaced = placed.count(False)
+    assert result.flags["invalid_timestamp"] == alone.flags["invalid_timestamp"] + misplaced
+    for flag in set(DROP_FLAGS) - {"invalid_timestamp"}:
+        assert result.flags[flag] == alone.flags[flag], flag
+    # every row is accounted for, listed inside the window it was requested for
+    assert len(result.dropped) == sum(result.flags[f] for f in DROP_FLAGS)
+    assert len(result.frame) + len(result.dropped) == len(rows)
+    starts = {a for a, _ in windows.tolist()}
+    for listed, flag in dropped(result):
+        assert any(a <= listed < b for a, b in windows.tolist())
+        if flag == "invalid_timestamp" and listed % 60 == 0:
+            assert listed in starts
