@@ -261,6 +261,55 @@ def test_forming_bar_is_left_to_closed_end(sandbox: SandboxExchange) -> None:
     assert_exact(closed.rows, expected_bars("BTC/USDT", 60, T0, T0 + 60))
 
 
+def _answers_cover(fetched: FetchedBars, window: Range) -> None:
+    answers = list(fetched.answers)
+    assert answers[0].start == window.start and answers[-1].end == window.end
+    assert all(a.end == b.start for a, b in itertools.pairwise(answers))
+
+
+def test_rows_come_with_the_window_they_answer(sandbox: SandboxExchange) -> None:
+    start, end = T0 - 2500 * 60, T0
+    fetched, _ = fetch(sandbox, start, end)
+    assert fetched.row_windows.shape == (2500, 2) and fetched.row_windows.dtype == np.int64
+    ts = np.array([r[0] // 1000 for r in fetched.rows])
+    assert ((fetched.row_windows[:, 0] <= ts) & (ts < fetched.row_windows[:, 1])).all()
+    # one response per 1000-bar window: the answers are those windows
+    assert list(fetched.answers) == split_windows(Range(start, end), 60, 1000)
+    # a window that ends in a gap needs a second response: it answers for the rest
+    sandbox.configure(gaps={"BTC/USDT": [[T0 - 700 * 60, T0 - 600 * 60]]})
+    sandbox.reset()
+    fetched, _ = fetch(sandbox, T0 - 1000 * 60, T0, max_candles_per_call=500)
+    _answers_cover(fetched, Range(T0 - 1000 * 60, T0))
+    assert Range(T0 - 700 * 60, T0 - 500 * 60) not in fetched.answers  # split at the gap
+    assert len(fetched.answers) == sandbox.stats()["by_endpoint"]["klines"]["requests"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "sent_ms"),
+    [("ts_zero", 0), ("ts_future", 32_503_680_000_000)],
+)
+@pytest.mark.parametrize("position", [0, 499, 500, 999])
+def test_rows_with_impossible_open_times_reach_the_caller(
+    sandbox: SandboxExchange, kind: str, sent_ms: int, position: int
+) -> None:
+    """ccxt's since filter would drop a row opening at 0 unseen; the client hands it on
+    with the window it was requested for, so conformance flags it there."""
+    start, end = T0 - 1000 * 60, T0
+    bad = start + position * 60
+    sandbox.configure(corruptions=[{"symbol": "BTC/USDT", "ts": bad, "kind": kind}])
+    fetched, _ = fetch(sandbox, start, end, max_candles_per_call=500)
+    odd = [i for i, r in enumerate(fetched.rows) if r[0] == sent_ms]
+    assert len(odd) >= 1
+    page = Range(start, start + 500 * 60) if position < 500 else Range(start + 500 * 60, end)
+    for i in odd:
+        lo, hi = fetched.row_windows[i].tolist()
+        assert page.start <= lo < hi <= page.end  # the request it answered
+    good = [r for r in fetched.rows if r[0] != sent_ms]
+    assert bad * 1000 not in {r[0] for r in good}  # the exchange never sent the real bar
+    assert len(good) == 999
+    _answers_cover(fetched, Range(start, end))
+
+
 def test_split_windows_cover_the_range_exactly() -> None:
     assert split_windows(Range(0, 250), 10, 10) == [Range(0, 100), Range(100, 200), Range(200, 250)]
     assert split_windows(Range(5, 5), 10, 10) == []
