@@ -329,7 +329,12 @@ def cmd_snapshots(args: argparse.Namespace) -> int:
     log = artifacts.snapshot_log(node)
     for entry in log:
         published = datetime.fromtimestamp(entry.published_at_s, tz=UTC)
-        print(f"as_of {iso_utc(entry.as_of_s)}  {entry.fingerprint}  published {published:%c}")
+        snapshot = artifacts.read_snapshot(node, entry)
+        print(
+            f"as_of {iso_utc(entry.as_of_s)}  {entry.fingerprint}  published {published:%c}  "
+            f"data to {snapshot.watermark_iso}  {len(snapshot.segments)} segments  "
+            f"{len(snapshot.missing)} missing window(s)"
+        )
     print(f"{node}: {len(log)} snapshot(s)")
     return 0
 

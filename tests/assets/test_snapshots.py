@@ -48,7 +48,8 @@ def test_a_restatement_is_a_new_snapshot_and_diff_lists_exactly_the_changed_bars
     assert main(["--config", str(project.source), "snapshot", NODE]) == 0
     out = capsys.readouterr().out
     first_as_of = _committed_as_of(out)
-    assert f"data to {iso_utc(T0 + 2 * DAY)}; no missing partitions" in out
+    # Everything since the exchange's first bar (2017) that was never materialized is missing.
+    assert f"data to {iso_utc(T0 + 2 * DAY)}; missing [2017-08-17T04:00:00Z, {iso_utc(T0)})" in out
     assert main(["--config", str(project.source), "coverage", NODE]) == 0
     out = capsys.readouterr().out
     assert "coverage 1.000000" in out and f"as_of: {first_as_of}" in out and "2880 bars" in out
@@ -88,6 +89,9 @@ def test_a_restatement_is_a_new_snapshot_and_diff_lists_exactly_the_changed_bars
     assert main(["--config", str(project.source), "snapshots", NODE]) == 0
     log = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in log[:-1]] == [first_as_of, second_as_of]
+    assert all(
+        f"data to {iso_utc(T0 + 2 * DAY)}  2 segments  1 missing" in line for line in log[:-1]
+    )
     assert log[-1].endswith("2 snapshot(s)")
 
     assert main(["--config", str(project.source), "diff", NODE, first_as_of, second_as_of]) == 0
