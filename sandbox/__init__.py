@@ -3,8 +3,9 @@
 Real ccxt talks to it (`ccxt_config(url)`); candles are a pure function of
 (symbol, interval, open time, config), with a settable clock, maintenance gaps, restated
 windows, a Binance-like weight budget (429 / 418 + Retry-After, with an in-flight grace
-after each 429: see `state.py`), fault injection (5xx, latency, outages, and malformed
-kline rows via the `corruptions` knob: see `corrupt.py`) and request counters.
+after each 429: see `state.py`), fault injection (5xx, latency, outages, late candles via
+`publish_delay_s`, and malformed kline rows via the `corruptions` knob, optionally for the
+first N responses only: see `corrupt.py`) and request counters.
 """
 
 from .admin import SandboxAdmin, spawn_sandbox_process
