@@ -21,6 +21,12 @@ Flag counts (manifest_version 2):
 Version 1 manifests (flags counted from rows fetched in the producing run, no events,
 no `origin_s`) still read and verify: everything but the flag counts is checked, since
 the counts of a v1 manifest cannot be proven from what it carries.
+
+Segments are content-addressed by their bars (`core.fingerprint`) and sealed once: when a
+later refetch returns the same bars with other findings (a duplicate no longer sent), the
+ledger changes but the sealed segment keeps the manifest it was sealed with, which stays
+consistent with its own ledger section. A restated partition (other bars) gets a new
+segment whose manifest states the current ledger.
 """
 
 from __future__ import annotations
