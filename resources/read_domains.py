@@ -172,8 +172,8 @@ class DomainRead:
         before = self.got
         self.got = Assembled(have, before.source, partial=True, as_of_s=before.as_of_s)
         self.got.reasons = [
-            f"{exc.phase} budget of {exc.budget_ms:.0f} ms ran out; the work was cancelled "
-            f"and the read returns {delivered} ({len(have)} bars)",
+            f"{exc.phase} budget of {exc.budget_ms:.0f} ms ran out ({exc.detail}); the work "
+            f"was cancelled and the read returns {delivered} ({len(have)} bars)",
             *before.reasons,
         ]
         self.got.missing = subtract_ranges([self.window], bars_span(have, self.node.interval_s))

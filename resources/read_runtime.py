@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -31,6 +32,8 @@ from seamless_assets.pipeline import PipelineSettings, RunOutcome
 from seamless_assets.runtime import resources_from_config
 
 from .read_storage import StorageExecutor
+
+log = logging.getLogger(__name__)
 
 #: Fan-out inside one storage call (manifest reads of a snapshot's segments).
 IO_WORKERS = 8
@@ -200,7 +203,13 @@ class ReaderRuntime:
         if not self._loop_thread.is_alive():
             self.loop.close()
         self.io_pool.shutdown(wait=False, cancel_futures=True)
-        self.storage.shutdown()
+        # A store closed under a call still running in it may crash the process (DuckDB
+        # aborts): give abandoned calls a moment to return first.
+        if not self.storage.shutdown(wait_s=CLOSE_WAIT_S):
+            log.warning(
+                "closing the stores with %d abandoned storage calls still running",
+                self.storage.abandoned,
+            )
         if self.lease is not None:
             self.lease.close()
         self.hot.close()

@@ -77,12 +77,16 @@ class StorageExecutor:
             self._abandoned += 1
         future.add_done_callback(self._released)
 
-    def shutdown(self) -> None:
-        """Idle workers exit; a worker stuck in an abandoned call exits after it."""
+    def shutdown(self, wait_s: float = 0.0) -> bool:
+        """Idle workers exit; a worker stuck in an abandoned call exits after it. Waits up
+        to `wait_s` for abandoned calls to return (the stores are closed next); True if
+        none still runs."""
         with self._state:
+            settled = self._state.wait_for(lambda: self._abandoned == 0, wait_s)
             threads = self._threads
         for _ in range(threads):
             self._queue.put(None)
+        return settled
 
     def _released(self, _future: Future[Any]) -> None:
         with self._state:

@@ -75,12 +75,13 @@ class SeamlessSLAExceeded(SeamlessError):
 
     def __init__(self, phase: str, budget_ms: float, elapsed_ms: float, detail: str = "") -> None:
         self.phase, self.budget_ms, self.elapsed_ms = phase, budget_ms, elapsed_ms
+        self.detail = detail
         extra = f": {detail}" if detail else ""
         super().__init__(
             f"SLA phase {phase} exceeded its budget of {budget_ms:.0f} ms (cancelled after "
-            f"{elapsed_ms:.0f} ms){extra}; raise seamless.sla.max_wait_* / total_deadline_ms, "
-            "or use strategy PARTIAL_FILL (or sla.on_violation: PARTIAL_FILL) to get what "
-            "is available"
+            f"{elapsed_ms:.0f} ms){extra}; raise the domain's budget "
+            "(domains.<domain>.sla, else seamless.sla: max_wait_* / total_deadline_ms), or "
+            "set on_violation: PARTIAL_FILL to get what is available, flagged partial"
         )
 
 

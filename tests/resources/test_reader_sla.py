@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from resources.hot_store.base import HotStore
+from resources.read_runtime import MAX_ABANDONED
 from resources.reader import ComputeContext
 from sandbox import SandboxExchange
 from seamless_assets.core.frame import Range
@@ -260,3 +261,35 @@ def test_in_background_mode_an_abandoned_fill_completes_for_the_next_read(tmp_pa
             frame, meta = reader.fetch(NODE_ID, T0, T0 + 2 * DAY, dry)
             assert not meta.partial and len(frame) == 2 * 1440
             assert sandbox.stats()["by_endpoint"]["klines"]["requests"] == klines  # no refetch
+
+
+def test_repeated_breaches_do_not_grow_the_thread_count(
+    tmp_path: Path, sandbox: SandboxExchange
+) -> None:
+    """Storage calls abandoned on a hung store are capped: once MAX_ABANDONED of them
+    still run, a read starts no new call (it breaches its budget waiting), so the threads
+    stay bounded however many reads breach; when the store recovers, reads recover."""
+    config = project(tmp_path, sandbox, sla=TIGHT)
+    materialize(config, [8])
+    slow = SlowHotStore(open_hot(config), delay_s=60.0, methods=("read_range",))
+    window = (T0 + 8 * DAY + 3600, T0 + 8 * DAY + 7200)
+    with reader_for(config, hot=slow) as reader:
+        rt = reader._rt
+        assert rt is not None
+        baseline = threading.active_count()
+        for _ in range(3 * MAX_ABANDONED):
+            frame, meta = reader.fetch(NODE_ID, *window, live("PARTIAL_FILL"))
+            assert meta.partial and meta.sla_exceeded == ("storage_wait",) and len(frame) == 0
+        assert slow.calls == ["read_range"] * MAX_ABANDONED  # nothing started beyond the cap
+        assert rt.storage.abandoned == MAX_ABANDONED
+        assert threading.active_count() - baseline <= MAX_ABANDONED
+        assert "abandoned at their budget are still running" in (meta.downgrade_reason or "")
+
+        slow.released.set()  # the store answers again
+        deadline = time.monotonic() + 10
+        while rt.storage.abandoned and time.monotonic() < deadline:
+            time.sleep(0.02)
+        slow.methods = ()
+        frame, meta = reader.fetch(NODE_ID, *window, live("PARTIAL_FILL"))
+        assert len(frame) == 60  # the bars again (the budget may still bind on a busy box)
+        assert threading.active_count() - baseline <= MAX_ABANDONED
