@@ -223,7 +223,7 @@ def gap_repair_sensor(
         busy = pending_nodes(context.instance, TRIGGER)
         store = artifacts.open()
         hot = hot_store.open()
-        requests, state, outstanding = [], {}, 0
+        requests, state, outstanding, unknown = [], {}, 0, []
         try:
             for node in nodes:
                 try:
@@ -236,6 +236,8 @@ def gap_repair_sensor(
                     context.log.warning(
                         f"{node.node_id}: history start unknown ({reason}); skipped"
                     )
+                    unknown.append(node.node_id)
+                    state[node.node_id] = list(requested.get(node.node_id, []))
                     continue
                 floor_s = scan_floor_s(hot_store, now_s, start)
                 span = closed_partitions(node.partitions_def, now_s, not_before_s=floor_s)
@@ -276,6 +278,8 @@ def gap_repair_sensor(
                 if outstanding
                 else "every closed partition is covered"
             )
+            if unknown:
+                reason += f"; not scanned (history start unknown): {', '.join(unknown)}"
             return dg.SensorResult(skip_reason=reason, cursor=cursor)
         return dg.SensorResult(run_requests=requests, cursor=cursor)
 

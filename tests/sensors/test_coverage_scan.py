@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -77,3 +78,32 @@ def test_scan_reads_two_queries_worth_of_ranges_into_per_partition_ratios(tmp_pa
     assert all(p.stable for p in coverage)
     thin = below_threshold(coverage, 0.98)
     assert [p.key for p in thin] == ["2024-01-02", *(f"2024-01-0{d}" for d in range(4, 8))]
+
+
+@pytest.mark.parametrize(
+    ("start_offset_bars", "first_key", "expected_first"),
+    [
+        (0, "2024-01-03", 1440),  # the start on a partition boundary
+        (720, "2024-01-03", 720),  # at noon: only the afternoon is expected
+        (1439, "2024-01-03", 1),  # the last bar of the day
+        (-60, "2024-01-02", 60),  # 23:00 the day before
+    ],
+)
+def test_bars_before_the_history_start_are_not_expected(
+    tmp_path: Path, start_offset_bars: int, first_key: str, expected_first: int
+) -> None:
+    node = NodeId.parse("ohlcv:binance:BTC/USDT:1m")
+    start = T0 + 2 * DAY + 60 * start_offset_bars
+    hot = DuckDBHotStore(str(tmp_path / "hot.duckdb"))
+    try:
+        hot.upsert(str(node), _bars(start, (T0 + 7 * DAY - start) // 60))  # all it has
+        partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01")
+        span = closed_partitions(partitions, NOW, not_before_s=start)
+        coverage = scan_coverage(
+            node, span, hot, frozenset(), NOW, stabilization_bars=2, history_start_s=start
+        )
+    finally:
+        hot.close()
+    assert coverage[0].key == first_key
+    assert coverage[0].expected_bars == coverage[0].stored_bars == expected_first
+    assert below_threshold(coverage, 0.98) == []  # complete from its first bar

@@ -166,3 +166,27 @@ def test_a_long_gap_is_split_into_runs_of_bounded_size() -> None:
     assert [len(n.partitions) for n in needs] == [per_run] * (days // per_run) + [days % per_run]
     assert [p.key for n in needs for p in n.partitions] == [c.key for c in coverage]
     assert len({n.run_key for n in needs}) == len(needs)
+
+
+def test_a_node_is_scanned_only_from_a_discovered_history_start(
+    project: SeamlessConfig,
+    sandbox: SandboxExchange,
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+) -> None:
+    """Without its first bar every day since the partitions' start would look missing: a
+    node whose start cannot be discovered (exchange down) is skipped, and says so."""
+    from seamless_assets.history import history_start_s
+
+    node = project.node(NODE)
+    sandbox.configure(down=True)
+    down = tick(defs, SENSOR_NAME, instance)
+    assert down.run_requests == []
+    assert down.skip_reason is not None
+    assert f"history start unknown): {NODE}" in down.skip_reason.skip_message
+    assert history_start_s(open_artifacts(project), node) is None
+
+    sandbox.configure(down=False, listing_ts={"BTC/USDT": T0 + 5 * DAY})
+    up = tick(defs, SENSOR_NAME, instance, down.cursor)
+    assert history_start_s(open_artifacts(project), node) == T0 + 5 * DAY
+    assert _ranges(up) == [("2024-01-06", "2024-01-07")]
