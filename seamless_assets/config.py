@@ -535,9 +535,7 @@ class SeamlessConfig(_Model):
         values.update(DOMAIN_SLA_DEFAULTS.get(domain, {}))
         configured = self.domains.get(domain)  # type: ignore[call-overload]
         if configured is not None and configured.sla is not None:
-            values.update(
-                {k: getattr(configured.sla, k) for k in configured.sla.model_fields_set}
-            )
+            values.update({k: getattr(configured.sla, k) for k in configured.sla.model_fields_set})
         if values["on_violation"] is None:
             values["on_violation"] = self.seamless.sla.on_violation
         return EffectiveSLA(**values)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import threading
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
 
 import pytest
 
 import resources.reader as reader_module
+from resources.read_storage import StorageExecutor
 from resources.reader import (
     ComputeContext,
     ExecutionDomain,
@@ -17,8 +21,9 @@ from resources.reader import (
     partition_keys,
     partition_windows,
 )
-from seamless_assets.config import load_config_dict
+from seamless_assets.config import SeamlessConfig, load_config_dict
 from seamless_assets.core.frame import Range, empty_frame
+from seamless_assets.errors import ConfigError
 from seamless_assets.nodes import NodeId
 
 T0 = 1_704_067_200  # 2024-01-01T00:00:00Z
@@ -113,3 +118,95 @@ def test_blend_fingerprint_names_window_and_segments() -> None:
     assert base != blend_fingerprint("n", 60, Range(0, 120), "v2", ["sha256:a", "sha256:b"])
     assert base != blend_fingerprint("n", 60, Range(0, 60), "v2", ["sha256:b", "sha256:a"])
     assert base != blend_fingerprint("m", 60, Range(0, 60), "v2", ["sha256:a", "sha256:b"])
+
+
+SHIPPED_SLA = {
+    "max_wait_storage_ms": 300,
+    "max_wait_backfill_ms": 5000,
+    "max_wait_live_ms": 800,
+    "total_deadline_ms": 1500,
+    "on_violation": "PARTIAL_FILL",
+}
+
+
+def _domains_config(domains: dict[str, object]) -> SeamlessConfig:
+    return load_config_dict(
+        {
+            "seamless": {"sla": SHIPPED_SLA},
+            "domains": domains,
+            "exchanges": {"binance": {"symbols": ["BTC/USDT"]}},
+        }
+    )
+
+
+def test_backtest_and_research_have_no_latency_budget_by_default() -> None:
+    config = _domains_config({"backtest": {}, "live": {"max_lag_sec": 60}})
+    for domain in ("backtest", "research"):
+        sla = config.sla_for(domain)
+        assert (sla.max_wait_storage_ms, sla.max_wait_backfill_ms, sla.max_wait_live_ms) == (
+            None,
+            None,
+            None,
+        )
+        assert sla.total_deadline_ms == 300_000 and sla.on_violation == "FAIL_FAST"
+    for domain in ("dryrun", "live"):
+        sla = config.sla_for(domain)
+        assert sla.max_wait_storage_ms == 300 and sla.total_deadline_ms == 1500
+        assert sla.on_violation == "PARTIAL_FILL"
+
+
+def test_a_domain_sla_overrides_only_the_keys_it_sets() -> None:
+    config = _domains_config(
+        {
+            "backtest": {"sla": {"max_wait_storage_ms": 2000, "total_deadline_ms": None}},
+            "live": {"sla": {"max_wait_live_ms": 400, "on_violation": "FAIL_FAST"}},
+        }
+    )
+    backtest = config.sla_for("backtest")
+    assert backtest.max_wait_storage_ms == 2000 and backtest.total_deadline_ms is None
+    assert backtest.max_wait_backfill_ms is None and backtest.on_violation == "FAIL_FAST"
+    live = config.sla_for("live")
+    assert (live.max_wait_storage_ms, live.max_wait_live_ms, live.on_violation) == (
+        300,
+        400,
+        "FAIL_FAST",
+    )
+
+
+@pytest.mark.parametrize(
+    ("sla", "key"),
+    [
+        ({"max_wait_storage_ms": -1}, "domains.backtest.sla.max_wait_storage_ms"),
+        ({"on_violation": "RETRY"}, "domains.backtest.sla.on_violation"),
+        ({"max_wait_disk_ms": 5}, "domains.backtest.sla.max_wait_disk_ms"),
+    ],
+)
+def test_domain_sla_keys_are_validated(sla: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        _domains_config({"backtest": {"sla": sla}})
+
+
+def test_the_storage_executor_bounds_threads_and_abandoned_calls() -> None:
+    executor = StorageExecutor(workers=3, max_abandoned=2)
+    hang = threading.Event()
+    try:
+        quick = [executor.submit(lambda: 7) for _ in range(20)]
+        assert [f.result(timeout=5) for f in quick] == [7] * 20
+        assert executor.threads <= 3  # reused, not one per call
+        hung = [executor.submit(hang.wait) for _ in range(2)]
+        for future in hung:
+            with pytest.raises(FutureTimeout):
+                future.result(timeout=0.05)
+            executor.abandon(future)
+        assert executor.abandoned == 2
+        assert not executor.admit(0.05)  # nothing new starts while two are abandoned
+        queued = executor.submit(lambda: 1)
+        executor.abandon(queued)  # a call that never started is simply cancelled
+        assert queued.cancelled() and executor.abandoned == 2
+        hang.set()
+        assert executor.admit(5) and executor.abandoned == 0
+        assert executor.submit(lambda: 2).result(timeout=5) == 2
+        assert executor.threads <= 3
+    finally:
+        hang.set()
+        assert executor.shutdown(wait_s=5)
