@@ -6,11 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import dagster as dg
+import numpy as np
+import pandas as pd
 import pytest
 
 from sandbox import SandboxExchange
+from seamless_assets.checks import check_results
 from seamless_assets.cli import run_backfill
 from seamless_assets.config import SeamlessConfig
+from seamless_assets.core.coverage import LedgerGap
+from seamless_assets.core.frame import CANONICAL_COLUMNS, Range
+from seamless_assets.nodes import NodeId
+from seamless_assets.pipeline import PartitionOutcome, RunOutcome
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 T0 = int(START.timestamp())
@@ -56,3 +63,49 @@ def test_clean_rows_pass_ohlc_sanity(project: SeamlessConfig) -> None:
     result = run_backfill(project, [project.node(NODE)], START, end)
     sanity = _checks(result)["ohlc_sanity"]
     assert sanity.passed and sanity.metadata["flagged_partition_count"].value == 0
+
+
+def _outcome(stored: list[Range], gaps: list[Range], missing: list[Range]) -> RunOutcome:
+    """A run over 2024-01-01 (one 1m partition) whose store holds `stored`."""
+    node = NodeId.parse(NODE)
+    ts = np.concatenate([np.arange(r.start, r.end, 60, dtype=np.int64) for r in stored])
+    frame = pd.DataFrame({"ts": ts, **{c: np.ones(len(ts)) for c in CANONICAL_COLUMNS[1:]}})
+    window = Range(T0, T0 + DAY)
+    part = PartitionOutcome(
+        window=window,
+        row_count=len(ts),
+        coverage_ratio=len(ts) / 1440,
+        completeness_ratio=0.0,  # not read by the check: it recomputes from the run
+        missing=tuple(missing),
+        gaps=tuple(LedgerGap(g, "exchange_returned_no_bars") for g in gaps),
+        flags={},
+        stable=True,
+    )
+    return RunOutcome(node=node, window=window, partitions=[part], frame=frame)
+
+
+@pytest.mark.parametrize(
+    ("empty_bars", "confirmed", "passed"),
+    [
+        (0, False, True),
+        (180, True, True),  # a 3-hour exchange outage, ledgered: known, not missing
+        (1440 - 60, True, True),  # almost all of it confirmed empty
+        (180, False, False),  # 3 hours neither stored nor confirmed: 87.5 % < 98 %
+        (20, False, True),  # 98.6 %: within the threshold
+        (30, False, False),  # 97.9 %
+    ],
+)
+def test_coverage_judges_completeness_not_stored_bars(
+    empty_bars: int, confirmed: bool, passed: bool
+) -> None:
+    hole = Range(T0 + DAY - 60 * empty_bars, T0 + DAY)
+    stored = [Range(T0, hole.start)]
+    outcome = _outcome(stored, [hole] if confirmed else [], [] if confirmed else [hole])
+    coverage = {r.check_name: r for r in check_results(outcome, threshold=0.98)}["coverage_ratio"]
+    assert coverage.passed is passed
+    missing = 0 if confirmed else empty_bars
+    assert coverage.metadata["missing_bars"].value == missing
+    assert coverage.metadata["completeness_ratio"].value == pytest.approx(
+        1 - missing / 1440, abs=1e-6
+    )
+    assert (coverage.description is None) is passed
