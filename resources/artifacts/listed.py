@@ -19,6 +19,7 @@ from seamless_assets.nodes import NodeId
 
 from .blobs import BlobStore
 from .codec import frame_from_table
+from .layout import MANIFEST_FILE
 
 if TYPE_CHECKING:
     from .segments import LoadedSegment, SegmentStore
@@ -66,7 +67,7 @@ def check_listed_segment(
     digest) or, for version 1 entries without a digest, agrees with the bars."""
     manifest, manifest_bytes = loaded.manifest, loaded.manifest_bytes
     assert manifest is not None and manifest_bytes is not None  # a verified load
-    key = loaded.data_key.rpartition("/")[0] + "/manifest.json"
+    key = f"{loaded.data_key.rpartition('/')[0]}/{MANIFEST_FILE}"
     problems = entry_problems(entry, manifest, manifest_bytes)
     if not problems and loaded.table.num_rows != entry.row_count:
         problems.append(
