@@ -97,7 +97,8 @@ def check_results(outcome: RunOutcome, threshold: float) -> list[dg.AssetCheckRe
             else f"{missing_bars} bar(s) neither stored nor confirmed empty by the exchange; "
             "a later run fetches them again",
             metadata={
-                "completeness_ratio": round(ratio, 6),
+                # judged: (stored + confirmed-empty) / grid; stored_ratio: stored / grid
+                "coverage_ratio": round(ratio, 6),
                 "stored_ratio": round(outcome.coverage_ratio, 6),
                 "threshold": threshold,
                 "missing_bars": missing_bars,

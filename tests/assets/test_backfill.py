@@ -83,7 +83,7 @@ def test_maintenance_gap_is_ledgered_reported_and_not_refetched(
     assert result.success
     coverage = _checks(result)["coverage_ratio"]
     # Bars the exchange confirmed empty are known, not missing: complete, nothing to fix.
-    assert coverage.passed and coverage.metadata["completeness_ratio"].value == 1.0
+    assert coverage.passed and coverage.metadata["coverage_ratio"].value == 1.0
     assert coverage.metadata["stored_ratio"].value == pytest.approx(1 - 3 / 72)
     assert coverage.metadata["missing_bars"].value == 0
     assert "exchange_returned_no_bars" in str(coverage.metadata["known_gaps"].value)

@@ -105,7 +105,5 @@ def test_coverage_judges_completeness_not_stored_bars(
     assert coverage.passed is passed
     missing = 0 if confirmed else empty_bars
     assert coverage.metadata["missing_bars"].value == missing
-    assert coverage.metadata["completeness_ratio"].value == pytest.approx(
-        1 - missing / 1440, abs=1e-6
-    )
+    assert coverage.metadata["coverage_ratio"].value == pytest.approx(1 - missing / 1440, abs=1e-6)
     assert (coverage.description is None) is passed
