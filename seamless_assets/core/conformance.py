@@ -20,8 +20,10 @@ taken as confirmed-empty, so a later run fetches it again.
 
 `invalid_timestamp` also covers open times that are *impossible for the request* when
 `conform` is told which window each row answered (`windows`): open time 0, the year 3000,
-a bar of another range. Such a row's own timestamp means nothing, so it is listed at the
-start of the window it was requested for (the partition that asked gets the flag).
+a bar of another range. Such a row's own timestamp means nothing, so it is listed inside
+the window it was requested for (the partition that asked gets the flag): at the first
+slot of that window no kept bar fills (the bar it most likely stood in for; a property of
+the exchange's data, not of how a run split its requests), else at the window's start.
 
 Everything is vectorized over numpy arrays: no per-row Python code runs on any path.
 """
@@ -242,7 +244,7 @@ class Conformed:
     """A canonical frame plus the account of everything conformance did to get it.
 
     `dropped` lists every removed row with a parseable timestamp (`ts` in seconds,
-    floored; with `windows`, every removed row, an impossible one at its window's start)
+    floored; with `windows`, every removed row, an impossible one inside its window)
     and its drop flag; `corrected` lists rows whose timestamp was cast or
     normalised (`ts_cast`, `ts_timezone_normalized`). `flags` holds every key of FLAGS.
     """
@@ -505,7 +507,8 @@ def conform(
     `windows`, when given, is an int64 array of shape `(rows, 2)`: the `[start, end)`
     (epoch seconds) in which row `i` was requested, so where its open time must lie. A row
     whose open time is outside its window (or unreadable) is dropped as
-    `invalid_timestamp` and listed in `dropped` at its window's start.
+    `invalid_timestamp` and listed in `dropped` at the first bar slot of its window that
+    no kept row fills (the bar it most likely stood in for), else at the window's start.
     """
     _check_interval(interval_s, origin_s)
     interval_s, origin_s = int(interval_s), int(origin_s)
@@ -523,6 +526,29 @@ def conform(
             f"not {type(raw).__name__}"
         )
     return _finish(parsed, interval_s, origin_s, TS_UNITS[source_ts_unit], windows)
+
+
+def _stand_in_slots(
+    kept: np.ndarray, windows: np.ndarray, interval_s: int, origin_s: int
+) -> np.ndarray:
+    """Where to list rows whose open time is impossible for their `[start, end)` window:
+    the window's first bar slot that no kept row fills (the bar such a row most likely
+    stood in for), else the window's start.
+
+    Why not simply the window's start: the slot is a property of the exchange's data,
+    while a window's start depends on how a run split its fetch (a rerun after a crash
+    asks for just the missing slot), and the flag must land on the same bar either way.
+    """
+    start, end = windows[:, 0], windows[:, 1]
+    first = -(-(start - origin_s) // interval_s) * interval_s + origin_s  # first slot
+    if kept.size:  # runs of consecutive kept bars: a slot inside one moves to its end
+        breaks = np.flatnonzero(np.diff(kept) != interval_s)
+        run_start = kept[np.concatenate(([0], breaks + 1))]
+        run_end = kept[np.concatenate((breaks, [kept.size - 1]))] + interval_s
+        run = np.searchsorted(run_start, first, side="right") - 1
+        inside = (run >= 0) & (first < run_end[np.maximum(run, 0)])
+        first = np.where(inside, run_end[np.maximum(run, 0)], first)
+    return np.where(first < end, first, start)
 
 
 def _check_windows(windows: np.ndarray | None, n: int) -> np.ndarray | None:
@@ -549,13 +575,15 @@ def _finish(
     )
     n = seconds.size
     bounds = _check_windows(windows, n)
+    misplaced = np.zeros(n, dtype=bool)
     if bounds is not None:
         # A row outside the window it was requested for cannot be that window's bar, and
-        # its own open time (0, the year 3000) says nothing: list it at the window's start.
-        placed = listable & (seconds >= bounds[:, 0]) & (seconds < bounds[:, 1])
-        valid_ts = valid_ts & placed
-        seconds = np.where(placed, seconds, bounds[:, 0])
-        cast, tz = cast & placed, tz & placed  # no unit was right for an impossible time
+        # its own open time (0, the year 3000) says nothing: it is listed in its window
+        # (where, once the kept bars are known: `_stand_in_slots`).
+        misplaced = ~(listable & (seconds >= bounds[:, 0]) & (seconds < bounds[:, 1]))
+        valid_ts = valid_ts & ~misplaced
+        seconds = np.where(misplaced, bounds[:, 0], seconds)
+        cast, tz = cast & ~misplaced, tz & ~misplaced  # no unit is right for such a time
         listable = np.ones(n, dtype=bool)
     o, h, lo, c, v = (parsed.values[col] for col in VALUE_COLUMNS)
     finite = np.isfinite(o) & np.isfinite(h) & np.isfinite(lo) & np.isfinite(c) & np.isfinite(v)
@@ -601,6 +629,10 @@ def _finish(
     if ts.size > 1:
         flags[GAP] = int((ts[-1] - ts[0]) // interval_s + 1 - ts.size)
 
+    if bounds is not None and misplaced.any():
+        rows = np.flatnonzero(misplaced)
+        seconds = seconds.copy()
+        seconds[rows] = _stand_in_slots(ts, bounds[rows], interval_s, origin_s)
     dropped_rows = np.flatnonzero((code != 0) & listable)
     dropped = _flag_frame(seconds[dropped_rows], _DROP_NAMES[code[dropped_rows]])
     if flags[TS_CAST] or flags[TS_TIMEZONE_NORMALIZED]:

@@ -152,6 +152,10 @@ def test_each_fault_is_flagged_never_stored_never_ledgered_and_a_rerun_completes
     for window, manifest in manifests.items():
         missing = {r["start"] for r in manifest["coverage"]["missing"]}
         assert missing == {t for t in lacking if window.contains(t)}, window
+        # the flag is about the very slot that came back bad or empty (an impossible
+        # open time is listed at the slot it stood in for), so it lands in its partition
+        events = {(ts, f) for ts, f, _ in manifest["conformance"]["events"]}
+        assert {(t, flag) for t in missing} <= events, window
 
     # the exchange serves the bars cleanly now: a rerun fetches just the lacking slots
     sandbox.reset()

@@ -323,6 +323,25 @@ def test_rows_outside_their_window_are_invalid_and_listed_at_its_start(
     assert listed not in result.corrected["ts"].tolist()  # no unit is right for it
 
 
+def test_a_misplaced_row_is_listed_at_the_slot_it_stood_in_for() -> None:
+    window = (BASE, BASE + 300)
+    rows = [row(t * 1000) for t in (BASE, BASE + 60, BASE + 180)] + [row(0)]
+    windows = np.array([window] * 4, dtype=np.int64)
+    result = conform(rows, 60, source_ts_unit="ms", windows=windows)
+    assert dropped(result) == [(BASE + 120, "invalid_timestamp")]  # the empty slot
+    # however the fetch was split: asked for just that slot, the row lands on it too
+    alone = conform([row(0)], 60, source_ts_unit="ms", windows=np.array([(BASE + 120, BASE + 180)]))
+    assert dropped(alone) == [(BASE + 120, "invalid_timestamp")]
+    # a window with every slot filled: the window's start
+    full = [row(t * 1000) for t in range(BASE, BASE + 300, 60)] + [row(None)]
+    result = conform(full, 60, source_ts_unit="ms", windows=np.array([window] * 6))
+    assert dropped(result) == [(BASE, "invalid_timestamp")]
+    # several misplaced rows of one window all name its first empty slot
+    rows = [row(BASE * 1000), row(0), row(32_503_680_000_000)]
+    result = conform(rows, 60, source_ts_unit="ms", windows=np.array([window] * 3))
+    assert dropped(result) == [(BASE + 60, "invalid_timestamp")] * 2
+
+
 def test_windows_must_give_one_range_per_row() -> None:
     rows = [row(BASE * 1000), row((BASE + 60) * 1000)]
     for bad in (np.array([WINDOW]), np.array([WINDOW, WINDOW], dtype=float), np.zeros((2, 3))):
@@ -727,8 +746,17 @@ def test_windows_drop_exactly_the_misplaced_rows(case: tuple[list[list[Any]], np
     # every row is accounted for, listed inside the window it was requested for
     assert len(result.dropped) == sum(result.flags[f] for f in DROP_FLAGS)
     assert len(result.frame) + len(result.dropped) == len(rows)
-    starts = {a for a, _ in windows.tolist()}
-    for listed, flag in dropped(result):
+    for listed, _ in dropped(result):
         assert any(a <= listed < b for a, b in windows.tolist())
-        if flag == "invalid_timestamp" and listed % 60 == 0:
-            assert listed in starts
+    # a misplaced row is listed at the first slot of its window no kept bar fills (else
+    # at the window's start); a placed but off-grid one at its own time
+    kept = set(result.frame["ts"].tolist())
+    want: Counter = Counter()
+    for t, ok, (a, b) in zip(ts, placed, windows.tolist(), strict=True):
+        if ok:
+            if t % 60:
+                want[t] += 1
+            continue
+        empty = [slot for slot in range(a, b, 60) if slot not in kept]
+        want[empty[0] if empty else a] += 1
+    assert Counter(t for t, f in dropped(result) if f == "invalid_timestamp") == want
