@@ -130,7 +130,12 @@ def coverage_result(
     bad = below_threshold(stable, settings.coverage_threshold)
     absent = [p for p in bad if p.stored_bars == 0 and not p.published]
     thin = [p for p in bad if not (p.stored_bars == 0 and not p.published)]
-    since = iso_utc(history_start) if history_start is not None else "the partitions' start"
+    since = (
+        iso_utc(history_start)
+        if history_start is not None
+        else "the partitions' start (the node's first bar is not discovered yet: its first "
+        "run or the gap-repair sensor records it)"
+    )
     parts = []
     if absent:
         parts.append(
