@@ -4,14 +4,15 @@ real pipeline, real stores."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from resources.artifacts.base import DATA_FILE, encode_segment
+from resources.artifacts.base import DATA_FILE, MANIFEST_FILE, decode_segment, encode_segment
 from resources.hot_store.duckdb import DuckDBHotStore
 from resources.reader import ComputeContext, SeamlessReader, frame_bytes
 from sandbox import SandboxConfig, SandboxExchange, expected_bars
@@ -170,22 +171,53 @@ def test_missing_partition_advice_says_what_truthfully_adds_them(
         assert "published but not yet" not in str(after.value)
 
 
-def test_a_tampered_segment_is_refused(tmp_path: Path, sandbox: SandboxExchange) -> None:
-    config = project(tmp_path, sandbox)
+def _tamper_bars(data_file: Path, manifest_file: Path) -> None:
+    frame = decode_segment(data_file.read_bytes(), str(data_file))
+    frame.loc[100, "close"] += 1.0  # a valid Parquet file with one price changed
+    data_file.write_bytes(encode_segment(frame))
+
+
+def _tamper_manifest(field: str) -> Callable[[Path, Path], None]:
+    def tamper(data_file: Path, manifest_file: Path) -> None:
+        manifest = json.loads(manifest_file.read_text())
+        if field == "row_count":
+            manifest["row_count"] += 1
+        else:
+            manifest["conformance"]["flags"]["gap"] += 7
+        manifest_file.write_text(json.dumps(manifest, sort_keys=True))
+
+    return tamper
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [_tamper_bars, _tamper_manifest("row_count"), _tamper_manifest("flags")],
+    ids=["bars", "manifest row_count", "manifest flags"],
+)
+@pytest.mark.parametrize("on_violation", ["FAIL_FAST", "PARTIAL_FILL"])
+def test_a_tampered_segment_is_refused_never_served_partial(
+    tmp_path: Path,
+    sandbox: SandboxExchange,
+    tamper: Callable[[Path, Path], None],
+    on_violation: str,
+) -> None:
+    """Whatever the domain does on an SLA breach, a tampered artifact is an error naming
+    the file (the store's typed error, unchanged), never a partial frame."""
+    config = project(
+        tmp_path, sandbox, domains={"backtest": {"sla": {"on_violation": on_violation}}}
+    )
     materialize(config, [0, 1])
     snapshot = advance(config, T0 + 2 * DAY)
-    artifacts = artifacts_of(config)
     segment = snapshot.segments[1]
-    frame = artifacts.read_segment(NODE, segment.fingerprint)
-    frame.loc[100, "close"] += 1.0  # a valid Parquet file with one price changed
     root = Path(config.artifact_uri.removeprefix("file://"))
-    (data_file,) = root.rglob(f"{fingerprint_dirname(segment.fingerprint)}/{DATA_FILE}")
-    data_file.write_bytes(encode_segment(frame))
+    (folder,) = root.rglob(fingerprint_dirname(segment.fingerprint))
+    tamper(folder / DATA_FILE, folder / MANIFEST_FILE)
 
     with reader_for(config) as reader:
         reader.fetch(NODE_ID, T0, T0 + DAY, backtest(snapshot.as_of_s))  # day 0 is intact
-        with pytest.raises(ArtifactIntegrityError, match="does not hash to"):
+        with pytest.raises(ArtifactIntegrityError, match=fingerprint_dirname(segment.fingerprint)):
             reader.fetch(NODE_ID, T0, T0 + 2 * DAY, backtest(snapshot.as_of_s))
+        assert reader.metrics().get("partial_fill_returns", 0) == 0
 
 
 def test_cache_hits_only_immutable_reads_and_is_purged_on_a_domain_switch(

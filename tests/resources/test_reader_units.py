@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import graphlib
 import re
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -210,3 +213,24 @@ def test_the_storage_executor_bounds_threads_and_abandoned_calls() -> None:
     finally:
         hang.set()
         assert executor.shutdown(wait_s=5)
+
+
+def test_the_read_path_modules_only_import_downward() -> None:
+    """The read path's modules form layers: no import circle among them, no private name
+    imported across them, each a screen or two."""
+    root = Path(__file__).resolve().parents[2] / "resources"
+    modules = {p.stem: p for p in [root / "reader.py", *sorted(root.glob("read_*.py"))]}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text())
+        graph[name] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                target = node.module.rsplit(".", 1)[-1]
+                if target in modules and (node.level or node.module.startswith("resources.")):
+                    graph[name].add(target)
+                    private = [a.name for a in node.names if a.name.startswith("_")]
+                    assert not private, f"{name} imports private {private} from {target}"
+        assert len(path.read_text().splitlines()) <= 300, f"{name} is longer than 300 lines"
+    order = list(graphlib.TopologicalSorter(graph).static_order())  # raises on a cycle
+    assert order[-1] == "reader" and set(order) == set(modules)
