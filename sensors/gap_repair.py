@@ -35,7 +35,7 @@ from resources.exchange import ExchangeClient, ExchangeSettings
 from resources.rate_limit import RateLimiter
 from seamless_assets.config import SeamlessConfig
 from seamless_assets.errors import SeamlessError
-from seamless_assets.history import ensure_history_start
+from seamless_assets.history import ensure_history_start, history_start_s
 from seamless_assets.nodes import NodeId
 from seamless_assets.runtime import (
     ArtifactStoreResource,
@@ -225,13 +225,18 @@ def gap_repair_sensor(
         hot = hot_store.open()
         requests, state, outstanding, unknown = [], {}, 0, []
         try:
+            unreachable: dict[str, str] = {}  # exchange -> why: asked once per tick
             for node in nodes:
+                exchange = node.node.exchange
                 try:
-                    start = ensure_history_start(store, node.node, client_factory(node.node))
+                    if exchange in unreachable:
+                        start = history_start_s(store, node.node)
+                    else:
+                        start = ensure_history_start(store, node.node, client_factory(node.node))
                 except (SeamlessError, OSError) as exc:
-                    start, reason = None, f"{type(exc).__name__}: {exc}"
-                else:
-                    reason = "the exchange serves no candle for it yet"
+                    start = None
+                    unreachable[exchange] = f"{type(exc).__name__}: {exc}"
+                reason = unreachable.get(exchange, "the exchange serves no candle for it yet")
                 if start is None:  # without it every day since the partitions' start looks missing
                     context.log.warning(
                         f"{node.node_id}: history start unknown ({reason}); skipped"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -19,9 +20,9 @@ from seamless_assets.config import SeamlessConfig
 from seamless_assets.core.frame import CANONICAL_COLUMNS
 from sensors.common import NEED_TAG, NODE_TAG, TRIGGER_TAG
 from sensors.gap_repair import SENSOR_NAME
-from tests.assets.conftest import kline_requests, open_artifacts, open_hot
+from tests.assets.conftest import kline_requests, open_artifacts, open_hot, write_config
 
-from .conftest import DAY, NODE, T0, execute, tick
+from .conftest import DAY, NODE, T0, Clock, execute, tick
 
 
 def _backfill(project: SeamlessConfig, first_day: int, days: int) -> None:
@@ -190,3 +191,27 @@ def test_a_node_is_scanned_only_from_a_discovered_history_start(
     up = tick(defs, SENSOR_NAME, instance, down.cursor)
     assert history_start_s(open_artifacts(project), node) == T0 + 5 * DAY
     assert _ranges(up) == [("2024-01-06", "2024-01-07")]
+
+
+def test_an_unreachable_exchange_is_asked_once_per_tick(
+    tmp_path: Path, sandbox: SandboxExchange, clock: Clock, instance: dg.DagsterInstance
+) -> None:
+    """Discovering history starts must not multiply an outage's retries by the nodes."""
+    from seamless_assets.config import load_config
+    from seamless_assets.definitions import build_definitions
+
+    path = write_config(tmp_path, sandbox.url, symbols=("BTC/USDT", "ETH/USDT"))
+    defs = build_definitions(load_config(path), clock=clock)
+    sandbox.configure(down=True)
+    sandbox.reset()
+    result = tick(defs, SENSOR_NAME, instance)
+    assert result.run_requests == []
+    assert result.skip_reason is not None
+    message = result.skip_reason.skip_message
+    assert all(
+        f"ohlcv:binance:{s}:{tf}" in message
+        for s in ("BTC/USDT", "ETH/USDT")
+        for tf in ("1m", "1h")
+    )
+    # One failed discovery: the attempts of one request (backfill.max_attempts: 4), not 4 × 4.
+    assert sandbox.stats()["requests_total"] == 4
