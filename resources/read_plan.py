@@ -6,6 +6,7 @@ questions the domain policy (`read_domains.py`) asks.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -87,7 +88,11 @@ class ReadPlan:
         if todo:
 
             def load() -> list[dict[str, Any] | None]:
-                return list(rt.io_pool.map(lambda fp: rt.artifacts.read_manifest(node, fp), todo))
+                reads = [
+                    rt.io_pool.submit(functools.partial(rt.artifacts.read_manifest, node, fp))
+                    for fp in todo
+                ]
+                return [read.result() for read in reads]
 
             for fp, manifest in zip(todo, self.calls.store(load), strict=True):
                 flags = ((manifest or {}).get("conformance") or {}).get("flags") or {}

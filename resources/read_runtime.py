@@ -16,7 +16,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,7 +150,8 @@ class ReaderRuntime:
             ttl_ms=config.cache.ttl_ms,
             max_entries=config.cache.max_shards,
         )
-        self.io_pool = ThreadPoolExecutor(IO_WORKERS, thread_name_prefix="seamless-io")
+        # Daemon threads too: a fan-out under an abandoned storage call never blocks exit.
+        self.io_pool = StorageExecutor(IO_WORKERS, IO_WORKERS)
         self.storage = StorageExecutor(STORAGE_WORKERS, MAX_ABANDONED)
         self.loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(
@@ -202,7 +203,7 @@ class ReaderRuntime:
         self._loop_thread.join(5)
         if not self._loop_thread.is_alive():
             self.loop.close()
-        self.io_pool.shutdown(wait=False, cancel_futures=True)
+        self.io_pool.shutdown()
         # A store closed under a call still running in it may crash the process (DuckDB
         # aborts): give abandoned calls a moment to return first.
         if not self.storage.shutdown(wait_s=CLOSE_WAIT_S):
