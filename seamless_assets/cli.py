@@ -237,6 +237,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
+    from .history import history_start_s
     from .runtime import resources_from_config
 
     config = load_config(args.config)
@@ -265,6 +266,8 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     heads = artifacts.heads(node)
     inside = [w for w in heads if w.start < window.end and w.end > window.start]
     print(f"  segments published: {len(inside)} under {artifacts.node_uri(node)}")
+    start = history_start_s(artifacts, node)
+    print(f"  history starts: {iso_utc(start) if start is not None else 'not discovered yet'}")
     snapshot = artifacts.latest_snapshot(node)
     if snapshot is None:
         print("  as_of: no snapshot yet (`seamless snapshot` or the as_of sensor makes one)")
