@@ -198,6 +198,7 @@ async def backfill(
             if retry_gaps:
                 hot.clear_gaps(node_id, r)
         hot.record_gaps(node_id, new_gaps)
+        _log_provisional(node, closed_ranges, fetched_frame, new_gaps, log)
         timings["store_s"] = time.perf_counter() - t3
 
     t4 = time.perf_counter()
@@ -278,6 +279,27 @@ def _confirmed_empty(
             unsettled=unsettled_answers(page.answers, misplaced_ts),
         )
     return gaps
+
+
+def _log_provisional(
+    node: NodeId,
+    closed: Sequence[Range],
+    fetched: pd.DataFrame,
+    confirmed: Sequence[LedgerGap],
+    log: Callable[[str], Any],
+) -> None:
+    """Say which closed bars came back empty or bad without being confirmed empty."""
+    interval, origin = node.interval_s, node.timeframe.origin_s
+    got = ranges_from_timestamps(fetched[TS].to_numpy(), interval)
+    known = [g.range for g in confirmed]
+    left = [m for r in closed for m in missing_ranges(got, r, interval, known, origin_s=origin)]
+    if left:
+        bars = sum(r.bars(interval, origin_s=origin) for r in left)
+        log(
+            f"{node}: {bars} closed bar(s) in {len(left)} window(s) stay missing work, not "
+            "confirmed empty (bad rows, not yet stable by the exchange's clock, or answered "
+            f"with rows it could not place); the next run asks again, e.g. {left[0]}"
+        )
 
 
 def _partition_outcome(

@@ -209,9 +209,15 @@ def test_a_late_candle_stays_provisional_and_is_fetched_when_it_arrives(
     truth = _truth(sandbox)
     truth_closed = truth[truth["ts"] < closed]
 
-    _backfill(project)
+    first = _backfill(project)
     lacking = _assert_nothing_stored_wrong(project, truth_closed)
     assert lacking == late
+    said = [
+        e.message
+        for e in dg.DagsterInstance.get().all_logs(first.run_id)
+        if "stay missing work" in e.message
+    ]
+    assert len(said) == 1 and f"{len(late)} closed bar(s)" in said[0], said
     assert _ledger(project) == [LedgerGap(day1_gap, REASON_NO_BARS)]
 
     sandbox.set_clock(advance_s=60)  # a minute later the late candle is served
