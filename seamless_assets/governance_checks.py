@@ -2,8 +2,10 @@
 
 - `partition_coverage` (WARN): stable partitions from the node's history start (its first
   bar on the exchange, `history.py`) whose stored bars are below
-  `observability.coverage_ratio_threshold` (confirmed-empty windows excluded), listed;
-  partitions never materialized are told apart from thin ones.
+  `observability.coverage_ratio_threshold` (confirmed-empty windows excluded), listed.
+  History before the first materialized partition is counted in the metadata but does not
+  fail the check: it is work not yet done (a backfill or the gap-repair sensor fills it);
+  holes after it and partitions short of bars do.
 - `live_staleness` (WARN beyond `domains.live.max_lag_sec`, ERROR beyond twice it): how far
   the stored data trails the newest closed bar. Defined only for the nodes served live
   (`domains.live.nodes`, which the live-edge sensor keeps current).
@@ -128,37 +130,51 @@ def coverage_result(
 ) -> dg.AssetCheckResult:
     stable = [p for p in coverage if p.stable]
     bad = below_threshold(stable, settings.coverage_threshold)
-    absent = [p for p in bad if p.stored_bars == 0 and not p.published]
-    thin = [p for p in bad if not (p.stored_bars == 0 and not p.published)]
+    materialized = [p.key for p in stable if p.stored_bars or p.published]
+    first_materialized = min(materialized, default=None)
+
+    def not_backfilled(p: PartitionCoverage) -> bool:
+        """History before the first materialized partition: not fetched yet."""
+        empty = p.stored_bars == 0 and not p.published
+        return empty and (first_materialized is None or p.key < first_materialized)
+
+    absent = [p for p in bad if not_backfilled(p)]
+    thin = [p for p in bad if not not_backfilled(p)]  # holes and partitions short of bars
     since = (
         iso_utc(history_start)
         if history_start is not None
         else "the partitions' start (the node's first bar is not discovered yet: its first "
         "run or the gap-repair sensor records it)"
     )
+    # History before the first materialized partition is work not yet done (Dagster shows
+    # it as missing; a backfill or the gap-repair sensor fills it), not bad data: it is
+    # reported, and the check fails for holes after it and for partitions short of bars.
     parts = []
+    if thin:
+        parts.append(
+            f"{len(thin)} partition(s) after the first materialized one hold fewer bars than "
+            f"the exchange has ({thin[0].key}..{thin[-1].key})"
+        )
     if absent:
         parts.append(
-            f"{len(absent)} partition(s) since {since} hold no bars yet "
-            f"({absent[0].key}..{absent[-1].key}; the gap-repair sensor requests them)"
+            f"{len(absent)} partition(s) since {since} are not backfilled yet "
+            f"({absent[0].key}..{absent[-1].key}; a backfill or the gap-repair sensor fills them)"
         )
-    if thin:
-        parts.append(f"{len(thin)} partition(s) hold fewer bars than the exchange has")
     return _result(
         PARTITION_COVERAGE,
         node,
-        passed=not bad,
+        passed=not thin,
         severity=WARN,
         description="; ".join(parts) or None,
         threshold=settings.coverage_threshold,
         history_start=iso_utc(history_start) if history_start is not None else None,
         partitions_checked=len(stable),
-        bad_partition_count=len(bad),
-        not_materialized_count=len(absent),
+        bad_partition_count=len(thin),
+        not_backfilled_count=len(absent),
         thin_partition_count=len(thin),
         worst_ratio=round(min((p.ratio for p in bad), default=1.0), 6),
         bad_partitions=[
-            f"{p.key} {p.ratio:.4f} ({p.stored_bars}/{p.expected_bars})" for p in bad[:LISTED_MAX]
+            f"{p.key} {p.ratio:.4f} ({p.stored_bars}/{p.expected_bars})" for p in thin[:LISTED_MAX]
         ],
     )
 
