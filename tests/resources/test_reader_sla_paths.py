@@ -33,7 +33,7 @@ from .test_reader_support import (
     project,
 )
 
-BUDGET_MS = 300
+BUDGET_MS = 800  # well above what the real calls take on a busy machine
 #: Budgets of the phase under test are BUDGET_MS; the others are roomy, so exactly one
 #: phase breaches.
 ROOMY = {
