@@ -137,9 +137,12 @@ class QuestDBHotStore:
                     yield cur
             except psycopg.OperationalError as exc:
                 self._conn = None  # reconnect next time
-                raise StoreError(f"QuestDB at {self._pg_address()} failed: {exc}") from exc
+                raise StoreError(
+                    f"QuestDB at {self._pg_address()} failed ({_one_line(exc)}); is QuestDB "
+                    f"up at {self._pg_address()}? {START_HINT}"
+                ) from exc
             except psycopg.Error as exc:
-                raise StoreError(f"QuestDB query failed: {exc}") from exc
+                raise StoreError(f"QuestDB query failed: {_one_line(exc)}") from exc
 
     def _create_tables(self, conn: Any) -> None:
         ttl = f" TTL {int(self.ttl_days)} DAYS" if self.ttl_days else ""
@@ -426,3 +429,9 @@ def node_key(node_id: str) -> str:
     if not isinstance(node_id, str) or not node_id:
         raise ValueError(f"node_id must be a non-empty string, got {node_id!r}")
     return asset_key_part(node_id)
+
+
+def _one_line(exc: BaseException) -> str:
+    """psycopg's message on one line (it spans several), so logs and the CLI's last line
+    carry all of it."""
+    return " ".join(str(exc).split())
