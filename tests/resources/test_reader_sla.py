@@ -10,12 +10,10 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 
-from resources.hot_store.base import HotStore
 from resources.read_runtime import MAX_ABANDONED
 from resources.reader import ComputeContext
 from sandbox import SandboxExchange
@@ -28,6 +26,7 @@ from .test_reader_support import (
     NODE_ID,
     NOW,
     T0,
+    Slow,
     advance,
     day,
     frozen_sandbox,
@@ -46,31 +45,6 @@ TIGHT = {
 SLACK_S = 0.050  # the acceptance bound: budget + 50 ms
 
 
-class SlowHotStore:
-    """A real hot store whose chosen methods first sleep `delay_s` (a hung server)."""
-
-    def __init__(self, inner: HotStore, delay_s: float, methods: tuple[str, ...]) -> None:
-        self.inner, self.delay_s, self.methods = inner, delay_s, methods
-        self.calls: list[str] = []
-        self.released = threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if name not in self.methods:
-            return attr
-
-        def slow(*args: Any, **kwargs: Any) -> Any:
-            self.calls.append(name)
-            self.released.wait(self.delay_s)
-            return attr(*args, **kwargs)
-
-        return slow
-
-    def close(self) -> None:
-        self.released.set()  # let abandoned calls finish before the store closes
-        self.inner.close()
-
-
 @pytest.fixture
 def sandbox() -> Iterator[SandboxExchange]:
     with frozen_sandbox() as exchange:
@@ -85,7 +59,7 @@ def test_a_hung_hot_store_raises_storage_wait_within_the_budget(
     tmp_path: Path, sandbox: SandboxExchange
 ) -> None:
     config = project(tmp_path, sandbox, sla=TIGHT)
-    slow = SlowHotStore(open_hot(config), delay_s=5.0, methods=("read_range",))
+    slow = Slow(open_hot(config), delay_s=5.0, methods=("read_range",))
     with reader_for(config, hot=slow) as reader:
         started = time.perf_counter()
         with pytest.raises(SeamlessSLAExceeded) as exceeded:
@@ -102,7 +76,7 @@ def test_partial_fill_returns_what_it_read_before_the_store_hung(
 ) -> None:
     config = project(tmp_path, sandbox, sla=TIGHT)
     materialize(config, [8])  # 2024-01-09, the day before the exchange's now
-    slow = SlowHotStore(open_hot(config), delay_s=5.0, methods=("coverage",))
+    slow = Slow(open_hot(config), delay_s=5.0, methods=("coverage",))
     window = (T0 + 8 * DAY + 3600, T0 + 8 * DAY + 7200)
     with reader_for(config, hot=slow) as reader:
         started = time.perf_counter()
@@ -126,7 +100,7 @@ def test_the_total_deadline_binds_across_phases(tmp_path: Path, sandbox: Sandbox
         "on_violation": "FAIL_FAST",
     }
     config = project(tmp_path, sandbox, sla=sla)
-    slow = SlowHotStore(open_hot(config), delay_s=5.0, methods=("read_range",))
+    slow = Slow(open_hot(config), delay_s=5.0, methods=("read_range",))
     with reader_for(config, hot=slow) as reader:
         started = time.perf_counter()
         with pytest.raises(SeamlessSLAExceeded) as exceeded:
@@ -196,12 +170,13 @@ from pathlib import Path
 from resources.reader import ComputeContext
 from seamless_assets.errors import SeamlessSLAExceeded
 from tests.assets.conftest import open_hot
-from tests.resources.test_reader_sla import TIGHT, SlowHotStore
-from tests.resources.test_reader_support import NODE_ID, NOW, frozen_sandbox, project, reader_for
+from tests.resources.test_reader_sla import TIGHT
+from tests.resources.test_reader_support import NODE_ID, NOW, Slow, frozen_sandbox
+from tests.resources.test_reader_support import project, reader_for
 
 with frozen_sandbox() as sandbox:
     config = project(Path(sys.argv[1]), sandbox, sla=TIGHT)
-    slow = SlowHotStore(open_hot(config), delay_s=120.0, methods=("read_range",))
+    slow = Slow(open_hot(config), delay_s=120.0, methods=("read_range",))
     reader = reader_for(config, hot=slow)
     try:
         reader.fetch(NODE_ID, NOW - 3600, NOW, ComputeContext("w1", "live", strategy="FAIL_FAST"))
@@ -271,7 +246,7 @@ def test_repeated_breaches_do_not_grow_the_thread_count(
     stay bounded however many reads breach; when the store recovers, reads recover."""
     config = project(tmp_path, sandbox, sla=TIGHT)
     materialize(config, [8])
-    slow = SlowHotStore(open_hot(config), delay_s=60.0, methods=("read_range",))
+    slow = Slow(open_hot(config), delay_s=60.0, methods=("read_range",))
     window = (T0 + 8 * DAY + 3600, T0 + 8 * DAY + 7200)
     with reader_for(config, hot=slow) as reader:
         rt = reader._rt
