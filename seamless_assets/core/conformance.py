@@ -507,8 +507,9 @@ def conform(
     `windows`, when given, is an int64 array of shape `(rows, 2)`: the `[start, end)`
     (epoch seconds) in which row `i` was requested, so where its open time must lie. A row
     whose open time is outside its window (or unreadable) is dropped as
-    `invalid_timestamp` and listed in `dropped` at the first bar slot of its window that
-    no kept row fills (the bar it most likely stood in for), else at the window's start.
+    `invalid_timestamp` and listed in `dropped` at a bar slot of its window that no kept
+    row fills (the k-th such row at the k-th free slot: the bars they most likely stood in
+    for), else at the window's start.
     """
     _check_interval(interval_s, origin_s)
     interval_s, origin_s = int(interval_s), int(origin_s)
@@ -532,23 +533,27 @@ def _stand_in_slots(
     kept: np.ndarray, windows: np.ndarray, interval_s: int, origin_s: int
 ) -> np.ndarray:
     """Where to list rows whose open time is impossible for their `[start, end)` window:
-    the window's first bar slot that no kept row fills (the bar such a row most likely
-    stood in for), else the window's start.
+    the k-th such row of a window (in input order) at the k-th bar slot of that window that
+    no kept row fills (the bars such rows most likely stood in for, in order), else at the
+    window's start.
 
     Why not simply the window's start: the slot is a property of the exchange's data,
     while a window's start depends on how a run split its fetch (a rerun after a crash
-    asks for just the missing slot), and the flag must land on the same bar either way.
+    asks for just the missing slots), and each flag must land on the same bar either way;
+    one slot per row also keeps two bad rows of one window two findings.
     """
-    start, end = windows[:, 0], windows[:, 1]
-    first = -(-(start - origin_s) // interval_s) * interval_s + origin_s  # first slot
-    if kept.size:  # runs of consecutive kept bars: a slot inside one moves to its end
-        breaks = np.flatnonzero(np.diff(kept) != interval_s)
-        run_start = kept[np.concatenate(([0], breaks + 1))]
-        run_end = kept[np.concatenate((breaks, [kept.size - 1]))] + interval_s
-        run = np.searchsorted(run_start, first, side="right") - 1
-        inside = (run >= 0) & (first < run_end[np.maximum(run, 0)])
-        first = np.where(inside, run_end[np.maximum(run, 0)], first)
-    return np.where(first < end, first, start)
+    out = windows[:, 0].copy()
+    unique, inverse = np.unique(windows, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse).reshape(-1)
+    for index, (start, end) in enumerate(unique.tolist()):
+        first = -(-(start - origin_s) // interval_s) * interval_s + origin_s
+        slots = np.arange(first, end, interval_s, dtype=np.int64)
+        lo, hi = np.searchsorted(kept, [start, end])
+        free = slots[~np.isin(slots, kept[lo:hi])]
+        rows = np.flatnonzero(inverse == index)
+        take = min(rows.size, free.size)
+        out[rows[:take]] = free[:take]
+    return out
 
 
 def _check_windows(windows: np.ndarray | None, n: int) -> np.ndarray | None:

@@ -3,7 +3,9 @@
 A segment's flag counts must not depend on which run happened to fetch its rows (a rerun
 after a crash fetches nothing for bars already stored). So every row-level finding of
 `conform` is recorded in the hot store as a `FlagEvent` `(ts, flag, count)`, next to the
-gap ledger, and manifests count flags from these events. Events are keyed by
+gap ledger, and manifests count flags from these events. A row flag's count is 1 per bar
+it concerns (a row flag counts bars, not repeats of a bad row: those depend on how a run
+split its requests); a column flag's count is the number of columns. Events are keyed by
 `(node_id, ts, flag)`: recording the same fetch twice changes nothing, and a refetch of a
 window replaces that window's events (`HotStore.replace_flag_events`).
 
@@ -66,10 +68,14 @@ def flag_counts(events: Iterable[FlagEvent], flags: Iterable[str]) -> dict[str, 
 
 
 def _table_events(table: pd.DataFrame) -> list[FlagEvent]:
+    """One event per distinct `(ts, flag)`: a row flag counts the bars it concerns, not
+    how many times the exchange sent a bad row for them (a row a page repeats, or a bad
+    row two requests of one run both received), which depends on how a run split its
+    requests and would make manifests depend on run history."""
     if table.empty:
         return []
-    pairs = zip(table[TS].tolist(), table["flag"].tolist(), strict=True)
-    return merge_events(FlagEvent(int(ts), str(flag)) for ts, flag in pairs)
+    pairs = set(zip(table[TS].tolist(), table["flag"].tolist(), strict=True))
+    return sorted(FlagEvent(int(ts), str(flag)) for ts, flag in pairs)
 
 
 def conformance_events(

@@ -324,6 +324,7 @@ def test_rows_outside_their_window_are_invalid_and_listed_at_its_start(
 
 
 def test_a_misplaced_row_is_listed_at_the_slot_it_stood_in_for() -> None:
+    invalid = "invalid_timestamp"
     window = (BASE, BASE + 300)
     rows = [row(t * 1000) for t in (BASE, BASE + 60, BASE + 180)] + [row(0)]
     windows = np.array([window] * 4, dtype=np.int64)
@@ -336,10 +337,14 @@ def test_a_misplaced_row_is_listed_at_the_slot_it_stood_in_for() -> None:
     full = [row(t * 1000) for t in range(BASE, BASE + 300, 60)] + [row(None)]
     result = conform(full, 60, source_ts_unit="ms", windows=np.array([window] * 6))
     assert dropped(result) == [(BASE, "invalid_timestamp")]
-    # several misplaced rows of one window all name its first empty slot
+    # several misplaced rows of one window name its empty slots in order, one each
     rows = [row(BASE * 1000), row(0), row(32_503_680_000_000)]
     result = conform(rows, 60, source_ts_unit="ms", windows=np.array([window] * 3))
-    assert dropped(result) == [(BASE + 60, "invalid_timestamp")] * 2
+    assert dropped(result) == [(BASE + 60, invalid), (BASE + 120, invalid)]
+    # more misplaced rows than empty slots: the rest at the window's start
+    rows = [*[row(t * 1000) for t in range(BASE, BASE + 240, 60)], row(0), row(0)]
+    result = conform(rows, 60, source_ts_unit="ms", windows=np.array([window] * 6))
+    assert sorted(dropped(result)) == [(BASE, invalid), (BASE + 240, invalid)]
 
 
 def test_windows_must_give_one_range_per_row() -> None:
@@ -748,15 +753,18 @@ def test_windows_drop_exactly_the_misplaced_rows(case: tuple[list[list[Any]], np
     assert len(result.frame) + len(result.dropped) == len(rows)
     for listed, _ in dropped(result):
         assert any(a <= listed < b for a, b in windows.tolist())
-    # a misplaced row is listed at the first slot of its window no kept bar fills (else
-    # at the window's start); a placed but off-grid one at its own time
+    # the k-th misplaced row of a window is listed at the k-th slot of that window no kept
+    # bar fills (else at the window's start); a placed but off-grid one at its own time
     kept = set(result.frame["ts"].tolist())
     want: Counter = Counter()
+    seen: Counter = Counter()
     for t, ok, (a, b) in zip(ts, placed, windows.tolist(), strict=True):
         if ok:
             if t % 60:
                 want[t] += 1
             continue
-        empty = [slot for slot in range(a, b, 60) if slot not in kept]
-        want[empty[0] if empty else a] += 1
+        empty = [slot for slot in range(-(-a // 60) * 60, b, 60) if slot not in kept]
+        k = seen[(a, b)]
+        seen[(a, b)] += 1
+        want[empty[k] if k < len(empty) else a] += 1
     assert Counter(t for t, f in dropped(result) if f == "invalid_timestamp") == want
