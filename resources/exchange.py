@@ -42,6 +42,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# ccxt's credential keys (`Exchange.requiredCredentials`). This client reads public market
+# data only, so it is never given any: ccxt with an `apiKey` calls private endpoints on
+# its own (binance's `load_markets` fetches currencies from a signed wallet endpoint).
+CREDENTIAL_KEYS = frozenset(
+    (
+        "apiKey",
+        "secret",
+        "uid",
+        "accountId",
+        "login",
+        "password",
+        "twofa",
+        "privateKey",
+        "walletAddress",
+        "token",
+    )
+)
+
 DEFAULT_CANDLES_PER_CALL = 500
 MAX_RATE_LIMITED_RETRIES = 50
 #: ccxt errors retried with backoff: transport failures, timeouts, 5xx, garbled bodies.
@@ -246,7 +264,8 @@ class ExchangeClient:
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise UnknownExchange(f"ccxt has no exchange {exchange_id!r}{hint}")
         base: dict[str, Any] = {"timeout": self.settings.backfill.request_timeout_ms}
-        config = deep_merge(base, self.settings.ccxt_config)
+        public = {k: v for k, v in self.settings.ccxt_config.items() if k not in CREDENTIAL_KEYS}
+        config = deep_merge(base, public)
         # ccxt calls throttle(cost) only with enableRateLimit; throttle is our limiter, so a
         # user's `enableRateLimit: false` must not switch the shared budget off.
         config["enableRateLimit"] = True

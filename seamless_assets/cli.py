@@ -8,6 +8,7 @@ seamless verify                                  check every segment, head, snap
 seamless snapshot [NODE ...]                     commit the published set if it changed
 seamless snapshots NODE                          a node's snapshot log
 seamless diff NODE AS_OF_A AS_OF_B               the bars that differ between two snapshots
+seamless doctor                                  is every configured service reachable?
 seamless demo                                    offline demo against the replay exchange
 """
 
@@ -116,10 +117,20 @@ def run_backfill(
     from .checks import check_specs
     from .definitions import build_definitions
     from .partitions import partition_keys_for, timeframe_class_name, timeframe_classes
-    from .runtime import check_services
+    from .runtime import check_services, service_report
 
     ensure_dagster_home(config)
-    check_services(config)
+    # The stores a run cannot do without fail it here, with how to start them; a Redis
+    # outage only degrades it to the in-process limiter (a budget per process).
+    report = service_report(config)
+    check_services(config, redis=False, report=report)
+    for service, _, problem in report:
+        if service == "Redis" and problem:
+            print(
+                f"warning: {problem}: this run uses the in-process rate limiter (a budget of "
+                "its own, not shared with other workers); `seamless doctor` checks services",
+                file=sys.stderr,
+            )
     # One planned event per asset for a single-run backfill instead of one per partition
     # (Dagster's documented switch): a year of daily partitions otherwise costs ~5 s of
     # event-log writes before the run starts.
@@ -375,6 +386,32 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """One line per configured service: OK, or unreachable and how to fix it."""
+    from .runtime import SERVICES_HINT, service_report
+
+    config = load_config(args.config)
+    print(f"config: {Path(config.source or '').resolve()}")
+    report = service_report(config)
+    for service, address, problem in report:
+        print(
+            f"{service:<8} {address}: "
+            + (f"UNREACHABLE — {problem}; {SERVICES_HINT}" if problem else "OK")
+        )
+    if not report:
+        print(
+            "embedded defaults only (DuckDB, local directory, in-process limiter): nothing to check"
+        )
+    failed = sum(bool(problem) for _, _, problem in report)
+    if failed:
+        print(
+            f"doctor: {failed} service(s) unreachable (runs fail on QuestDB/S3; without Redis "
+            "they use the in-process limiter)",
+            file=sys.stderr,
+        )
+    return 1 if failed else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -421,6 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("as_of", nargs=2, help="two as_of values (ISO-8601 or epoch seconds)")
     diff.add_argument("--limit", type=int, default=50, help="bars to print (default 50)")
     diff.set_defaults(func=cmd_diff)
+    sub.add_parser(
+        "doctor", help="check that every configured service (QuestDB, S3, Redis) is reachable"
+    ).set_defaults(func=cmd_doctor)
     demo = sub.add_parser("demo", help="offline demo: replay exchange + Dagster backfill")
     demo.add_argument("--days", type=int, default=7)
     demo.set_defaults(func=cmd_demo)

@@ -1,5 +1,10 @@
 """Assemble the Dagster definitions from `seamless.yaml`: assets, checks, jobs, schedules,
-sensors."""
+sensors.
+
+`defs` is lazy (`@dg.definitions`): importing this module reads no config and contacts no
+service; Dagster builds the definitions when it loads the code location. Loading never
+checks the services either, so an outage degrades runs instead of failing the location
+(`seamless doctor` checks them)."""
 
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from .governance_checks import (
 )
 from .ohlcv import ohlcv_asset
 from .partitions import TimeframeClass, timeframe_class_name, timeframe_classes
-from .runtime import check_services, resources_from_config
+from .runtime import resources_from_config
 
 SCHEDULE_MARGIN_S = 300
 
@@ -114,9 +119,13 @@ def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> d
 
 
 def load_definitions() -> dg.Definitions:
-    config = load_config()
-    check_services(config)
-    return build_definitions(config)
+    """The definitions of `$SEAMLESS_CONFIG` (else ./seamless.yaml). No service is contacted:
+    with Redis down runs use the in-process limiter, with QuestDB or S3 down a run fails
+    with the store's own error when it touches it."""
+    return build_definitions(load_config())
 
 
-defs = load_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """What `dagster dev -w workspace.yaml` and the code server load."""
+    return load_definitions()

@@ -10,7 +10,7 @@ import os
 import socket
 from functools import cache
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 import dagster as dg
 
@@ -24,6 +24,40 @@ from resources.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 
 from .config import RateLimitConfig, SeamlessConfig
 from .errors import ConfigError, StoreError
+
+SECRET_ENV_PREFIX = "SEAMLESS_SECRET_"
+
+
+def _has_secret(dsn: str) -> bool:
+    parts = urlsplit(dsn)
+    return parts.password is not None or "password=" in parts.query.lower()
+
+
+def secret_field(kind: str, dsn: str) -> str:
+    """`dsn` as resource config that keeps no secret in Dagster's run storage.
+
+    A DSN without a password is returned as is. One with a password is exported into this
+    process's environment as `SEAMLESS_SECRET_{kind}_DSN` (`_2`, `_3`, … when this process
+    already holds another value under that name) and returned as a `dg.EnvVar` naming it:
+    Dagster stores the name, and resolves the value where the run executes. Every process
+    that runs or evaluates the definitions (code server, run worker, step process) builds
+    them from the config itself, so the variable is always there.
+    """
+    if not dsn or not _has_secret(dsn):
+        return dsn
+    base = f"{SECRET_ENV_PREFIX}{kind}_DSN"
+    name, n = base, 1
+    while os.environ.get(name) not in (None, dsn):
+        n += 1
+        name = f"{base}_{n}"
+    os.environ[name] = dsn
+    return dg.EnvVar(name)
+
+
+def resolved(value: str) -> str:
+    """A resource field's value: outside a Dagster run (CLI, tests) `EnvVar` fields are not
+    resolved yet."""
+    return value.get_value() or "" if isinstance(value, dg.EnvVar) else value
 
 
 class HotStoreResource(dg.ConfigurableResource):
@@ -41,7 +75,7 @@ class HotStoreResource(dg.ConfigurableResource):
             return DuckDBHotStore(self.duckdb_path)
         if self.backend == "questdb":
             return QuestDBHotStore(
-                self.questdb_dsn,
+                resolved(self.questdb_dsn),
                 self.questdb_ilp,
                 table_prefix=self.questdb_table_prefix,
                 ttl_days=self.questdb_ttl_days,
@@ -122,7 +156,7 @@ class RateLimiterResource(dg.ConfigurableResource):
     redis_dsn: str = ""
 
     def limiter(self, config: RateLimitConfig) -> RateLimiter:
-        dsn = self.redis_dsn or config.redis_dsn
+        dsn = resolved(self.redis_dsn) or config.redis_dsn
         if dsn:
             return _redis_limiter(dsn, config)
         return _local_limiter(config)
@@ -134,7 +168,7 @@ def resources_from_config(config: SeamlessConfig) -> dict[str, dg.ConfigurableRe
         "hot_store": HotStoreResource(
             backend=config.seamless.hot_store.backend,
             duckdb_path=str(config.hot_store_path),
-            questdb_dsn=config.seamless.hot_store.questdb_dsn,
+            questdb_dsn=secret_field("QUESTDB", config.seamless.hot_store.questdb_dsn),
             questdb_ilp=config.seamless.hot_store.questdb_ilp,
             questdb_table_prefix=config.seamless.hot_store.questdb_table_prefix,
             questdb_ttl_days=config.seamless.hot_store.questdb_ttl_days,
@@ -146,7 +180,7 @@ def resources_from_config(config: SeamlessConfig) -> dict[str, dg.ConfigurableRe
             s3_region=artifact.s3.region,
             **ArtifactStoreResource.credentials_from_env(config.artifact_uri),
         ),
-        "rate_limiter": RateLimiterResource(redis_dsn=config.redis_dsn),
+        "rate_limiter": RateLimiterResource(redis_dsn=secret_field("REDIS", config.redis_dsn)),
     }
 
 
@@ -158,26 +192,60 @@ def _listening(host: str, port: int, timeout_s: float = 1.0) -> bool:
         return False
 
 
-def check_services(config: SeamlessConfig) -> None:
-    """Fail at start-up, naming the service, its address and how to start it, when a
-    configured production service is not listening (embedded defaults need nothing)."""
-    missing = []
+SERVICES_HINT = (
+    "start them with `bash scripts/services.sh start all`, or point seamless.yaml at your "
+    "own servers"
+)
+
+
+def service_report(config: SeamlessConfig, timeout_s: float = 1.0) -> list[tuple[str, str, str]]:
+    """`(service, address, problem)` for each production service the config selects;
+    `problem` is "" when it listens (embedded defaults need nothing and are not listed)."""
+    report = []
     hot = config.seamless.hot_store
     if hot.backend == "questdb":
         pg = urlparse(hot.questdb_dsn)
-        if not _listening(pg.hostname or "127.0.0.1", pg.port or 8812):
-            missing.append(f"QuestDB not reachable at {pg.hostname}:{pg.port or 8812} (PG wire)")
+        host, port = pg.hostname or "127.0.0.1", pg.port or 8812
+        ok = _listening(host, port, timeout_s)
+        report.append(
+            (
+                "QuestDB",
+                f"{host}:{port}",
+                "" if ok else f"QuestDB not reachable at {host}:{port} (PG wire)",
+            )
+        )
     if config.artifact_uri.startswith("s3://"):
         endpoint = urlparse(config.seamless.artifact.s3.endpoint_url or "")
-        if endpoint.hostname and not _listening(endpoint.hostname, endpoint.port or 443):
-            missing.append(f"S3 endpoint not reachable at {endpoint.netloc}")
+        if endpoint.hostname:
+            ok = _listening(endpoint.hostname, endpoint.port or 443, timeout_s)
+            problem = "" if ok else f"S3 endpoint not reachable at {endpoint.netloc}"
+            report.append(("S3", endpoint.netloc, problem))
+        else:
+            report.append(("S3", "AWS default endpoint (not probed)", ""))
     if config.redis_dsn:
         redis = urlparse(config.redis_dsn)
-        if redis.hostname and not _listening(redis.hostname, redis.port or 6379):
-            missing.append(f"Redis not reachable at {redis.hostname}:{redis.port or 6379}")
+        if redis.hostname:
+            host, port = redis.hostname, redis.port or 6379
+            ok = _listening(host, port, timeout_s)
+            problem = "" if ok else f"Redis not reachable at {host}:{port}"
+            report.append(("Redis", f"{host}:{port}", problem))
+    return report
+
+
+def check_services(
+    config: SeamlessConfig,
+    *,
+    redis: bool = True,
+    report: list[tuple[str, str, str]] | None = None,
+) -> None:
+    """Raise a `StoreError` naming each configured production service that is not
+    listening, its address and how to start it (`seamless doctor`; `redis=False` skips
+    Redis, whose outage only degrades a run to the in-process limiter; `report`: a
+    `service_report` already taken)."""
+    missing = [
+        problem
+        for service, _, problem in (service_report(config) if report is None else report)
+        if problem and (redis or service != "Redis")
+    ]
     if missing:
-        raise StoreError(
-            "; ".join(missing)
-            + " — start them with `bash scripts/services.sh start all`, or point "
-            "seamless.yaml at your own servers"
-        )
+        raise StoreError("; ".join(missing) + " — " + SERVICES_HINT)
