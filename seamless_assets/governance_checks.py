@@ -3,9 +3,10 @@
 - `partition_coverage` (WARN): stable partitions from the node's history start (its first
   bar on the exchange, `history.py`) whose stored bars are below
   `observability.coverage_ratio_threshold` (confirmed-empty windows excluded), listed.
-  History before the first materialized partition is counted in the metadata but does not
-  fail the check: it is work not yet done (a backfill or the gap-repair sensor fills it);
-  holes after it and partitions short of bars do.
+  History outside the materialized span (before its first or after its last partition) is
+  counted in the metadata but does not fail the check: it is work not yet done (a
+  backfill, a schedule or the gap-repair sensor fills it); holes inside the span and
+  partitions short of bars do.
 - `live_staleness` (WARN beyond `domains.live.max_lag_sec`, ERROR beyond twice it): how far
   the stored data trails the newest closed bar. Defined only for the nodes served live
   (`domains.live.nodes`, which the live-edge sensor keeps current).
@@ -131,12 +132,13 @@ def coverage_result(
     stable = [p for p in coverage if p.stable]
     bad = below_threshold(stable, settings.coverage_threshold)
     materialized = [p.key for p in stable if p.stored_bars or p.published]
-    first_materialized = min(materialized, default=None)
+    first, last = min(materialized, default=None), max(materialized, default=None)
 
     def not_backfilled(p: PartitionCoverage) -> bool:
-        """History before the first materialized partition: not fetched yet."""
+        """Outside the materialized span (before its first or after its last partition):
+        history not fetched yet, not a hole in what was."""
         empty = p.stored_bars == 0 and not p.published
-        return empty and (first_materialized is None or p.key < first_materialized)
+        return empty and (first is None or last is None or not first <= p.key <= last)
 
     absent = [p for p in bad if not_backfilled(p)]
     thin = [p for p in bad if not not_backfilled(p)]  # holes and partitions short of bars
@@ -146,13 +148,14 @@ def coverage_result(
         else "the partitions' start (the node's first bar is not discovered yet: its first "
         "run or the gap-repair sensor records it)"
     )
-    # History before the first materialized partition is work not yet done (Dagster shows
-    # it as missing; a backfill or the gap-repair sensor fills it), not bad data: it is
-    # reported, and the check fails for holes after it and for partitions short of bars.
+    # History outside the materialized span is work not yet done (Dagster shows it as
+    # missing; a backfill, a schedule or the gap-repair sensor fills it), not bad data: it
+    # is reported, and the check fails for holes inside the span and partitions short of
+    # bars.
     parts = []
     if thin:
         parts.append(
-            f"{len(thin)} partition(s) after the first materialized one hold fewer bars than "
+            f"{len(thin)} partition(s) inside the materialized span hold fewer bars than "
             f"the exchange has ({thin[0].key}..{thin[-1].key})"
         )
     if absent:

@@ -45,6 +45,15 @@ def timeframe_classes(config: PartitionsConfig) -> dict[str, TimeframeClass]:
     }
 
 
+def partitions_start_s(config: PartitionsConfig, timeframe: Timeframe) -> int:
+    """Where a timeframe's partitions begin (`partitions.intraday_start` / `daily_start`):
+    nothing before it can ever be materialized."""
+    partitions_def = timeframe_classes(config)[timeframe_class_name(timeframe)].partitions_def
+    window = partitions_def.get_first_partition_window()
+    assert window is not None, "a partitions definition with a start has a first window"
+    return int(_epoch(window.start))
+
+
 def _epoch(moment: datetime) -> float:
     """Epoch seconds of `moment`; a naive datetime is taken as UTC (never as local time)."""
     if moment.tzinfo is None:

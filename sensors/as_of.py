@@ -32,6 +32,7 @@ from seamless_assets.core.stabilization import stable_end
 from seamless_assets.errors import SeamlessError
 from seamless_assets.history import history_start_s
 from seamless_assets.nodes import NodeId
+from seamless_assets.partitions import partitions_start_s
 from seamless_assets.runtime import ArtifactStoreResource, HotStoreResource
 
 from .common import Clock, WatchedNode, dump_cursor, load_cursor, wall_clock
@@ -96,7 +97,12 @@ def advance_to_now(
     nothing is published."""
     section = config.seamless
     stable_s = stable_at(node, config, now_s)
-    start = history_start_s(store, node)  # None until discovered: the first segment
+    # What the snapshot can lack starts at the node's first bar, but never before the
+    # partitions begin (nothing could ever fill that); None until discovered: the first
+    # segment.
+    first_bar = history_start_s(store, node)
+    floor = partitions_start_s(config.seamless.partitions, node.timeframe)
+    start = None if first_bar is None else max(first_bar, floor)
     advanced = store.advance_snapshot(node, section.conformance.version, stable_s, now_s, start)
     return advanced or store.latest_snapshot(node)
 

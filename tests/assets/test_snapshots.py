@@ -49,7 +49,7 @@ def test_a_restatement_is_a_new_snapshot_and_diff_lists_exactly_the_changed_bars
     out = capsys.readouterr().out
     first_as_of = _committed_as_of(out)
     # Everything since the exchange's first bar (2017) that was never materialized is missing.
-    assert f"data to {iso_utc(T0 + 2 * DAY)}; missing [2017-08-17T04:00:00Z, {iso_utc(T0)})" in out
+    assert f"data to {iso_utc(T0 + 2 * DAY)}; missing [2023-01-01T00:00:00Z, {iso_utc(T0)})" in out
     assert main(["--config", str(project.source), "coverage", NODE]) == 0
     out = capsys.readouterr().out
     assert "coverage 1.000000" in out and f"as_of: {first_as_of}" in out and "2880 bars" in out

@@ -57,11 +57,12 @@ def test_as_of_advances_after_materializations_and_is_recorded_once(
     assert meta["watermark"] == "2024-01-08T00:00:00Z"
     assert meta["snapshot_fingerprint"] == snapshot.fingerprint
     assert meta["segment_count"] == 7
-    # The exchange's history starts in 2017: everything before the first partition is missing.
+    # The exchange's history starts in 2017, but the partitions begin at T0: what no
+    # partition could ever hold is not missing.
     start = history_start_s(open_artifacts(project), node)
     assert start is not None and start < T0
-    assert snapshot.missing == (Range(start, T0),)
-    assert (meta["missing_count"], meta["missing"]) == (1, [str(Range(start, T0))])
+    assert snapshot.missing == ()
+    assert (meta["missing_count"], meta["missing"]) == (0, [])
     assert (meta["rows"], meta["expected_bars"], meta["coverage"]) == (7 * 1440, 7 * 1440, 1.0)
 
     # The daemon stores sensor asset events like this: the pointer is in the event log.
@@ -122,9 +123,9 @@ def test_repaired_holes_are_committed_within_one_tick(
     start = history_start_s(store, node)
     assert start is not None
     holes = tuple(Range(T0 + d * DAY, T0 + (d + 1) * DAY) for d in (1, 3, 5))
-    assert observation.metadata["missing_count"].value == 4
+    assert observation.metadata["missing_count"].value == 3  # the partitions begin at T0
     before = store.latest_snapshot(node)
-    assert before is not None and before.missing == (Range(start, T0), *holes)
+    assert before is not None and before.missing == holes
     old_bytes = store.read_snapshot_range(node, before, Range(T0, T0 + 7 * DAY))
     week = (T0, T0 + 7 * DAY)
     with SeamlessReader.from_config(project.source) as reader:
@@ -136,10 +137,10 @@ def test_repaired_holes_are_committed_within_one_tick(
         _backfill(project, day, 1)
     second = tick(defs, SENSOR_NAME, instance, first.cursor)
     [observation] = _observations(second)
-    assert observation.metadata["missing_count"].value == 1
+    assert observation.metadata["missing_count"].value == 0
     after = store.latest_snapshot(node)
     assert after is not None and after.as_of_s > before.as_of_s
-    assert after.missing == (Range(start, T0),)
+    assert after.missing == ()
     assert after.uncovered(Range(T0, T0 + 7 * DAY)) == []
     with SeamlessReader.from_config(project.source) as reader:  # a backtest at the new as_of
         whole, meta = reader.fetch(NODE, *week, _backtest(after.as_of_s))

@@ -12,16 +12,22 @@ import pytest
 from sandbox import SandboxExchange
 from seamless_assets.cli import run_backfill
 from seamless_assets.config import SeamlessConfig
+from seamless_assets.core.frame import Range
 from seamless_assets.governance_checks import (
     AS_OF_STALL,
     CHECK_NAMES,
     FLAG_SPIKE,
     GOVERNANCE_JOB,
     PARTITION_COVERAGE,
+    GovernanceSettings,
+    coverage_result,
     flag_spikes,
 )
 from seamless_assets.history import history_start_s
+from seamless_assets.partitions import timeframe_classes
 from sensors.as_of import SENSOR_NAME as AS_OF_SENSOR
+from sensors.common import WatchedNode
+from sensors.coverage_scan import PartitionCoverage
 from sensors.gap_repair import SENSOR_NAME as GAP_SENSOR
 from tests.assets.conftest import open_artifacts
 
@@ -145,3 +151,41 @@ def test_a_published_partition_the_snapshot_lacks_stalls_as_of_until_committed(
     assert tick(defs, AS_OF_SENSOR, instance).asset_events  # the next tick commits it
     stall = _evaluate(defs, instance, AS_OF_STALL)[AS_OF_STALL]
     assert stall.passed and stall.metadata["partitions_behind"].value == 0
+
+
+@pytest.mark.parametrize(
+    ("stored", "fails"),
+    [
+        ([0, 0, 1440, 1440, 0, 0], False),  # fetched span in the middle: the rest not yet
+        ([1440, 1440, 0, 0, 0, 0], False),  # oldest days only (after them: not backfilled)
+        ([0, 0, 0, 0, 1440, 1440], False),  # newest days only
+        ([1440, 0, 1440, 0, 0, 0], True),  # a hole inside the fetched span
+        ([1440, 700, 1440, 0, 0, 0], True),  # a thin partition
+    ],
+)
+def test_partition_coverage_fails_for_holes_inside_the_fetched_span_only(
+    project: SeamlessConfig, stored: list[int], fails: bool
+) -> None:
+    node_id = project.node(NODE)
+    tf_class = timeframe_classes(project.seamless.partitions)["intraday"]
+    node = WatchedNode(node_id, tf_class, dg.AssetKey(node_id.asset_key_path()), ())
+    coverage = [
+        PartitionCoverage(
+            key=datetime.fromtimestamp(T0 + i * DAY, tz=UTC).strftime("%Y-%m-%d"),
+            window=Range(T0 + i * DAY, T0 + (i + 1) * DAY),
+            expected_bars=1440,
+            stored_bars=bars,
+            empty_bars=0,
+            published=bars > 0,
+            stable=True,
+        )
+        for i, bars in enumerate(stored)
+    ]
+    settings = GovernanceSettings.from_config(project)
+    result = coverage_result(node, coverage, settings, history_start=T0)
+    assert result.passed is not fails
+    meta = {k: v.value for k, v in result.metadata.items()}
+    span = [i for i, bars in enumerate(stored) if bars]
+    outside = sum(1 for i, bars in enumerate(stored) if not bars and not span[0] < i < span[-1])
+    assert meta["not_backfilled_count"] == outside
+    assert meta["thin_partition_count"] == sum(1 for bars in stored if bars < 1440) - outside
