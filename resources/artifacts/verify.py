@@ -72,19 +72,22 @@ def verify_all(store: SnapshotStore) -> list[VerificationProblem]:
 
 
 def _verify_snapshot(store: SnapshotStore, log_key: str) -> list[VerificationProblem]:
+    snapshot_key = log_key.replace("/snapshot_log/", "/snapshots/")
     uri = store.blobs.uri(log_key)
     try:
         entry = SnapshotLogEntry.from_json(json.loads(store.blobs.get(log_key) or b""))
-        data = store.blobs.get(log_key.replace("/snapshot_log/", "/snapshots/"))
-        snapshot = Snapshot.from_json(json.loads(data or b""))
+    except (ValueError, KeyError, TypeError) as exc:
+        return [VerificationProblem("bad_snapshot", uri, f"unreadable log entry: {exc}")]
+    uri = store.blobs.uri(snapshot_key)  # problems of the snapshot body name its own file
+    try:
+        snapshot = Snapshot.from_json(json.loads(store.blobs.get(snapshot_key) or b""))
         node = NodeId.parse(snapshot.node_id)
     except (ValueError, KeyError, TypeError, SeamlessError) as exc:
         return [VerificationProblem("bad_snapshot", uri, f"unreadable: {exc}")]
     if snapshot.fingerprint != entry.fingerprint:
-        detail = f"log names {entry.fingerprint}, manifest is {snapshot.fingerprint}"
+        detail = f"the log entry names {entry.fingerprint}, the snapshot is {snapshot.fingerprint}"
         return [VerificationProblem("bad_snapshot", uri, detail)]
     problems = []
-    uri = store.blobs.uri(log_key.replace("/snapshot_log/", "/snapshots/"))
     for listed in snapshot.segments:
         key = store.manifest_key(node, listed.fingerprint)
         data = store.blobs.get(key)

@@ -254,6 +254,7 @@ def test_a_tampered_snapshot_is_refused_and_reported(
             artifact_store.resolve_snapshot(NODE, snapshot.as_of_s)
         [problem] = artifact_store.verify_all()
         assert problem.kind == "bad_snapshot"
+        assert problem.uri == blobs.uri(key)  # the edited file, not its log entry
     blobs.put(key, original)
     # A segment's data swapped for other bars is refused on a snapshot read.
     first, second = snapshot.segments
