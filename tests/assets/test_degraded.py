@@ -81,10 +81,9 @@ def _dead_config(tmp_path: Path) -> Path:
 LOAD_SCRIPT = """
 import json, sys, time
 t0 = time.perf_counter()
-from dagster._core.definitions.reconstruct import ReconstructableRepository
-repo = ReconstructableRepository.for_module(
-    "seamless_assets.definitions", "defs", working_directory=sys.argv[1]
-).get_definition()
+sys.path.insert(0, sys.argv[1])
+from seamless_assets.definitions import load_definitions  # what the lazy `defs` builds
+repo = load_definitions().get_repository_def()
 print(json.dumps({
     "seconds": time.perf_counter() - t0,
     "sensors": [s.name for s in repo.sensor_defs],

@@ -11,10 +11,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from dagster._core.storage.tags import (
-    ASSET_PARTITION_RANGE_END_TAG,
-    ASSET_PARTITION_RANGE_START_TAG,
-)
 
 from sandbox import SandboxConfig, SandboxExchange
 from seamless_assets.config import load_config
@@ -34,6 +30,10 @@ NOW = datetime(2024, 3, 11, 0, 30, 30, tzinfo=UTC).timestamp()
 FIRST, LAST = "2024-03-01", "2024-03-10"  # the ten newest closed daily partitions
 BTC_LISTED = date(2017, 8, 17)  # the sandbox's first BTC/USDT and ETH/USDT bars: 04:00 UTC
 INLINE = {"coverage_ratio", "no_duplicate_ts", "monotonic_ts", "ohlc_sanity"}
+
+# Dagster's documented tags of a single-run partition-range backfill (what the UI sets).
+ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
+ASSET_PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 
 @pytest.fixture
