@@ -139,13 +139,26 @@ _KEY_TEMPLATE_FIELDS = {"exchange", "exchange_id", "account", "suffix", "key_suf
 _KEY_TEMPLATE_OPTIONAL = frozenset({"account", "suffix", "key_suffix"})
 
 
+#: the most requests one process may have in flight per rate key (`local_semaphore`)
+LOCAL_SEMAPHORE_MAX = 64
+
+
 class RateLimitConfig(_Model):
     redis_dsn: str = ""
     key_template: str = "ccxt:{exchange}:{account?}"
-    tokens_per_interval: Float = Field(default=1200, gt=0)
+    # In the exchange's own unit (Binance: request weight) per `interval_ms`; null = the
+    # limit the exchange publishes (exchangeInfo `rateLimits`, else resources.rate_budget's
+    # table). A value above the published limit is lowered to it (with a warning).
+    tokens_per_interval: Float | None = Field(default=None, gt=0)
     interval_ms: Int = Field(default=60_000, gt=0)
-    burst_tokens: Float = Field(default=200, ge=0)
-    local_semaphore: Int = Field(default=10, ge=1)
+    # The bucket's capacity, taken out of the window's budget (never added on top); null =
+    # 2% of the effective limit. Never below the largest single request.
+    burst_tokens: Float | None = Field(default=None, ge=0)
+    safety_margin: Float = Field(default=0.02, ge=0, le=0.5)
+    # Workers sharing the budget, each using 1/workers of it while Redis is down; null =
+    # the exchange's pool limit (exchanges.<id>.pool_limit).
+    workers: Int | None = Field(default=None, ge=1, le=1024)
+    local_semaphore: Int = Field(default=10, ge=1, le=LOCAL_SEMAPHORE_MAX)
     min_interval_ms: Float | None = Field(default=None, ge=0)
     min_interval_s: Float | None = Field(default=None, ge=0)
     penalty_backoff_ms: Int = Field(default=5000, ge=0)
@@ -160,6 +173,16 @@ class RateLimitConfig(_Model):
                 "per exchange"
             )
         return template
+
+    @model_validator(mode="after")
+    def _burst_inside_budget(self) -> RateLimitConfig:
+        rate, burst = self.tokens_per_interval, self.burst_tokens
+        if rate is not None and burst is not None and burst >= rate * (1 - self.safety_margin):
+            raise ValueError(
+                f"burst_tokens={burst:g} must be below tokens_per_interval={rate:g} (less the "
+                f"safety_margin): the burst is part of each window's budget, not added on top"
+            )
+        return self
 
     @model_validator(mode="after")
     def _one_min_interval(self) -> RateLimitConfig:
@@ -466,6 +489,9 @@ class ExchangeConfig(_Model):
     rate_limit: dict[str, Any] = Field(default_factory=dict)
     account: str | None = None
     max_candles_per_call: Int | None = Field(default=None, ge=1)
+    # Slots of the exchange's Dagster pool (`exchange_<id>`): how many steps may talk to it
+    # at once across every run. Applied by `seamless pools` and `seamless_pools_sensor`.
+    pool_limit: Int = Field(default=1, ge=1)
     ccxt_config: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("ccxt_config")
@@ -484,6 +510,30 @@ class EnvironmentConfig(_Model):
     rate_limiter_redis: str = ""
 
 
+class DagsterConfig(_Model):
+    """`dagster:`: how a run executes its steps.
+
+    `in_process` (default) runs every step inside the already started run worker, so a
+    step claims its exchange pool slot only when it is about to run. `multiprocess` starts
+    a process per step (up to `max_concurrent` at once, default: the CPU count) after the
+    step claimed its slot, so the slot is held while that process imports and loads the
+    definitions; choose it for CPU-bound work that is not exchange-bound.
+    """
+
+    executor: Literal["in_process", "multiprocess"] = "in_process"
+    max_concurrent: Int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _max_concurrent_needs_processes(self) -> DagsterConfig:
+        if self.max_concurrent is not None and self.executor != "multiprocess":
+            raise ValueError(
+                f"max_concurrent={self.max_concurrent} only applies to the multiprocess "
+                "executor (in_process runs one step at a time); remove it or set "
+                "executor: multiprocess"
+            )
+        return self
+
+
 class SeamlessConfig(_Model):
     """The whole validated configuration."""
 
@@ -494,6 +544,7 @@ class SeamlessConfig(_Model):
     series: tuple[str, ...] = ()
     connectors: dict[str, str] = Field(default_factory=dict)
     environment: EnvironmentConfig = EnvironmentConfig()
+    dagster: DagsterConfig = DagsterConfig()
 
     _source: str | None = PrivateAttr(None)
     _base_dir: Path | None = PrivateAttr(None)
@@ -601,14 +652,18 @@ class SeamlessConfig(_Model):
     def rate_limit_for(self, exchange_id: str) -> RateLimitConfig:
         """The global rate-limit section with the exchange's overrides applied.
 
-        `rate_limit_rps: N` means N tokens per second; it cannot be combined with
-        `rate_limit.tokens_per_interval` / `rate_limit.interval_ms` (checked at load).
+        `rate_limit_rps: N` means N of the exchange's units per second; it cannot be combined
+        with `rate_limit.tokens_per_interval` / `rate_limit.interval_ms` (checked at load).
+        `workers: null` becomes the exchange's pool limit (1 when it has none).
         """
         exchange = self.exchange(exchange_id)
         override = dict(exchange.rate_limit)
         if exchange.rate_limit_rps is not None:
             override.update(tokens_per_interval=exchange.rate_limit_rps, interval_ms=1000)
-        return self.seamless.rate_limit.merged(override) if override else self.seamless.rate_limit
+        base = self.seamless.rate_limit
+        if override.get("workers", base.workers) is None:
+            override["workers"] = getattr(exchange, "pool_limit", None) or 1
+        return base.merged(override)
 
     @cached_property
     def live_nodes(self) -> tuple[NodeId, ...]:
