@@ -1,24 +1,35 @@
 #!/usr/bin/env bash
 # Real production services on loopback, without Docker:
 #   QuestDB (pinned Maven Central jar, run with the Java it needs), Redis (Debian), an S3
-#   endpoint (moto server from PyPI). Each is installed if missing, started, waited for
-#   until healthy, and its address printed. Process ids live in .services/<name>.pid.
+#   endpoint (moto server from PyPI), Postgres (Debian; the Dagster instance of deploy/).
+#   Each is installed if missing, started, waited for until healthy, and its address
+#   printed. Process ids live in .services/<name>.pid (SEAMLESS_SERVICES_DIR moves the
+#   state directory, e.g. to run a second set on other ports).
 #
-#   scripts/services.sh start [questdb|redis|s3|all]
-#   scripts/services.sh stop  [questdb|redis|s3|all]
+#   scripts/services.sh start [questdb|redis|s3|postgres|all]
+#   scripts/services.sh stop  [questdb|redis|s3|postgres|all]
 #   scripts/services.sh status
+#
+# Ports: QDB_HTTP_PORT QDB_PG_PORT QDB_ILP_PORT REDIS_PORT S3_PORT PG_PORT. Postgres gets a
+# user and database `dagster` (password PG_PASSWORD, default `dagster`: local use only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 source scripts/lib.sh
-STATE=$ROOT/.services
+STATE=${SEAMLESS_SERVICES_DIR:-$ROOT/.services}
 QUESTDB_VERSION=${QUESTDB_VERSION:-9.3.2}   # 9.3.x runs on Java 17; 9.4+ needs Java 25
 QDB_HTTP=${QDB_HTTP_PORT:-9000}
 QDB_PG=${QDB_PG_PORT:-8812}
 QDB_ILP=${QDB_ILP_PORT:-9009}
 REDIS_PORT=${REDIS_PORT:-6379}
 S3_PORT=${S3_PORT:-5000}
+PG_PORT=${PG_PORT:-5432}
+PG_USER=${PG_USER:-dagster}
+PG_PASSWORD=${PG_PASSWORD:-dagster}   # local default only; set your own anywhere else
+PG_DB=${PG_DB:-dagster}
+ALL_SERVICES="questdb redis s3 postgres"
 mkdir -p "$STATE"
+STATE=$(cd "$STATE" && pwd)
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
@@ -82,8 +93,76 @@ start_s3() {
   log "s3 (moto): http://127.0.0.1:$S3_PORT  (any access key/secret)"
 }
 
+pg_bindir() {  # Debian keeps the server binaries in /usr/lib/postgresql/<ver>/bin
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [[ -z $dir && -x $(command -v pg_ctl || true) ]]; then dir=$(dirname "$(command -v pg_ctl)"); fi
+  echo "$dir"
+}
+
+# Postgres refuses to run as root: as root the cluster belongs to the `postgres` user.
+pg_owner() { if ((EUID == 0)); then echo postgres; else id -un; fi; }
+as_pg_owner() {
+  if ((EUID == 0)); then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start_postgres() {
+  running postgres && { log "postgres already running"; return; }
+  local bin; bin=$(pg_bindir)
+  if [[ -z $bin || ! -x $bin/initdb ]]; then
+    log "installing postgresql from Debian"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql) >&2
+    bin=$(pg_bindir)
+  fi
+  if ((EUID == 0)) && ! id postgres >/dev/null 2>&1; then
+    useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+  fi
+  local data=$STATE/postgres owner; owner=$(pg_owner)
+  if [[ ! -f $data/PG_VERSION ]]; then
+    mkdir -p "$data"; chown "$owner" "$data"; chmod 700 "$data"
+    local pwfile; pwfile=$(mktemp); chmod 600 "$pwfile"; chown "$owner" "$pwfile"
+    printf '%s\n' "$PG_PASSWORD" >"$pwfile"
+    # Superuser `postgres` over the cluster's own socket (trust: only the owner can reach
+    # it, the directory is 0700); TCP on loopback needs a password.
+    as_pg_owner "$bin/initdb" -D "$data" -U postgres --auth-local=trust \
+      --auth-host=scram-sha-256 --encoding=UTF8 --no-locale >"$STATE/postgres.log" 2>&1 \
+      || { rm -f "$pwfile"; tail -n 20 "$STATE/postgres.log" >&2; return 1; }
+    rm -f "$pwfile"
+  fi
+  touch "$STATE/postgres.log"; chown "$owner" "$STATE/postgres.log"
+  as_pg_owner "$bin/pg_ctl" -D "$data" -l "$STATE/postgres.log" -w -t 60 \
+    -o "-p $PG_PORT -k $data -c listen_addresses=127.0.0.1" start >/dev/null
+  head -n 1 "$data/postmaster.pid" >"$STATE/postgres.pid"
+  wait_until 60 postgres "$bin/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT"
+  local psql=("$bin/psql" -X -q -v ON_ERROR_STOP=1 -h "$data" -p "$PG_PORT" -U postgres)
+  # Role and database for Dagster; CREATEDB lets tests make a fresh database each.
+  as_pg_owner "${psql[@]}" -d postgres -v user="$PG_USER" -v pw="$PG_PASSWORD" >&2 <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN CREATEDB', :'user')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user') \gexec
+SELECT format('ALTER ROLE %I PASSWORD %L', :'user', :'pw') \gexec
+SQL
+  as_pg_owner "${psql[@]}" -d postgres -v user="$PG_USER" -v db="$PG_DB" >&2 <<'SQL'
+SELECT format('CREATE DATABASE %I OWNER %I', :'db', :'user')
+ WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
+SQL
+  log "postgres $("$bin/postgres" --version | awk '{print $3}'): postgresql://$PG_USER:***@127.0.0.1:$PG_PORT/$PG_DB"
+}
+
+stop_postgres() {
+  local data=$STATE/postgres bin; bin=$(pg_bindir)
+  if running postgres; then
+    local pid; pid=$(cat "$STATE/postgres.pid")
+    as_pg_owner "$bin/pg_ctl" -D "$data" -m fast -w -t 30 stop >/dev/null 2>&1 \
+      || { kill "$pid" 2>/dev/null || true; }
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    log "postgres stopped (pid $pid)"
+  fi
+  rm -f "$STATE/postgres.pid"
+}
+
 stop_one() {
   local name=$1
+  [[ $name == postgres ]] && { stop_postgres; return; }
   if running "$name"; then
     local pid; pid=$(cat "$STATE/$name.pid")
     kill "$pid" 2>/dev/null || true
@@ -94,13 +173,19 @@ stop_one() {
   rm -f "$STATE/$name.pid"
 }
 
-targets() { if [[ ${1:-all} == all ]]; then echo questdb redis s3; else echo "$1"; fi; }
+targets() {
+  case ${1:-all} in
+    all) echo "$ALL_SERVICES" ;;
+    questdb | redis | s3 | postgres) echo "$1" ;;
+    *) echo "unknown service '$1': one of $ALL_SERVICES, all" >&2; exit 2 ;;
+  esac
+}
 
 case ${1:-} in
   start) for t in $(targets "${2:-all}"); do "start_$t"; done ;;
   stop) for t in $(targets "${2:-all}"); do stop_one "$t"; done ;;
-  status) for t in questdb redis s3; do
+  status) for t in $ALL_SERVICES; do
             if running "$t"; then echo "$t: running (pid $(cat "$STATE/$t.pid"))"; else echo "$t: stopped"; fi
           done ;;
-  *) echo "usage: $0 start|stop [questdb|redis|s3|all] | status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop [questdb|redis|s3|postgres|all] | status" >&2; exit 2 ;;
 esac

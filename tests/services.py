@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
 import pytest
@@ -18,6 +21,11 @@ REDIS_ADDR = ("127.0.0.1", int(os.environ.get("REDIS_PORT", "6379")))
 REDIS_DSN = f"redis://127.0.0.1:{REDIS_ADDR[1]}/0"
 S3_ADDR = ("127.0.0.1", int(os.environ.get("S3_PORT", "5000")))
 S3_ENDPOINT = f"http://127.0.0.1:{S3_ADDR[1]}"
+# The Dagster instance database of `scripts/services.sh start postgres` (local-only password).
+POSTGRES_ADDR = ("127.0.0.1", int(os.environ.get("PG_PORT", "5432")))
+POSTGRES_USER = os.environ.get("PG_USER", "dagster")
+POSTGRES_PASSWORD = os.environ.get("PG_PASSWORD", "dagster")
+POSTGRES_DB = os.environ.get("PG_DB", "dagster")
 
 
 def reachable(addr: tuple[str, int], timeout_s: float = 0.5) -> bool:
@@ -44,3 +52,29 @@ def unavailable(message: str) -> NoReturn:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+def postgres_url(database: str = POSTGRES_DB, *, driver: str = "psycopg2") -> str:
+    """SQLAlchemy URL of `database` on the services' Postgres. dagster-postgres needs the
+    `postgresql+psycopg2` form (a bare `postgresql://` would pick psycopg 3)."""
+    scheme = f"postgresql+{driver}" if driver else "postgresql"
+    host, port = POSTGRES_ADDR
+    return f"{scheme}://{POSTGRES_USER}:{POSTGRES_PASSWORD}@{host}:{port}/{database}"
+
+
+@contextmanager
+def fresh_postgres_database(prefix: str = "seamless_test") -> Iterator[str]:
+    """A new, empty database on the services' Postgres (dropped afterwards, connections and
+    all); yields its name. Fails (CI) or skips (local) when Postgres is not running."""
+    require_service("postgres", POSTGRES_ADDR)
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = postgres_url(driver="")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
