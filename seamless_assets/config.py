@@ -274,6 +274,12 @@ class S3Config(_Model):
                 f"{url!r} is not an S3 endpoint URL; use http(s)://host[:port], e.g. "
                 "http://127.0.0.1:5000, or leave it empty for AWS"
             )
+        if parsed.username is not None or parsed.password is not None:
+            raise ValueError(
+                "the endpoint URL carries credentials (user:password@), which would be "
+                "printed and logged with the address; give them as AWS_ACCESS_KEY_ID / "
+                "AWS_SECRET_ACCESS_KEY instead"
+            )
         return url
 
     @field_validator("region")
@@ -502,7 +508,35 @@ class ExchangeConfig(_Model):
                 "enableRateLimit must stay true: the shared rate budget hooks into ccxt's "
                 "throttle; tune seamless.rate_limit or rate_limit_rps instead"
             )
+        with_credentials = _urls_with_credentials(ccxt_config)
+        if with_credentials:
+            raise ValueError(
+                f"ccxt_config.{with_credentials[0]} is a URL with credentials "
+                "(user:password@): ccxt puts request URLs into its error messages, which "
+                "are logged and stored with the run; send them as a header instead "
+                '(ccxt_config.headers.Authorization, e.g. "Basic ${MY_EXCHANGE_AUTH}")'
+            )
         return ccxt_config
+
+
+def _urls_with_credentials(value: Any, key: str = "") -> list[str]:
+    """The dotted keys under `value` whose string is a URL with a user or password."""
+    if isinstance(value, dict):
+        return [
+            found
+            for k, v in value.items()
+            for found in _urls_with_credentials(v, f"{key}.{k}" if key else str(k))
+        ]
+    if isinstance(value, list):
+        return [f for i, v in enumerate(value) for f in _urls_with_credentials(v, f"{key}[{i}]")]
+    if isinstance(value, str) and "://" in value and "@" in value:
+        try:
+            parts = urlparse(value)
+        except ValueError:
+            return []
+        if parts.username is not None or parts.password is not None:
+            return [key]
+    return []
 
 
 class EnvironmentConfig(_Model):

@@ -7,6 +7,7 @@ Which implementation backs each protocol is decided here, from the config, in on
 from __future__ import annotations
 
 import os
+import re
 import socket
 from functools import cache
 from typing import Any
@@ -28,24 +29,34 @@ from .errors import ConfigError, StoreError
 SECRET_ENV_PREFIX = "SEAMLESS_SECRET_"
 
 
+#: Keys of a QuestDB client configuration string (`http::addr=…;password=…;`) that hold a
+#: secret: the HTTP password or bearer token, the TCP auth private key.
+_ILP_SECRET_KEYS = frozenset(("password", "token"))
+
+
 def _has_secret(dsn: str) -> bool:
+    if re.match(r"[a-z]+::", dsn):  # a QuestDB client configuration string
+        keys = {part.split("=", 1)[0].strip().lower() for part in dsn.split(";")[1:]}
+        return bool(keys & _ILP_SECRET_KEYS)
     parts = urlsplit(dsn)
     return parts.password is not None or "password=" in parts.query.lower()
 
 
 def secret_field(kind: str, dsn: str) -> str:
-    """`dsn` as resource config that keeps no secret in Dagster's run storage.
+    """`dsn` (a URL or a QuestDB client configuration string) as resource config that
+    keeps no secret in Dagster's run storage.
 
-    A DSN without a password is returned as is. One with a password is exported into this
-    process's environment as `SEAMLESS_SECRET_{kind}_DSN` (`_2`, `_3`, … when this process
-    already holds another value under that name) and returned as a `dg.EnvVar` naming it:
-    Dagster stores the name, and resolves the value where the run executes. Every process
-    that runs or evaluates the definitions (code server, run worker, step process) builds
-    them from the config itself, so the variable is always there.
+    A value without a password (or ILP token) is returned as is. One with a password is
+    exported into this process's environment as `SEAMLESS_SECRET_{kind}` (`_2`, `_3`, …
+    when this process already holds another value under that name) and returned as a
+    `dg.EnvVar` naming it: Dagster stores the name, and resolves the value where the run
+    executes. Every process that runs or evaluates the definitions (code server, run
+    worker, step process) builds them from the config itself, so the variable is always
+    there.
     """
     if not dsn or not _has_secret(dsn):
         return dsn
-    base = f"{SECRET_ENV_PREFIX}{kind}_DSN"
+    base = f"{SECRET_ENV_PREFIX}{kind}"
     name, n = base, 1
     while os.environ.get(name) not in (None, dsn):
         n += 1
@@ -76,7 +87,7 @@ class HotStoreResource(dg.ConfigurableResource):
         if self.backend == "questdb":
             return QuestDBHotStore(
                 resolved(self.questdb_dsn),
-                self.questdb_ilp,
+                resolved(self.questdb_ilp),
                 table_prefix=self.questdb_table_prefix,
                 ttl_days=self.questdb_ttl_days,
             )
@@ -168,8 +179,8 @@ def resources_from_config(config: SeamlessConfig) -> dict[str, dg.ConfigurableRe
         "hot_store": HotStoreResource(
             backend=config.seamless.hot_store.backend,
             duckdb_path=str(config.hot_store_path),
-            questdb_dsn=secret_field("QUESTDB", config.seamless.hot_store.questdb_dsn),
-            questdb_ilp=config.seamless.hot_store.questdb_ilp,
+            questdb_dsn=secret_field("QUESTDB_DSN", config.seamless.hot_store.questdb_dsn),
+            questdb_ilp=secret_field("QUESTDB_ILP", config.seamless.hot_store.questdb_ilp),
             questdb_table_prefix=config.seamless.hot_store.questdb_table_prefix,
             questdb_ttl_days=config.seamless.hot_store.questdb_ttl_days,
         ),
@@ -180,7 +191,7 @@ def resources_from_config(config: SeamlessConfig) -> dict[str, dg.ConfigurableRe
             s3_region=artifact.s3.region,
             **ArtifactStoreResource.credentials_from_env(config.artifact_uri),
         ),
-        "rate_limiter": RateLimiterResource(redis_dsn=secret_field("REDIS", config.redis_dsn)),
+        "rate_limiter": RateLimiterResource(redis_dsn=secret_field("REDIS_DSN", config.redis_dsn)),
     }
 
 

@@ -109,6 +109,14 @@ class QuestDBHotStore:
         parsed = urlparse(self.dsn)
         return f"{parsed.hostname}:{parsed.port or 8812}"
 
+    def _ilp_address(self) -> str:
+        """Where ILP writes go, without the configuration string's credentials."""
+        for part in self.ilp_conf.split(";"):
+            key, _, value = part.partition("=")
+            if key.strip().lower() in ("addr", "http::addr", "https::addr", "tcp::addr"):
+                return f"{self.ilp_conf.split('::', 1)[0]}://{value.strip()}"
+        return self.ilp_conf.split("::", 1)[0] + " (no addr= given)"
+
     # -- connections -------------------------------------------------------------------
 
     def _connect(self) -> Any:
@@ -219,7 +227,7 @@ class QuestDBHotStore:
         except QuestDBError as exc:
             raise StoreError(
                 f"QuestDB ILP write to {self.bars_table} failed ({exc}); is QuestDB up at "
-                f"{self.ilp_conf!r}? {START_HINT}"
+                f"{self._ilp_address()}? {START_HINT}"
             ) from exc
         self._wait_applied(self.bars_table)
         return len(frame)
