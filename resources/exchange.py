@@ -15,6 +15,7 @@ again) is imported only when a client is built, so loading definitions does not 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import difflib
 import logging
 import random
@@ -35,6 +36,7 @@ from seamless_assets.core.stabilization import closed_end as bars_closed_end
 from seamless_assets.errors import ExchangeUnavailable, UnknownExchange, UnknownSymbol
 from seamless_assets.nodes import Timeframe
 
+from .rate_budget import exchange_limits, published_limit
 from .rate_limit import RateLimiter, limiter_key
 
 if TYPE_CHECKING:
@@ -68,6 +70,19 @@ RETRIABLE_ERRORS = (ccxt_errors.NetworkError, ccxt_errors.BadResponse)
 RATE_LIMIT_ERRORS = (ccxt_errors.RateLimitExceeded, ccxt_errors.DDoSProtection)
 
 T = TypeVar("T")
+
+#: the exchange-unit cost of the request this task was last granted (re-acquired when a
+#: penalty arrives between the grant and the send)
+_COST: contextvars.ContextVar[float] = contextvars.ContextVar("request_cost", default=0.0)
+
+
+def header(headers: Mapping[str, Any] | None, name: str) -> str | None:
+    """A response header's value by case-insensitive name."""
+    lowered = name.lower()
+    for key, value in (headers or {}).items():
+        if key.lower() == lowered:
+            return str(value)
+    return None
 
 
 def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -254,6 +269,7 @@ class ExchangeClient:
         self._clock_lock = asyncio.Lock()
         self._clock: tuple[float, float] | None = None  # (server epoch s, local monotonic)
         self._penalty_until = 0.0  # wall clock: the latest 429/418 penalty this client saw
+        self._date_offset: float | None = None  # exchange clock - local clock, from Date
 
     def _build_exchange(self) -> ccxt_async.Exchange:
         import ccxt.async_support as ccxt_async  # heavy: only when a client is built
@@ -278,13 +294,22 @@ class ExchangeClient:
             fetch_markets["types"] = list(user_types or self.settings.market_types)
 
         key = self.settings.rate_key
+        # The budget is in the exchange's units: ccxt's costs are converted here, and the
+        # limiter learns the exchange's limits, published limit and count through hooks.
+        limits = exchange_limits(exchange_id, getattr(exchange, "rateLimit", None))
+        self.units_per_cost = limits.units_per_cost
+        self._used_header = limits.used_header
+        if callable(register := getattr(self.limiter, "register", None)):
+            register(key, limits, self.exchange_time)
 
         async def throttle(cost: float | None = None) -> None:
             # A penalty this client saw but the limiter may not know yet (e.g. a remote
             # limiter whose penalize() has not run) still holds back this request.
             if self._penalty_until > time.time():
                 await self.limiter.penalize(key, self._penalty_until, "Retry-After")
-            await self.limiter.acquire(key, cost or 1.0, self.settings.acquire_deadline_s)
+            units = (1.0 if cost is None else cost) * limits.units_per_cost
+            _COST.set(units)
+            await self.limiter.acquire(key, units, self.settings.acquire_deadline_s)
 
         original_handle_errors = exchange.handle_errors
         original_fetch = exchange.fetch
@@ -298,13 +323,22 @@ class ExchangeClient:
             self.stats.http_status[int(code)] += 1
             if code in (418, 429):
                 self._record_penalty(code, headers)
+            self._record_count(headers)
             return original_handle_errors(code, reason, url, method, headers, *rest)
 
         async def counted_fetch(
             url: str, method: str = "GET", headers: Any = None, body: Any = None
         ) -> Any:
+            await self._hold_for_penalty()
             self.stats.http_requests[urlparse(url).path] += 1
-            return await original_fetch(url, method, headers, body)
+            response = await original_fetch(url, method, headers, body)
+            if (
+                urlparse(url).path.endswith("/exchangeInfo")
+                and callable(publish := getattr(self.limiter, "publish", None))
+                and (published := published_limit(response)) is not None
+            ):
+                publish(key, published)
+            return response
 
         exchange.throttle = throttle
         exchange.handle_errors = handle_errors
@@ -313,6 +347,50 @@ class ExchangeClient:
             exchange.parse_ohlcv = _fast_row_parser(exchange.parse_ohlcv)
         exchange.parse_ohlcvs = _unfiltered(exchange.parse_ohlcvs)
         return exchange
+
+    def exchange_time(self) -> float:
+        """The exchange's clock by its Date headers (epoch s). It may lag by up to a second
+        (Date is truncated), never lead, so a count is never put in a later window."""
+        return time.time() + (self._date_offset or 0.0)
+
+    def _record_count(self, headers: Mapping[str, Any] | None) -> None:
+        """Follow the exchange's clock (Date) and its own count (the used-weight header)."""
+        at = None
+        if (date := header(headers, "Date")) is not None:
+            try:
+                at = parsedate_to_datetime(date).timestamp()
+            except (TypeError, ValueError, IndexError):
+                at = None
+        if at is not None:
+            offset = at - time.time()
+            if self._date_offset is None or offset > self._date_offset:
+                self._date_offset = offset
+        if self._used_header is None or (used := header(headers, self._used_header)) is None:
+            return
+        report = getattr(self.limiter, "report_used", None)
+        try:
+            value = float(used)
+        except ValueError:
+            return
+        if callable(report):
+            report(self.settings.rate_key, value, self.exchange_time() if at is None else at)
+
+    async def _hold_for_penalty(self) -> None:
+        """No request starts while a 429/418 penalty runs: one granted before the penalty
+        and still inside ccxt (between throttle() and the send) waits it out, then takes
+        its budget again (the window it was granted in may be over)."""
+        known = getattr(self.limiter, "known_penalty_until", None)
+        held = False
+        while True:
+            until = max(self._penalty_until, known(self.settings.rate_key) if known else 0.0)
+            if until <= time.time():
+                break
+            held = True
+            await asyncio.sleep(until - time.time())
+        if held:
+            await self.limiter.acquire(
+                self.settings.rate_key, _COST.get() or 1.0, self.settings.acquire_deadline_s
+            )
 
     def _record_penalty(self, code: int, headers: Mapping[str, str] | None) -> None:
         self.stats.rate_limited += 1
@@ -494,7 +572,9 @@ class ExchangeClient:
                 if rate_limited > MAX_RATE_LIMITED_RETRIES:
                     raise ExchangeUnavailable(
                         f"{self.settings.exchange_id} kept rate-limiting {what} "
-                        f"({rate_limited} times); lower rate_limit.tokens_per_interval"
+                        f"({rate_limited} times); lower rate_limit.tokens_per_interval or "
+                        "raise rate_limit.safety_margin, and check that nothing else spends "
+                        "this IP's budget"
                     ) from exc
                 now = time.time()
                 # the penalty handle_errors recorded from this response's Retry-After; a

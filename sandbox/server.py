@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
@@ -177,7 +178,11 @@ async def _api(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     state.enter()
     try:
-        return await _serve_api(request, state)
+        resp = await _serve_api(request, state)
+        # Date on the rate-limit clock, as Binance's own: clients place the used-weight
+        # header's count in the right minute (tests may shift that clock).
+        resp.headers["Date"] = formatdate(state.wall_now(), usegmt=True)
+        return resp
     finally:
         state.leave()
 

@@ -185,6 +185,10 @@ class SandboxState:
                 return Admission(status, None, self._window_used, "injected", at=now)
             return Admission(0, None, self._window_used, at=now)
 
+    def wall_now(self) -> float:
+        """The rate-limit clock (real time unless a test shifted it)."""
+        return self._wall()
+
     def used_weight(self) -> int:
         """Weight used in the current real-time minute (for the header on other replies)."""
         now = self._wall()

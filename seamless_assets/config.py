@@ -696,7 +696,7 @@ class SeamlessConfig(_Model):
             override.update(tokens_per_interval=exchange.rate_limit_rps, interval_ms=1000)
         base = self.seamless.rate_limit
         if override.get("workers", base.workers) is None:
-            override["workers"] = getattr(exchange, "pool_limit", None) or 1
+            override["workers"] = exchange.pool_limit
         return base.merged(override)
 
     @cached_property

@@ -29,9 +29,9 @@ def write_config(
         "data_dir": str(tmp_path / "data"),
         "backfill": {"retry_backoff_ms": 20, "max_attempts": 4, "request_timeout_ms": 5000},
         "rate_limit": {
-            "tokens_per_interval": 1_000_000,
+            "tokens_per_interval": 1_000_000,  # capped at what the exchange publishes
             "interval_ms": 1000,
-            "burst_tokens": 1_000_000,
+            "burst_tokens": 100_000,
             "min_interval_ms": 0,
             "penalty_backoff_ms": 500,
         },

@@ -141,9 +141,9 @@ def _klines_served(sandbox: SandboxExchange) -> int:
 
 
 # --------------------------------------------------------------------------- 1. shared budget
-# Sandbox weights: klines 2, exchangeInfo 20, time 1; ccxt costs binance 0.4, 4, 0.2 units:
-# 1 unit = 5 weight. A token bucket grants at most burst + refill in any 60 s, so
-# burst + tokens_per_interval (per 60 s) = 10 + 18 = 28 units = 140 weight <= B = 150.
+# Sandbox weights: klines 2, exchangeInfo 20, time 1. The default rate_limit takes the
+# budget from exchangeInfo (B = 150 weight/min) less the 2% safety margin, and its bucket
+# grants at most that in any 60 s (the burst is part of it, not on top).
 BUDGET_WEIGHT = 150
 SHARED_DAYS = 10
 
@@ -156,9 +156,10 @@ def test_three_workers_share_one_budget_without_a_ban(
     account = f"fail{uuid.uuid4().hex[:10]}"  # a fresh Redis bucket
 
     def shared_limiter(raw: dict[str, Any]) -> None:
-        raw["seamless"]["rate_limit"].update(
-            redis_dsn=REDIS_DSN, tokens_per_interval=18, interval_ms=60_000, burst_tokens=10
-        )
+        rate_limit = raw["seamless"]["rate_limit"]
+        for name in ("tokens_per_interval", "interval_ms", "burst_tokens"):
+            rate_limit.pop(name, None)  # the default budget: what the exchange publishes
+        rate_limit.update(redis_dsn=REDIS_DSN)
         raw["exchanges"]["binance"]["account"] = account
 
     symbols = ("BTC/USDT", "ETH/USDT", "SOL/USDT")

@@ -116,43 +116,49 @@ def test_limiters_satisfy_the_protocol(make_limiter: MakeLimiter) -> None:
 
 
 # --------------------------------------------------------------------------- token bucket
-def test_burst_then_tokens_per_interval() -> None:
-    """burst_tokens go at once; after that, tokens_per_interval per interval_ms."""
-    limiter = GrantLog(config(tokens_per_interval=2, interval_ms=100, burst_tokens=3))
-    asyncio.run(acquire_all(limiter, [1.0] * 3))
-    assert limiter.refusals == 0  # the burst needs no refill
-    asyncio.run(acquire_all(limiter, [1.0] * 5))
-    assert limiter.refusals > 0
+def test_a_new_bucket_starts_empty_and_no_window_exceeds_the_limit() -> None:
+    """A new bucket grants nothing at once (it never adds a burst to a window in use);
+    then any interval-long window, however aligned, sees at most L_eff = b + r*T."""
+    limiter = GrantLog(
+        config(tokens_per_interval=20, interval_ms=1000, burst_tokens=4, safety_margin=0)
+    )
+    budget = limiter.budget(KEY)
+    assert (budget.capacity, budget.rate_per_s, budget.window_limit) == (4, 16, 20)
+    started = time.monotonic()
+    asyncio.run(acquire_all(limiter, [1.0] * 30))
     times = [t for t, _ in limiter.grants]
-    assert len(times) == 8 and limiter.stats.acquisitions == 8
-    # 5 tokens beyond the burst at 20 tokens/s: the budget is never exceeded at any grant
-    for i, at in enumerate(times):
-        assert i + 1 <= 3 + (at - times[0]) * 20 + 1e-6
-    assert times[-1] - times[0] >= 5 / 20 - 1e-6
+    assert times[0] - started >= 1 / 16 - 1e-3  # the first token had to be refilled
+    for i, at in enumerate(times):  # every window [at, at + 1 s) holds at most 20 grants
+        assert sum(1 for t in times[i:] if t < at + 1.0) <= 20
+    assert times[-1] - times[0] >= 29 / 16 - 4 / 16 - 1e-3
 
 
-def test_idle_time_banks_at_most_burst_tokens() -> None:
-    limiter = GrantLog(config(tokens_per_interval=1, interval_ms=50, burst_tokens=2))
+def test_idle_time_banks_at_most_the_bucket_capacity() -> None:
+    limiter = GrantLog(
+        config(tokens_per_interval=20, interval_ms=1000, burst_tokens=2, safety_margin=0)
+    )
 
     async def scenario() -> int:
         await limiter.acquire(KEY, 2)  # empty the bucket
-        await asyncio.sleep(0.3)  # would refill 6 tokens without the cap
+        await asyncio.sleep(0.3)  # would refill 5.4 tokens without the cap
         await limiter.acquire(KEY, 1)
         await limiter.acquire(KEY, 1)
         banked_refusals = limiter.refusals
         await limiter.acquire(KEY, 1)
         return banked_refusals
 
-    assert asyncio.run(scenario()) == 0  # 2 tokens were banked ...
-    assert limiter.refusals > 0  # ... and not more: the third waited for a refill
-    assert limiter.grants[3][0] - limiter.grants[2][0] >= 1 / 20 - 1e-6
+    refusals_before = asyncio.run(scenario())
+    assert limiter.refusals > refusals_before  # 2 tokens were banked, not more
+    assert limiter.grants[3][0] - limiter.grants[2][0] >= 1 / 18 - 1e-6
 
 
-def test_a_cost_above_burst_is_granted_after_refill() -> None:
-    limiter = GrantLog(config(tokens_per_interval=10, interval_ms=1000, burst_tokens=1))
+def test_a_cost_above_the_bucket_waits_for_a_full_bucket_plus_its_excess() -> None:
+    limiter = GrantLog(
+        config(tokens_per_interval=10, interval_ms=1000, burst_tokens=1, safety_margin=0)
+    )
     started = time.monotonic()
     asyncio.run(limiter.acquire(KEY, 3, deadline_s=5))
-    assert limiter.grants[0][0] - started >= (3 - 1) / 10 - 1e-6
+    assert limiter.grants[0][0] - started >= 3 / 9 - 1e-3
 
 
 def test_min_interval_spaces_request_starts() -> None:
@@ -170,15 +176,21 @@ def test_min_interval_s_is_an_alias_and_25ms_the_default() -> None:
 
 
 def test_keys_have_separate_budgets(make_limiter: MakeLimiter) -> None:
-    limiter = make_limiter(config(tokens_per_interval=1, interval_ms=60_000, burst_tokens=1))
+    """Two keys fill their own buckets side by side: 5 grants each take as long as 5."""
+    limiter = make_limiter(
+        config(tokens_per_interval=20, interval_ms=1000, burst_tokens=4, safety_margin=0)
+    )
 
     async def scenario() -> None:
-        await limiter.acquire("ccxt:binance:a", 1, deadline_s=1)
-        await limiter.acquire("ccxt:binance:b", 1, deadline_s=1)  # its own full bucket
-        with pytest.raises(RateLimitTimeout, match="ccxt:binance:a"):
-            await limiter.acquire("ccxt:binance:a", 1, deadline_s=1)
+        await asyncio.gather(
+            acquire_all(limiter, [1.0] * 5, "ccxt:binance:a"),
+            acquire_all(limiter, [1.0] * 5, "ccxt:binance:b"),
+        )
 
+    started = time.monotonic()
     asyncio.run(scenario())
+    elapsed = time.monotonic() - started
+    assert 5 / 16 - 0.01 <= elapsed < 10 / 16  # one key at a time would need 10/16 s
 
 
 # --------------------------------------------------------------------------- penalties
@@ -210,9 +222,11 @@ def test_penalize_now_blocks_without_awaiting(make_limiter: MakeLimiter) -> None
 
 def test_deadline_raises_at_once_when_it_cannot_be_met(make_limiter: MakeLimiter) -> None:
     """A wait longer than the deadline fails now, instead of sleeping and then failing."""
-    limiter = make_limiter(config(tokens_per_interval=1, interval_ms=60_000, burst_tokens=0))
+    limiter = make_limiter(
+        config(tokens_per_interval=1, interval_ms=60_000, burst_tokens=0, safety_margin=0)
+    )
     started = time.monotonic()
-    with pytest.raises(RateLimitTimeout, match=r"within 0\.5s .*token budget needs 60\.0s"):
+    with pytest.raises(RateLimitTimeout, match=r"within 0\.5s .*the budget needs 60\.0s"):
         asyncio.run(limiter.acquire(KEY, 1, deadline_s=0.5))
     limiter.penalize_now("ccxt:other", time.time() + 60, "ban")
     with pytest.raises(RateLimitTimeout):
@@ -222,7 +236,9 @@ def test_deadline_raises_at_once_when_it_cannot_be_met(make_limiter: MakeLimiter
 
 
 def test_a_deadline_that_can_be_met_waits(make_limiter: MakeLimiter) -> None:
-    limiter = make_limiter(config(tokens_per_interval=1, interval_ms=200, burst_tokens=0))
+    limiter = make_limiter(
+        config(tokens_per_interval=1, interval_ms=200, burst_tokens=0, safety_margin=0)
+    )
     started = time.monotonic()
     asyncio.run(limiter.acquire(KEY, 1, deadline_s=2))
     assert time.monotonic() - started >= 0.2 - 1e-3
