@@ -9,6 +9,7 @@ seamless snapshot [NODE ...]                     commit the published set if it 
 seamless snapshots NODE                          a node's snapshot log
 seamless diff NODE AS_OF_A AS_OF_B               the bars that differ between two snapshots
 seamless doctor                                  is every configured service reachable?
+seamless pools                                   store each exchange pool's limit in Dagster
 seamless demo                                    offline demo against the replay exchange
 """
 
@@ -412,6 +413,28 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_pools(args: argparse.Namespace) -> int:
+    """Store every exchange pool's limit (`exchanges.<id>.pool_limit`) in the instance of
+    $DAGSTER_HOME and print them; run it before starting the code server."""
+    import dagster as dg
+
+    from .pools import apply_pool_limits, configured_pool_limits
+
+    config = load_config(args.config)
+    home = ensure_dagster_home(config)
+    if not (home / "dagster.yaml").is_file():
+        raise SeamlessError(
+            f"DAGSTER_HOME={str(home)!r} has no dagster.yaml; point DAGSTER_HOME at the "
+            "instance the code server and daemon use (e.g. dagster_home/ or deploy/)"
+        )
+    with dg.DagsterInstance.get() as instance:
+        changes = apply_pool_limits(instance, configured_pool_limits(config))
+    for change in changes:
+        print(change.describe())
+    print(f"pools: {sum(c.changed for c in changes)} of {len(changes)} limit(s) written")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -461,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "doctor", help="check that every configured service (QuestDB, S3, Redis) is reachable"
     ).set_defaults(func=cmd_doctor)
+    sub.add_parser(
+        "pools", help="store each exchange pool's limit (exchanges.<id>.pool_limit) in Dagster"
+    ).set_defaults(func=cmd_pools)
     demo = sub.add_parser("demo", help="offline demo: replay exchange + Dagster backfill")
     demo.add_argument("--days", type=int, default=7)
     demo.set_defaults(func=cmd_demo)

@@ -22,8 +22,9 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from resources.reader import SeamlessReader
 from sensors import build_sensors, watched_nodes
 from sensors.common import Clock, wall_clock
+from sensors.pools import pools_sensor
 
-from .config import SeamlessConfig, load_config
+from .config import DagsterConfig, SeamlessConfig, load_config
 from .governance_checks import (
     GOVERNANCE_CRON,
     GOVERNANCE_JOB,
@@ -54,6 +55,22 @@ def _schedule(
     return dg.build_schedule_from_partitioned_job(
         job, day_of_month=min(1 + days, 28), hour_of_day=hours, minute_of_hour=minutes
     )
+
+
+def executor_for(config: DagsterConfig) -> dg.ExecutorDefinition:
+    """The executor of every job of the definitions (`dagster.executor`).
+
+    `in_process` runs each step inside the run worker, which has started and loaded the
+    definitions before any step claims its exchange pool slot; `multiprocess` would claim
+    the slot and then start the step's process (imports, definitions load) while holding it.
+    """
+    if config.executor == "multiprocess":
+        if config.max_concurrent is None:
+            return dg.multiprocess_executor
+        return dg.multiprocess_executor.configured(
+            {"max_concurrent": config.max_concurrent}, name="multiprocess"
+        )
+    return dg.in_process_executor
 
 
 def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> dg.Definitions:
@@ -103,6 +120,7 @@ def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> d
         )
     )
     sensors, live_jobs = build_sensors(config, nodes, jobs, clock=clock)
+    sensors.append(pools_sensor(config))
 
     return dg.Definitions(
         assets=[a for group in assets.values() for a in group],
@@ -110,6 +128,8 @@ def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> d
         jobs=[*jobs, governance_job, *live_jobs],
         schedules=schedules,
         sensors=sensors,
+        # Every job, including the implicit asset job of UI materializations.
+        executor=executor_for(config.dagster),
         resources={
             **resources_from_config(config),
             # Strategies and downstream assets read nodes through this (domain policy, SLA).

@@ -19,6 +19,7 @@ from .history import ensure_history_start
 from .nodes import NodeId
 from .partitions import TimeframeClass, partition_ranges
 from .pipeline import PipelineSettings, RunOutcome, backfill
+from .pools import pool_name
 from .runtime import ArtifactStoreResource, HotStoreResource, RateLimiterResource
 
 COLUMN_SCHEMA = dg.TableSchema(
@@ -38,10 +39,6 @@ class OhlcvRunConfig(dg.Config):
 
     refetch_gaps: bool = False  # retry windows the gap ledger marks as confirmed empty
     refetch_stored: bool = False  # download stored bars again (exchange restatements)
-
-
-def pool_name(exchange_id: str) -> str:
-    return f"exchange_{exchange_id}"
 
 
 def ohlcv_asset(

@@ -1,0 +1,34 @@
+"""`seamless_pools_sensor`: keeps each exchange pool's limit in the instance equal to the
+config's, so a daemon applies `exchanges.<id>.pool_limit` without a manual step."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from seamless_assets.config import SeamlessConfig
+from seamless_assets.pools import apply_pool_limits, configured_pool_limits
+
+POOLS_SENSOR = "seamless_pools_sensor"
+
+
+def pools_sensor(config: SeamlessConfig) -> dg.SensorDefinition:
+    """One read of the instance's pools per tick; writes only a limit that differs."""
+    limits = configured_pool_limits(config)
+
+    @dg.sensor(
+        name=POOLS_SENSOR,
+        minimum_interval_seconds=60,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Stores each exchange pool's limit (exchanges.<id>.pool_limit) in the "
+        "instance when it differs.",
+    )
+    def _pools(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        changes = apply_pool_limits(context.instance, limits)
+        changed = [c.describe() for c in changes if c.changed]
+        for line in changed:
+            context.log.info(f"pool limit set: {line}")
+        if changed:
+            return dg.SkipReason(f"pool limits set: {'; '.join(changed)}")
+        return dg.SkipReason(f"{len(changes)} pool limit(s) already as configured")
+
+    return _pools
