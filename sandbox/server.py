@@ -176,9 +176,9 @@ def _rejection(adm: Admission, state: SandboxState) -> web.Response:
 
 async def _api(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
-    state.enter()
+    arrived_at = state.enter()
     try:
-        resp = await _serve_api(request, state)
+        resp = await _serve_api(request, state, arrived_at)
         # Date on the rate-limit clock, as Binance's own: clients place the used-weight
         # header's count in the right minute (tests may shift that clock).
         resp.headers["Date"] = formatdate(state.wall_now(), usegmt=True)
@@ -187,14 +187,16 @@ async def _api(request: web.Request) -> web.Response:
         state.leave()
 
 
-async def _serve_api(request: web.Request, state: SandboxState) -> web.Response:
+async def _serve_api(request: web.Request, state: SandboxState, arrived_at: float) -> web.Response:
     name = request.match_info["name"]
     cfg = state.config
     known = name in ("ping", "time", "exchangeInfo", "klines")
     endpoint = name if known else "other"
     if cfg.latency_ms > 0:
         await asyncio.sleep(cfg.latency_ms / 1000.0)
-    adm = state.admit(endpoint, int(cfg.weights.get(name, 1)), klines=name == "klines")
+    adm = state.admit(
+        endpoint, int(cfg.weights.get(name, 1)), klines=name == "klines", arrived_at=arrived_at
+    )
     entry = _kline_entry(request.query) if name == "klines" else None
     if adm.status:
         resp = _rejection(adm, state)

@@ -9,9 +9,11 @@ Rate-limit semantics (Binance's, on the sandbox's wall clock):
   and open a penalty window (until the minute ends, or `Retry-After` seconds). Counted in
   `sent_429` (one per penalty issued).
 * In-flight grace: a client with several requests in flight cannot recall the ones
-  already sent when the 429 reaches it. Requests arriving within `penalty_grace_ms` after
-  a 429 was issued are answered 429 (remaining `Retry-After`) and counted in
-  `in_flight_after_429`; they are not violations and extend nothing.
+  already sent when the 429 reaches it. Requests arriving (before injected latency)
+  earlier than `penalty_grace_ms` after a 429 was issued, or before it, are answered 429
+  (remaining `Retry-After`) and counted in `in_flight_after_429`; they are not
+  violations and extend nothing. `penalty_grace_ms: 0` tolerates only the requests that
+  had arrived before the 429 was issued.
 * Any other request inside the penalty window is a client that ignored `Retry-After`:
   418, the ban extends by `ban_seconds` from now, counted in `sent_418` and
   `requests_in_penalty` (so a well-behaved client keeps both at 0).
@@ -130,10 +132,18 @@ class SandboxState:
             return out
 
     # ------------------------------------------------------------------ admission
-    def admit(self, endpoint: str, weight: int, *, klines: bool) -> Admission:
+    def admit(
+        self, endpoint: str, weight: int, *, klines: bool, arrived_at: float | None = None
+    ) -> Admission:
         """Count one /api request and decide how it is answered (Binance order of checks:
-        unavailable, then banned/penalised, then over budget; 5xx after weight is taken)."""
+        unavailable, then banned/penalised, then over budget; 5xx after weight is taken).
+
+        `arrived_at` (this clock, from `enter`) is when the request reached the exchange,
+        before any injected latency: the in-flight grace is measured from it, so a request
+        the client sent before the 429 existed is never a violation because the server
+        was slow to admit it."""
         now = self._wall()
+        arrived = now if arrived_at is None else arrived_at
         with self._lock:
             cfg = self._config
             c = self._c
@@ -146,7 +156,7 @@ class SandboxState:
             if cfg.down:
                 return Admission(503, None, self._window_used, "down", at=now)
             if now < self._penalty_until:
-                if now - self._last_429_at <= cfg.penalty_grace_ms / 1000.0:
+                if arrived - self._last_429_at <= cfg.penalty_grace_ms / 1000.0:
                     c.in_flight_after_429 += 1  # sent before its client saw the 429
                     retry = max(1, math.ceil(self._penalty_until - now))
                     return Admission(429, retry, self._window_used, "in_flight", at=now)
@@ -195,12 +205,15 @@ class SandboxState:
         with self._lock:
             return self._window_used if int(now // 60) == self._window_minute else 0
 
-    def enter(self) -> None:
-        """An /api request started (before any injected latency)."""
+    def enter(self) -> float:
+        """An /api request started (before any injected latency); returns its arrival
+        instant on the rate-limit clock."""
+        now = self._wall()
         with self._lock:
             c = self._c
             c.in_flight += 1
             c.max_in_flight = max(c.max_in_flight, c.in_flight)
+        return now
 
     def leave(self) -> None:
         """An /api request was answered."""
