@@ -308,7 +308,9 @@ def test_per_exchange_overrides_apply_over_the_global_section() -> None:
     assert binance.tokens_per_interval == config.seamless.rate_limit.tokens_per_interval
     bybit = config.rate_limit_for("bybit")
     assert (bybit.tokens_per_interval, bybit.interval_ms) == (8, 1000)
-    assert config.rate_limit_for("okx") == config.seamless.rate_limit
+    # workers: null becomes the exchange's pool limit (1 by default)
+    okx = config.seamless.rate_limit.model_copy(update={"workers": 1})
+    assert config.rate_limit_for("okx") == okx
 
 
 def test_per_exchange_override_min_interval_against_global_ms() -> None:
