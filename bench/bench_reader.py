@@ -53,7 +53,6 @@ def bench_config(data_dir: Path, sandbox_url: str, *, cache: bool) -> dict[str, 
             "rate_limit": {
                 "tokens_per_interval": unlimited,
                 "interval_ms": 1000,
-                "burst_tokens": unlimited,
                 "min_interval_ms": 0,
             },
             "partitions": {"intraday_start": "2022-01-01", "daily_start": "2022-01-01"},
@@ -86,7 +85,9 @@ def build_year(work: Path) -> int:
     from seamless_assets.runtime import resources_from_config
 
     end = T0 + DAYS * DAY
-    with SandboxExchange(SandboxConfig(frozen_now_s=end + DAY)) as sandbox:
+    with SandboxExchange(
+        SandboxConfig(frozen_now_s=end + DAY, weight_limit_per_minute=10**9)
+    ) as sandbox:
         write_configs(work, sandbox.url)
         config = load_config(work / "uncached.yaml")
         node = config.node(NODE)

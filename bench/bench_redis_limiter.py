@@ -35,7 +35,7 @@ def worker(dsn: str, prefix: str, concurrency: int, seconds: float, barrier: Any
     config = RateLimitConfig(
         tokens_per_interval=UNLIMITED,
         interval_ms=1000,
-        burst_tokens=UNLIMITED,
+        burst_tokens=UNLIMITED / 10,  # the bucket is part of the window's budget
         local_semaphore=concurrency,
         min_interval_ms=0,
     )
