@@ -134,7 +134,8 @@ def plan_budget(
 
     A configured `tokens_per_interval` (per `interval_ms`) is rescaled to the exchange's
     window and wins when it is lower than the published limit; a higher one is lowered to
-    the published limit (`Budget.clamped_from` says so, for a warning). `share` > 1 plans
+    the published limit, its `burst_tokens` in proportion (`Budget.clamped_from` says so,
+    for a warning). `share` > 1 plans
     one worker's part of the budget (`L_eff / share`) while Redis is down.
     """
     window_s = limits.interval_ms / 1000
@@ -145,6 +146,8 @@ def plan_budget(
         configured = tokens_per_interval * limits.interval_ms / interval_ms
         if configured > published * (1 + 1e-9):
             clamped = configured
+            if burst_tokens is not None:  # the burst shrinks with the rate it was set for
+                burst_tokens = burst_tokens * published / configured
         else:
             limit = configured
     limit_eff = limit * (1 - safety_margin) / share

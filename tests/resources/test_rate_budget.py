@@ -75,6 +75,9 @@ def test_a_configured_rate_above_the_published_limit_is_lowered_with_a_warning(
 ) -> None:
     budget = plan(tokens_per_interval=12_000)
     assert budget.clamped_from == 12_000 and budget.limit == pytest.approx(5880)
+    # an "unbounded" budget with a burst to match: the burst shrinks in proportion
+    unbounded = plan(tokens_per_interval=1e6, interval_ms=1000, burst_tokens=1e5)
+    assert unbounded.limit == pytest.approx(5880) and unbounded.capacity == 20
     limiter = LocalRateLimiter(RateLimitConfig(tokens_per_interval=12_000))
     limiter.register("ccxt:binance", BINANCE)
     with caplog.at_level(logging.WARNING):
