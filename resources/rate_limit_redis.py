@@ -198,18 +198,22 @@ def redact_dsn(dsn: str) -> str:
 
 
 class RedisRateLimiter:
-    """The cluster-wide budget: token bucket and penalty window in Redis, shared by every
-    worker on the key; `local_semaphore` and `min_interval_ms` stay per process (an inner
-    `LocalRateLimiter`).
+    """The cluster-wide budget: window-safe bucket, the exchange's count per window and
+    the penalty window in Redis, shared by every worker on the key; `local_semaphore`,
+    `min_interval_ms` and the budget plan (exchange limits, published limit, exchange
+    clock) stay per process, in an inner `LocalRateLimiter`.
 
     Redis calls run in a worker thread on a thread-safe sync client, so any number of
     event loops may share one limiter. When a call fails the limiter logs a warning,
-    counts `stats.fallbacks` and serves every key from the inner local limiter (its own
-    per-process budget and the penalties this process knows); every `retry_redis_after_s`
-    one request tries Redis again, and the first success switches back (`stats.recoveries`)
-    and pushes the penalties still running locally to Redis.
+    counts `stats.fallbacks` and serves every key from the inner local limiter with
+    1/`workers` of the budget (an empty bucket; the window in progress counted as spent;
+    the penalties and exchange counts this process knows); every `retry_redis_after_s`
+    one request tries Redis again, and the first success switches back
+    (`stats.recoveries`): it seeds the window with this process's outage grants, empties
+    the shared bucket and pushes the penalties still running locally to Redis.
 
-    Keys: the bucket is `{key_prefix}{key}`, its penalty window `{key_prefix}{key}:penalty`.
+    Keys: the bucket is `{key_prefix}{key}`, its penalty window `{key_prefix}{key}:penalty`,
+    the exchange's window `{key_prefix}{key}:window`.
     """
 
     token_bucket_lua = TOKEN_BUCKET_LUA

@@ -186,6 +186,30 @@ def test_a_429_with_every_slot_in_flight_never_becomes_a_ban(sandbox: SandboxExc
     assert stats["in_flight_after_429"] >= 1
 
 
+def test_a_request_granted_before_a_penalty_waits_it_out_before_sending(
+    sandbox: SandboxExchange,
+) -> None:
+    """The gap inside ccxt between throttle() (the grant) and the HTTP send: a penalty
+    arriving there still holds the request, which then takes its budget again."""
+    config = project(sandbox)
+    limiter = LocalRateLimiter(config.rate_limit_for("binance"))
+    client = client_for(config, limiter)
+
+    async def run() -> tuple[float, int]:
+        async with client:
+            await client.load_markets()
+            await client.exchange.throttle(0.2)  # granted: 1 weight
+            granted = limiter.stats.acquisitions
+            limiter.penalize_now("ccxt:binance", time.time() + 0.5, "HTTP 429")
+            started = time.monotonic()
+            await client.exchange.fetch(f"{sandbox.url}/api/v3/ping")
+            return time.monotonic() - started, limiter.stats.acquisitions - granted
+
+    waited, taken_again = asyncio.run(run())
+    assert waited >= 0.45 and taken_again == 1
+    assert sandbox.stats()["requests_in_penalty"] == 0
+
+
 # --------------------------------------------------------------------------- Redis down
 def test_redis_killed_mid_run_keeps_three_workers_inside_the_budget(
     sandbox: SandboxExchange, wall: OffsetWall, tmp_path: Path, caplog: pytest.LogCaptureFixture

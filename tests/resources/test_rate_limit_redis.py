@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import redis
 
+from resources.rate_budget import ExchangeLimits
 from resources.rate_limit import (
     TOKEN_BUCKET_LUA,
     LocalRateLimiter,
@@ -231,6 +232,33 @@ def test_a_deadline_that_can_be_met_waits_the_exact_deficit(
     assert first - started >= 0.6 - 0.05  # on Redis time: the first waited a refill too
     assert 0.6 - 1e-3 <= second - first < 0.7
     assert limiter.stats.acquisitions == 2
+
+
+def test_the_exchange_count_seen_by_one_worker_holds_the_others(
+    make: Callable[..., GrantLog],
+) -> None:
+    """Worker A hears the exchange report 99 of 100 used in this window (someone else
+    spent most of it): worker B, which saw no response, holds its request to the next
+    window instead of sending it."""
+    cfg = config(tokens_per_interval=None, burst_tokens=None, safety_margin=0)
+    limits = ExchangeLimits("request weight", 1.0, 100, 2000, "X-USED", 1.0)
+    a, b = make(cfg), make(cfg)
+    for limiter in (a, b):
+        limiter.register(KEY, limits, time.time)
+    while time.time() % 2 > 0.5:  # start early in a 2 s window
+        time.sleep(0.05)
+
+    async def scenario() -> float:
+        await a.acquire(KEY, 1, deadline_s=5)
+        a.report_used(KEY, 99, time.time())  # synchronous, as in the response handler
+        window_end = (time.time() // 2 + 1) * 2
+        await b.acquire(KEY, 2, deadline_s=5)
+        return window_end
+
+    window_end = asyncio.run(scenario())
+    assert b.grants()[-1] >= window_end  # on Redis time: not before the window ended
+    assert b.stats.window_holds >= 1 and b.stats.held_windows == 1
+    assert a.stats.window_holds == 0
 
 
 def test_min_interval_and_slots_stay_per_process(make: Callable[..., GrantLog]) -> None:
