@@ -10,11 +10,10 @@ import functools
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from resources.exchange import ExchangeClient
 from seamless_assets.core.conformance import FLAGS
 from seamless_assets.core.coverage import LedgerGap, missing_ranges
 from seamless_assets.core.frame import Range
@@ -27,6 +26,9 @@ from seamless_assets.pipeline import RunOutcome, backfill
 from .read_fill import ensure, server_now, stored_missing
 from .read_runtime import ReaderRuntime
 from .read_storage import BoundedCalls
+
+if TYPE_CHECKING:  # ccxt loads when a client is built, not with the reader resource
+    from resources.exchange import ExchangeClient
 
 
 class ReadPlan:

@@ -47,21 +47,19 @@ switches domain loses its entries. Metrics (`metrics()`) use the blueprint's nam
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 from pydantic import PrivateAttr
 
-from resources.artifacts.base import ArtifactStore
-from resources.hot_store.base import HotStore
 from seamless_assets.config import SeamlessConfig, load_config
-from seamless_assets.core.fetch_cache import CacheKey, CacheStats, FetchCache
 from seamless_assets.core.frame import Range
 from seamless_assets.core.read_context import (
     ComputeContext,
@@ -72,15 +70,35 @@ from seamless_assets.core.read_context import (
     Strategy,
 )
 from seamless_assets.core.sla import PhaseTimings
-from seamless_assets.core.snapshot import parse_as_of
 from seamless_assets.errors import AsOfRequired
 
-from .read_domains import DomainRead
-from .read_echo import ReadRequest, blend_fingerprint, frame_bytes
-from .read_fill import ensure
-from .read_live import LiveRead
-from .read_runtime import ReaderRuntime
 from .read_windows import partition_keys, partition_windows
+
+# The read layers (pandas, pyarrow, ccxt, the stores) load when a reader opens its stores,
+# not when the definitions that hold this resource load.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from resources.artifacts.base import ArtifactStore
+    from resources.hot_store.base import HotStore
+    from seamless_assets.core.fetch_cache import CacheKey, CacheStats, FetchCache
+
+    from .read_echo import blend_fingerprint, frame_bytes
+    from .read_runtime import ReaderRuntime
+
+_LAZY_EXPORTS = {
+    "CacheStats": "seamless_assets.core.fetch_cache",
+    "FetchCache": "seamless_assets.core.fetch_cache",
+    "blend_fingerprint": "resources.read_echo",
+    "frame_bytes": "resources.read_echo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_EXPORTS:
+        return getattr(importlib.import_module(_LAZY_EXPORTS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CacheStats",
@@ -138,6 +156,8 @@ class SeamlessReader(dg.ConfigurableResource):
         artifacts: ArtifactStore | None = None,
     ) -> SeamlessReader:
         """A reader over an already loaded config, optionally with given stores."""
+        from .read_runtime import ReaderRuntime
+
         reader = cls(config_path=config.source or "")
         reader._rt = ReaderRuntime(config, hot=hot, artifacts=artifacts)
         return reader
@@ -163,6 +183,8 @@ class SeamlessReader(dg.ConfigurableResource):
     def _runtime(self) -> ReaderRuntime:
         with self._rt_lock:
             if self._rt is None:
+                from .read_runtime import ReaderRuntime
+
                 self._rt = ReaderRuntime(load_config(self.config_path or None))
             return self._rt
 
@@ -198,6 +220,12 @@ class SeamlessReader(dg.ConfigurableResource):
         self, node_id: str, start: Instant, end: Instant, context: ComputeContext
     ) -> tuple[pd.DataFrame, SeamlessFetchMetadata]:
         """Bars of `node_id` with `ts` in `[start, end)` under `context`, and the echo."""
+        from seamless_assets.core.snapshot import parse_as_of
+
+        from .read_domains import DomainRead
+        from .read_echo import ReadRequest
+        from .read_live import LiveRead
+
         rt = self._runtime()
         node = rt.config.node(node_id)
         window = Range(parse_as_of(start), parse_as_of(end))
@@ -287,6 +315,10 @@ class SeamlessReader(dg.ConfigurableResource):
         Redis lease across processes when Redis is configured. Waits at most `timeout_s`
         (default `backfill.single_flight_ttl_ms`), then raises
         `SeamlessSLAExceeded("backfill_wait")`."""
+        from seamless_assets.core.snapshot import parse_as_of
+
+        from .read_fill import ensure
+
         rt = self._runtime()
         node = rt.config.node(node_id)
         window = Range(parse_as_of(start), parse_as_of(end))

@@ -4,14 +4,17 @@ store and what conformance did to the rows the run fetched."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
 
-from .core.conformance import NON_FINITE, NON_POSITIVE_PRICE, OHLC_INCONSISTENT, ZERO_BAR
 from .core.coverage import bar_count, completeness_ratio, ranges_from_timestamps
+from .core.flags import NON_FINITE, NON_POSITIVE_PRICE, OHLC_INCONSISTENT, ZERO_BAR
 from .core.frame import TS
-from .pipeline import PartitionOutcome, RunOutcome
+
+if TYPE_CHECKING:  # the pipeline (pandas, ccxt) loads with the run, not with the specs
+    from .pipeline import PartitionOutcome, RunOutcome
 
 COVERAGE = "coverage_ratio"
 NO_DUPLICATES = "no_duplicate_ts"

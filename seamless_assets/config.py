@@ -876,14 +876,15 @@ def _close_matches(word: str, candidates: list[str]) -> list[str]:
 
 
 def _validate_exchanges(config: SeamlessConfig) -> None:
-    import ccxt  # local: heavy import, only needed at load
+    from .exchange_catalog import exchange_catalog  # ccxt's ids and timeframes, cached
 
+    catalog = exchange_catalog()
     source = config.source
     supported: dict[str, dict[str, Any]] = {}
     for exchange_id, exchange in config.exchanges.items():
         key = f"exchanges.{exchange_id}"
-        if exchange_id not in ccxt.exchanges:
-            close = _close_matches(exchange_id, list(ccxt.exchanges))
+        if exchange_id not in catalog.timeframes:
+            close = _close_matches(exchange_id, catalog.exchanges)
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigError(
                 key,
@@ -891,7 +892,7 @@ def _validate_exchanges(config: SeamlessConfig) -> None:
                 "ccxt.exchanges)",
                 source,
             )
-        timeframes = dict(getattr(ccxt, exchange_id)().timeframes or {})
+        timeframes = catalog.timeframes[exchange_id]
         supported[exchange_id] = timeframes
         if not timeframes and (exchange.timeframes or exchange.symbols):
             raise ConfigError(key, f"{exchange_id} offers no OHLCV candles through ccxt", source)

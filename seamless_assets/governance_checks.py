@@ -25,12 +25,10 @@ import statistics
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from resources.artifacts.base import ArtifactStore
-from resources.hot_store.base import HotStore
 from sensors.common import WatchedNode, wall_clock
 from sensors.coverage_scan import (
     PartitionCoverage,
@@ -42,7 +40,7 @@ from sensors.coverage_scan import (
 from sensors.gap_repair import history_floor_s
 
 from .config import SeamlessConfig
-from .core.conformance import (
+from .core.flags import (
     INVALID_TIMESTAMP,
     NON_FINITE,
     NON_POSITIVE_PRICE,
@@ -53,6 +51,10 @@ from .core.frame import Range, iso_utc
 from .core.stabilization import closed_end, stable_end
 from .history import history_start_s
 from .runtime import ArtifactStoreResource, HotStoreResource
+
+if TYPE_CHECKING:  # the stores (pandas, pyarrow, pandera) load when a check runs
+    from resources.artifacts.base import ArtifactStore
+    from resources.hot_store.base import HotStore
 
 PARTITION_COVERAGE = "partition_coverage"
 LIVE_STALENESS = "live_staleness"
@@ -183,7 +185,7 @@ def coverage_result(
 
 
 def staleness_result(
-    node: WatchedNode, hot: HotStore, now_s: float, settings: GovernanceSettings
+    node: WatchedNode, hot: "HotStore", now_s: float, settings: GovernanceSettings
 ) -> dg.AssetCheckResult:
     max_lag = settings.live_max_lag_s
     interval, origin = node.node.interval_s, node.node.timeframe.origin_s
@@ -218,7 +220,7 @@ def staleness_result(
     )
 
 
-def unsnapshotted(store: ArtifactStore, node: WatchedNode, stable_end_s: int) -> list[Range]:
+def unsnapshotted(store: "ArtifactStore", node: WatchedNode, stable_end_s: int) -> list[Range]:
     """Published partitions ending by `stable_end_s` that the newest snapshot lacks or lists
     with another fingerprint, in time order."""
     return sorted(store.unsnapshotted(node.node, stable_end_s))
@@ -226,7 +228,7 @@ def unsnapshotted(store: ArtifactStore, node: WatchedNode, stable_end_s: int) ->
 
 def stall_result(
     node: WatchedNode,
-    store: ArtifactStore,
+    store: "ArtifactStore",
     now_s: float,
     settings: GovernanceSettings,
     materialized_at: MaterializedAt = lambda _key: None,
@@ -292,7 +294,7 @@ def flag_spikes(counts: Sequence[Mapping[str, int]]) -> list[tuple[int, str, int
     return out
 
 
-def manifest_flags(store: ArtifactStore, node: WatchedNode) -> list[tuple[Range, dict[str, int]]]:
+def manifest_flags(store: "ArtifactStore", node: WatchedNode) -> list[tuple[Range, dict[str, int]]]:
     """Every published partition's conformance flag counts, in time order."""
     heads = sorted(store.heads(node.node).items())
 
@@ -307,7 +309,7 @@ def manifest_flags(store: ArtifactStore, node: WatchedNode) -> list[tuple[Range,
 
 
 def spike_result(
-    node: WatchedNode, store: ArtifactStore, settings: GovernanceSettings
+    node: WatchedNode, store: "ArtifactStore", settings: GovernanceSettings
 ) -> dg.AssetCheckResult:
     partitions = manifest_flags(store, node)
     spikes = flag_spikes([flags for _, flags in partitions])
@@ -335,8 +337,8 @@ def spike_result(
 
 def evaluate_governance(
     node: WatchedNode,
-    hot: HotStore,
-    store: ArtifactStore,
+    hot: "HotStore",
+    store: "ArtifactStore",
     now_s: float,
     settings: GovernanceSettings,
     floor_s: float | None = None,

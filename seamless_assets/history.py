@@ -17,16 +17,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
-
-from ccxt.base import errors as ccxt_errors
-
-from resources.artifacts.base import ArtifactStore
-from resources.exchange import ExchangeClient
+from typing import TYPE_CHECKING, Any
 
 from .core.frame import iso_utc
 from .errors import ExchangeUnavailable
 from .nodes import NodeId
+
+if TYPE_CHECKING:  # ccxt loads with the client, not with the sensors that read the start
+    from resources.artifacts.base import ArtifactStore
+    from resources.exchange import ExchangeClient
 
 HISTORY_START_FILE = "history_start.json"
 FIRST_CANDLES = 5  # a few, so one malformed first row does not decide the start
@@ -60,6 +59,8 @@ def record_history_start(store: ArtifactStore, node: NodeId, start_s: int) -> in
 async def first_bar_s(client: ExchangeClient, node: NodeId) -> int | None:
     """Open time (epoch s) of the oldest candle the exchange serves for `node`, None when
     it serves none. Rows with implausible open times (0, garbage) are ignored."""
+    from ccxt.base import errors as ccxt_errors
+
     await client.check_symbol(node.symbol)
     try:
         rows: list[list[Any]] = await client.exchange.fetch_ohlcv(

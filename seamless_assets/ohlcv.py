@@ -1,26 +1,30 @@
-"""The asset factory: one time-partitioned asset per node of the catalog."""
+"""The asset factory: one time-partitioned asset per node of the catalog.
+
+What a run needs (ccxt, the pipeline, pandas) is imported in the asset's body: defining
+the assets stays cheap for every process that loads the definitions, and the resources
+have imported it before a step claims its pool slot (see `runtime`)."""
 
 import asyncio
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
-from resources.artifacts.base import ArtifactStore
-from resources.exchange import ExchangeClient, ExchangeSettings
-
-from .checks import check_results, check_specs
+from .checks import check_specs
 from .config import SeamlessConfig
-from .core.fingerprint import combine_fingerprints
 from .core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, Range, iso_utc
 from .errors import SeamlessError
-from .history import ensure_history_start
 from .nodes import NodeId
 from .partitions import TimeframeClass, partition_ranges
-from .pipeline import PipelineSettings, RunOutcome, backfill
 from .pools import pool_name
 from .runtime import ArtifactStoreResource, HotStoreResource, RateLimiterResource
+
+if TYPE_CHECKING:
+    from resources.artifacts.base import ArtifactStore
+    from resources.exchange import ExchangeClient
+
+    from .pipeline import RunOutcome
 
 COLUMN_SCHEMA = dg.TableSchema(
     columns=[
@@ -46,13 +50,8 @@ def ohlcv_asset(
 ) -> dg.AssetsDefinition:
     """Define the asset of `node`: closed bars, hot-stored, published as segments."""
     key = dg.AssetKey(node.asset_key_path())
-    exchange_settings = ExchangeSettings.from_config(seamless_config, node.exchange)
     rate_config = seamless_config.rate_limit_for(node.exchange)
     section = seamless_config.seamless
-    pipeline_settings = PipelineSettings(
-        stabilization_bars=section.artifact.stabilization_bars,
-        conformance_version=section.conformance.version,
-    )
     threshold = section.observability.coverage_ratio_threshold
     partitions_def = tf_class.partitions_def
 
@@ -81,6 +80,16 @@ def ohlcv_asset(
         artifacts: ArtifactStoreResource,
         rate_limiter: RateLimiterResource,
     ) -> dg.MaterializeResult:
+        from resources.exchange import ExchangeClient, ExchangeSettings
+
+        from .checks import check_results
+        from .pipeline import PipelineSettings, backfill
+
+        exchange_settings = ExchangeSettings.from_config(seamless_config, node.exchange)
+        pipeline_settings = PipelineSettings(
+            stabilization_bars=section.artifact.stabilization_bars,
+            conformance_version=section.conformance.version,
+        )
         key_range = context.partition_key_range  # a single-run backfill: one contiguous range
         partitions = partition_ranges(partitions_def, key_range.start, key_range.end)
         limiter = rate_limiter.limiter(rate_config)
@@ -118,12 +127,14 @@ def ohlcv_asset(
 
 def _record_history_start(
     context: dg.AssetExecutionContext,
-    store: ArtifactStore,
+    store: "ArtifactStore",
     node: NodeId,
-    client_factory: Callable[[], ExchangeClient],
+    client_factory: Callable[[], "ExchangeClient"],
 ) -> None:
     """Discover and record the node's first bar once (one candle request on its first run);
     an exchange that cannot tell yet does not fail the run: the next run asks again."""
+    from .history import ensure_history_start
+
     try:
         start = ensure_history_start(store, node, client_factory)
     except SeamlessError as exc:
@@ -133,12 +144,14 @@ def _record_history_start(
         context.log.info(f"{node}: history starts {iso_utc(start)}")
 
 
-def _run_fingerprint(outcome: RunOutcome) -> str:
+def _run_fingerprint(outcome: "RunOutcome") -> str:
+    from .core.fingerprint import combine_fingerprints
+
     prints = [p.fingerprint or f"unpublished:{p.window.start}" for p in outcome.partitions]
     return combine_fingerprints(prints)
 
 
-def _summary(outcome: RunOutcome) -> str:
+def _summary(outcome: "RunOutcome") -> str:
     published = outcome.published
     written = sum(p.written for p in published)
     held = [p for p in outcome.partitions if not p.stable]
@@ -150,7 +163,7 @@ def _summary(outcome: RunOutcome) -> str:
     )
 
 
-def _metadata(outcome: RunOutcome) -> dict[str, Any]:
+def _metadata(outcome: "RunOutcome") -> dict[str, Any]:
     """Run-level metadata. A single-run backfill copies it onto every partition's
     materialization event, so it stays to what audits need; the rest is in `_details`."""
     frame = outcome.frame
@@ -175,7 +188,7 @@ def _metadata(outcome: RunOutcome) -> dict[str, Any]:
     }
 
 
-def _details(outcome: RunOutcome) -> str:
+def _details(outcome: "RunOutcome") -> str:
     """The rest of the run's facts, as one structured log line (JSON)."""
     requests = outcome.requests
     return json.dumps(

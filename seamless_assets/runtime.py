@@ -2,29 +2,32 @@
 
 Which implementation backs each protocol is decided here, from the config, in one place
 (`resources_from_config`); assets only see the protocols.
+
+The implementations (DuckDB, psycopg, QuestDB, boto3, Redis, pandas, pyarrow, ccxt) are
+imported when a resource is set up for a run, not when the definitions load: loading stays
+fast for the code server, and a run's worker has imported them before any of its steps
+claims an exchange pool slot (in_process executor).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import socket
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse, urlsplit
 
 import dagster as dg
 
-from resources.artifacts.base import ArtifactStore
-from resources.artifacts.filesystem import LocalDirectoryBlobStore
-from resources.artifacts.s3 import S3_MAX_WORKERS, open_s3_blob_store
-from resources.hot_store.base import HotStore
-from resources.hot_store.duckdb import DuckDBHotStore
-from resources.hot_store.questdb import QuestDBHotStore
-from resources.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
-
 from .config import RateLimitConfig, SeamlessConfig
 from .errors import ConfigError, StoreError
+
+if TYPE_CHECKING:
+    from resources.artifacts.base import ArtifactStore
+    from resources.hot_store.base import HotStore
+    from resources.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 
 SECRET_ENV_PREFIX = "SEAMLESS_SECRET_"
 
@@ -81,10 +84,18 @@ class HotStoreResource(dg.ConfigurableResource):
     questdb_table_prefix: str = ""
     questdb_ttl_days: int | None = None
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        if self.backend in ("duckdb", "questdb"):  # `open` names any other value
+            _warm_up(f"resources.hot_store.{self.backend}")
+
     def open(self) -> HotStore:
         if self.backend == "duckdb":
+            from resources.hot_store.duckdb import DuckDBHotStore
+
             return DuckDBHotStore(self.duckdb_path)
         if self.backend == "questdb":
+            from resources.hot_store.questdb import QuestDBHotStore
+
             return QuestDBHotStore(
                 resolved(self.questdb_dsn),
                 resolved(self.questdb_ilp),
@@ -117,12 +128,21 @@ class ArtifactStoreResource(dg.ConfigurableResource):
         names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
         return {name.lower(): dg.EnvVar(name) for name in names if os.environ.get(name)}
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        _warm_up("resources.artifacts.base")
+
     def open(self) -> ArtifactStore:
+        from resources.artifacts.base import ArtifactStore
+
         uri = urlparse(self.object_store_uri)
         if uri.scheme == "file":
+            from resources.artifacts.filesystem import LocalDirectoryBlobStore
+
             blobs = LocalDirectoryBlobStore(uri.path)
             return ArtifactStore(blobs, partition_template=self.partition_template)
         if uri.scheme == "s3":
+            from resources.artifacts.s3 import S3_MAX_WORKERS, open_s3_blob_store
+
             # Outside a Dagster run (CLI, tests) EnvVar fields are not resolved yet.
             key_id, secret = (
                 value.get_value() if isinstance(value, dg.EnvVar) else value
@@ -149,6 +169,8 @@ class ArtifactStoreResource(dg.ConfigurableResource):
 
 @cache
 def _local_limiter(config: RateLimitConfig) -> LocalRateLimiter:
+    from resources.rate_limit import LocalRateLimiter
+
     # One limiter per budget per process, shared by every run step in this process.
     return LocalRateLimiter(config)
 
@@ -157,6 +179,8 @@ def _local_limiter(config: RateLimitConfig) -> LocalRateLimiter:
 def _redis_limiter(dsn: str, config: RateLimitConfig) -> RedisRateLimiter:
     # Likewise one per (Redis, budget) per process: its local slots, spacing and fallback
     # bucket are per process, the token bucket and penalties are shared through Redis.
+    from resources.rate_limit import RedisRateLimiter
+
     return RedisRateLimiter(config, dsn)
 
 
@@ -166,11 +190,22 @@ class RateLimiterResource(dg.ConfigurableResource):
 
     redis_dsn: str = ""
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # The limiter's users: the exchange client and ccxt (the slowest import of all).
+        _warm_up("resources.rate_limit", "resources.exchange", "ccxt.async_support")
+
     def limiter(self, config: RateLimitConfig) -> RateLimiter:
         dsn = resolved(self.redis_dsn) or config.redis_dsn
         if dsn:
             return _redis_limiter(dsn, config)
         return _local_limiter(config)
+
+
+def _warm_up(*modules: str) -> None:
+    """Import a resource's implementation when it is set up for a run: before the run's
+    steps claim their pool slots, rather than inside the first step that needs it."""
+    for module in modules:
+        importlib.import_module(module)
 
 
 def resources_from_config(config: SeamlessConfig) -> dict[str, dg.ConfigurableResource]:

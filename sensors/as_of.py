@@ -17,17 +17,14 @@ The newest snapshot is recorded as an `AssetObservation` on the node's asset, on
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 import numpy as np
 
-from resources.artifacts.base import ArtifactStore
-from resources.hot_store.base import HotStore
 from seamless_assets.config import SeamlessConfig
 from seamless_assets.core.coverage import merge_ranges
 from seamless_assets.core.frame import Range, iso_utc
-from seamless_assets.core.snapshot import Snapshot
 from seamless_assets.core.stabilization import stable_end
 from seamless_assets.errors import SeamlessError
 from seamless_assets.history import history_start_s
@@ -38,12 +35,17 @@ from seamless_assets.runtime import ArtifactStoreResource, HotStoreResource
 from .common import Clock, WatchedNode, dump_cursor, load_cursor, wall_clock
 from .coverage_scan import bars_before
 
+if TYPE_CHECKING:  # the stores (pandas, pyarrow, pandera) load on a tick
+    from resources.artifacts.base import ArtifactStore
+    from resources.hot_store.base import HotStore
+    from seamless_assets.core.snapshot import Snapshot
+
 SENSOR_NAME = "seamless_as_of_sensor"
 REFRESH_S = 600
 MAX_MISSING_SHOWN = 20
 
 
-def snapshot_coverage(node: WatchedNode, snapshot: Snapshot, hot: HotStore) -> dict[str, Any]:
+def snapshot_coverage(node: WatchedNode, snapshot: "Snapshot", hot: "HotStore") -> dict[str, Any]:
     """Rows in the snapshot over the bars it should hold from its first segment to as_of,
     not counting windows the gap ledger confirms empty (before listing, maintenance)."""
     interval, origin = node.node.interval_s, node.node.timeframe.origin_s
@@ -61,7 +63,7 @@ def snapshot_coverage(node: WatchedNode, snapshot: Snapshot, hot: HotStore) -> d
 
 
 def as_of_observation(
-    node: WatchedNode, snapshot: Snapshot, hot: HotStore, store: ArtifactStore
+    node: WatchedNode, snapshot: "Snapshot", hot: "HotStore", store: "ArtifactStore"
 ) -> dg.AssetObservation:
     coverage = snapshot_coverage(node, snapshot, hot)
     missing = [str(r) for r in snapshot.missing[:MAX_MISSING_SHOWN]]
@@ -90,8 +92,8 @@ def as_of_observation(
 
 
 def advance_to_now(
-    store: ArtifactStore, node: NodeId, config: SeamlessConfig, now_s: float
-) -> Snapshot | None:
+    store: "ArtifactStore", node: NodeId, config: SeamlessConfig, now_s: float
+) -> "Snapshot | None":
     """Commit `node`'s published set as of what is stable at `now_s`
     (`stabilization_bars`) if it changed; its latest snapshot afterwards, None while
     nothing is published."""
@@ -112,7 +114,7 @@ def stable_at(node: NodeId, config: SeamlessConfig, now_s: float) -> int:
     return stable_end(int(now_s), node.interval_s, bars, origin_s=node.timeframe.origin_s)
 
 
-def stable_windows_tag(store: ArtifactStore, node: NodeId, stable_s: int) -> str:
+def stable_windows_tag(store: "ArtifactStore", node: NodeId, stable_s: int) -> str:
     """A short digest of the node's stable partition windows (key names only, no reads)."""
     windows = [w for w in store.head_windows(node) if w.end <= stable_s]
     text = ",".join(f"{w.start}-{w.end}" for w in windows)

@@ -12,17 +12,20 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
 from dagster._core.definitions.partitions.context import partition_loading_context
 
-from resources.artifacts.base import ArtifactStore
-from resources.hot_store.base import HotStore
 from seamless_assets.core.coverage import merge_ranges, subtract_ranges
 from seamless_assets.core.frame import Range
 from seamless_assets.core.stabilization import stable_end
 from seamless_assets.nodes import NodeId
+
+if TYPE_CHECKING:  # the stores (pandas, pyarrow, pandera) load on a tick
+    from resources.artifacts.base import ArtifactStore
+    from resources.hot_store.base import HotStore
 
 _I64 = np.int64
 _HEAD_NAME = re.compile(

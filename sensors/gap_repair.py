@@ -21,6 +21,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import (
@@ -31,11 +32,9 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
-from resources.exchange import ExchangeClient, ExchangeSettings
-from resources.rate_limit import RateLimiter
 from seamless_assets.config import SeamlessConfig
 from seamless_assets.errors import SeamlessError
-from seamless_assets.history import ensure_history_start, history_start_s
+from seamless_assets.history import history_start_s
 from seamless_assets.nodes import NodeId
 from seamless_assets.runtime import (
     ArtifactStoreResource,
@@ -192,10 +191,7 @@ def gap_repair_sensor(
     section = config.seamless
     threshold = section.observability.coverage_ratio_threshold
     stabilization = section.artifact.stabilization_bars
-    exchange_settings = {
-        exchange: ExchangeSettings.from_config(config, exchange)
-        for exchange in sorted({n.node.exchange for n in nodes})
-    }
+    exchanges = sorted({n.node.exchange for n in nodes})
 
     @dg.sensor(
         name=SENSOR_NAME,
@@ -210,8 +206,13 @@ def gap_repair_sensor(
         artifacts: ArtifactStoreResource,
         rate_limiter: RateLimiterResource,
     ) -> dg.SensorResult:
+        # ccxt and the client load on a tick, not with the definitions.
+        from resources.exchange import ExchangeClient, ExchangeSettings
+        from seamless_assets.history import ensure_history_start
+
         now_s = clock()
-        limiters: dict[str, RateLimiter] = {}
+        exchange_settings = {e: ExchangeSettings.from_config(config, e) for e in exchanges}
+        limiters: dict[str, Any] = {}
 
         def client_factory(node: NodeId) -> Callable[[], ExchangeClient]:
             exchange = node.exchange

@@ -19,14 +19,12 @@ from datetime import UTC, datetime
 import dagster as dg
 from dagster._core.definitions.partitions.context import partition_loading_context
 
-from resources.exchange import ExchangeClient, ExchangeSettings
 from seamless_assets.config import SeamlessConfig
 from seamless_assets.core.frame import Range, iso_utc
 from seamless_assets.core.stabilization import closed_end
 from seamless_assets.nodes import NodeId
 from seamless_assets.ohlcv import pool_name
 from seamless_assets.partitions import timeframe_class_name, timeframe_classes
-from seamless_assets.pipeline import PipelineSettings, backfill
 from seamless_assets.runtime import (
     ArtifactStoreResource,
     HotStoreResource,
@@ -79,13 +77,9 @@ def live_edge_job(
     exchange_id: str, config: SeamlessConfig, *, clock: Clock = wall_clock
 ) -> dg.JobDefinition:
     """One op in the exchange's pool: fetch a node's bars after its stored maximum."""
-    exchange_settings = ExchangeSettings.from_config(config, exchange_id)
+    seamless_config = config  # the op's own `config` is its run config
     rate_config = config.rate_limit_for(exchange_id)
     classes = timeframe_classes(config.seamless.partitions)
-    settings = PipelineSettings(
-        stabilization_bars=config.seamless.artifact.stabilization_bars,
-        conformance_version=config.seamless.conformance.version,
-    )
 
     @dg.op(name=live_op_name(exchange_id), pool=pool_name(exchange_id))
     def _live(
@@ -95,6 +89,14 @@ def live_edge_job(
         artifacts: ArtifactStoreResource,
         rate_limiter: RateLimiterResource,
     ) -> None:
+        from resources.exchange import ExchangeClient, ExchangeSettings  # ccxt: at run time
+        from seamless_assets.pipeline import PipelineSettings, backfill
+
+        settings = PipelineSettings(
+            stabilization_bars=seamless_config.seamless.artifact.stabilization_bars,
+            conformance_version=seamless_config.seamless.conformance.version,
+        )
+        exchange_settings = ExchangeSettings.from_config(seamless_config, exchange_id)
         node = NodeId.parse(config.node_id)
         if node.exchange != exchange_id:
             raise dg.Failure(f"{node} is not on {exchange_id}; use {live_job_name(node.exchange)}")

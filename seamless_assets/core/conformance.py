@@ -41,6 +41,24 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrors
 
+from .flags import (  # noqa: F401 - re-exported: conformance is where flags are defined for callers
+    COLUMN_FLAGS,
+    CONFORMANCE_VERSION,
+    DROP_FLAGS,
+    DTYPE_CAST,
+    DTYPE_MISMATCH,
+    DUPLICATE_TS,
+    FLAGS,
+    GAP,
+    INVALID_TIMESTAMP,
+    MISSING_COLUMN,
+    NON_FINITE,
+    NON_POSITIVE_PRICE,
+    OHLC_INCONSISTENT,
+    TS_CAST,
+    TS_TIMEZONE_NORMALIZED,
+    ZERO_BAR,
+)
 from .frame import (
     CANONICAL_COLUMNS,
     CANONICAL_DTYPES,
@@ -51,48 +69,6 @@ from .frame import (
     empty_frame,
     frame_from_arrays,
 )
-
-CONFORMANCE_VERSION = "v2"
-
-DUPLICATE_TS = "duplicate_ts"
-GAP = "gap"
-MISSING_COLUMN = "missing_column"
-DTYPE_CAST = "dtype_cast"
-DTYPE_MISMATCH = "dtype_mismatch"
-TS_CAST = "ts_cast"
-TS_TIMEZONE_NORMALIZED = "ts_timezone_normalized"
-NON_FINITE = "non_finite"
-INVALID_TIMESTAMP = "invalid_timestamp"
-OHLC_INCONSISTENT = "ohlc_inconsistent"
-NON_POSITIVE_PRICE = "non_positive_price"
-ZERO_BAR = "zero_bar"
-
-FLAGS: tuple[str, ...] = (
-    DUPLICATE_TS,
-    GAP,
-    MISSING_COLUMN,
-    DTYPE_CAST,
-    DTYPE_MISMATCH,
-    TS_CAST,
-    TS_TIMEZONE_NORMALIZED,
-    NON_FINITE,
-    INVALID_TIMESTAMP,
-    OHLC_INCONSISTENT,
-    NON_POSITIVE_PRICE,
-    ZERO_BAR,
-)
-# Flags that remove rows, in precedence order (a row gets the first that applies).
-DROP_FLAGS: tuple[str, ...] = (
-    INVALID_TIMESTAMP,
-    DTYPE_MISMATCH,
-    NON_FINITE,
-    ZERO_BAR,
-    NON_POSITIVE_PRICE,
-    OHLC_INCONSISTENT,
-    DUPLICATE_TS,
-)
-# Flags counting columns of the payload rather than rows.
-COLUMN_FLAGS: tuple[str, ...] = (MISSING_COLUMN, DTYPE_CAST)
 
 TS_UNITS: dict[str, int] = {"s": 0, "ms": 1, "us": 2, "µs": 2, "ns": 3}
 _FACTORS = np.array([1, 10**3, 10**6, 10**9], dtype=np.int64)

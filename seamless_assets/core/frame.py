@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:  # imported where frames are built: `Range` and the names load light
+    import numpy as np
+    import pandas as pd
 
 TS = "ts"
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -17,11 +19,17 @@ CANONICAL_DTYPES: dict[str, str] = {TS: "int64", **{c: "float64" for c in VALUE_
 
 def empty_frame() -> pd.DataFrame:
     """A canonical frame with no rows."""
+    import numpy as np
+    import pandas as pd
+
     return pd.DataFrame({c: np.empty(0, dtype=CANONICAL_DTYPES[c]) for c in CANONICAL_COLUMNS})
 
 
 def frame_from_arrays(ts: np.ndarray, values: dict[str, np.ndarray]) -> pd.DataFrame:
     """Build a canonical frame from column arrays without copying more than needed."""
+    import numpy as np
+    import pandas as pd
+
     data = {TS: np.asarray(ts, dtype=np.int64)}
     data.update({c: np.asarray(values[c], dtype=np.float64) for c in VALUE_COLUMNS})
     return pd.DataFrame(data, columns=list(CANONICAL_COLUMNS))

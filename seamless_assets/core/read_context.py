@@ -12,7 +12,6 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from .frame import Range
-from .snapshot import parse_as_of
 
 
 class Strategy(StrEnum):
@@ -71,6 +70,8 @@ class ComputeContext:
                     f"strategy {self.strategy!r} is not one of {[s.value for s in Strategy]}"
                 ) from None
         if self.as_of is not None:
+            from .snapshot import parse_as_of  # pandas: loaded with the first read
+
             object.__setattr__(self, "as_of_s", parse_as_of(self.as_of))
         if not 0.0 <= self.min_coverage <= 1.0:
             raise ValueError(f"min_coverage must be in [0, 1], got {self.min_coverage}")

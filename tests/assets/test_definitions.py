@@ -62,6 +62,7 @@ def test_sensors_governance_checks_and_live_jobs_are_wired() -> None:
         "seamless_as_of_sensor",
         "seamless_gap_repair_sensor",
         "seamless_live_edge_sensor",
+        "seamless_pools_sensor",
     }
     assert sensors["seamless_live_edge_sensor"].minimum_interval_seconds == 60  # 1m is smallest
     gap_targets = {t.job_name for t in sensors["seamless_gap_repair_sensor"].targets}
