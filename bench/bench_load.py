@@ -9,7 +9,8 @@ them as the code server does (`get_repository_def`: jobs, asset graph, sensors);
 reports the in-process time of those steps and the whole process's wall time (interpreter
 start to exit). Variants are interleaved run by run so drift of the shared machine hits all
 of them alike; medians are printed. `--cli` adds `dagster definitions validate` (its own
-CLI start-up included) as one more variant.
+CLI start-up included) as one more variant; `--compare DIR` interleaves the same probe over
+another checkout (e.g. `git worktree add /tmp/before <commit>`), with its own seamless.yaml.
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ print(json.dumps({"dagster_import": t1 - t0, "our_import": t2 - t1, "build": t3 
 """
 
 
-def _probe(env: dict[str, str]) -> dict[str, object]:
+def _probe(env: dict[str, str], root: Path = ROOT) -> dict[str, object]:
     start = time.perf_counter()
     out = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", PROBE], cwd=root, env=env, capture_output=True, text=True
     )
     wall = time.perf_counter() - start
     if out.returncode:
@@ -74,6 +75,16 @@ def _cli(env: dict[str, str]) -> float:
     return wall
 
 
+def _report(probes: list[dict[str, object]]) -> None:
+    for key in ["dagster_import", "our_import", "build", "resolve", "load", "wall"]:
+        values = [float(p[key]) for p in probes]  # type: ignore[arg-type]
+        print(
+            f"  {key:<15} median {statistics.median(values):6.3f} s"
+            f"  (min {min(values):.3f}, max {max(values):.3f})"
+        )
+    print(f"  heavy modules loaded: {probes[-1]['heavy'] or 'none'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=9)
@@ -81,29 +92,36 @@ def main() -> None:
     parser.add_argument(
         "--cli", action="store_true", help="also time `dagster definitions validate`"
     )
+    parser.add_argument("--compare", help="another checkout to interleave with this one")
     args = parser.parse_args()
     env = {**os.environ, "SEAMLESS_CONFIG": str(Path(args.config).resolve())}
     env.setdefault("DAGSTER_HOME", str(ROOT / "dagster_home"))
+    other = Path(args.compare).resolve() if args.compare else None
+    other_env = {
+        **env,
+        "PYTHONPATH": str(other),
+        "SEAMLESS_CONFIG": str(other / "seamless.yaml") if other else "",
+    }
     _probe(env)  # warm the OS page cache once; not counted
-    probes, cli = [], []
+    if other:
+        _probe(other_env, other)
+    probes, cli, compared = [], [], []
     for _ in range(args.runs):
         probes.append(_probe(env))
+        if other:
+            compared.append(_probe(other_env, other))
         if args.cli:
             cli.append(_cli(env))
-    keys = ["dagster_import", "our_import", "build", "resolve", "load", "wall"]
     print(f"{args.runs} fresh processes, config {args.config}")
-    for key in keys:
-        values = [float(p[key]) for p in probes]  # type: ignore[arg-type]
-        print(
-            f"  {key:<15} median {statistics.median(values):6.3f} s"
-            f"  (min {min(values):.3f}, max {max(values):.3f})"
-        )
+    _report(probes)
+    if other:
+        print(f"compared checkout {other}:")
+        _report(compared)
     if cli:
         print(
             f"  {'dagster definitions validate':<15} median {statistics.median(cli):6.3f} s"
             f"  (min {min(cli):.3f}, max {max(cli):.3f})"
         )
-    print(f"  heavy modules loaded: {probes[-1]['heavy'] or 'none'}")
 
 
 if __name__ == "__main__":

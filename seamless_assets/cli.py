@@ -387,6 +387,19 @@ def cmd_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_instance(config: SeamlessConfig) -> int:
+    """Print whether the Dagster instance's Postgres storage URL works; the problems."""
+    from .instance_check import postgres_storage_problems
+
+    home = os.environ.get("DAGSTER_HOME") or str(
+        (Path(config.source).resolve().parent if config.source else Path.cwd()) / "dagster_home"
+    )
+    problems = postgres_storage_problems(Path(home) / "dagster.yaml")
+    for problem in problems:
+        print(f"Dagster  UNUSABLE — {problem}")
+    return len(problems)
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     """One line per configured service: OK, or unreachable and how to fix it."""
     from .runtime import SERVICES_HINT, service_report
@@ -404,10 +417,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             "embedded defaults only (DuckDB, local directory, in-process limiter): nothing to check"
         )
     failed = sum(bool(problem) for _, _, problem in report)
+    failed += _check_instance(config)
     if failed:
         print(
-            f"doctor: {failed} service(s) unreachable (runs fail on QuestDB/S3; without Redis "
-            "they use the in-process limiter)",
+            f"doctor: {failed} problem(s) (runs fail on QuestDB/S3 and a bad Dagster storage "
+            "URL; without Redis they use the in-process limiter)",
             file=sys.stderr,
         )
     return 1 if failed else 0
