@@ -373,7 +373,9 @@ class ExchangeClient:
         except ValueError:
             return
         if callable(report):
-            report(self.settings.rate_key, value, self.exchange_time() if at is None else at)
+            # on the same clock estimate the limiter tags its grants with, so a count and
+            # the grants it includes land in the same window
+            report(self.settings.rate_key, value, self.exchange_time())
 
     async def _hold_for_penalty(self) -> None:
         """No request starts while a 429/418 penalty runs: one granted before the penalty
