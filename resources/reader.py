@@ -48,7 +48,6 @@ switches domain loses its entries. Metrics (`metrics()`) use the blueprint's nam
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import threading
 import time
@@ -72,6 +71,7 @@ from seamless_assets.core.read_context import (
 from seamless_assets.core.sla import PhaseTimings
 from seamless_assets.errors import AsOfRequired
 
+from .read_metrics import record_fetch
 from .read_windows import partition_keys, partition_windows
 
 # The read layers (pandas, pyarrow, ccxt, the stores) load when a reader opens its stores,
@@ -116,14 +116,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: SLA phase -> the blueprint's metric of its duration (last value; `_sum` accumulates).
-_PHASE_METRICS = {
-    "storage_wait": "seamless_storage_wait_ms",
-    "backfill_wait": "seamless_backfill_wait_ms",
-    "live_wait": "seamless_live_wait_ms",
-    "total": "seamless_total_ms",
-}
 
 
 class SeamlessReader(dg.ConfigurableResource):
@@ -280,29 +272,7 @@ class SeamlessReader(dg.ConfigurableResource):
             )  # fmt: skip
 
     def _finish(self, rt: ReaderRuntime, meta: SeamlessFetchMetadata) -> None:
-        with rt.state_lock:
-            rt.last_metadata = meta
-            m = rt.metrics
-            m["seamless_fetch_total"] += 1
-            for phase, metric in _PHASE_METRICS.items():
-                m[f"{metric}_sum"] += meta.sla.get(f"{phase}_ms", 0.0)
-                m[metric] = meta.sla.get(f"{phase}_ms", 0.0)
-            m["coverage_ratio"] = meta.coverage_ratio
-            if meta.downgrade == "HOLD":
-                m["domain_gate_holds"] += 1
-            if meta.partial:
-                m["partial_fill_returns"] += 1
-            for phase in meta.sla_exceeded:
-                m[f"seamless_sla_exceeded_total.{phase}"] += 1
-            if meta.staleness_s is not None:
-                m["live_staleness_seconds"] = meta.staleness_s
-            for flag, count in meta.conformance_flags.items():
-                if count:
-                    m[f"seamless_conformance_flag_total.{flag}"] += count
-        if meta.downgrade or meta.partial:
-            log.warning(
-                "seamless downgrade %s", json.dumps(meta.to_json(), sort_keys=True, default=str)
-            )
+        record_fetch(rt, meta)
 
     # -- ensure_coverage ----------------------------------------------------------------
 
