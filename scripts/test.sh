@@ -37,7 +37,7 @@ for name in $SERVICES; do
   port=$(port_of "$name")
   if listening "$port"; then
     echo "[test] $name already listening on $port: using it, leaving it running" >&2
-  elif bash scripts/services.sh status | grep -qx "$name: running.*"; then
+  elif grep -qx "$name: running.*" <<<"$(bash scripts/services.sh status)"; then
     # Ours would be a second one in the same state directory: refuse rather than later stop
     # the one that is running elsewhere.
     echo "[test] scripts/services.sh already runs $name, but not on port $port; stop it or" \

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 BIN = Path(sys.executable).parent  # the project's virtualenv: dagster, dagster-webserver, ...
@@ -164,6 +166,7 @@ WORKSPACE = """
       locationEntries {
         name
         loadStatus
+        updatedTimestamp
         locationOrLoadError {
           __typename
           ... on RepositoryLocation {
@@ -175,11 +178,6 @@ WORKSPACE = """
     }
     ... on PythonError { message }
   }
-}"""
-
-RELOAD = """
-mutation Reload($name: String!) {
-  reloadRepositoryLocation(repositoryLocationName: $name) { __typename }
 }"""
 
 
@@ -202,3 +200,50 @@ def location_entry(gql: GraphQL, name: str) -> dict[str, Any] | None:
         if entry["name"] == name:
             return dict(entry)
     return None
+
+
+def pool_steps(
+    instance: dg.DagsterInstance, runs: Sequence[Any], pool_step_keys: set[str]
+) -> list[tuple[float, float, str]]:
+    """(start, end, step) of every step of `runs` that claims the exchange pool (the nodes'
+    asset steps, not their governance-check steps, which talk to no exchange)."""
+    kinds = {dg.DagsterEventType.STEP_START, dg.DagsterEventType.STEP_SUCCESS}
+    kinds.add(dg.DagsterEventType.STEP_FAILURE)
+    steps = []
+    for run in runs:
+        started: dict[str, float] = {}
+        for entry in instance.all_logs(run.run_id, of_type=kinds):
+            key = str(entry.step_key)
+            if key not in pool_step_keys or entry.dagster_event is None:
+                continue
+            if entry.dagster_event.event_type == dg.DagsterEventType.STEP_START:
+                started[key] = entry.timestamp
+            else:
+                steps.append((started.pop(key), entry.timestamp, key))
+    return steps
+
+
+def peak_overlap(steps: Sequence[tuple[float, float, str]]) -> int:
+    """The most steps running at once (one ending as another starts is not overlap)."""
+    edges = sorted([(s, 1) for s, _, _ in steps] + [(e, -1) for _, e, _ in steps])
+    running = peak = 0
+    for _, delta in edges:
+        running += delta
+        peak = max(peak, running)
+    return peak
+
+
+def run_failures(instance: dg.DagsterInstance, runs: Sequence[Any]) -> list[str]:
+    """What each failed run's event log says went wrong."""
+    kinds = {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
+    out = []
+    for run in runs:
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            continue
+        for entry in instance.all_logs(run.run_id, of_type=kinds):
+            event = entry.dagster_event
+            error = getattr(event.event_specific_data, "error", None) if event else None
+            detail = error.to_string() if error is not None else ""
+            kind = event.event_type_value if event else "?"
+            out.append(f"run {run.run_id} {kind}: {entry.message}\n{detail}")
+    return out
