@@ -231,7 +231,8 @@ def test_in_process_claims_the_slot_only_inside_the_started_run_worker(
     # definitions) before the claim; no step process was started after it.
     assert run["step_pid"] == run["run_pid"] == os.getpid()
     assert run["worker_starting"] == []
-    assert run["step_start"] - run["claimed_not_before"] < 0.5, run
+    # Claim to step start is Dagster's own bookkeeping: well under a step process start.
+    assert run["step_start"] - run["claimed_not_before"] < 1.0, run
 
 
 def test_multiprocess_is_honoured_and_starts_the_step_process_holding_the_slot(
@@ -242,4 +243,5 @@ def test_multiprocess_is_honoured_and_starts_the_step_process_holding_the_slot(
     # and the slot stays held while it imports and loads the definitions.
     assert len(run["worker_starting"]) == 2  # one process per asset step (1m, 1h)
     assert min(run["worker_starting"]) >= run["claimed_not_before"]
-    assert run["step_start"] - run["claimed_by"] > 0.5, run
+    # The step process imports Dagster, loads the definitions and sets up its resources.
+    assert run["step_start"] - run["claimed_by"] > 1.5, run
