@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
 
 from .core.coverage import bar_count, completeness_ratio, ranges_from_timestamps
 from .core.flags import NON_FINITE, NON_POSITIVE_PRICE, OHLC_INCONSISTENT, ZERO_BAR
@@ -76,6 +75,8 @@ def flagged_rows(
 
 
 def check_results(outcome: RunOutcome, threshold: float) -> list[dg.AssetCheckResult]:
+    import numpy as np
+
     frame = outcome.frame
     ts = frame[TS].to_numpy()
     o, h, lo, c, v = (frame[col].to_numpy() for col in OHLC_COLUMNS)

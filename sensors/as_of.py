@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import numpy as np
 
 from seamless_assets.config import SeamlessConfig
 from seamless_assets.core.coverage import merge_ranges
@@ -48,6 +47,8 @@ MAX_MISSING_SHOWN = 20
 def snapshot_coverage(node: WatchedNode, snapshot: "Snapshot", hot: "HotStore") -> dict[str, Any]:
     """Rows in the snapshot over the bars it should hold from its first segment to as_of,
     not counting windows the gap ledger confirms empty (before listing, maintenance)."""
+    import numpy as np
+
     interval, origin = node.node.interval_s, node.node.timeframe.origin_s
     rows = snapshot.row_count
     if not snapshot.segments:

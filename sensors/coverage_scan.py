@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
 from dagster._core.definitions.partitions.context import partition_loading_context
 
 from seamless_assets.core.coverage import merge_ranges, subtract_ranges
@@ -23,11 +22,13 @@ from seamless_assets.core.frame import Range
 from seamless_assets.core.stabilization import stable_end
 from seamless_assets.nodes import NodeId
 
-if TYPE_CHECKING:  # the stores (pandas, pyarrow, pandera) load on a tick
+if TYPE_CHECKING:  # numpy and the stores (pandas, pyarrow, pandera) load on a tick
+    import numpy as np
+
     from resources.artifacts.base import ArtifactStore
     from resources.hot_store.base import HotStore
 
-_I64 = np.int64
+_I64 = "int64"  # a dtype name: numpy loads with the first function that needs it
 _HEAD_NAME = re.compile(
     r"^(?P<start>-?[0-9]+)-(?P<end>-?[0-9]+)\.json$"
 )  # heads/{start}-{end}.json
@@ -42,6 +43,8 @@ def bars_before(
     ranges: Sequence[Range], points: np.ndarray, interval_s: int, origin_s: int = 0
 ) -> np.ndarray:
     """For each point t: bar open times inside the (sorted, disjoint) ranges with ts < t."""
+    import numpy as np
+
     points = np.asarray(points, dtype=_I64)
     if not ranges:
         return np.zeros(len(points), dtype=_I64)
@@ -128,6 +131,8 @@ def scan_coverage(
 
     Bars before `history_start_s` (the node's first bar on the exchange) are not expected:
     they count like confirmed-empty ones."""
+    import numpy as np
+
     window = span.window
     if window is None:
         return []

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .frame import Range
+
+if TYPE_CHECKING:
+    import numpy as np
 
 REASON_BEFORE_LISTING = "before_listing"
 """The window precedes the first bar the exchange has ever produced for the market."""
@@ -37,7 +39,7 @@ class LedgerGap:
     reason: str
 
 
-_I64 = np.int64
+_I64 = "int64"  # a dtype name: numpy loads with the first function that needs it
 
 
 def _check_interval(interval_s: int) -> None:
@@ -46,6 +48,8 @@ def _check_interval(interval_s: int) -> None:
 
 
 def _arrays(ranges: Iterable[Range]) -> tuple[np.ndarray, np.ndarray]:
+    import numpy as np
+
     items = list(ranges)
     starts = np.fromiter((r.start for r in items), dtype=_I64, count=len(items))
     ends = np.fromiter((r.end for r in items), dtype=_I64, count=len(items))
@@ -63,6 +67,8 @@ def _ceil_to(values: np.ndarray, interval_s: int, origin_s: int = 0) -> np.ndarr
 
 def _merge_arrays(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sorted, coalesced (overlapping or touching) non-empty ranges as arrays."""
+    import numpy as np
+
     keep = ends > starts
     starts, ends = starts[keep], ends[keep]
     if starts.size == 0:
@@ -83,6 +89,8 @@ def _subtract_arrays(
     a_starts: np.ndarray, a_ends: np.ndarray, b_starts: np.ndarray, b_ends: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """A minus B for merged (sorted, disjoint, non-touching) arrays."""
+    import numpy as np
+
     if a_starts.size == 0 or b_starts.size == 0:
         return a_starts, a_ends
     # Elementary segments between every boundary; keep those inside A and outside B.
@@ -114,6 +122,8 @@ def subtract_ranges(ranges: Iterable[Range], minus: Iterable[Range]) -> list[Ran
 
 def intersect_ranges(ranges: Iterable[Range], window: Range) -> list[Range]:
     """The parts of `ranges` inside `window`, merged and sorted."""
+    import numpy as np
+
     starts, ends = _merge_arrays(*_arrays(ranges))
     starts, ends = np.maximum(starts, window.start), np.minimum(ends, window.end)
     keep = ends > starts
@@ -148,6 +158,8 @@ def missing_ranges(
     Every range and the window are first aligned by the bar membership rule, so the result
     always starts and ends on the interval grid: a partially covered bar does not exist.
     """
+    import numpy as np
+
     _check_interval(interval_s)
     target = align_range(window, interval_s, origin_s=origin_s)
     if target.empty:
@@ -165,6 +177,8 @@ def ranges_from_timestamps(ts: np.ndarray, interval_s: int) -> list[Range]:
 
     `ts` are bar open times in seconds; order and duplicates do not matter.
     """
+    import numpy as np
+
     _check_interval(interval_s)
     values = np.asarray(ts, dtype=_I64)
     if values.size == 0:
@@ -180,6 +194,8 @@ def ranges_from_timestamps(ts: np.ndarray, interval_s: int) -> list[Range]:
 def _bar_count_arrays(
     starts: np.ndarray, ends: np.ndarray, interval_s: int, origin_s: int = 0
 ) -> int:
+    import numpy as np
+
     starts, ends = _merge_arrays(starts, ends)
     first, stop = _ceil_to(starts, interval_s, origin_s), _ceil_to(ends, interval_s, origin_s)
     return int(np.sum((stop - first) // interval_s))
@@ -194,6 +210,8 @@ def bar_count(ranges: Iterable[Range], interval_s: int, *, origin_s: int = 0) ->
 def _bars_in_window(
     ranges: Iterable[Range], window: Range, interval_s: int, origin_s: int = 0
 ) -> int:
+    import numpy as np
+
     starts, ends = _arrays(ranges)
     starts, ends = np.maximum(starts, window.start), np.minimum(ends, window.end)
     return _bar_count_arrays(starts, ends, interval_s, origin_s)
@@ -228,6 +246,8 @@ def completeness_ratio(
 
 def split_by_windows(ts: np.ndarray, windows: Sequence[Range]) -> list[slice]:
     """Row slices of a sorted `ts` array falling in each window (`start <= ts < end`)."""
+    import numpy as np
+
     values = np.asarray(ts, dtype=_I64)
     starts, ends = _arrays(windows)
     lo = np.searchsorted(values, starts, side="left").tolist()
@@ -242,6 +262,8 @@ def unsettled_answers(answers: Iterable[Range], misplaced_ts: np.ndarray) -> lis
     bars of its window); `misplaced_ts` are where those rows were listed: their own open
     time when it lay in the window (off the grid), else the start of their window.
     """
+    import numpy as np
+
     points = np.sort(np.asarray(misplaced_ts, dtype=_I64))
     starts, ends = _arrays(answers)
     hit = np.searchsorted(points, ends, "left") > np.searchsorted(points, starts, "left")
@@ -276,6 +298,8 @@ def classify_empty_windows(
     The reason is `before_listing` when no bar is known at or before the gap (neither in
     `bars_ts`, `dropped_ts` nor at `earliest_known_ts`), else `exchange_returned_no_bars`.
     """
+    import numpy as np
+
     _check_interval(interval_s)
     bars = np.asarray(bars_ts, dtype=_I64)
     dropped = np.sort(np.asarray(dropped_ts, dtype=_I64))
