@@ -247,7 +247,10 @@ def test_redis_killed_mid_run_keeps_three_workers_inside_the_budget(
                 thread.start()
             time.sleep(5)
             stop(server)  # killed mid-run, 10 s before the sandbox minute ends
-            time.sleep(7)
+            time.sleep(3)
+            # each worker paces a third of what the exchange publishes, not of a table default
+            during = [lim.budget("ccxt:binance") for lim in limiters if not lim.using_redis]
+            time.sleep(4)
             server = start_redis(port, tmp_path)  # back, empty
             for thread in threads:
                 thread.join(120)
@@ -263,6 +266,8 @@ def test_redis_killed_mid_run_keeps_three_workers_inside_the_budget(
     assert minutes_over(stats, 600) == []
     assert all(lim.stats.fallbacks >= 1 and lim.stats.recoveries >= 1 for lim in limiters)
     assert all(lim.using_redis for lim in limiters)
+    assert during and all(b.published == 600 and b.limit <= 600 / 3 for b in during), during
+    assert all(lim.budget("ccxt:binance").limit == pytest.approx(588) for lim in limiters)
     text = caplog.text
     assert "1/3 of the budget" in text and "is back" in text
     assert not reachable(("127.0.0.1", port), 0.2)
