@@ -186,16 +186,16 @@ def run_backfill(
 
 
 def _print_run(result: Any) -> int:
-    seen = set()
-    for event in result.get_asset_materialization_events():
+    for event in result.get_asset_observation_events():
+        # the run's totals per node (seamless_assets/materialization.py); each partition's
+        # own facts are on its materialization
         key = event.asset_key.to_user_string() if event.asset_key else ""
-        if key in seen:
-            continue  # one materialization per partition carries the same run metadata
-        seen.add(key)
-        metadata = {k: v.value for k, v in event.materialization.metadata.items()}
+        metadata = {
+            k: v.value for k, v in event.asset_observation_data.asset_observation.metadata.items()
+        }
         print(
-            f"  {key}: {metadata.get('dagster/row_count')} bars, coverage "
-            f"{metadata.get('coverage_ratio')}, {metadata.get('segments_published')} segments "
+            f"  {key}: {metadata.get('bars_stored')} bars in {metadata.get('run_partitions')} "
+            f"partition(s), {metadata.get('segments_published')} segments "
             f"({metadata.get('segments_written')} new), "
             f"{metadata.get('exchange_requests')} exchange requests"
         )
