@@ -342,6 +342,35 @@ class ArtifactConfig(_Model):
         return template
 
 
+class MetricsConfig(_Model):
+    """Prometheus export (README "Metrics"): each run pushes its metrics to a Pushgateway
+    when it ends; a process holding a read resource serves them on `/metrics`."""
+
+    pushgateway_url: str | None = None  # e.g. http://127.0.0.1:9091; None: runs push nothing
+    job: str = Field(default="seamless_backfill", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    push_timeout_s: Float = Field(default=5.0, gt=0)
+    port: Int | None = Field(default=None, ge=0, le=65535)  # reader /metrics; None: none
+    bind: str = "127.0.0.1"
+
+    @field_validator("pushgateway_url")
+    @classmethod
+    def _gateway_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parsed = urlparse(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError(
+                f"{url!r} is not a Pushgateway URL; use http(s)://host[:port], e.g. "
+                "http://127.0.0.1:9091, or leave the key out to push nothing"
+            )
+        if parsed.username is not None or parsed.password is not None:
+            raise ValueError(
+                "the Pushgateway URL carries credentials (user:password@), which would be "
+                "logged with the address; put the gateway behind a local proxy instead"
+            )
+        return url.rstrip("/")
+
+
 class ObservabilityConfig(_Model):
     coverage_ratio_threshold: Float = Field(default=0.98, ge=0, le=1)
     backfill_completion_ratio_min: Float = Field(default=0.95, ge=0, le=1)
@@ -350,6 +379,7 @@ class ObservabilityConfig(_Model):
     # as_of alert: how many bars past the moment a stable partition could have entered the
     # snapshot before the node counts as stalled (WARN beyond it, ERROR beyond twice it).
     as_of_stall_bars: Int = Field(default=60, ge=1)
+    metrics: MetricsConfig = MetricsConfig()
 
 
 class PartitionsConfig(_Model):
