@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Real production services on loopback, without Docker:
 #   QuestDB (pinned Maven Central jar, run with the Java it needs), Redis (Debian), an S3
-#   endpoint (moto server from PyPI), Postgres (Debian; the Dagster instance of deploy/).
+#   endpoint (moto server from PyPI), Postgres (Debian; the Dagster instance of deploy/),
+#   Prometheus and its Pushgateway (Debian; the metrics of README "Metrics").
 #   Each is installed if missing, started, waited for until healthy, and its address
 #   printed. Process ids live in .services/<name>.pid (SEAMLESS_SERVICES_DIR moves the
 #   state directory, e.g. to run a second set on other ports).
 #
-#   scripts/services.sh start [questdb|redis|s3|postgres|all]
-#   scripts/services.sh stop  [questdb|redis|s3|postgres|all]
+#   scripts/services.sh start [questdb|redis|s3|postgres|prometheus|pushgateway|all]
+#   scripts/services.sh stop  [questdb|redis|s3|postgres|prometheus|pushgateway|all]
 #   scripts/services.sh status
 #
-# Ports: QDB_HTTP_PORT QDB_PG_PORT QDB_ILP_PORT REDIS_PORT S3_PORT PG_PORT. Postgres gets a
+# Ports: QDB_HTTP_PORT QDB_PG_PORT QDB_ILP_PORT REDIS_PORT S3_PORT PG_PORT PROM_PORT
+# PUSHGATEWAY_PORT (READER_METRICS_PORT: the reader /metrics Prometheus scrapes). Postgres gets a
 # user and database `dagster` (password PG_PASSWORD, default `dagster`: local use only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,7 +29,10 @@ PG_PORT=${PG_PORT:-5432}
 PG_USER=${PG_USER:-dagster}
 PG_PASSWORD=${PG_PASSWORD:-dagster}   # local default only; set your own anywhere else
 PG_DB=${PG_DB:-dagster}
-ALL_SERVICES="questdb redis s3 postgres"
+PROM_PORT=${PROM_PORT:-9090}
+PUSHGATEWAY_PORT=${PUSHGATEWAY_PORT:-9091}
+READER_METRICS_PORT=${READER_METRICS_PORT:-9464}
+ALL_SERVICES="questdb redis s3 postgres prometheus pushgateway"
 mkdir -p "$STATE"
 STATE=$(cd "$STATE" && pwd)
 
@@ -148,6 +153,39 @@ SQL
   log "postgres $("$bin/postgres" --version | awk '{print $3}'): postgresql://$PG_USER:***@127.0.0.1:$PG_PORT/$PG_DB"
 }
 
+debian_install() {  # debian_install BINARY PACKAGE
+  command -v "$1" >/dev/null && return
+  log "installing $2 from Debian"
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2") >&2
+}
+
+start_pushgateway() {
+  running pushgateway && { log "pushgateway already running"; return; }
+  debian_install prometheus-pushgateway prometheus-pushgateway
+  mkdir -p "$STATE/pushgateway"
+  nohup prometheus-pushgateway --web.listen-address="127.0.0.1:$PUSHGATEWAY_PORT" \
+    --persistence.file="$STATE/pushgateway/metrics" >"$STATE/pushgateway.log" 2>&1 &
+  echo $! >"$STATE/pushgateway.pid"
+  wait_until 30 pushgateway curl -sf "http://127.0.0.1:$PUSHGATEWAY_PORT/-/ready"
+  log "pushgateway: http://127.0.0.1:$PUSHGATEWAY_PORT"
+}
+
+start_prometheus() {
+  running prometheus && { log "prometheus already running"; return; }
+  debian_install prometheus prometheus
+  mkdir -p "$STATE/prometheus"
+  # deploy/prometheus/prometheus.yml with this set's ports and the shipped alert rules
+  sed -e "s#127.0.0.1:9091#127.0.0.1:$PUSHGATEWAY_PORT#; s#127.0.0.1:9464#127.0.0.1:$READER_METRICS_PORT#" \
+      -e "s#alert_rules.yml#$ROOT/deploy/prometheus/alert_rules.yml#" \
+      deploy/prometheus/prometheus.yml >"$STATE/prometheus/prometheus.yml"
+  nohup prometheus --config.file="$STATE/prometheus/prometheus.yml" \
+    --storage.tsdb.path="$STATE/prometheus/data" --web.listen-address="127.0.0.1:$PROM_PORT" \
+    --web.enable-lifecycle >"$STATE/prometheus.log" 2>&1 &
+  echo $! >"$STATE/prometheus.pid"
+  wait_until 60 prometheus curl -sf "http://127.0.0.1:$PROM_PORT/-/ready"
+  log "prometheus: http://127.0.0.1:$PROM_PORT (scrapes the pushgateway and 127.0.0.1:$READER_METRICS_PORT)"
+}
+
 stop_postgres() {
   local data=$STATE/postgres bin; bin=$(pg_bindir)
   if running postgres; then
@@ -176,7 +214,7 @@ stop_one() {
 targets() {
   case ${1:-all} in
     all) echo "$ALL_SERVICES" ;;
-    questdb | redis | s3 | postgres) echo "$1" ;;
+    questdb | redis | s3 | postgres | prometheus | pushgateway) echo "$1" ;;
     *) echo "unknown service '$1': one of $ALL_SERVICES, all" >&2; exit 2 ;;
   esac
 }
@@ -187,5 +225,5 @@ case ${1:-} in
   status) for t in $ALL_SERVICES; do
             if running "$t"; then echo "$t: running (pid $(cat "$STATE/$t.pid"))"; else echo "$t: stopped"; fi
           done ;;
-  *) echo "usage: $0 start|stop [questdb|redis|s3|postgres|all] | status" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop [questdb|redis|s3|postgres|prometheus|pushgateway|all] | status" >&2; exit 2 ;;
 esac
