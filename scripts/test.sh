@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Runs the test suite from a fresh checkout: installs uv and the locked deps if needed, starts
-# the real services the suite needs (QuestDB, Redis, S3 endpoint, Postgres: see
+# the real services the suite needs (QuestDB, Redis, S3 endpoint, Postgres, Pushgateway: see
 # scripts/services.sh) when they are not already listening, and afterwards stops only the
 # ones it started. Arguments go to pytest: `bash scripts/test.sh tests/deploy -x`.
 #
 #   SEAMLESS_TEST_SERVICES="redis postgres"   start only these ("" = none)
-#   REDIS_PORT QDB_PG_PORT QDB_HTTP_PORT S3_PORT PG_PORT   where they listen (tests read them too)
+#   REDIS_PORT QDB_PG_PORT QDB_HTTP_PORT S3_PORT PG_PORT PUSHGATEWAY_PORT   where they listen
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -14,7 +14,8 @@ uv sync --frozen --compile-bytecode --quiet
 
 export QDB_HTTP_PORT=${QDB_HTTP_PORT:-9000} QDB_PG_PORT=${QDB_PG_PORT:-8812}
 export REDIS_PORT=${REDIS_PORT:-6379} S3_PORT=${S3_PORT:-5000} PG_PORT=${PG_PORT:-5432}
-SERVICES=${SEAMLESS_TEST_SERVICES-questdb redis s3 postgres}
+export PUSHGATEWAY_PORT=${PUSHGATEWAY_PORT:-9091}
+SERVICES=${SEAMLESS_TEST_SERVICES-questdb redis s3 postgres pushgateway}
 
 port_of() {
   case $1 in
@@ -22,6 +23,7 @@ port_of() {
     redis) echo "$REDIS_PORT" ;;
     s3) echo "$S3_PORT" ;;
     postgres) echo "$PG_PORT" ;;
+    pushgateway) echo "$PUSHGATEWAY_PORT" ;;
     *) echo "unknown service '$1' in SEAMLESS_TEST_SERVICES" >&2; exit 2 ;;
   esac
 }

@@ -26,6 +26,11 @@ POSTGRES_ADDR = ("127.0.0.1", int(os.environ.get("PG_PORT", "5432")))
 POSTGRES_USER = os.environ.get("PG_USER", "dagster")
 POSTGRES_PASSWORD = os.environ.get("PG_PASSWORD", "dagster")
 POSTGRES_DB = os.environ.get("PG_DB", "dagster")
+# Prometheus and its Pushgateway (README "Metrics").
+PROMETHEUS_ADDR = ("127.0.0.1", int(os.environ.get("PROM_PORT", "9090")))
+PROMETHEUS_URL = f"http://127.0.0.1:{PROMETHEUS_ADDR[1]}"
+PUSHGATEWAY_ADDR = ("127.0.0.1", int(os.environ.get("PUSHGATEWAY_PORT", "9091")))
+PUSHGATEWAY_URL = f"http://127.0.0.1:{PUSHGATEWAY_ADDR[1]}"
 
 
 def reachable(addr: tuple[str, int], timeout_s: float = 0.5) -> bool:
