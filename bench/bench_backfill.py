@@ -80,18 +80,14 @@ def one_run(days: int, sandbox_url: str, work: Path) -> dict:
     result = run_backfill(config, [node], START, end)
     total_s = time.perf_counter() - started
     assert result.success, "backfill failed"
-    event = result.get_asset_materialization_events()[0]
-    metadata = {k: v.value for k, v in event.materialization.metadata.items()}
-    import dagster as dg
-
-    details = next(
-        json.loads(entry.user_message.removeprefix("run details: "))
-        for entry in dg.DagsterInstance.get().all_logs(result.run_id)
-        if entry.user_message.startswith("run details: ")
-    )
-    timings = details["timings_s"]
+    # the run's totals: one observation per node (seamless_assets/materialization.py)
+    event = result.get_asset_observation_events()[0]
+    totals = {
+        k: v.value for k, v in event.asset_observation_data.asset_observation.metadata.items()
+    }
+    timings = {k.removeprefix("stage_"): v for k, v in totals.items() if k.startswith("stage_")}
     stats = admin.stats()
-    bars = int(metadata["dagster/row_count"])
+    bars = int(totals["bars_stored"])
     klines = int(stats["by_endpoint"]["klines"]["requests"])
 
     artifacts = resources_from_config(config)["artifacts"].open()  # type: ignore[attr-defined]

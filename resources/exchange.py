@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -151,11 +151,25 @@ class RequestStats:
     http_status: Counter[int] = field(default_factory=Counter)
     retries: int = 0
     rate_limited: int = 0
+    rate_limit_wait_s: float = 0.0  # waited for the limiter's budget and 429/418 penalties
     fetch_s: float = 0.0
 
     @property
     def total_requests(self) -> int:
         return sum(self.http_requests.values())
+
+    @classmethod
+    def combined(cls, stats: Iterable[RequestStats]) -> RequestStats:
+        """The sum of several clients' stats (e.g. every client of one run)."""
+        total = cls()
+        for s in stats:
+            total.http_requests.update(s.http_requests)
+            total.http_status.update(s.http_status)
+            total.retries += s.retries
+            total.rate_limited += s.rate_limited
+            total.rate_limit_wait_s += s.rate_limit_wait_s
+            total.fetch_s += s.fetch_s
+        return total
 
 
 def _no_windows() -> np.ndarray:
@@ -305,11 +319,13 @@ class ExchangeClient:
         async def throttle(cost: float | None = None) -> None:
             # A penalty this client saw but the limiter may not know yet (e.g. a remote
             # limiter whose penalize() has not run) still holds back this request.
+            waited_from = time.monotonic()
             if self._penalty_until > time.time():
                 await self.limiter.penalize(key, self._penalty_until, "Retry-After")
             units = (1.0 if cost is None else cost) * limits.units_per_cost
             _COST.set(units)
             await self.limiter.acquire(key, units, self.settings.acquire_deadline_s)
+            self.stats.rate_limit_wait_s += time.monotonic() - waited_from
 
         original_handle_errors = exchange.handle_errors
         original_fetch = exchange.fetch
@@ -383,6 +399,7 @@ class ExchangeClient:
         its budget again (the window it was granted in may be over)."""
         known = getattr(self.limiter, "known_penalty_until", None)
         held = False
+        waited_from = time.monotonic()
         while True:
             until = max(self._penalty_until, known(self.settings.rate_key) if known else 0.0)
             if until <= time.time():
@@ -393,6 +410,7 @@ class ExchangeClient:
             await self.limiter.acquire(
                 self.settings.rate_key, _COST.get() or 1.0, self.settings.acquire_deadline_s
             )
+            self.stats.rate_limit_wait_s += time.monotonic() - waited_from
 
     def _record_penalty(self, code: int, headers: Mapping[str, str] | None) -> None:
         self.stats.rate_limited += 1

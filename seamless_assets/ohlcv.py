@@ -5,18 +5,17 @@ the assets stays cheap for every process that loads the definitions, and the res
 have imported it before a step claims its pool slot (see `runtime`)."""
 
 import asyncio
-import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from .checks import check_specs
 from .config import SeamlessConfig
-from .core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, Range, iso_utc
+from .core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, iso_utc
 from .errors import SeamlessError
 from .nodes import NodeId
-from .partitions import TimeframeClass, partition_ranges
+from .partitions import TimeframeClass, partition_range, partition_ranges
 from .pools import pool_name
 from .runtime import ArtifactStoreResource, HotStoreResource, RateLimiterResource
 
@@ -80,7 +79,7 @@ def ohlcv_asset(
         artifacts: ArtifactStoreResource,
         rate_limiter: RateLimiterResource,
     ) -> dg.MaterializeResult:
-        from resources.exchange import ExchangeClient, ExchangeSettings
+        from resources.exchange import ExchangeClient, ExchangeSettings, RequestStats
 
         from .checks import check_results
         from .pipeline import PipelineSettings, backfill
@@ -93,10 +92,14 @@ def ohlcv_asset(
         key_range = context.partition_key_range  # a single-run backfill: one contiguous range
         partitions = partition_ranges(partitions_def, key_range.start, key_range.end)
         limiter = rate_limiter.limiter(rate_config)
+        clients: list[ExchangeClient] = []  # every client of the run, for its totals
+
+        def new_client() -> ExchangeClient:
+            clients.append(ExchangeClient(exchange_settings, limiter))
+            return clients[-1]
+
         store = artifacts.open()
-        _record_history_start(
-            context, store, node, lambda: ExchangeClient(exchange_settings, limiter)
-        )
+        _record_history_start(context, store, node, new_client)
         hot = hot_store.open()
         try:
             outcome = asyncio.run(
@@ -105,7 +108,7 @@ def ohlcv_asset(
                     partitions,
                     hot=hot,
                     artifacts=store,
-                    client_factory=lambda: ExchangeClient(exchange_settings, limiter),
+                    client_factory=new_client,
                     settings=pipeline_settings,
                     refetch_gaps=config.refetch_gaps,
                     refetch_stored=config.refetch_stored,
@@ -114,11 +117,17 @@ def ohlcv_asset(
             )
         finally:
             hot.close()
+        if clients:  # the history start's request too, not only the backfill's
+            outcome.requests = RequestStats.combined(c.stats for c in clients)
         context.log.info(_summary(outcome))
-        context.log.info(f"run details: {_details(outcome)}")
+        _record(context, key, partitions_def, outcome)
         return dg.MaterializeResult(
-            metadata=_metadata(outcome),
+            # the one output of the step stands for every partition of the run: only what
+            # is true of each partition goes here, the rest is scoped by `_record`
+            metadata={"dagster/column_schema": COLUMN_SCHEMA},
             check_results=check_results(outcome, threshold),
+            # one data version per output (Dagster): the run's combined fingerprint; each
+            # partition's own version is its `fingerprint` metadata
             data_version=dg.DataVersion(_run_fingerprint(outcome)),
         )
 
@@ -163,46 +172,18 @@ def _summary(outcome: "RunOutcome") -> str:
     )
 
 
-def _metadata(outcome: "RunOutcome") -> dict[str, Any]:
-    """Run-level metadata. A single-run backfill copies it onto every partition's
-    materialization event, so it stays to what audits need; the rest is in `_details`."""
-    frame = outcome.frame
-    ts = frame["ts"]
-    bounds = (
-        Range(int(ts.iloc[0]), int(ts.iloc[-1]) + outcome.node.interval_s) if len(frame) else None
-    )
-    requests = outcome.requests
-    uris = [p.uri for p in outcome.published if p.uri]
-    return {
-        "dagster/row_count": len(frame),
-        "dagster/column_schema": COLUMN_SCHEMA,
-        "fingerprint": _run_fingerprint(outcome),
-        "coverage_ratio": round(outcome.coverage_ratio, 6),
-        "coverage_start": bounds.to_json()["start_iso"] if bounds else None,
-        "coverage_end": bounds.to_json()["end_iso"] if bounds else None,
-        "conformance_flags": dict(outcome.flags),
-        "segments_published": len(outcome.published),
-        "segments_written": sum(p.written for p in outcome.published),
-        "manifest_uri": dg.MetadataValue.path(uris[-1]) if uris else None,
-        "exchange_requests": requests.total_requests if requests else 0,
-    }
+def _record(
+    context: dg.AssetExecutionContext,
+    key: dg.AssetKey,
+    partitions_def: dg.TimeWindowPartitionsDefinition,
+    outcome: "RunOutcome",
+) -> None:
+    """Each partition's own facts on its own materialization; the run's totals on one
+    observation of the node (see `materialization`)."""
+    from .materialization import partition_metadata, run_totals_observation
 
-
-def _details(outcome: "RunOutcome") -> str:
-    """The rest of the run's facts, as one structured log line (JSON)."""
-    requests = outcome.requests
-    return json.dumps(
-        {
-            "node_id": str(outcome.node),
-            "window": str(outcome.window),
-            "known_gaps": [f"{g.range} {g.reason}" for p in outcome.partitions for g in p.gaps],
-            "partitions_held_unstable": sum(not p.stable for p in outcome.partitions),
-            "fetched_rows": outcome.fetched_rows,
-            "forming_dropped": outcome.forming_dropped,
-            "exchange_requests_by_path": dict(requests.http_requests) if requests else {},
-            "exchange_retries": requests.retries if requests else 0,
-            "exchange_rate_limited": requests.rate_limited if requests else 0,
-            "timings_s": {k: round(v, 4) for k, v in outcome.timings_s.items()},
-        },
-        sort_keys=True,
-    )
+    by_window = {p.window: p for p in outcome.partitions}
+    for partition_key in context.partition_keys:
+        part = by_window[partition_range(partitions_def, partition_key)]
+        context.add_asset_metadata(partition_metadata(outcome, part), partition_key=partition_key)
+    context.log_event(run_totals_observation(key, outcome))

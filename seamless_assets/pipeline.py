@@ -68,9 +68,12 @@ class PartitionOutcome:
     gaps: tuple[LedgerGap, ...]
     flags: dict[str, int]
     stable: bool
+    bounds: tuple[int, int] | None = None  # [first bar, last bar + interval) if any bar
     fingerprint: str | None = None
-    uri: str | None = None
+    uri: str | None = None  # the segment's directory
+    manifest_uri: str | None = None  # the segment's manifest.json
     written: bool = False
+    encode_s: float = 0.0  # measured encode time when this run wrote the segment
 
 
 @dataclass
@@ -199,7 +202,7 @@ async def backfill(
                 hot.clear_gaps(node_id, r)
         hot.record_gaps(node_id, new_gaps)
         _log_provisional(node, closed_ranges, fetched_frame, new_gaps, log)
-        timings["store_s"] = time.perf_counter() - t3
+        timings["hot_store_upsert_s"] = time.perf_counter() - t3
 
     t4 = time.perf_counter()
     stored = hot.read_range(node_id, window)
@@ -224,6 +227,7 @@ async def backfill(
     with ThreadPoolExecutor(max_workers=PUBLISH_WORKERS) as pool:
         outcomes = list(pool.map(settle, range(len(partitions))))
     timings["publish_s"] = time.perf_counter() - t5
+    timings["encode_s"] = sum(p.encode_s for p in outcomes)  # parallel: summed, not wall
     timings["total_s"] = time.perf_counter() - t0
 
     return RunOutcome(
@@ -318,6 +322,7 @@ def _partition_outcome(
     return PartitionOutcome(
         window=part,
         row_count=cov.row_count,
+        bounds=cov.bounds,
         coverage_ratio=cov.ratio,
         completeness_ratio=cov.completeness,
         missing=cov.missing,
@@ -359,6 +364,13 @@ def _publish(
     fingerprint = manifest["fingerprint"]
     if artifacts.head(node, outcome.window) == fingerprint:
         uri = artifacts.uri_for(node, fingerprint)
-        return replace(outcome, fingerprint=fingerprint, uri=uri, written=False)
-    result = artifacts.publish(node, frame, manifest)
-    return replace(outcome, fingerprint=result.fingerprint, uri=result.uri, written=result.written)
+    else:
+        result = artifacts.publish(node, frame, manifest)
+        fingerprint, uri = result.fingerprint, result.uri
+        outcome = replace(outcome, written=result.written, encode_s=result.encode_s)
+    return replace(
+        outcome,
+        fingerprint=fingerprint,
+        uri=uri,
+        manifest_uri=artifacts.manifest_uri_for(node, fingerprint),
+    )

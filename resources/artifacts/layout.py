@@ -94,6 +94,10 @@ class StoreLayout:
         """URI of a segment's directory (`file:///…/segments/sha256-<hex>` locally)."""
         return self.blobs.uri(self._segment_dir(node, fingerprint))
 
+    def manifest_uri_for(self, node: NodeId, fingerprint: str) -> str:
+        """URI of a segment's `manifest.json` (its presence seals the segment)."""
+        return self.blobs.uri(f"{self._segment_dir(node, fingerprint)}/{MANIFEST_FILE}")
+
     def _snapshot_key(self, node: NodeId, as_of_s: int) -> str:
         return f"{self.segment_prefix(node)}/snapshots/{as_of_s:012d}.json"
 

@@ -5,6 +5,7 @@ new segment and only its head pointer moves."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -38,6 +39,7 @@ class PublishResult:
     fingerprint: str
     uri: str
     written: bool
+    encode_s: float = 0.0  # time spent encoding the segment and its manifest (measured)
 
 
 class LoadedSegment(NamedTuple):
@@ -82,10 +84,12 @@ class SegmentStore(StoreLayout):
                 f"frame fingerprints to {actual} but the manifest claims {fingerprint}; "
                 "recompute the manifest from the frame being published"
             )
+        encode_started = time.perf_counter()
         manifest_bytes = encode_manifest(manifest)
         segment_dir = self._segment_dir(node, fingerprint)
         data_key, manifest_key = f"{segment_dir}/{DATA_FILE}", f"{segment_dir}/{MANIFEST_FILE}"
         data = encode_segment(frame)
+        encode_s = time.perf_counter() - encode_started
         sealed = self.blobs.exists(manifest_key)
         # Data first (create-only; a sealed segment whose data was lost gets it back).
         written = self.blobs.put_if_absent(data_key, data)
@@ -104,7 +108,7 @@ class SegmentStore(StoreLayout):
         if not sealed:  # the manifest last: its presence seals the segment
             written = self.blobs.put_if_absent(manifest_key, manifest_bytes) or written
         self._point_head(node, identity.range, fingerprint)
-        return PublishResult(fingerprint, self.blobs.uri(segment_dir), written)
+        return PublishResult(fingerprint, self.blobs.uri(segment_dir), written, encode_s)
 
     def _holds_same_bars(
         self, key: str, data: bytes, identity: FingerprintIdentity, fingerprint: str

@@ -49,13 +49,11 @@ assert DAY2.start <= BAD_TS < DAY2.end and DAY2.start <= MID_PAGE_TS < DAY2.end
 
 
 def _run_flags(result: dg.ExecuteInProcessResult) -> dict[str, int]:
-    """The run's `conformance_flags` (every partition's materialization carries the same)."""
-    seen = {
-        json.dumps(e.materialization.metadata["conformance_flags"].value, sort_keys=True)
-        for e in result.get_asset_materialization_events()
-    }
-    assert len(seen) == 1, seen
-    return dict(json.loads(seen.pop()))
+    """What conformance did to the rows the run fetched: the run totals' `fetched_rows_flags`
+    (one observation per node and run)."""
+    (event,) = result.get_asset_observation_events()
+    totals = event.asset_observation_data.asset_observation.metadata
+    return dict(totals["fetched_rows_flags"].value)  # type: ignore[arg-type]
 
 
 def _head_manifest(config: SeamlessConfig, window: Range) -> dict[str, Any]:

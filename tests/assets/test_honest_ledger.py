@@ -14,7 +14,6 @@ prices of 0 and below, all-zero bars), at several positions of a 3-day 1m backfi
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,12 +68,11 @@ def _backfill(config: SeamlessConfig) -> dg.ExecuteInProcessResult:
 
 
 def _run_flags(result: dg.ExecuteInProcessResult) -> dict[str, int]:
-    seen = {
-        json.dumps(e.materialization.metadata["conformance_flags"].value, sort_keys=True)
-        for e in result.get_asset_materialization_events()
-    }
-    assert len(seen) == 1, seen
-    return dict(json.loads(seen.pop()))
+    """What conformance did to the rows the run fetched: the run totals' `fetched_rows_flags`
+    (one observation per node and run)."""
+    (event,) = result.get_asset_observation_events()
+    totals = event.asset_observation_data.asset_observation.metadata
+    return dict(totals["fetched_rows_flags"].value)  # type: ignore[arg-type]
 
 
 def _truth(sandbox: SandboxExchange) -> pd.DataFrame:
