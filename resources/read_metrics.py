@@ -1,13 +1,24 @@
 """The reader's metrics, named after the blueprint's metrics catalog: what one finished
-fetch adds to them (and the warning a downgraded or partial read logs)."""
+fetch adds to them (and the warning a downgraded or partial read logs).
+
+Two views of the same reads: `rt.metrics`, the flat dict `reader.metrics()` returns, and
+`ReadSeries`, the labelled series (`node_id`, `interval`, `world_id`, ...) with latency
+histograms that `resources.metrics_export` serves to Prometheus. Plain Python: the read
+path never imports prometheus_client."""
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
+import threading
+import weakref
+from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from seamless_assets.core.read_context import SeamlessFetchMetadata
+from seamless_assets.metrics_catalog import LATENCY_BUCKETS_MS
 
 if TYPE_CHECKING:
     from .read_runtime import ReaderRuntime
@@ -24,8 +35,55 @@ PHASE_METRICS = {
 }
 
 
+Labels = tuple[tuple[str, str], ...]
+
+
+@dataclass
+class Histogram:
+    """Cumulative counts per bucket of `LATENCY_BUCKETS_MS` (+Inf last), sum and count."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, value: float) -> None:
+        # the first bucket whose upper bound holds the value, and every larger one
+        for i in range(bisect.bisect_left(LATENCY_BUCKETS_MS, value), len(self.buckets)):
+            self.buckets[i] += 1
+        self.total += value
+        self.count += 1
+
+
+@dataclass
+class ReadSeries:
+    """The labelled series of one reader: name -> labels -> value (or histogram)."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    counters: defaultdict[str, defaultdict[Labels, float]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(float))
+    )
+    gauges: defaultdict[str, dict[Labels, float]] = field(default_factory=lambda: defaultdict(dict))
+    histograms: defaultdict[str, defaultdict[Labels, Histogram]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(Histogram))
+    )
+    live_as_of: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+_SERIES: weakref.WeakKeyDictionary[ReaderRuntime, ReadSeries] = weakref.WeakKeyDictionary()
+_SERIES_LOCK = threading.Lock()
+
+
+def read_series(rt: ReaderRuntime) -> ReadSeries:
+    with _SERIES_LOCK:
+        series = _SERIES.get(rt)
+        if series is None:
+            series = _SERIES[rt] = ReadSeries()
+        return series
+
+
 def record_fetch(rt: ReaderRuntime, meta: SeamlessFetchMetadata) -> None:
     """Count one finished fetch (cache hits included) and remember its metadata."""
+    _record_series(read_series(rt), meta)
     with rt.state_lock:
         rt.last_metadata = meta
         m = rt.metrics
@@ -49,3 +107,35 @@ def record_fetch(rt: ReaderRuntime, meta: SeamlessFetchMetadata) -> None:
         log.warning(
             "seamless downgrade %s", json.dumps(meta.to_json(), sort_keys=True, default=str)
         )
+
+
+def _record_series(series: ReadSeries, meta: SeamlessFetchMetadata) -> None:
+    labels: Labels = (
+        ("node_id", meta.node_id), ("interval", str(meta.interval_s)), ("world_id", meta.world_id),
+    )  # fmt: skip
+    with series.lock:
+        series.counters["seamless_fetch_total"][labels] += 1
+        for phase, metric in PHASE_METRICS.items():
+            key = f"{phase}_ms"
+            if key in meta.sla:  # every read times every phase (0 ms: it did not wait)
+                series.histograms[metric][labels].observe(meta.sla[key])
+        for phase in meta.sla_exceeded:
+            series.counters["seamless_sla_exceeded_total"][(*labels, ("phase", phase))] += 1
+        series.gauges["coverage_ratio"][labels] = meta.coverage_ratio
+        series.counters["domain_gate_holds"][labels] += meta.downgrade == "HOLD"
+        series.counters["partial_fill_returns"][labels] += meta.partial
+        for flag, count in meta.conformance_flags.items():
+            if count:
+                series.counters["seamless_conformance_flag_total"][
+                    (*labels, ("flag_type", flag))
+                ] += count
+        if meta.staleness_s is not None:
+            series.gauges["live_staleness_seconds"][labels] = meta.staleness_s
+        if meta.execution_domain == "live" and meta.as_of_s is not None:
+            session = (meta.node_id, meta.world_id)
+            previous = series.live_as_of.get(session)
+            if previous is not None and meta.as_of_s > previous:
+                series.counters["as_of_advancement_events"][
+                    (("node_id", meta.node_id), ("world_id", meta.world_id))
+                ] += 1
+            series.live_as_of[session] = max(meta.as_of_s, previous or meta.as_of_s)
