@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -371,6 +372,82 @@ class MetricsConfig(_Model):
         return url.rstrip("/")
 
 
+def _env_name(name: str) -> str:
+    if not _ENV_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not an environment variable name such as SLACK_BOT_TOKEN")
+    return name
+
+
+def _http_url(url: str, what: str, example: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError(f"{url!r} is not {what}; use http(s)://host[:port][/path], e.g. {example}")
+    if parsed.username is not None or parsed.password is not None or parsed.query:
+        raise ValueError(
+            f"{what} carries credentials or a query (user:password@, ?token=), which would be "
+            "stored with the config; put the whole URL in an environment variable (url_env)"
+        )
+    return url
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
+class WebhookAlertConfig(_Model):
+    """A JSON POST per alert. Secrets only as environment variable names: `url_env` when the
+    URL itself is secret (e.g. a Slack incoming webhook), `headers_env` for auth headers."""
+
+    url: str | None = None
+    url_env: EnvName | None = None
+    headers_env: dict[str, EnvName] = Field(default_factory=dict)  # header -> env var name
+    timeout_s: Float = Field(default=5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _plain_url(cls, url: str | None) -> str | None:
+        return None if url is None else _http_url(url, "a webhook URL", "http://alerts:8080/hook")
+
+    @model_validator(mode="after")
+    def _one_url(self) -> WebhookAlertConfig:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError(
+                "give exactly one of url (a plain URL) or url_env (the environment variable "
+                "holding a secret URL)"
+            )
+        return self
+
+
+class SlackAlertConfig(_Model):
+    """chat.postMessage with a bot token read from `token_env` (a Dagster EnvVar)."""
+
+    channel: str = Field(min_length=1)  # e.g. "#data-alerts" or a channel id
+    token_env: EnvName = "SLACK_BOT_TOKEN"
+    api_url: str = "https://slack.com/api/"  # Slack's Web API (a proxy's address otherwise)
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, url: str) -> str:
+        return _http_url(url, "a Slack Web API URL", "https://slack.com/api/")
+
+
+class AlertsConfig(_Model):
+    """The alert sensor (README "Alerts"): failed WARN/ERROR checks and failed runs, one
+    message each, to Slack and/or a webhook."""
+
+    ui_base_url: str = "http://127.0.0.1:3000"  # the Dagster UI the messages link to
+    min_severity: Literal["WARN", "ERROR"] = "WARN"
+    failed_runs: bool = True
+    max_attempts: Int = Field(default=5, ge=1)  # deliveries of one message before giving up
+    lookback_s: Int = Field(default=3600, ge=0)  # first tick: events this recent
+    webhook: WebhookAlertConfig | None = None
+    slack: SlackAlertConfig | None = None
+
+    @field_validator("ui_base_url")
+    @classmethod
+    def _ui_url(cls, url: str) -> str:
+        return _http_url(url, "the Dagster UI's URL", "http://127.0.0.1:3000").rstrip("/")
+
+
 class ObservabilityConfig(_Model):
     coverage_ratio_threshold: Float = Field(default=0.98, ge=0, le=1)
     backfill_completion_ratio_min: Float = Field(default=0.95, ge=0, le=1)
@@ -380,6 +457,7 @@ class ObservabilityConfig(_Model):
     # snapshot before the node counts as stalled (WARN beyond it, ERROR beyond twice it).
     as_of_stall_bars: Int = Field(default=60, ge=1)
     metrics: MetricsConfig = MetricsConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
 
 class PartitionsConfig(_Model):
