@@ -1,4 +1,4 @@
-"""The sensors that govern the lake: as_of snapshots, gap repair and the live edge."""
+"""The sensors that govern the lake: as_of snapshots, gap repair, the live edge, alerts."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 
 from seamless_assets.config import SeamlessConfig
 
+from .alerts import alert_sensor
 from .as_of import as_of_sensor
 from .common import Clock, WatchedNode, wall_clock, watched_nodes
 from .gap_repair import gap_repair_sensor
@@ -26,7 +27,7 @@ def build_sensors(
     *,
     clock: Clock = wall_clock,
 ) -> tuple[list[dg.SensorDefinition], list[dg.JobDefinition]]:
-    """The three sensors and the live-edge jobs (one per exchange) they launch. The live
+    """The four sensors and the live-edge jobs (one per exchange) they launch. The live
     edge serves only the nodes `domains.live.nodes` lists."""
     exchanges = sorted({n.node.exchange for n in nodes})
     live_jobs = [live_edge_job(exchange, config, clock=clock) for exchange in exchanges]
@@ -35,5 +36,6 @@ def build_sensors(
         as_of_sensor(config, nodes, clock=clock),
         gap_repair_sensor(config, nodes, asset_jobs, clock=clock),
         live_edge_sensor([n for n in nodes if n.node in served_live], live_jobs, clock=clock),
+        alert_sensor(config, nodes),
     ]
     return sensors, live_jobs
