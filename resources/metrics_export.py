@@ -22,6 +22,7 @@ from .read_metrics import Labels, ReadSeries, read_series
 if TYPE_CHECKING:
     from seamless_assets.core.fetch_cache import CacheStats
 
+    from .read_runtime import ReaderRuntime
     from .reader import SeamlessReader
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class ReaderCollector:
             rt = reader._rt  # the reader's open runtime (None once closed)
             if rt is not None:
                 merged.add(read_series(rt), rt.cache.stats())
+                merged.tokens.update(shared_tokens(rt))
 
         for name, values in merged.counters.items():
             spec = READER_METRICS[name]
@@ -98,6 +100,22 @@ class ReaderCollector:
                 cumulative = list(zip(bounds, buckets, strict=True))
                 hist.add_metric([v for _, v in labels], cumulative, total)
             yield hist
+        if merged.tokens:
+            available = GaugeMetricFamily(
+                "seamless_rl_tokens_available",
+                READER_METRICS["seamless_rl_tokens_available"].help,
+                labels=["limiter_key"],
+            )
+            capacity = GaugeMetricFamily(
+                "seamless_rl_tokens_capacity",
+                READER_METRICS["seamless_rl_tokens_capacity"].help,
+                labels=["limiter_key"],
+            )
+            for key, (tokens, cap) in sorted(merged.tokens.items()):
+                available.add_metric([key], tokens)
+                capacity.add_metric([key], cap)
+            yield available
+            yield capacity
         for name, value in merged.cache.items():
             if name == "seamless_cache_resident":
                 yield GaugeMetricFamily(name, READER_METRICS[name].help, value=value)
@@ -116,6 +134,7 @@ class _Merged:
             ("seamless_cache_hit_total", "seamless_cache_miss_total", "seamless_cache_resident"),
             0.0,
         )
+        self.tokens: dict[str, tuple[float, float]] = {}
 
     def add(self, series: ReadSeries, stats: CacheStats) -> None:
         with series.lock:
@@ -134,3 +153,35 @@ class _Merged:
         self.cache["seamless_cache_hit_total"] += stats.hits
         self.cache["seamless_cache_miss_total"] += stats.misses
         self.cache["seamless_cache_resident"] += stats.resident
+
+
+def shared_tokens(rt: ReaderRuntime) -> dict[str, tuple[float, float]]:
+    """(tokens, capacity) of the shared Redis bucket of each exchange key the reader uses,
+    refilled to Redis' clock as the limiter's script would. Only keys with a bucket: a key
+    nobody used within the bucket's lifetime is idle, not empty. An in-process limiter
+    (no Redis DSN, or Redis down) has no shared bucket to report."""
+    from .exchange import ExchangeSettings
+    from .rate_limit_redis import RedisRateLimiter
+
+    out: dict[str, tuple[float, float]] = {}
+    for exchange_id in rt.config.exchanges:
+        limiter = rt.rate_limiter.limiter(rt.config.rate_limit_for(exchange_id))
+        if not isinstance(limiter, RedisRateLimiter) or not limiter.using_redis:
+            continue
+        key = ExchangeSettings.from_config(rt.config, exchange_id).rate_key
+        budget = limiter.budget(key)
+        try:
+            tokens, ts = limiter.client.hmget(limiter.bucket_key(key), "tokens", "ts")
+            seconds, micros = limiter.client.time()
+        except Exception as exc:  # a scrape during a Redis outage: no sample, a log line
+            log.warning("rate-limit tokens of %s not read from Redis: %s", key, exc)
+            continue
+        if tokens is None or ts is None:
+            continue
+        now_ms = seconds * 1000 + micros / 1000
+        elapsed_s = max(0.0, now_ms - float(ts)) / 1000
+        out[key] = (
+            min(budget.capacity, float(tokens) + elapsed_s * budget.rate_per_s),
+            budget.capacity,
+        )
+    return out

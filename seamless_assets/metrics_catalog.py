@@ -6,7 +6,8 @@ Pure data: `seamless_assets.metrics_push` (run workers -> Pushgateway) and
 families from it; neither imports prometheus_client before it exports.
 
 Labels are bounded: `node_id` (the catalog's nodes), `interval` (seconds), `world_id`
-(the worlds that read), `flag_type` (the conformance taxonomy), `phase`, `stage`.
+(the worlds that read), `flag_type` (the conformance taxonomy), `phase`, `stage`,
+`limiter_key` (one per exchange key).
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ READER_METRICS = {
         ),
         MetricSpec(
             "live_staleness_seconds", "gauge", "now - last delivered bar end, last live read", READ
+        ),
+        MetricSpec(
+            "seamless_rl_tokens_available",
+            "gauge",
+            "Tokens in the shared Redis bucket now (exchange units)",
+            ("limiter_key",),
+        ),
+        MetricSpec(
+            "seamless_rl_tokens_capacity",
+            "gauge",
+            "Capacity of the shared Redis bucket (exchange units)",
+            ("limiter_key",),
         ),
         MetricSpec("seamless_cache_hit_total", "counter", "Read cache hits"),
         MetricSpec("seamless_cache_miss_total", "counter", "Read cache misses"),

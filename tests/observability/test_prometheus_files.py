@@ -17,7 +17,7 @@ from tests.services import unavailable
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 PROMQL_WORDS = {
     "histogram_quantile", "sum", "by", "rate", "increase", "le", "time", "offset", "job",
-    "node_id", "world_id", "flag_type", "phase", "seamless_backfill", "d", "m",
+    "node_id", "world_id", "flag_type", "phase", "seamless_backfill", "d", "m", "limiter_key",
 }  # fmt: skip
 
 
@@ -31,7 +31,7 @@ def promtool(*args: str) -> str:
 
 
 def test_promtool_accepts_the_rules_and_the_scrape_config() -> None:
-    assert "SUCCESS: 12 rules found" in promtool("check", "rules", str(DEPLOY / "alert_rules.yml"))
+    assert "SUCCESS: 13 rules found" in promtool("check", "rules", str(DEPLOY / "alert_rules.yml"))
     promtool("check", "config", str(DEPLOY / "prometheus.yml"))
 
 
