@@ -118,7 +118,11 @@ def _unescape(text: str, safe: str, marker: str) -> str:
 
 
 def asset_key_part(text: str) -> str:
-    """Encode text into an asset-key part (`^[A-Za-z0-9_]+$`), reversibly: `/` -> `_2f`."""
+    """Encode text into `^[A-Za-z0-9_]+$`, reversibly: `/` -> `_2f`.
+
+    The stored form of node ids, gap reasons and flags in the hot store (a change would
+    orphan stored rows); asset keys use the readable `readable_symbol` instead.
+    """
     if not text:
         raise ValueError("an asset key part cannot be empty")
     return _escape(text, safe="", marker="_")
@@ -129,6 +133,74 @@ def from_asset_key_part(part: str) -> str:
     if not part:
         raise ValueError("an asset key part cannot be empty")
     return _unescape(part, safe="", marker="_")
+
+
+_SHORT = {"/": "_", ":": "__", "-": "___"}  # between two ASCII letters/digits only
+_SHORT_BACK = {len(v): k for k, v in _SHORT.items()}
+_BYTE_RUN = 4  # `____` + two lower-case hex digits: any other UTF-8 byte
+
+
+def _plain(char: str) -> bool:
+    return char.isascii() and char.isalnum()
+
+
+def readable_symbol(symbol: str) -> str:
+    """A symbol as `[A-Za-z0-9_]`, readable and reversible: `BTC/USDT:USDT` -> `BTC_USDT__USDT`.
+
+    Letters and digits stay; `/`, `:` and `-` between two letters/digits become a run of 1,
+    2 and 3 underscores; every other character (and those three elsewhere) becomes `____`
+    plus the hex of each UTF-8 byte (`_` -> `____5f`). So the text never starts or ends with
+    a short run, runs decode by their length, and `from_readable_symbol` inverts it.
+    """
+    if not symbol:
+        raise ValueError("a symbol cannot be empty")
+    out = []
+    for i, char in enumerate(symbol):
+        if _plain(char):
+            out.append(char)
+        elif (
+            char in _SHORT
+            and 0 < i < len(symbol) - 1
+            and _plain(symbol[i - 1])
+            and _plain(symbol[i + 1])
+        ):
+            out.append(_SHORT[char])
+        else:
+            out.extend(f"{'_' * _BYTE_RUN}{byte:02x}" for byte in char.encode())
+    return "".join(out)
+
+
+def from_readable_symbol(text: str) -> str:
+    """Inverse of `readable_symbol`; `ValueError` for anything it would not produce."""
+    raw = bytearray()
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if _plain(char):
+            raw.append(ord(char))
+            i += 1
+            continue
+        if char != "_":
+            raise ValueError(f"{text!r}: character {char!r} at {i} is never produced")
+        run = len(text[i:]) - len(text[i:].lstrip("_"))
+        if run == _BYTE_RUN:
+            digits = text[i + run : i + run + 2]
+            if len(digits) != 2 or not set(digits) <= _HEX:
+                raise ValueError(f"{text!r}: '____' at {i} is not followed by two hex digits")
+            raw.append(int(digits, 16))
+            i += run + 2
+        elif run in _SHORT_BACK:
+            raw.extend(_SHORT_BACK[run].encode())
+            i += run
+        else:
+            raise ValueError(f"{text!r}: a run of {run} underscores at {i} means nothing")
+    try:
+        decoded = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{text!r} does not decode to UTF-8: {exc.reason}") from None
+    if not decoded or readable_symbol(decoded) != text:  # one symbol, one spelling
+        raise ValueError(f"{text!r} is not the canonical spelling of {decoded!r}")
+    return decoded
 
 
 def path_slug(text: str) -> str:
@@ -200,28 +272,39 @@ class NodeId:
     def __str__(self) -> str:
         return f"{NODE_PREFIX}:{self.exchange}:{self.symbol}:{self.timeframe.code}"
 
+    @property
+    def label(self) -> str:
+        """The node's name in the UI: `{exchange}_{readable symbol}_{timeframe}`."""
+        return f"{self.exchange}_{readable_symbol(self.symbol)}_{self.timeframe.code}"
+
     def asset_key_path(self) -> list[str]:
-        """Asset key parts: `["ohlcv", exchange, escaped symbol, timeframe]`."""
-        return [
-            NODE_PREFIX,
-            self.exchange,
-            asset_key_part(self.symbol),
-            asset_key_part(self.timeframe.code),
-        ]
+        """Asset key parts: `["ohlcv", label]`, e.g. `["ohlcv", "binance_BTC_USDT_1m"]`.
+
+        Dagster's graph names a node by the last part, so it carries exchange, symbol and
+        timeframe. Exchange ids and timeframes hold no `_`, and a readable symbol neither
+        starts nor ends with `_` once its first and last characters are letters/digits
+        (otherwise it starts/ends with a `____hh` byte, whose hex ends it), so the label
+        splits back at its first and last `_`.
+        """
+        return [NODE_PREFIX, self.label]
 
     @classmethod
     def from_asset_key_path(cls, path: Sequence[str]) -> NodeId:
         """Inverse of `asset_key_path`; `InvalidNodeId` for any other key."""
         parts = list(path)
-        if len(parts) != 4 or parts[0] != NODE_PREFIX:
-            raise InvalidNodeId(
-                f"asset key {parts} is not an ohlcv node key like "
-                "['ohlcv', 'binance', 'BTC_2fUSDT', '1m']"
-            )
+        example = "['ohlcv', 'binance_BTC_USDT_1m']"
+        if len(parts) != 2 or parts[0] != NODE_PREFIX or not isinstance(parts[1], str):
+            raise InvalidNodeId(f"asset key {parts} is not an ohlcv node key like {example}")
+        exchange, _, rest = parts[1].partition("_")
+        symbol, _, timeframe = rest.rpartition("_")
         try:
-            node = cls.of(parts[1], from_asset_key_part(parts[2]), from_asset_key_part(parts[3]))
+            node = cls.of(exchange, from_readable_symbol(symbol), timeframe)
         except (ValueError, SeamlessError) as exc:
-            raise InvalidNodeId(f"asset key {parts} is not an ohlcv node key: {exc}") from None
+            raise InvalidNodeId(
+                f"asset key {parts} is not an ohlcv node key like {example}: {exc}"
+            ) from None
+        if node.asset_key_path() != parts:
+            raise InvalidNodeId(f"asset key {parts} is not the canonical key of {node}")
         return node
 
     def partition_prefix(self, template: str) -> str:

@@ -350,7 +350,7 @@ def test_questdb_kill9_mid_run_then_rerun_is_complete_and_identical(
         assert first_code == 1, first.output
         assert "FAILURE" in first.out.read_text()
         root_cause = first.err.read_text().strip().splitlines()[-1]
-        assert root_cause.startswith("ohlcv__binance__BTC_2fUSDT__1m: "), root_cause
+        assert root_cause.startswith("ohlcv__binance_BTC_USDT_1m: "), root_cause
         # the store's actionable error (address + how to start it), not the client's
         assert "StoreError: QuestDB" in root_cause and "is QuestDB up at" in root_cause, root_cause
     print(f"questdb kill -9: first run exit {first_code} after {first_s:.1f}s")

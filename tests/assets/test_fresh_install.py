@@ -22,6 +22,7 @@ from seamless_assets.governance_checks import (
     LIVE_STALENESS,
     PARTITION_COVERAGE,
 )
+from seamless_assets.nodes import NodeId
 from sensors.as_of import SENSOR_NAME as AS_OF_SENSOR
 from sensors.gap_repair import SENSOR_NAME as GAP_SENSOR
 
@@ -95,7 +96,8 @@ def test_a_fresh_install_after_a_ten_partition_backfill_has_no_check_failing_by_
         assert meta["not_backfilled_count"] == unmaterialized
         assert meta["bad_partition_count"] == meta["thin_partition_count"] == 0
         # The ten backfilled ones are judged too (1h nodes: 03-10 is stable only at 02:00).
-        stable = 10 if evaluation.asset_key.path[-1] == "1m" else 9
+        tf = NodeId.from_asset_key_path(evaluation.asset_key.path).timeframe.code
+        stable = 10 if tf == "1m" else 9
         assert meta["partitions_checked"] == unmaterialized + stable
         assert evaluation.description is not None
         assert (

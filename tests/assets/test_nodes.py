@@ -15,7 +15,9 @@ from seamless_assets.nodes import (
     asset_key_part,
     from_asset_key_part,
     from_path_slug,
+    from_readable_symbol,
     path_slug,
+    readable_symbol,
 )
 
 ASSET_KEY_PART = re.compile(r"^[A-Za-z0-9_]+$")
@@ -117,9 +119,25 @@ def test_a_bad_timeframe_in_an_id_is_an_unsupported_timeframe(node_id: str) -> N
 # -- asset keys ----------------------------------------------------------------------------
 
 
-def test_asset_key_of_a_known_node() -> None:
-    node = NodeId.parse("ohlcv:bybit:BTC/USDT:USDT:1h")
-    assert node.asset_key_path() == ["ohlcv", "bybit", "BTC_2fUSDT_3aUSDT", "1h"]
+@pytest.mark.parametrize(
+    ("node_id", "label"),
+    [
+        ("ohlcv:binance:BTC/USDT:1m", "binance_BTC_USDT_1m"),
+        ("ohlcv:binance:ETH/USDT:1m", "binance_ETH_USDT_1m"),
+        ("ohlcv:bybit:BTC/USDT:USDT:1h", "bybit_BTC_USDT__USDT_1h"),
+        ("ohlcv:okx:BTC/USD:BTC-240329-50000-C:1d", "okx_BTC_USD__BTC___240329___50000___C_1d"),
+        ("ohlcv:binance:1000PEPE/USDT:1w", "binance_1000PEPE_USDT_1w"),
+        ("ohlcv:binance:BTC_USDT:1m", "binance_BTC____5fUSDT_1m"),
+        ("ohlcv:binance:/BTC:1m", "binance_____2fBTC_1m"),
+        ("ohlcv:binance:BTC/:1m", "binance_BTC____2f_1m"),
+        ("ohlcv:binance:A//B:1m", "binance_A____2f____2fB_1m"),
+        ("ohlcv:binance:€/USDT:1m", "binance_____e2____82____ac____2fUSDT_1m"),
+    ],
+)
+def test_asset_key_of_known_nodes(node_id: str, label: str) -> None:
+    node = NodeId.parse(node_id)
+    assert node.label == label
+    assert node.asset_key_path() == ["ohlcv", label]
     assert NodeId.from_asset_key_path(node.asset_key_path()) == node
     assert NodeId.from_asset_key_path(tuple(node.asset_key_path())) == node
 
@@ -130,13 +148,18 @@ def test_asset_keys_are_valid_and_reversible(exchange: str, symbol: str, timefra
     path = node.asset_key_path()
     assert all(ASSET_KEY_PART.match(part) for part in path), path
     assert NodeId.from_asset_key_path(path) == node
+    assert from_readable_symbol(readable_symbol(symbol)) == symbol
     assert from_asset_key_part(asset_key_part(symbol)) == symbol
+
+
+# Symbols built from the characters that collide in naive schemes.
+tricky_symbols = st.text(alphabet="AB1_/:-€ ", min_size=1, max_size=8).filter(valid_symbol)
 
 
 @settings(max_examples=300)
 @given(
-    a=st.tuples(exchanges, symbols, timeframes),
-    b=st.tuples(exchanges, symbols, timeframes),
+    a=st.tuples(exchanges, st.one_of(symbols, tricky_symbols), timeframes),
+    b=st.tuples(exchanges, st.one_of(symbols, tricky_symbols), timeframes),
 )
 def test_distinct_nodes_get_distinct_asset_keys_and_op_names(
     a: tuple[str, str, str], b: tuple[str, str, str]
@@ -149,38 +172,55 @@ def test_distinct_nodes_get_distinct_asset_keys_and_op_names(
     assert "__".join(node_a.asset_key_path()) != "__".join(node_b.asset_key_path())
 
 
-@given(a=symbols, b=symbols)
+@settings(max_examples=500)
+@given(a=st.one_of(symbols, tricky_symbols), b=st.one_of(symbols, tricky_symbols))
 def test_distinct_symbols_get_distinct_key_parts(a: str, b: str) -> None:
     if a != b:
+        assert readable_symbol(a) != readable_symbol(b)
         assert asset_key_part(a) != asset_key_part(b)
 
 
-def test_symbols_that_differ_only_in_escaped_characters_stay_apart() -> None:
-    parts = {asset_key_part(s) for s in ["BTC/USDT", "BTC_USDT", "BTC:USDT", "BTC_2fUSDT"]}
-    assert len(parts) == 4
+def test_symbols_that_differ_only_in_separators_stay_apart() -> None:
+    symbols_ = ["BTC/USDT", "BTC_USDT", "BTC:USDT", "BTC-USDT", "BTC//USDT", "BTC/:USDT"]
+    symbols_ += ["BTC::USDT", "BTC:/USDT", "BTC/-USDT", "BTC____2fUSDT", "BTC___USDT"]
+    labels = {NodeId.of("binance", s, "1m").label for s in symbols_}
+    assert len(labels) == len(symbols_)
+    assert all(ASSET_KEY_PART.match(label) for label in labels)
 
 
 @pytest.mark.parametrize(
     "path",
     [
         [],
-        ["ohlcv", "binance", "BTC_2fUSDT"],
-        ["ohlcv", "binance", "BTC_2fUSDT", "1m", "extra"],
-        ["trades", "binance", "BTC_2fUSDT", "1m"],
-        ["ohlcv", "Binance", "BTC_2fUSDT", "1m"],
-        ["ohlcv", "binance", "", "1m"],
-        ["ohlcv", "binance", "BTC_2FUSDT", "1m"],  # upper-case hex: not what we produce
-        ["ohlcv", "binance", "_41BC", "1m"],  # `A` escaped although it never is
-        ["ohlcv", "binance", "BTC_2", "1m"],
-        ["ohlcv", "binance", "BTC_zzUSDT", "1m"],
-        ["ohlcv", "binance", "BTC-USDT", "1m"],
-        ["ohlcv", "binance", "_ff", "1m"],  # not UTF-8
-        ["ohlcv", "binance", "BTC_2fUSDT", "1M"],
+        ["ohlcv"],
+        ["ohlcv", "binance_BTC_USDT_1m", "extra"],
+        ["ohlcv", "binance", "BTC_2fUSDT", "1m"],  # the keys before issue 10
+        ["trades", "binance_BTC_USDT_1m"],
+        ["ohlcv", "Binance_BTC_USDT_1m"],
+        ["ohlcv", "binance__1m"],
+        ["ohlcv", "binance_1m"],
+        ["ohlcv", "binanceBTCUSDT1m"],
+        ["ohlcv", "binance_BTC_USDT_1M"],
+        ["ohlcv", "binance_BTC_USDT_"],
+        ["ohlcv", "binance_BTC_____USDT_1m"],  # a run of 5 means nothing
+        ["ohlcv", "binance_BTC____2FUSDT_1m"],  # upper-case hex: not what we produce
+        ["ohlcv", "binance_BTC____2_1m"],
+        ["ohlcv", "binance_BTC____zzUSDT_1m"],
+        ["ohlcv", "binance_____41BC_1m"],  # `A` escaped although it never is
+        ["ohlcv", "binance_BTC____2fUSDT_1m"],  # `/` between letters has its short form
+        ["ohlcv", "binance_____ff_1m"],  # not UTF-8
+        ["ohlcv", "binance_BTC-USDT_1m"],
     ],
 )
 def test_foreign_asset_keys_are_refused(path: list[str]) -> None:
     with pytest.raises((InvalidNodeId, UnsupportedTimeframe)):
         NodeId.from_asset_key_path(path)
+
+
+def test_old_escaping_stays_for_stored_names() -> None:
+    """The hot store keys rows by `asset_key_part(node_id)`: its spelling must not move."""
+    assert asset_key_part("ohlcv:binance:BTC/USDT:1m") == "ohlcv_3abinance_3aBTC_2fUSDT_3a1m"
+    assert from_asset_key_part("BTC_2fUSDT") == "BTC/USDT"
 
 
 # -- path slugs ----------------------------------------------------------------------------

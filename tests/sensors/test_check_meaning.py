@@ -24,6 +24,7 @@ from seamless_assets.governance_checks import (
     flag_spikes,
 )
 from seamless_assets.history import history_start_s
+from seamless_assets.nodes import NodeId
 from seamless_assets.partitions import timeframe_classes
 from sensors.as_of import SENSOR_NAME as AS_OF_SENSOR
 from sensors.common import WatchedNode
@@ -47,7 +48,7 @@ def _evaluate(
     "Execute" on a check does: a subset of the checks, no asset)."""
     job = defs.resolve_job_def(GOVERNANCE_JOB)
     if names:
-        key = dg.AssetKey(["ohlcv", "binance", "BTC_2fUSDT", "1m"])
+        key = dg.AssetKey(NodeId.parse(NODE).asset_key_path())
         job = job.get_subset(asset_check_selection={dg.AssetCheckKey(key, n) for n in names})
     result = job.execute_in_process(instance=instance)
     assert result.success
