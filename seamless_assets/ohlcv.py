@@ -81,6 +81,7 @@ def ohlcv_asset(
     ) -> dg.MaterializeResult:
         from resources.exchange import ExchangeClient, ExchangeSettings, RequestStats
 
+        from .backfill_events import observe_backfill
         from .checks import check_results
         from .pipeline import PipelineSettings, backfill
 
@@ -101,24 +102,27 @@ def ohlcv_asset(
         store = artifacts.open()
         _record_history_start(context, store, node, new_client)
         hot = hot_store.open()
-        try:
-            outcome = asyncio.run(
-                backfill(
-                    node,
-                    partitions,
-                    hot=hot,
-                    artifacts=store,
-                    client_factory=new_client,
-                    settings=pipeline_settings,
-                    refetch_gaps=config.refetch_gaps,
-                    refetch_stored=config.refetch_stored,
-                    log=context.log.info,
+        # JSON attempt/complete/fail events and the run's metrics pushed when it ends
+        with observe_backfill(seamless_config, node, partitions, run_id=context.run_id) as run:
+            try:
+                outcome = asyncio.run(
+                    backfill(
+                        node,
+                        partitions,
+                        hot=hot,
+                        artifacts=store,
+                        client_factory=new_client,
+                        settings=pipeline_settings,
+                        refetch_gaps=config.refetch_gaps,
+                        refetch_stored=config.refetch_stored,
+                        log=context.log.info,
+                    )
                 )
-            )
-        finally:
-            hot.close()
-        if clients:  # the history start's request too, not only the backfill's
-            outcome.requests = RequestStats.combined(c.stats for c in clients)
+            finally:
+                hot.close()
+            if clients:  # the history start's request too, not only the backfill's
+                outcome.requests = RequestStats.combined(c.stats for c in clients)
+            run.outcome = outcome
         context.log.info(_summary(outcome))
         _record(context, key, partitions_def, outcome)
         return dg.MaterializeResult(
