@@ -385,14 +385,24 @@ def evaluate_governance(
     return results
 
 
-DESCRIPTIONS = {
-    PARTITION_COVERAGE: "Stable partitions since the node's first bar with stored bars below "
-    "the coverage threshold (confirmed-empty windows excluded).",
-    LIVE_STALENESS: "Stored data trails the newest closed bar by more than live max_lag "
-    "(nodes served live only).",
-    AS_OF_STALL: "Published partitions the newest snapshot lacks, waiting more than N bars.",
-    FLAG_SPIKE: "Conformance flags of any published partition far above the usual median.",
-}
+def check_description(name: str, settings: GovernanceSettings) -> str:
+    """What check `name` tests, with the configured values filled in (shown in the UI)."""
+    lag = settings.live_max_lag_s
+    return {
+        PARTITION_COVERAGE: "Stable partitions since the node's first bar with stored bars below "
+        f"{settings.coverage_threshold:.0%} of the grid (observability.coverage_ratio_threshold; "
+        "confirmed-empty windows excluded).",
+        LIVE_STALENESS: "Stored data trails the newest closed bar by more than "
+        f"{f'{lag} s' if lag is not None else 'the configured lag'} (domains.live.max_lag_sec; "
+        "WARN, ERROR beyond "
+        "twice it; nodes served live only).",
+        AS_OF_STALL: "Published partitions the newest snapshot lacks, waiting more than "
+        f"{settings.as_of_stall_bars} bars (observability.as_of_stall_bars; WARN, ERROR beyond "
+        "twice it).",
+        FLAG_SPIKE: "Conformance flags of a published partition above "
+        f"{SPIKE_FACTOR:g}× the median of the {SPIKE_BASELINE} partitions before it, by at "
+        f"least {SPIKE_MIN_EXCESS} (ERROR for integrity flags).",
+    }[name]
 
 
 def check_names(node: WatchedNode, settings: GovernanceSettings) -> list[str]:
@@ -404,7 +414,7 @@ def governance_check_specs(
     node: WatchedNode, settings: GovernanceSettings
 ) -> list[dg.AssetCheckSpec]:
     return [
-        dg.AssetCheckSpec(name, asset=node.asset_key, description=DESCRIPTIONS[name])
+        dg.AssetCheckSpec(name, asset=node.asset_key, description=check_description(name, settings))
         for name in check_names(node, settings)
     ]
 
