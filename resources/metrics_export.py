@@ -1,7 +1,7 @@
 """The read resource's metrics on a Prometheus `/metrics` endpoint.
 
 A long-lived process holding a reader (`observability.metrics.port` set, or
-`reader.serve_metrics(port)`) serves one endpoint per port; every live reader of the
+`serve_metrics(reader, port)`) serves one endpoint per port; every live reader of the
 process contributes its series (`read_metrics.ReadSeries`, named and labelled after the
 catalog in `seamless_assets.metrics_catalog`). prometheus_client is imported here only,
 when an endpoint starts: definitions that hold the resource never load it.
@@ -20,6 +20,7 @@ from seamless_assets.metrics_catalog import LATENCY_BUCKETS_MS, READ, READER_MET
 from .read_metrics import Labels, ReadSeries, read_series
 
 if TYPE_CHECKING:
+    from seamless_assets.config import SeamlessConfig
     from seamless_assets.core.fetch_cache import CacheStats
 
     from .read_runtime import ReaderRuntime
@@ -49,6 +50,21 @@ def serve_metrics(reader: SeamlessReader, port: int, bind: str = "127.0.0.1") ->
         _servers[(bind, bound)] = (server, readers)
     log.info("read metrics served on http://%s:%d/metrics", bind, bound)
     return bound
+
+
+def serve_configured(reader: SeamlessReader, config: SeamlessConfig) -> None:
+    """`observability.metrics.port` set: serve it (a port another process holds is
+    logged; the reader still reads)."""
+    metrics = config.seamless.observability.metrics
+    if metrics.port is None:
+        return
+    try:
+        serve_metrics(reader, metrics.port, metrics.bind)
+    except OSError as exc:
+        log.warning(
+            "read metrics not served on %s:%d: %s (another process holds the port?)",
+            metrics.bind, metrics.port, exc,
+        )  # fmt: skip
 
 
 def stop_serving(port: int, bind: str = "127.0.0.1") -> None:

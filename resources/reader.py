@@ -43,7 +43,7 @@ fills the live edge under `live_wait`.
 
 Cache: only immutable reads (served wholly from a snapshot) are cached; a world that
 switches domain loses its entries. Metrics (`metrics()`) use the blueprint's names;
-`serve_metrics()` (or `observability.metrics.port`) serves them labelled on `/metrics`.
+`metrics_export` serves them labelled on `/metrics` (`observability.metrics.port`).
 """
 
 from __future__ import annotations
@@ -72,6 +72,7 @@ from seamless_assets.core.read_context import (
 from seamless_assets.core.sla import PhaseTimings
 from seamless_assets.errors import AsOfRequired
 
+from .metrics_export import serve_configured
 from .read_metrics import record_fetch
 from .read_windows import partition_keys, partition_windows
 
@@ -153,7 +154,7 @@ class SeamlessReader(dg.ConfigurableResource):
 
         reader = cls(config_path=config.source or "")
         reader._rt = ReaderRuntime(config, hot=hot, artifacts=artifacts)
-        reader._serve_configured_metrics(config)
+        serve_configured(reader, config)
         return reader
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
@@ -180,29 +181,8 @@ class SeamlessReader(dg.ConfigurableResource):
                 from .read_runtime import ReaderRuntime
 
                 self._rt = ReaderRuntime(load_config(self.config_path or None))
-                self._serve_configured_metrics(self._rt.config)
+                serve_configured(self, self._rt.config)
             return self._rt
-
-    def _serve_configured_metrics(self, config: SeamlessConfig) -> None:
-        """`observability.metrics.port` set: this process serves `/metrics` (a port
-        already taken is logged, the reader still reads)."""
-        metrics = config.seamless.observability.metrics
-        if metrics.port is None:
-            return
-        try:
-            self.serve_metrics(metrics.port, metrics.bind)
-        except OSError as exc:
-            log.warning(
-                "read metrics not served on %s:%d: %s (another process holds the port?)",
-                metrics.bind, metrics.port, exc,
-            )  # fmt: skip
-
-    def serve_metrics(self, port: int = 0, bind: str = "127.0.0.1") -> int:
-        """Serve this reader's metrics for Prometheus on http://bind:port/metrics (port 0:
-        a free one) and return the port; see `resources.metrics_export`."""
-        from .metrics_export import serve_metrics
-
-        return serve_metrics(self, port, bind)
 
     # -- introspection ------------------------------------------------------------------
 

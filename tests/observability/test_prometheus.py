@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from resources.metrics_export import serve_metrics
 from resources.reader import ComputeContext
 from sandbox import SandboxExchange
 from seamless_assets.backfill_events import EVENTS_LOGGER, observe_backfill
@@ -195,7 +196,7 @@ def test_prometheus_holds_what_a_backfill_and_20_reads_did(
 
     as_of = advance(config, T0 + DAYS * DAY).as_of_s
     with reader_for(config) as reader:
-        reader_port = reader.serve_metrics(0)
+        reader_port = serve_metrics(reader, 0)
         metas = [
             reader.fetch(
                 NODE_ID, T0 + (i % DAYS) * DAY, T0 + (i % DAYS + 1) * DAY,

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from resources.exchange import ExchangeSettings
-from resources.metrics_export import stop_serving
+from resources.metrics_export import serve_metrics, stop_serving
 from sandbox import SandboxExchange
 from tests.resources.test_reader_support import frozen_sandbox, project, reader_for
 from tests.services import REDIS_ADDR, REDIS_DSN, require_service
@@ -49,7 +49,7 @@ def test_tokens_of_the_shared_redis_bucket_are_served(
     }  # fmt: skip
     config = project(tmp_path, sandbox, rate_limit=rate)
     with reader_for(config) as reader:
-        port = reader.serve_metrics(0)
+        port = serve_metrics(reader, 0)
         try:
             key = ExchangeSettings.from_config(config, "binance").rate_key
             assert not [k for k in scrape(port) if k[0].startswith("seamless_rl_tokens")]
@@ -74,7 +74,7 @@ def test_a_configured_port_is_served_on_open_and_shared_by_the_readers_of_a_proc
         with reader_for(config):
             assert scrape(port)[("seamless_cache_resident", ())] == 0  # served on open
             with reader_for(config) as second:  # the same port: joins the endpoint
-                assert second.serve_metrics(port) == port
+                assert serve_metrics(second, port) == port
             assert ("seamless_cache_hit_total", ()) in scrape(port)
     finally:
         stop_serving(port)
