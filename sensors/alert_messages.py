@@ -4,7 +4,7 @@ values and thresholds from the check's metadata, and links into the Dagster UI).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -22,8 +22,8 @@ SEVERITY_RANK = {"WARN": 1, "ERROR": 2}
 
 @dataclass(frozen=True)
 class Alert:
-    """One message. `alert_id` (`check:<storage id>` / `run:<storage id>`) is stable, so a
-    receiver can de-duplicate too."""
+    """One message. `alert_id` (`check:<run id>:<storage id>` / `run:<run id>`) is stable, so
+    a receiver can de-duplicate too."""
 
     alert_id: str
     kind: str  # asset_check | run_failure
@@ -127,7 +127,7 @@ def check_alert(
         partitions = run_partitions(run.tags) if run is not None else []
     severity = evaluation.severity.value
     return Alert(
-        alert_id=f"check:{record.storage_id}",
+        alert_id=f"check:{record.run_id}:{record.storage_id}",
         kind="asset_check",
         title=f"[{severity}] {evaluation.check_name} failed on {node_id}",
         node_ids=[node_id],
@@ -143,28 +143,40 @@ def check_alert(
     )
 
 
+def _error_message(error: Any) -> str | None:
+    """The first error of the cause chain that is not Dagster's wrapper (the user's)."""
+    chain = []
+    while error is not None:
+        chain.append(error)
+        error = error.cause
+    own = [e for e in chain if not e.cls_name or not e.cls_name.startswith("Dagster")]
+    chosen = (own or chain or [None])[0]
+    return chosen.message.strip() if chosen is not None else None
+
+
 def run_failure_alert(
     record: dg.EventLogRecord,
     run: dg.DagsterRun | None,
+    asset_keys: Sequence[dg.AssetKey],
     node_ids: Mapping[dg.AssetKey, str],
     ui_base_url: str,
 ) -> Alert:
-    """The alert of a failed run: its id, job, nodes, partitions and the error."""
+    """The alert of a failed run: its id, job, nodes (`asset_keys` it was to materialize),
+    partitions and the error."""
     event = record.event_log_entry.dagster_event
     data = event.event_specific_data if event is not None else None
-    error = getattr(data, "error", None)
     step_failure = getattr(data, "first_step_failure_event", None)
-    if error is None and step_failure is not None:
-        error = step_failure.step_failure_data.error
-    message = error.to_string().strip().splitlines()[-1] if error is not None else None
+    error = getattr(data, "error", None)
+    if step_failure is not None:  # the step's own error says more than the run's wrapper
+        error = step_failure.step_failure_data.error or error
+    message = _error_message(error)
     tags = run.tags if run is not None else {}
-    keys = sorted(run.asset_selection or (), key=str) if run is not None else []
-    nodes = [node_ids.get(k, k.to_user_string()) for k in keys]
+    nodes = [node_ids.get(k, k.to_user_string()) for k in sorted(asset_keys, key=str)]
     if not nodes and NODE_TAG in tags:
         nodes = [tags[NODE_TAG]]
     job = run.job_name if run is not None else ""
     return Alert(
-        alert_id=f"run:{record.storage_id}",
+        alert_id=f"run:{record.run_id}",
         kind="run_failure",
         title=f"[ERROR] run of {job} failed" + (f" ({', '.join(nodes)})" if nodes else ""),
         node_ids=nodes,
@@ -174,5 +186,5 @@ def run_failure_alert(
         run_id=record.run_id,
         job=job,
         description=record.event_log_entry.message or None,
-        error=message or (record.event_log_entry.message or None),
+        error=message or record.event_log_entry.message or None,
     )

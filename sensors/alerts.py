@@ -2,20 +2,21 @@
 each, posted to Slack (`dagster-slack`) and/or a JSON webhook (`seamless.observability.alerts`).
 
 A failed check does not fail its run, so Dagster's run-failure sensors never see it; Dagster+
-alert policies are not in OSS. This sensor reads the instance's event log instead. Each
-destination keeps its own cursor (the storage id of the last event it got), so a message is
-sent once per destination: the cursor passes an event only once it was delivered, or after
+alert policies are not in OSS. This sensor reads the instance's event log instead: every run
+that ended (success, failure, cancel) since its cursor, that run's check evaluations and,
+for a failed run, the failure. Each destination keeps its own cursor (the storage id of the
+last run end it got, and the alerts of the next one already sent), so a message is sent
+once per destination: the cursor passes a message only once it was delivered, or after
 `max_attempts` failed deliveries (logged as given up). A failed delivery stops that
-destination's stream for the tick, so messages arrive in order."""
+destination for the tick, so messages arrive in order."""
 
 from __future__ import annotations
 
 import json
 import time
 import urllib.request
-import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import dagster as dg
 
@@ -27,7 +28,6 @@ from .common import WatchedNode, dump_cursor, load_cursor
 
 SENSOR_NAME = "seamless_alert_sensor"
 BATCH = 100  # events read per stream and tick
-CHECKS, RUNS = "checks", "runs"
 
 Sender = Callable[[Alert], None]
 
@@ -85,60 +85,83 @@ def destinations(config: AlertsConfig) -> dict[str, Sender]:
     return out
 
 
-def _records(
-    instance: dg.DagsterInstance, stream: str, after: int | None, since_s: float
-) -> Sequence[dg.EventLogRecord]:
-    """Events of a stream after storage id `after` (first tick: since `since_s`), oldest first."""
-    if stream == RUNS:
-        result = instance.fetch_run_status_changes(
+RunEnd = Literal[
+    dg.DagsterEventType.RUN_SUCCESS,
+    dg.DagsterEventType.RUN_FAILURE,
+    dg.DagsterEventType.RUN_CANCELED,
+]
+RUN_ENDS: tuple[RunEnd, ...] = (
+    dg.DagsterEventType.RUN_SUCCESS,
+    dg.DagsterEventType.RUN_FAILURE,
+    dg.DagsterEventType.RUN_CANCELED,
+)
+
+
+def run_ends(
+    instance: dg.DagsterInstance, after: int | None, since_s: float
+) -> list[dg.EventLogRecord]:
+    """Runs that ended after storage id `after` (first tick: since `since_s`), oldest first.
+
+    Run ends, not check evaluations, are the stream: run status events have instance-wide
+    storage ids on every storage (SQLite's per-run shards too), and once a run ended its
+    check evaluations are final, so none is missed or seen twice."""
+    batches = [
+        instance.fetch_run_status_changes(
             dg.RunStatusChangeRecordsFilter(
-                dg.DagsterEventType.RUN_FAILURE,
+                kind,
                 after_storage_id=after,
                 after_timestamp=None if after is not None else since_s,
             ),
             limit=BATCH,
             ascending=True,
-        )
-        return result.records
-    # No fetch_* method covers check evaluations instance-wide; get_event_records is the
-    # public API for them (deprecated for Dagster 2.0, no replacement yet).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        return instance.get_event_records(
-            dg.EventRecordsFilter(
-                dg.DagsterEventType.ASSET_CHECK_EVALUATION,
-                after_cursor=after,
-                after_timestamp=None if after is not None else since_s,
-            ),
-            limit=BATCH,
-            ascending=True,
-        )
+        ).records
+        for kind in RUN_ENDS
+    ]
+    # A full batch may stop before another kind's records: go only as far as every kind read.
+    upto = min((b[-1].storage_id for b in batches if len(b) == BATCH), default=None)
+    merged = sorted((r for b in batches for r in b), key=lambda r: r.storage_id)
+    return [r for r in merged if upto is None or r.storage_id <= upto]
 
 
 class _Builder:
-    """Alerts by storage id (built once per tick, whatever the number of destinations)."""
+    """The alerts of a run end (built once per tick, whatever the number of destinations):
+    its failed WARN/ERROR check evaluations, then the run's failure."""
 
     def __init__(
         self, instance: dg.DagsterInstance, config: AlertsConfig, nodes: Sequence[WatchedNode]
     ) -> None:
         self.instance, self.config = instance, config
         self.node_ids = {n.asset_key: n.node_id for n in nodes}
-        self.built: dict[int, Alert | None] = {}
+        self.built: dict[int, list[Alert]] = {}
 
-    def __call__(self, stream: str, record: dg.EventLogRecord) -> Alert | None:
-        if record.storage_id not in self.built:
-            run = self.instance.get_run_by_id(record.run_id)
-            ui = self.config.ui_base_url
-            alert: Alert | None
-            if stream == RUNS:
-                alert = run_failure_alert(record, run, self.node_ids, ui)
-            else:
-                alert = check_alert(record, run, self.node_ids, ui)
-                floor = SEVERITY_RANK[self.config.min_severity]
-                if alert is not None and SEVERITY_RANK[alert.severity] < floor:
-                    alert = None
-            self.built[record.storage_id] = alert
-        return self.built[record.storage_id]
+    def __call__(self, end: dg.EventLogRecord) -> list[Alert]:
+        if end.storage_id not in self.built:
+            self.built[end.storage_id] = self._build(end)
+        return self.built[end.storage_id]
+
+    def _build(self, end: dg.EventLogRecord) -> list[Alert]:
+        run = self.instance.get_run_by_id(end.run_id)
+        ui, floor = self.config.ui_base_url, SEVERITY_RANK[self.config.min_severity]
+        # get_records_for_run: the instance's per-run event query (no public fetch_* for
+        # check evaluations; get_event_records cannot page them on SQLite's run shards).
+        evaluations = self.instance.get_records_for_run(
+            end.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+        ).records
+        alerts = [
+            alert
+            for record in evaluations
+            if (alert := check_alert(record, run, self.node_ids, ui)) is not None
+            and SEVERITY_RANK[alert.severity] >= floor
+        ]
+        event = end.event_log_entry.dagster_event
+        failed = event is not None and event.event_type == dg.DagsterEventType.RUN_FAILURE
+        if failed and self.config.failed_runs:
+            planned = self.instance.get_records_for_run(
+                end.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+            ).records
+            keys = sorted({r.asset_key for r in planned if r.asset_key is not None}, key=str)
+            alerts.append(run_failure_alert(end, run, keys, self.node_ids, ui))
+        return alerts
 
 
 def deliver(
@@ -146,44 +169,47 @@ def deliver(
     name: str,
     send: Sender,
     state: dict[str, Any],
-    streams: Sequence[str],
     build: _Builder,
     since_s: float,
 ) -> int:
     """Send one destination's new alerts; returns how many were delivered. `state` holds
-    its cursor per stream and the failed attempts of the message at the head."""
+    its cursor: `after` (the last run end fully handled), `sent` (alerts of the next run end
+    already delivered) and `attempts` (failed deliveries of the message at the head)."""
     attempts: dict[str, int] = state.setdefault("attempts", {})
+    max_attempts = build.config.max_attempts
     delivered = 0
-    for stream in streams:
-        for record in _records(context.instance, stream, state.get(stream), since_s):
-            alert = build(stream, record)
-            if alert is not None:
-                try:
-                    send(alert)
-                except DeliveryError as exc:
-                    tried = attempts.get(alert.alert_id, 0) + 1
-                    if tried < build.config.max_attempts:
-                        attempts[alert.alert_id] = tried
-                        context.log.warning(
-                            f"alert {alert.alert_id} not delivered to {name} (attempt {tried}"
-                            f"/{build.config.max_attempts}, retried next tick): {exc}"
-                        )
-                        break
-                    context.log.error(
-                        f"alert {alert.alert_id} given up for {name} after {tried} failed "
-                        f"attempts (alerts.max_attempts): {exc}; message: {alert.title}"
+    for end in run_ends(context.instance, state.get("after"), since_s):
+        sent = set(state.get("sent", []))
+        for alert in build(end):
+            if alert.alert_id in sent:
+                continue
+            try:
+                send(alert)
+            except DeliveryError as exc:
+                tried = attempts.get(alert.alert_id, 0) + 1
+                if tried < max_attempts:
+                    attempts[alert.alert_id] = tried
+                    context.log.warning(
+                        f"alert {alert.alert_id} not delivered to {name} (attempt "
+                        f"{tried}/{max_attempts}, retried next tick): {exc}"
                     )
-                else:
-                    delivered += 1
-                    context.log.info(f"alert {alert.alert_id} sent to {name}: {alert.title}")
-                attempts.pop(alert.alert_id, None)
-            state[stream] = record.storage_id
+                    state["sent"] = sorted(sent)
+                    return delivered
+                context.log.error(
+                    f"alert {alert.alert_id} given up for {name} after {tried} failed "
+                    f"attempts (alerts.max_attempts): {exc}; message: {alert.title}"
+                )
+            else:
+                delivered += 1
+                context.log.info(f"alert {alert.alert_id} sent to {name}: {alert.title}")
+            attempts.pop(alert.alert_id, None)
+            sent.add(alert.alert_id)
+        state["after"], state["sent"] = end.storage_id, []
     return delivered
 
 
 def alert_sensor(config: SeamlessConfig, nodes: Sequence[WatchedNode]) -> dg.SensorDefinition:
     alerts = config.seamless.observability.alerts
-    streams = [CHECKS, RUNS] if alerts.failed_runs else [CHECKS]
 
     @dg.sensor(
         name=SENSOR_NAME,
@@ -208,7 +234,7 @@ def alert_sensor(config: SeamlessConfig, nodes: Sequence[WatchedNode]) -> dg.Sen
             )
         build = _Builder(context.instance, alerts, nodes)
         sent = {
-            name: deliver(context, name, send, cursor.setdefault(name, {}), streams, build, since_s)
+            name: deliver(context, name, send, cursor.setdefault(name, {}), build, since_s)
             for name, send in senders.items()
         }
         summary = ", ".join(f"{n} message(s) to {name}" for name, n in sent.items())
