@@ -14,6 +14,7 @@ from seamless_assets.config import SeamlessConfig
 from .alerts import alert_sensor
 from .as_of import as_of_sensor
 from .common import Clock, WatchedNode, wall_clock, watched_nodes
+from .coverage_picture import coverage_picture_sensor
 from .gap_repair import gap_repair_sensor
 from .live_edge import live_edge_job, live_edge_sensor
 
@@ -37,5 +38,6 @@ def build_sensors(
         gap_repair_sensor(config, nodes, asset_jobs, clock=clock),
         live_edge_sensor([n for n in nodes if n.node in served_live], live_jobs, clock=clock),
         alert_sensor(config, nodes),
+        coverage_picture_sensor(config, nodes, clock=clock),
     ]
     return sensors, live_jobs

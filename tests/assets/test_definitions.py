@@ -60,6 +60,7 @@ def test_sensors_governance_checks_and_live_jobs_are_wired() -> None:
     sensors = {s.name: s for s in defs.sensors or []}
     assert set(sensors) == {
         "seamless_as_of_sensor",
+        "seamless_coverage_picture_sensor",
         "seamless_gap_repair_sensor",
         "seamless_live_edge_sensor",
         "seamless_pools_sensor",

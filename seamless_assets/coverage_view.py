@@ -1,0 +1,126 @@
+"""A node's coverage as a markdown picture for the Dagster UI: one cell per partition.
+
+Rows are months of daily partitions (years of monthly ones), one glyph per partition:
+complete, partial, confirmed empty (the exchange has no bars there), missing. The newest
+`DETAIL_ROWS` rows are drawn cell by cell; older history is summarised one line per year,
+and the partitions that need attention are listed as ranges (at most `MAX_RANGES`), so a
+`1m` node back to 2017 renders a few dozen lines, not thousands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import groupby
+from typing import Protocol
+
+COMPLETE, PARTIAL, CONFIRMED_EMPTY, MISSING = "complete", "partial", "confirmed_empty", "missing"
+STATES = (COMPLETE, PARTIAL, CONFIRMED_EMPTY, MISSING)
+GLYPHS = {COMPLETE: "█", PARTIAL: "▒", CONFIRMED_EMPTY: "○", MISSING: "·"}
+DETAIL_ROWS = 12
+MAX_RANGES = 20
+_MONTHLY_S = 28 * 86_400  # a partition this long or longer is a month: rows become years
+
+
+class Coverage(Protocol):
+    """What the picture reads of a partition (`sensors.coverage_scan.PartitionCoverage`)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def expected_bars(self) -> int: ...
+    @property
+    def stored_bars(self) -> int: ...
+    @property
+    def empty_bars(self) -> int: ...
+    @property
+    def window(self) -> _Window: ...
+
+
+class _Window(Protocol):
+    @property
+    def start(self) -> int: ...
+    @property
+    def end(self) -> int: ...
+
+
+def state_of(partition: Coverage) -> str:
+    """complete | partial | confirmed_empty | missing, from stored vs expected bars."""
+    if partition.expected_bars <= 0:
+        return CONFIRMED_EMPTY if partition.empty_bars > 0 else COMPLETE
+    if partition.stored_bars >= partition.expected_bars:
+        return COMPLETE
+    return PARTIAL if partition.stored_bars > 0 else MISSING
+
+
+@dataclass(frozen=True)
+class _Cell:
+    key: str
+    state: str
+    start: datetime
+    row: str  # `YYYY-MM` (daily partitions) or `YYYY` (monthly)
+    column: int  # day of month or month, 1-based
+
+
+def _cells(coverage: Sequence[Coverage]) -> list[_Cell]:
+    cells = []
+    for p in coverage:
+        start = datetime.fromtimestamp(p.window.start, tz=UTC)
+        monthly = p.window.end - p.window.start >= _MONTHLY_S
+        row = f"{start:%Y}" if monthly else f"{start:%Y-%m}"
+        cells.append(_Cell(p.key, state_of(p), start, row, start.month if monthly else start.day))
+    return cells
+
+
+def _counts(cells: Sequence[_Cell]) -> str:
+    counts = {s: sum(c.state == s for c in cells) for s in STATES}
+    return ", ".join(f"{counts[s]} {s.replace('_', ' ')}" for s in STATES if counts[s])
+
+
+def _ranges(cells: Sequence[_Cell]) -> list[str]:
+    """Consecutive partitions in the same non-complete state, as `first … last (n state)`."""
+    out = []
+    for state, run in groupby(cells, key=lambda c: c.state):
+        group = list(run)
+        if state in (PARTIAL, MISSING):
+            span = group[0].key if len(group) == 1 else f"{group[0].key} … {group[-1].key}"
+            out.append(f"- {span}: {len(group)} {state}")
+    return out
+
+
+def coverage_markdown(node_label: str, coverage: Sequence[Coverage], scanned_at: str) -> str:
+    """The picture of one node's `coverage` (partitions in time order)."""
+    cells = _cells(coverage)
+    if not cells:
+        return f"**Coverage of {node_label}**: no closed partition yet (scanned {scanned_at})."
+    lines = [
+        f"**Coverage of {node_label}**: {cells[0].key} … {cells[-1].key}: {_counts(cells)} "
+        f"(scanned {scanned_at})",
+        "",
+        "  ".join(f"{GLYPHS[s]} {s.replace('_', ' ')}" for s in STATES),
+        "",
+    ]
+    rows = [(row, list(group)) for row, group in groupby(cells, key=lambda c: c.row)]
+    older, recent = rows[:-DETAIL_ROWS], rows[-DETAIL_ROWS:]
+    if older:
+        lines += ["| Year (summary) | Partitions |", "|---|---|"]
+        by_year = groupby((c for _, group in older for c in group), key=lambda c: c.start.year)
+        lines += [f"| {year} | {_counts(list(group))} |" for year, group in by_year]
+        lines.append("")
+    width = 12 if len(recent[0][0]) == 4 else 31
+    lines.append("```")
+    lines.append(" " * 8 + "".join(str(i % 10) for i in range(1, width + 1)))
+    for row, group in recent:
+        line = [" "] * width
+        for cell in group:
+            line[cell.column - 1] = GLYPHS[cell.state]
+        lines.append(f"{row:<8}" + "".join(line).rstrip())
+    lines.append("```")
+    problems = _ranges(cells)
+    if problems:
+        lines += ["", f"**Needs attention** ({len(problems)} range(s), newest last):"]
+        if len(problems) > MAX_RANGES:
+            lines.append(f"- … {len(problems) - MAX_RANGES} older range(s) not listed")
+        lines += problems[-MAX_RANGES:]
+    return "\n".join(lines)
