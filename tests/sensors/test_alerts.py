@@ -7,6 +7,7 @@ send nothing again; a receiver that is down gets the message once it is back."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,10 +25,12 @@ from seamless_assets.config import SeamlessConfig, load_config
 from seamless_assets.definitions import build_definitions
 from seamless_assets.governance_checks import GOVERNANCE_JOB
 from sensors.alerts import SENSOR_NAME
+from tests.services import fresh_postgres_database, postgres_url
 
 from .conftest import DAY, NODE, T0, Clock, tick
 
 MIN = 60
+DEPLOY_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
 TOKEN_ENV = "SEAMLESS_TEST_SLACK_TOKEN"
 TOKEN = "xoxb-test-token-never-stored"
 
@@ -285,6 +288,50 @@ def test_slack_gets_one_message_per_alert_through_dagster_slack(
     assert run_text.startswith("[ERROR] run of ohlcv_intraday_job failed")
     assert "partitions: 2024-01-03" in run_text and "/runs/" in run_text
     assert TOKEN not in (cursor or "")
+
+
+def test_on_a_postgres_instance_each_problem_is_one_message_with_auth_from_the_env(
+    project: SeamlessConfig,
+    sandbox: SandboxExchange,
+    clock: Clock,
+    receiver: Receiver,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The production instance config (deploy/dagster.yaml, Postgres storage): a run with a
+    bad bar, a clean run and a failed run give two messages, each once; the webhook's
+    Authorization header comes from the environment variable the config names."""
+    home = tmp_path / "pg_home"
+    home.mkdir()
+    shutil.copy(DEPLOY_DAGSTER_YAML, home / "dagster.yaml")
+    monkeypatch.setenv("SEAMLESS_TEST_WEBHOOK_AUTH", "Bearer hook-secret")
+    alerts = {"webhook": {"url": receiver.url}}
+    alerts["webhook"]["headers_env"] = {"Authorization": "SEAMLESS_TEST_WEBHOOK_AUTH"}
+    config = _with_alerts(project, alerts)
+    with fresh_postgres_database("seamless_alerts") as db:
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", postgres_url(db))
+        monkeypatch.setenv("DAGSTER_COMPUTE_LOG_DIR", str(tmp_path / "logs"))
+        with dg.DagsterInstance.get() as instance:
+            assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+            defs = build_definitions(config, clock=clock)
+            bad = T0 + 2 * DAY + 9 * MIN
+            sandbox.configure(corruptions=[{"symbol": "BTC/USDT", "ts": bad, "kind": "zero_bar"}])
+            assert _backfill(config, 2, 1)
+            cursor = tick(defs, SENSOR_NAME, instance).cursor
+            sandbox.configure(corruptions=[])
+            assert _backfill(config, 3, 1)  # clean: nothing to say
+            sandbox.configure(down=True)
+            assert not _backfill(config, 4, 1)
+            for _ in range(3):
+                cursor = tick(defs, SENSOR_NAME, instance, cursor).cursor
+    sanity, failure = receiver.payloads()
+    assert (sanity["check"], sanity["partitions"]) == ("ohlc_sanity", ["2024-01-03"])
+    assert sanity["values"]["flagged_rows"] == {"zero_bar": 1}
+    assert sanity["url"].endswith("?view=partitions&partition=2024-01-03")
+    assert (failure["kind"], failure["partitions"]) == ("run_failure", ["2024-01-05"])
+    assert {r["headers"]["Authorization"] for r in receiver.received} == {"Bearer hook-secret"}
+    assert "hook-secret" not in (cursor or "")
 
 
 def _slack_fields(body: bytes) -> dict[str, str]:
