@@ -439,6 +439,7 @@ class AlertsConfig(_Model):
     failed_runs: bool = True
     max_attempts: Int = Field(default=5, ge=1)  # deliveries of one message before giving up
     lookback_s: Int = Field(default=3600, ge=0)  # first tick: events this recent
+    interval_s: Int = Field(default=30, ge=1)  # the sensor's minimum_interval_seconds
     webhook: WebhookAlertConfig | None = None
     slack: SlackAlertConfig | None = None
 

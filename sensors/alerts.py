@@ -213,7 +213,7 @@ def alert_sensor(config: SeamlessConfig, nodes: Sequence[WatchedNode]) -> dg.Sen
 
     @dg.sensor(
         name=SENSOR_NAME,
-        minimum_interval_seconds=30,
+        minimum_interval_seconds=alerts.interval_s,
         default_status=dg.DefaultSensorStatus.STOPPED,
         description="Posts failed WARN/ERROR asset checks and failed runs to Slack and/or a "
         "webhook (seamless.observability.alerts), one message each.",
