@@ -7,8 +7,12 @@ send nothing again; a receiver that is down gets the message once it is back."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +34,8 @@ from tests.services import fresh_postgres_database, postgres_url
 from .conftest import DAY, NODE, T0, Clock, tick
 
 MIN = 60
-DEPLOY_DAGSTER_YAML = Path(__file__).resolve().parents[2] / "deploy" / "dagster.yaml"
+REPO = Path(__file__).resolve().parents[2]
+DEPLOY_DAGSTER_YAML = REPO / "deploy" / "dagster.yaml"
 TOKEN_ENV = "SEAMLESS_TEST_SLACK_TOKEN"
 TOKEN = "xoxb-test-token-never-stored"
 
@@ -332,6 +337,65 @@ def test_on_a_postgres_instance_each_problem_is_one_message_with_auth_from_the_e
     assert (failure["kind"], failure["partitions"]) == ("run_failure", ["2024-01-05"])
     assert {r["headers"]["Authorization"] for r in receiver.received} == {"Bearer hook-secret"}
     assert "hook-secret" not in (cursor or "")
+
+
+def test_the_daemon_runs_the_sensor_and_sends_each_message_once(
+    project: SeamlessConfig,
+    sandbox: SandboxExchange,
+    instance: dg.DagsterInstance,
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    """`dagster sensor start` + `dagster-daemon run` on the project's workspace: the daemon
+    ticks the sensor (every 2 s here), persists its cursor, and a bad bar is one message
+    however many ticks follow."""
+    config = _with_alerts(project, {"webhook": {"url": receiver.url}, "interval_s": 2})
+    env = {**os.environ, "SEAMLESS_CONFIG": config.source or ""}
+    env["DAGSTER_HOME"] = instance.root_directory
+    bin_dir = Path(sys.executable).parent
+    workspace = ["-w", str(REPO / "workspace.yaml")]
+    subprocess.run(
+        [str(bin_dir / "dagster"), "sensor", "start", *workspace, SENSOR_NAME],
+        env=env,
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    log = (tmp_path / "daemon.log").open("w")
+    daemon = subprocess.Popen(
+        [str(bin_dir / "dagster-daemon"), "run", *workspace],
+        env=env,
+        cwd=REPO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        sandbox.configure(
+            corruptions=[{"symbol": "BTC/USDT", "ts": T0 + 5 * MIN, "kind": "negative_price"}]
+        )
+        assert _backfill(config, 0, 2)
+        deadline = time.monotonic() + 90
+        while not receiver.received and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert receiver.received, (tmp_path / "daemon.log").read_text()[-3000:]
+        ticks = _ticks(instance)
+        while _ticks(instance) < ticks + 3 and time.monotonic() < deadline + 30:
+            time.sleep(0.5)
+        assert _ticks(instance) >= ticks + 3
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=30)
+        log.close()
+    [message] = receiver.payloads()
+    assert message["check"] == "ohlc_sanity" and message["severity"] == "ERROR"
+    assert message["partitions"] == ["2024-01-01", "2024-01-02"]
+
+
+def _ticks(instance: dg.DagsterInstance) -> int:
+    """Ticks of the alert sensor the daemon recorded."""
+    [state] = [s for s in instance.all_instigator_state() if s.instigator_name == SENSOR_NAME]
+    return len(instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1000))
 
 
 def _slack_fields(body: bytes) -> dict[str, str]:
