@@ -59,6 +59,7 @@ def test_sensors_governance_checks_and_live_jobs_are_wired() -> None:
     defs = build_definitions(config)
     sensors = {s.name: s for s in defs.sensors or []}
     assert set(sensors) == {
+        "seamless_alert_sensor",
         "seamless_as_of_sensor",
         "seamless_coverage_picture_sensor",
         "seamless_gap_repair_sensor",
