@@ -29,6 +29,7 @@ from seamless_assets.config import SeamlessConfig, load_config
 from seamless_assets.definitions import build_definitions
 from seamless_assets.governance_checks import GOVERNANCE_JOB
 from sensors.alerts import SENSOR_NAME
+from tests.assets.secret_scan import Secret, file_blobs, leaks
 from tests.services import fresh_postgres_database, postgres_url
 
 from .conftest import DAY, NODE, T0, Clock, tick
@@ -349,9 +350,14 @@ def test_the_daemon_runs_the_sensor_and_sends_each_message_once(
     """`dagster sensor start` + `dagster-daemon run` on the project's workspace: the daemon
     ticks the sensor (every 2 s here), persists its cursor, and a bad bar is one message
     however many ticks follow."""
-    config = _with_alerts(project, {"webhook": {"url": receiver.url}, "interval_s": 2})
+    hook, auth = Secret.new("alerts.webhook.url_env"), Secret.new("alerts.webhook.headers_env")
+    webhook: dict[str, Any] = {"url_env": "SEAMLESS_TEST_HOOK_URL"}
+    webhook["headers_env"] = {"Authorization": "SEAMLESS_TEST_HOOK_AUTH"}
+    config = _with_alerts(project, {"webhook": webhook, "interval_s": 2})
     env = {**os.environ, "SEAMLESS_CONFIG": config.source or ""}
     env["DAGSTER_HOME"] = instance.root_directory
+    env["SEAMLESS_TEST_HOOK_URL"] = f"{receiver.url}/hook/{hook.value}"
+    env["SEAMLESS_TEST_HOOK_AUTH"] = auth.value
     bin_dir = Path(sys.executable).parent
     workspace = ["-w", str(REPO / "workspace.yaml")]
     subprocess.run(
@@ -390,6 +396,11 @@ def test_the_daemon_runs_the_sensor_and_sends_each_message_once(
     [message] = receiver.payloads()
     assert message["check"] == "ohlc_sanity" and message["severity"] == "ERROR"
     assert message["partitions"] == ["2024-01-01", "2024-01-02"]
+    assert receiver.received[0]["path"] == f"/hook/{hook.value}"
+    assert receiver.received[0]["headers"]["Authorization"] == auth.value
+    # the secrets went out, and nowhere else: not the instance (cursor, ticks, event log,
+    # run storage), not the daemon's log, not the data or the config
+    assert leaks([hook, auth], file_blobs(tmp_path)) == []
 
 
 def _ticks(instance: dg.DagsterInstance) -> int:
