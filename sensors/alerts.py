@@ -27,7 +27,7 @@ from .alert_messages import SEVERITY_RANK, Alert, check_alert, run_failure_alert
 from .common import WatchedNode, dump_cursor, load_cursor
 
 SENSOR_NAME = "seamless_alert_sensor"
-BATCH = 100  # events read per stream and tick
+BATCH = 100  # run ends read per kind (success, failure, cancel) and tick
 
 Sender = Callable[[Alert], None]
 
