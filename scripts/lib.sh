@@ -8,3 +8,11 @@ ensure_uv() {
   fi
   command -v uv >/dev/null || { echo "uv could not be installed; install it with 'pip install uv'" >&2; exit 1; }
 }
+
+# Debian's Chromium for the browser tests (tests/ui; Playwright drives it, no browser download).
+ensure_chromium() {
+  if ! command -v chromium >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >&2 \
+      || echo "chromium could not be installed; 'apt-get install chromium' (tests/ui needs it)" >&2
+  fi
+}

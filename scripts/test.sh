@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_uv
+ensure_chromium
 uv sync --frozen --compile-bytecode --quiet
 
 export QDB_HTTP_PORT=${QDB_HTTP_PORT:-9000} QDB_PG_PORT=${QDB_PG_PORT:-8812}
