@@ -3,7 +3,7 @@
 Rows are months of daily partitions (years of monthly ones), one glyph per partition:
 complete, partial, confirmed empty (the exchange has no bars there), missing. The newest
 `DETAIL_ROWS` rows are drawn cell by cell; older history is summarised one line per year,
-and the partitions that need attention are listed as ranges (at most `MAX_RANGES`), so a
+and the partitions that are not complete are listed as ranges (at most `MAX_RANGES`), so a
 `1m` node back to 2017 renders a few dozen lines, not thousands.
 """
 
@@ -79,13 +79,13 @@ def _counts(cells: Sequence[_Cell]) -> str:
 
 
 def _ranges(cells: Sequence[_Cell]) -> list[str]:
-    """Consecutive partitions in the same non-complete state, as `first … last (n state)`."""
+    """Consecutive partitions in the same state other than complete: `first … last: n state`."""
     out = []
     for state, run in groupby(cells, key=lambda c: c.state):
         group = list(run)
-        if state in (PARTIAL, MISSING):
+        if state != COMPLETE:
             span = group[0].key if len(group) == 1 else f"{group[0].key} … {group[-1].key}"
-            out.append(f"- {span}: {len(group)} {state}")
+            out.append(f"- {span}: {len(group)} {state.replace('_', ' ')}")
     return out
 
 
@@ -119,7 +119,7 @@ def coverage_markdown(node_label: str, coverage: Sequence[Coverage], scanned_at:
     lines.append("```")
     problems = _ranges(cells)
     if problems:
-        lines += ["", f"**Needs attention** ({len(problems)} range(s), newest last):"]
+        lines += ["", f"**Not complete** ({len(problems)} range(s), newest last):"]
         if len(problems) > MAX_RANGES:
             lines.append(f"- … {len(problems) - MAX_RANGES} older range(s) not listed")
         lines += problems[-MAX_RANGES:]

@@ -75,6 +75,7 @@ def test_all_four_states_are_drawn_on_their_days_across_a_month_boundary() -> No
     assert rows["2024-03"] == GLYPHS[CONFIRMED_EMPTY] + GLYPHS[COMPLETE] * 2
     assert "2024-02-27 … 2024-03-03: 3 complete, 1 partial, 1 confirmed empty, 1 missing" in md
     assert "- 2024-02-28: 1 partial" in md and "- 2024-02-29: 1 missing" in md
+    assert "- 2024-03-01: 1 confirmed empty" in md
     for state in (COMPLETE, PARTIAL, CONFIRMED_EMPTY, MISSING):  # the legend names each
         assert f"{GLYPHS[state]} {state.replace('_', ' ')}" in md
 
