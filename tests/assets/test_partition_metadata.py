@@ -240,3 +240,33 @@ def test_each_partition_event_holds_its_own_facts(
     rerun_totals = _totals(again)
     assert rerun_totals["exchange_requests"] == 0 and rerun_totals["segments_written"] == 0
     assert rerun_totals["stage_fetch_s"] == 0.0 and rerun_totals["stage_encode_s"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("rows", "completeness_ratio", "stable", "word"),
+    [
+        (1440, 1.0, True, "complete"),
+        (1400, 1.0, True, "complete"),  # the rest confirmed empty by the exchange
+        (1400, 0.99, True, "partial"),
+        (0, 1.0, True, "confirmed_empty"),
+        (0, 0.0, True, "missing"),
+        (0, 0.5, True, "missing"),
+        (1440, 1.0, False, "unstable"),
+        (0, 0.0, False, "unstable"),
+    ],
+)
+def test_completeness_words(rows: int, completeness_ratio: float, stable: bool, word: str) -> None:
+    from seamless_assets.materialization import completeness
+    from seamless_assets.pipeline import PartitionOutcome
+
+    part = PartitionOutcome(
+        window=Range(0, DAY),
+        row_count=rows,
+        coverage_ratio=rows / 1440,
+        completeness_ratio=completeness_ratio,
+        missing=(),
+        gaps=(),
+        flags={},
+        stable=stable,
+    )
+    assert completeness(part) == word
