@@ -55,8 +55,6 @@ def browser(stack: UiStack) -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1600, "height": 1100})
-    # Dagster's first-visit "join the community" dialog would cover the page.
-    context.add_init_script("window.localStorage.setItem('dagster.onboarding-dismissed','1')")
     page = context.new_page()
     page.set_default_timeout(30_000)
     yield page
