@@ -28,13 +28,17 @@ SANITY_FLAGS: tuple[str, ...] = (OHLC_INCONSISTENT, NON_FINITE, NON_POSITIVE_PRI
 OHLC_COLUMNS = ["open", "high", "low", "close", "volume"]
 
 
-def check_specs(asset_key: dg.AssetKey) -> list[dg.AssetCheckSpec]:
+def check_specs(asset_key: dg.AssetKey, threshold: float | None = None) -> list[dg.AssetCheckSpec]:
+    """The inline checks of an asset; `threshold` (observability.coverage_ratio_threshold)
+    only words the coverage check's description (the CLI needs just the keys)."""
+    at_least = f"{threshold:.0%}" if threshold is not None else "the threshold"
     return [
         dg.AssetCheckSpec(
             COVERAGE,
             asset=asset_key,
-            description="Completeness of the materialized window ≥ threshold: stored bars "
-            "plus bars the exchange confirmed empty (gap ledger) over the bars on the grid.",
+            description=f"Completeness of the materialized window ≥ {at_least} "
+            "(observability.coverage_ratio_threshold): stored bars plus bars the exchange "
+            "confirmed empty (gap ledger) over the bars on the grid.",
         ),
         dg.AssetCheckSpec(NO_DUPLICATES, asset=asset_key, description="One bar per ts."),
         dg.AssetCheckSpec(MONOTONIC, asset=asset_key, description="ts strictly increasing."),
@@ -114,13 +118,13 @@ def check_results(outcome: RunOutcome, threshold: float) -> list[dg.AssetCheckRe
             check_name=NO_DUPLICATES,
             passed=duplicates == 0,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"duplicate_ts": duplicates},
+            metadata={"duplicate_ts": duplicates, "max_duplicate_ts": 0},
         ),
         dg.AssetCheckResult(
             check_name=MONOTONIC,
             passed=out_of_order == 0,
             severity=dg.AssetCheckSeverity.ERROR,
-            metadata={"out_of_order": out_of_order},
+            metadata={"out_of_order": out_of_order, "max_out_of_order": 0},
         ),
         dg.AssetCheckResult(
             check_name=OHLC_SANITY,
@@ -133,6 +137,8 @@ def check_results(outcome: RunOutcome, threshold: float) -> list[dg.AssetCheckRe
             "bar(s) violate the OHLC invariants",
             metadata={
                 "bad_rows": stored_bad,
+                "max_bad_rows": 0,  # stored bars violating the invariants
+                "max_flagged_rows": 0,  # fetched rows conformance flagged as bad data
                 "flagged_rows": {f: n for f, n in flag_totals.items() if n},
                 "flagged_partition_count": len(flagged),
                 "flagged_partitions": [

@@ -62,7 +62,7 @@ def ohlcv_asset(
         pool=pool_name(node.exchange),
         group_name=f"ohlcv_{node.exchange}",
         kinds={"python", "parquet"},
-        check_specs=check_specs(key),
+        check_specs=check_specs(key, threshold),
         metadata={
             "node_id": str(node),
             "exchange": node.exchange,
