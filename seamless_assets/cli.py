@@ -55,48 +55,6 @@ def ensure_dagster_home(config: SeamlessConfig) -> Path:
     return Path(home)
 
 
-PID_TAG = "seamless/pid"
-HOST_TAG = "seamless/host"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-def release_abandoned_runs(instance: Any) -> list[str]:
-    """Fail the runs a `seamless` process on this host started and never finished because
-    it died (kill -9, OOM, power cut), and free the pool slots they hold.
-
-    Dagster's run monitoring only watches runs that its daemon launched; an in-process run
-    whose process is gone would keep its `exchange_<id>` slot forever and every later run
-    of that exchange would wait for it. Returns the released run ids.
-    """
-    import dagster as dg
-
-    active = [dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING]
-    active.append(dg.DagsterRunStatus.STARTED)
-    runs = instance.get_runs(
-        filters=dg.RunsFilter(statuses=active, tags={HOST_TAG: socket.gethostname()})
-    )
-    released = []
-    for run in runs:
-        pid = int(run.tags.get(PID_TAG, "0") or 0)
-        if pid <= 0 or pid == os.getpid() or _process_alive(pid):
-            continue
-        instance.report_run_failed(
-            run, f"the seamless process {pid} running it is gone (killed?); slots released"
-        )
-        instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
-        released.append(run.run_id)
-    return released
-
-
 def run_backfill(
     config: SeamlessConfig,
     nodes: Sequence[NodeId],
@@ -116,6 +74,7 @@ def run_backfill(
     )
 
     from .checks import check_specs
+    from .dead_runs import HOST_TAG, PID_TAG, release_dead_runs
     from .definitions import build_definitions
     from .partitions import partition_keys_for, timeframe_class_name, timeframe_classes
     from .runtime import check_services, service_report
@@ -170,8 +129,10 @@ def run_backfill(
         "loggers": {"console": {"config": {"log_level": "INFO"}}},
     }
     instance = dg.DagsterInstance.get()
-    for run_id in release_abandoned_runs(instance):
-        print(f"released run {run_id}: its process died before it finished", file=sys.stderr)
+    for dead in release_dead_runs(instance):
+        print(
+            f"released run {dead.run_id}: its {dead.how} died before it finished", file=sys.stderr
+        )
     return job.execute_in_process(
         run_config=run_config,
         instance=instance,

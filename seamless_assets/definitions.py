@@ -22,7 +22,7 @@ from dagster._core.definitions.unresolved_asset_job_definition import (
 from resources.reader import SeamlessReader
 from sensors import build_sensors, watched_nodes
 from sensors.common import Clock, wall_clock
-from sensors.pools import pools_sensor
+from sensors.pools import dead_runs_sensor, pools_sensor
 
 from .config import DagsterConfig, SeamlessConfig, load_config
 from .governance_checks import (
@@ -121,6 +121,7 @@ def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> d
     )
     sensors, live_jobs = build_sensors(config, nodes, jobs, clock=clock)
     sensors.append(pools_sensor(config))
+    sensors.append(dead_runs_sensor())
 
     return dg.Definitions(
         assets=[a for group in assets.values() for a in group],

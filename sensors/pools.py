@@ -32,3 +32,34 @@ def pools_sensor(config: SeamlessConfig) -> dg.SensorDefinition:
         return dg.SkipReason(f"{len(changes)} pool limit(s) already as configured")
 
     return _pools
+
+
+DEAD_RUNS_SENSOR = "seamless_dead_runs_sensor"
+
+
+def dead_runs_sensor() -> dg.SensorDefinition:
+    """Every 15 s: a STARTED run whose process is gone (SIGKILL, OOM) is failed and its pool
+    slots freed (seamless_assets/dead_runs.py), so the next run of its exchange starts
+    without any CLI command, whichever way it was launched."""
+
+    @dg.sensor(
+        name=DEAD_RUNS_SENSOR,
+        minimum_interval_seconds=15,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Fails STARTED runs whose run worker (or seamless process) died and frees "
+        "the pool slots they hold.",
+    )
+    def _dead_runs(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+        from seamless_assets.dead_runs import release_dead_runs
+
+        released = release_dead_runs(context.instance)
+        for dead in released:
+            context.log.warning(
+                f"run {dead.run_id}: its {dead.how} (pid {dead.pid}) is gone; "
+                "marked failed, pool slots freed"
+            )
+        if released:
+            return dg.SkipReason(f"released {len(released)} run(s) whose process died")
+        return dg.SkipReason("no STARTED run of this host has lost its process")
+
+    return _dead_runs

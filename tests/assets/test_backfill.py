@@ -206,7 +206,7 @@ def test_only_runs_whose_process_died_are_released(dagster_home: Path) -> None:
 
     from dagster._core.storage.dagster_run import DagsterRun
 
-    from seamless_assets.cli import HOST_TAG, PID_TAG, release_abandoned_runs
+    from seamless_assets.dead_runs import HOST_TAG, PID_TAG, release_dead_runs
 
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -232,13 +232,13 @@ def test_only_runs_whose_process_died_are_released(dagster_home: Path) -> None:
         )
     )
     try:
-        assert release_abandoned_runs(instance) == ["dead-run"]
+        assert [r.run_id for r in release_dead_runs(instance)] == ["dead-run"]
         statuses = {r.run_id: r.status for r in instance.get_runs()}
         assert statuses["dead-run"] == dg.DagsterRunStatus.FAILURE
         assert {statuses[r] for r in ("alive-run", "self-run", "elsewhere-run")} == {
             dg.DagsterRunStatus.STARTED
         }
-        assert release_abandoned_runs(instance) == []
+        assert release_dead_runs(instance) == []
     finally:
         alive.kill()
         alive.wait()

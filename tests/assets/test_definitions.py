@@ -31,7 +31,13 @@ def test_one_partitioned_asset_per_node_with_single_run_backfills_and_exchange_p
         assert asset.node_def.pool == f"exchange_{node.exchange}"
         assert NodeId.from_asset_key_path(asset.key.path) == node
         checks = {c.name for c in asset.check_specs}
-        assert checks == {"coverage_ratio", "no_duplicate_ts", "monotonic_ts", "ohlc_sanity"}
+        assert checks == {
+            "coverage_ratio",
+            "no_duplicate_ts",
+            "monotonic_ts",
+            "ohlc_sanity",
+            "exchange_gaps",
+        }
 
 
 def test_timeframe_classes_have_one_job_and_schedule_each() -> None:
@@ -62,6 +68,7 @@ def test_sensors_governance_checks_and_live_jobs_are_wired() -> None:
         "seamless_alert_sensor",
         "seamless_as_of_sensor",
         "seamless_coverage_picture_sensor",
+        "seamless_dead_runs_sensor",
         "seamless_gap_repair_sensor",
         "seamless_live_edge_sensor",
         "seamless_pools_sensor",
