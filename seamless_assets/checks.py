@@ -8,7 +8,13 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from .core.coverage import bar_count, completeness_ratio, ranges_from_timestamps
+from .core.coverage import (
+    REASON_BEFORE_LISTING,
+    LedgerGap,
+    bar_count,
+    completeness_ratio,
+    ranges_from_timestamps,
+)
 from .core.flags import NON_FINITE, NON_POSITIVE_PRICE, OHLC_INCONSISTENT, ZERO_BAR
 from .core.frame import TS
 
@@ -19,6 +25,7 @@ COVERAGE = "coverage_ratio"
 NO_DUPLICATES = "no_duplicate_ts"
 MONOTONIC = "monotonic_ts"
 OHLC_SANITY = "ohlc_sanity"
+EXCHANGE_GAPS = "exchange_gaps"
 LISTED_MAX = 50
 
 # Conformance flags of rows that were bad data: conformance drops (or flags) them before
@@ -28,10 +35,14 @@ SANITY_FLAGS: tuple[str, ...] = (OHLC_INCONSISTENT, NON_FINITE, NON_POSITIVE_PRI
 OHLC_COLUMNS = ["open", "high", "low", "close", "volume"]
 
 
-def check_specs(asset_key: dg.AssetKey, threshold: float | None = None) -> list[dg.AssetCheckSpec]:
+def check_specs(
+    asset_key: dg.AssetKey, threshold: float | None = None, gap_warn_s: int | None = None
+) -> list[dg.AssetCheckSpec]:
     """The inline checks of an asset; `threshold` (observability.coverage_ratio_threshold)
-    only words the coverage check's description (the CLI needs just the keys)."""
+    and `gap_warn_s` (observability.exchange_gap_warn_s) only word the descriptions (the
+    CLI needs just the keys)."""
     at_least = f"{threshold:.0%}" if threshold is not None else "the threshold"
+    longest = f"{gap_warn_s} s" if gap_warn_s is not None else "the configured length"
     return [
         dg.AssetCheckSpec(
             COVERAGE,
@@ -49,6 +60,25 @@ def check_specs(asset_key: dg.AssetKey, threshold: float | None = None) -> list[
             "non-positive or all zero (conformance flags), and every stored bar has "
             "high ≥ max(open, close, low), low ≤ min(open, close), volume ≥ 0, finite values.",
         ),
+        dg.AssetCheckSpec(
+            EXCHANGE_GAPS,
+            asset=asset_key,
+            description=f"No window of {longest} or more that the exchange confirmed empty "
+            "after the listing (maintenance, trading halt) in the materialized partitions "
+            "(observability.exchange_gap_warn_s). Such bars can never be fetched: coverage "
+            "counts them as known, this check makes them visible.",
+        ),
+    ]
+
+
+def exchange_gaps(outcome: RunOutcome, gap_warn_s: int) -> list[tuple[str, LedgerGap]]:
+    """(partition window, gap) of every confirmed-empty window of at least `gap_warn_s`
+    after the listing, in the run's partitions."""
+    return [
+        (str(p.window), g)
+        for p in outcome.partitions
+        for g in p.gaps
+        if g.reason != REASON_BEFORE_LISTING and g.range.end - g.range.start >= gap_warn_s
     ]
 
 
@@ -78,7 +108,9 @@ def flagged_rows(
     return out
 
 
-def check_results(outcome: RunOutcome, threshold: float) -> list[dg.AssetCheckResult]:
+def check_results(
+    outcome: RunOutcome, threshold: float, gap_warn_s: int = 600
+) -> list[dg.AssetCheckResult]:
     import numpy as np
 
     frame = outcome.frame
@@ -95,6 +127,9 @@ def check_results(outcome: RunOutcome, threshold: float) -> list[dg.AssetCheckRe
     gaps = [g for p in outcome.partitions for g in p.gaps]
     missing = [m for p in outcome.partitions for m in p.missing]
     ratio, missing_bars = run_completeness(outcome)
+    long_gaps = exchange_gaps(outcome, gap_warn_s)
+    interval, origin = outcome.node.interval_s, outcome.node.timeframe.origin_s
+    gap_bars = bar_count([g.range for _, g in long_gaps], interval, origin_s=origin)
     return [
         dg.AssetCheckResult(
             check_name=COVERAGE,
@@ -145,6 +180,26 @@ def check_results(outcome: RunOutcome, threshold: float) -> list[dg.AssetCheckRe
                     f"{part.window} " + " ".join(f"{f}={n}" for f, n in counts.items())
                     for part, counts in flagged[:LISTED_MAX]
                 ],
+            },
+        ),
+        dg.AssetCheckResult(
+            check_name=EXCHANGE_GAPS,
+            passed=not long_gaps,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=None
+            if not long_gaps
+            else f"the exchange confirmed {len(long_gaps)} window(s) of {gap_warn_s} s or "
+            f"more empty ({gap_bars} bar(s)): no bars exist there, e.g. maintenance",
+            metadata={
+                "gap_count": len(long_gaps),
+                "gap_bars": gap_bars,
+                "longest_gap_s": max(
+                    (g.range.end - g.range.start for _, g in long_gaps), default=0
+                ),
+                "min_gap_s": gap_warn_s,  # windows shorter than this are not counted
+                "max_gap_count": 0,
+                "gaps": [f"{g.range} {g.reason}" for _, g in long_gaps[:LISTED_MAX]],
+                "gap_partitions": sorted({w for w, _ in long_gaps})[:LISTED_MAX],
             },
         ),
     ]

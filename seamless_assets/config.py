@@ -457,6 +457,9 @@ class ObservabilityConfig(_Model):
     # as_of alert: how many bars past the moment a stable partition could have entered the
     # snapshot before the node counts as stalled (WARN beyond it, ERROR beyond twice it).
     as_of_stall_bars: Int = Field(default=60, ge=1)
+    # exchange_gaps check: a window the exchange confirmed empty (maintenance, halt) of at
+    # least this many seconds is a WARN (shorter ones are quiet minutes of thin markets).
+    exchange_gap_warn_s: Int = Field(default=600, ge=1)
     metrics: MetricsConfig = MetricsConfig()
     alerts: AlertsConfig = AlertsConfig()
 

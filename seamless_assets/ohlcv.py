@@ -52,6 +52,7 @@ def ohlcv_asset(
     rate_config = seamless_config.rate_limit_for(node.exchange)
     section = seamless_config.seamless
     threshold = section.observability.coverage_ratio_threshold
+    gap_warn_s = section.observability.exchange_gap_warn_s
     partitions_def = tf_class.partitions_def
 
     @dg.asset(
@@ -62,7 +63,7 @@ def ohlcv_asset(
         pool=pool_name(node.exchange),
         group_name=f"ohlcv_{node.exchange}",
         kinds={"python", "parquet"},
-        check_specs=check_specs(key, threshold),
+        check_specs=check_specs(key, threshold, gap_warn_s),
         metadata={
             "node_id": str(node),
             "exchange": node.exchange,
@@ -129,7 +130,7 @@ def ohlcv_asset(
             # the one output of the step stands for every partition of the run: only what
             # is true of each partition goes here, the rest is scoped by `_record`
             metadata={"dagster/column_schema": COLUMN_SCHEMA},
-            check_results=check_results(outcome, threshold),
+            check_results=check_results(outcome, threshold, gap_warn_s),
             # one data version per output (Dagster): the run's combined fingerprint; each
             # partition's own version is its `fingerprint` metadata
             data_version=dg.DataVersion(_run_fingerprint(outcome)),

@@ -107,3 +107,80 @@ def test_coverage_judges_completeness_not_stored_bars(
     assert coverage.metadata["missing_bars"].value == missing
     assert coverage.metadata["coverage_ratio"].value == pytest.approx(1 - missing / 1440, abs=1e-6)
     assert (coverage.description is None) is passed
+
+
+def _gap_outcome(gaps: list[tuple[Range, str]], days: int = 1) -> RunOutcome:
+    """A run over `days` 1m partitions from 2024-01-01 whose ledger holds `gaps`; every
+    other bar is stored."""
+    node = NodeId.parse(NODE)
+    parts, stored = [], []
+    for day in range(days):
+        window = Range(T0 + day * DAY, T0 + (day + 1) * DAY)
+        own = [LedgerGap(r, reason) for r, reason in gaps if window.start <= r.start < window.end]
+        cursor = window.start
+        for gap in sorted(own, key=lambda g: g.range.start):
+            stored.append(np.arange(cursor, gap.range.start, 60, dtype=np.int64))
+            cursor = gap.range.end
+        stored.append(np.arange(cursor, window.end, 60, dtype=np.int64))
+        parts.append(
+            PartitionOutcome(
+                window=window,
+                row_count=0,
+                coverage_ratio=1.0,
+                completeness_ratio=1.0,
+                missing=(),
+                gaps=tuple(own),
+                flags={},
+                stable=True,
+            )
+        )
+    ts = np.concatenate(stored)
+    frame = pd.DataFrame({"ts": ts, **{c: np.ones(len(ts)) for c in CANONICAL_COLUMNS[1:]}})
+    return RunOutcome(node=node, window=Range(T0, T0 + days * DAY), partitions=parts, frame=frame)
+
+
+def _span(start_min: int, minutes: int, day: int = 0) -> Range:
+    start = T0 + day * DAY + start_min * 60
+    return Range(start, start + minutes * 60)
+
+
+@pytest.mark.parametrize(
+    ("gaps", "days", "failing_gaps", "gap_bars"),
+    [
+        ([], 1, 0, 0),
+        ([(_span(600, 9), "exchange_returned_no_bars")], 1, 0, 0),  # a quiet 9 minutes
+        ([(_span(600, 10), "exchange_returned_no_bars")], 1, 1, 10),  # exactly the minimum
+        ([(_span(1200, 120), "exchange_returned_no_bars")], 1, 1, 120),  # 2 h maintenance
+        ([(_span(0, 300), "before_listing")], 1, 0, 0),  # before the listing: not a gap
+        (
+            [
+                (_span(60, 45, day=0), "exchange_returned_no_bars"),
+                (_span(100, 3, day=1), "exchange_returned_no_bars"),
+                (_span(1300, 90, day=2), "exchange_returned_no_bars"),
+            ],
+            3,
+            2,
+            135,
+        ),
+    ],
+)
+def test_exchange_gaps_warn_on_confirmed_empty_windows_of_the_configured_length(
+    gaps: list[tuple[Range, str]], days: int, failing_gaps: int, gap_bars: int
+) -> None:
+    outcome = _gap_outcome(gaps, days)
+    results = {r.check_name: r for r in check_results(outcome, 0.98, gap_warn_s=600)}
+    check = results["exchange_gaps"]
+    assert check.passed is (failing_gaps == 0)
+    assert check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["gap_count"].value == failing_gaps
+    assert check.metadata["gap_bars"].value == gap_bars
+    assert check.metadata["min_gap_s"].value == 600
+    assert len(check.metadata["gap_partitions"].value) == len(
+        {
+            g[0].start // DAY
+            for g in gaps
+            if g[1] != "before_listing" and g[0].end - g[0].start >= 600
+        }
+    )
+    assert results["coverage_ratio"].passed  # confirmed windows are known, not missing
+    assert (check.description is None) is check.passed

@@ -140,7 +140,7 @@ def test_a_maintenance_gap_and_a_bad_bar_each_alert_once_with_their_numbers(
     # Stabilization of 1000 bars (16.7 h): on the exchange's clock (2024-01-08 12:00) the
     # maintenance window on 2024-01-07 20:00-22:00 is not stable yet, so it is not confirmed
     # empty and the run's window lacks 120 of 4320 bars (coverage 0.972 < 0.98: WARN). A
-    # confirmed (stable) maintenance gap is known, not missing, and never warns (README).
+    # confirmed (stable) gap is known, not missing: `exchange_gaps` reports it (next test).
     config = _with_alerts(
         project,
         {"webhook": {"url": f"{receiver.url}/hook"}, "ui_base_url": "http://dagster.test:3000"},
@@ -200,6 +200,37 @@ def test_a_maintenance_gap_and_a_bad_bar_each_alert_once_with_their_numbers(
     stale = next(m for m in later if m["check"] == "live_staleness")
     assert stale["severity"] == "ERROR" and stale["thresholds"]["max_lag_s"] == 120
     assert len(_failed_checks(instance)) == len(receiver.payloads())
+
+
+def test_a_confirmed_maintenance_gap_alerts_once_with_the_shipped_settings(
+    project: SeamlessConfig,
+    sandbox: SandboxExchange,
+    clock: Clock,
+    instance: dg.DagsterInstance,
+    receiver: Receiver,
+) -> None:
+    # Default stabilization: the exchange confirms the windows empty, coverage counts them
+    # as known (passes), and `exchange_gaps` (WARN) says the bars will never exist.
+    config = _with_alerts(project, {"webhook": {"url": f"{receiver.url}/hook"}})
+    gaps = [
+        [T0 + 4 * DAY + 20 * 3600, T0 + 4 * DAY + 21 * 3600 + 30 * MIN],  # 90 min
+        [T0 + 5 * DAY + 3 * 3600, T0 + 5 * DAY + 3 * 3600 + 5 * MIN],  # 5 min: quiet market
+    ]
+    sandbox.configure(gaps={"BTC/USDT": gaps})
+    defs = build_definitions(config, clock=clock)
+    assert _backfill(config, 4, 2)
+
+    result = tick(defs, SENSOR_NAME, instance)
+    payloads = receiver.payloads()
+    assert [m["check"] for m in payloads] == ["exchange_gaps"], payloads
+    alert = payloads[0]
+    assert alert["severity"] == "WARN" and alert["node_ids"] == [NODE]
+    assert alert["values"]["gap_bars"] == 90 and alert["values"]["gap_count"] == 1
+    assert alert["values"]["gap_partitions"] == ["[2024-01-05T00:00:00Z, 2024-01-06T00:00:00Z)"]
+    assert alert["thresholds"] == {"min_gap_s": 600, "max_gap_count": 0}
+    for _ in range(2):
+        result = tick(defs, SENSOR_NAME, instance, result.cursor)
+    assert len(receiver.payloads()) == 1
 
 
 def test_a_failed_run_alerts_once_after_the_receiver_comes_back(
