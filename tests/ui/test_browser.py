@@ -58,12 +58,14 @@ def page(browser: Any, request: pytest.FixtureRequest) -> Iterator[Any]:
     page = context.new_page()
     page.set_default_timeout(30_000)
     yield page
+    print(f"{request.node.name}: {shot(page, request.node.name)}")  # kept as test output
     context.close()
 
 
 def shot(page: Any, name: str) -> str:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}-{int(time.time())}.png"
+    page.wait_for_timeout(500)  # let dialogs finish fading in
     page.screenshot(path=str(path), full_page=True)
     return f"screenshot {path}"
 
@@ -156,6 +158,12 @@ def backfill_run(stack: UiStack, browser: Any) -> dg.DagsterRun:
 
     run = wait_for("backfill run finished", finished, 150, stack)
     assert run.status == dg.DagsterRunStatus.SUCCESS, stack.procs.tails()
+    backfill = run.tags["dagster/backfill"]
+    runs = [r for r in stack.runs() if r.tags.get("dagster/backfill") == backfill]
+    assert [r.run_id for r in runs] == [run.run_id], "a single-run backfill: one run"
+    span = (run.tags["dagster/asset_partition_range_start"],)
+    span += (run.tags["dagster/asset_partition_range_end"],)
+    assert span == (DAYS[0], DAYS[-1]), run.tags
     return run
 
 
@@ -207,10 +215,13 @@ def test_c_the_run_page_shows_its_totals(
         box = page.get_by_placeholder("Filter…")
         box.fill("type:ASSET_OBSERVATION")
         box.press("Enter")
-        wait_text(page, "exchange_requests_by_endpoint")
+        wait_text(page, "run_partitions")
+        page.get_by_text("View full message").first.click()  # the row is clipped otherwise
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_text("stage_total_s").first.wait_for()
     except Exception as exc:
         raise AssertionError(f"no run totals on the run page: {exc}; {shot(page, 'c')}") from exc
-    text = body(page)
+    text = str(dialog.inner_text())
     missing = [name for name in RUN_TOTALS if name not in text]
     assert not missing, f"run totals {missing} not shown; {shot(page, 'c')}"
 
