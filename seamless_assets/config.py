@@ -134,6 +134,9 @@ class BackfillConfig(_Model):
     retry_backoff_ms: Int = Field(default=500, ge=0)
     jitter_ratio: Float = Field(default=0.25, ge=0, le=1)
     request_timeout_ms: Int = Field(default=10_000, ge=1)
+    # Gap repair (sensors/gap_repair.py): at most this many runs requested per tick, across
+    # all nodes; the rest follow on later ticks (a new install has years of history to fill).
+    max_repair_runs_per_tick: Int = Field(default=4, ge=1)
 
 
 _KEY_TEMPLATE_FIELDS = {"exchange", "exchange_id", "account", "suffix", "key_suffix"}
