@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2024, 3, 11, 0, 30, 30, tzinfo=UTC).timestamp()
 FIRST, LAST = "2024-03-01", "2024-03-10"  # the ten newest closed daily partitions
 BTC_LISTED = date(2017, 8, 17)  # the sandbox's first BTC/USDT and ETH/USDT bars: 04:00 UTC
-INLINE = {"coverage_ratio", "no_duplicate_ts", "monotonic_ts", "ohlc_sanity"}
+INLINE = {"coverage_ratio", "no_duplicate_ts", "monotonic_ts", "ohlc_sanity", "exchange_gaps"}
 
 # Dagster's documented tags of a single-run partition-range backfill (what the UI sets).
 ASSET_PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
