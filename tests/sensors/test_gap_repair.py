@@ -78,6 +78,7 @@ def test_three_missing_partitions_are_requested_once_in_contiguous_runs_then_non
             "no_duplicate_ts",
             "monotonic_ts",
             "ohlc_sanity",
+            "exchange_gaps",
         }
     assert materialized == {"2024-01-03", "2024-01-04", "2024-01-06"}
     # Each run fetches its missing window in full pages of 1000 bars, nothing else.
