@@ -9,7 +9,9 @@ bars it should hold (windows the gap ledger confirms empty do not count), or whe
 stable but has no published segment. Contiguous partitions in need become
 single-run backfills of that node's asset (partition range tags) of at most
 MAX_BARS_PER_RUN bars each, which run inside the node's exchange pool like any other
-materialization.
+materialization. One tick requests at most `seamless.backfill.max_repair_runs_per_tick`
+runs (a new install has years of history to fill); the rest are requested on later
+ticks, and the tick logs how many it left.
 
 The run key names the node, the range and a digest of what is missing, so the same need
 is requested once (Dagster also refuses a run key twice); a node with a repair queued or
@@ -191,6 +193,7 @@ def gap_repair_sensor(
     section = config.seamless
     threshold = section.observability.coverage_ratio_threshold
     stabilization = section.artifact.stabilization_bars
+    max_runs = section.backfill.max_repair_runs_per_tick
     exchanges = sorted({n.node.exchange for n in nodes})
 
     @dg.sensor(
@@ -225,6 +228,7 @@ def gap_repair_sensor(
         store = artifacts.open()
         hot = hot_store.open()
         requests, state, outstanding, unknown = [], {}, 0, []
+        deferred = 0  # needs left for later ticks by `max_repair_runs_per_tick`
         try:
             unreachable: dict[str, str] = {}  # exchange -> why: asked once per tick
             for node in nodes:
@@ -264,6 +268,9 @@ def gap_repair_sensor(
                     if key in before:
                         continue
                     attempt = attempts[need.run_key]
+                    if len(requests) >= max_runs:
+                        deferred += 1  # not in the cursor: requested on a later tick
+                        continue
                     if attempt >= MAX_ATTEMPTS:
                         context.log.warning(
                             f"{node.node_id}: {need.summary()} failed {attempt} time(s); not "
@@ -278,6 +285,11 @@ def gap_repair_sensor(
         finally:
             hot.close()
         cursor = dump_cursor({k: v for k, v in state.items() if v})
+        if deferred:
+            context.log.info(
+                f"{len(requests)} repair run(s) requested, {deferred} more left for later "
+                f"ticks (seamless.backfill.max_repair_runs_per_tick: {max_runs})"
+            )
         if not requests:
             reason = (
                 f"{outstanding} repair(s) already requested, running or given up"

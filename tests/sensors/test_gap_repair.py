@@ -9,6 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pytest
+import yaml
 from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
@@ -216,3 +218,41 @@ def test_an_unreachable_exchange_is_asked_once_per_tick(
     )
     # One failed discovery: the attempts of one request (backfill.max_attempts: 4), not 4 × 4.
     assert sandbox.stats()["requests_total"] == 4
+
+
+def test_a_new_install_queues_a_bounded_number_of_runs_from_each_listing(
+    tmp_path: Path,
+    sandbox: SandboxExchange,
+    clock: Clock,
+    instance: dg.DagsterInstance,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """Partitions from 2017, three markets listed on 2024-01-03 and nothing stored: no run
+    asks for a day before the listing, and one tick requests at most
+    `backfill.max_repair_runs_per_tick` runs (saying so); the rest follow on later ticks."""
+    from seamless_assets.config import load_config
+    from seamless_assets.definitions import build_definitions
+
+    symbols = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+    path = write_config(
+        tmp_path,
+        sandbox.url,
+        symbols=symbols,
+        partitions={"intraday_start": "2017-01-01", "daily_start": "2017-01-01"},
+        backfill={"max_repair_runs_per_tick": 2},
+    )
+    raw = yaml.safe_load(path.read_text())
+    raw["exchanges"]["binance"]["timeframes"] = ["1m"]
+    path.write_text(yaml.safe_dump(raw))
+    sandbox.configure(listing_ts={s: T0 + 2 * DAY for s in symbols})
+    defs = build_definitions(load_config(path), clock=clock)
+
+    first = tick(defs, SENSOR_NAME, instance)
+    logged = "".join(capfd.readouterr())  # the sensor context's log (Dagster's console)
+    assert _ranges(first) == [("2024-01-03", "2024-01-07")] * 2
+    assert "1 more left for later ticks (seamless.backfill.max_repair_runs_per_tick: 2)" in logged
+    second = tick(defs, SENSOR_NAME, instance, first.cursor)
+    assert _ranges(second) == [("2024-01-03", "2024-01-07")]
+    nodes = {r.tags[NODE_TAG] for r in [*(first.run_requests or []), *(second.run_requests or [])]}
+    assert nodes == {f"ohlcv:binance:{s}:1m" for s in symbols}
+    assert tick(defs, SENSOR_NAME, instance, second.cursor).run_requests == []
