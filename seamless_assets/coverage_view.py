@@ -1,7 +1,8 @@
 """A node's coverage as a markdown picture for the Dagster UI: one cell per partition.
 
 Rows are months of daily partitions (years of monthly ones), one glyph per partition:
-complete, partial, confirmed empty (the exchange has no bars there), missing. The newest
+complete, exchange gap (all stored but a window the exchange confirmed empty, e.g. a
+maintenance), partial, confirmed empty (the exchange has no bars there), missing. The newest
 `DETAIL_ROWS` rows are drawn cell by cell; older history is summarised one line per year,
 and the partitions that are not complete are listed as ranges (at most `MAX_RANGES`), so a
 `1m` node back to 2017 renders a few dozen lines, not thousands.
@@ -16,8 +17,9 @@ from itertools import groupby
 from typing import Protocol
 
 COMPLETE, PARTIAL, CONFIRMED_EMPTY, MISSING = "complete", "partial", "confirmed_empty", "missing"
-STATES = (COMPLETE, PARTIAL, CONFIRMED_EMPTY, MISSING)
-GLYPHS = {COMPLETE: "█", PARTIAL: "▒", CONFIRMED_EMPTY: "○", MISSING: "·"}
+EXCHANGE_GAP = "exchange_gap"  # every bar there is stored, but the exchange has a hole in it
+STATES = (COMPLETE, EXCHANGE_GAP, PARTIAL, CONFIRMED_EMPTY, MISSING)
+GLYPHS = {COMPLETE: "█", EXCHANGE_GAP: "◐", PARTIAL: "▒", CONFIRMED_EMPTY: "○", MISSING: "·"}
 DETAIL_ROWS = 12
 MAX_RANGES = 20
 _MONTHLY_S = 28 * 86_400  # a partition this long or longer is a month: rows become years
@@ -46,11 +48,12 @@ class _Window(Protocol):
 
 
 def state_of(partition: Coverage) -> str:
-    """complete | partial | confirmed_empty | missing, from stored vs expected bars."""
+    """complete | exchange_gap | partial | confirmed_empty | missing, from stored vs
+    expected bars (`expected_bars` excludes the bars the exchange confirmed empty)."""
     if partition.expected_bars <= 0:
         return CONFIRMED_EMPTY if partition.empty_bars > 0 else COMPLETE
     if partition.stored_bars >= partition.expected_bars:
-        return COMPLETE
+        return EXCHANGE_GAP if partition.empty_bars > 0 else COMPLETE
     return PARTIAL if partition.stored_bars > 0 else MISSING
 
 

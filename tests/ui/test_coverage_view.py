@@ -10,6 +10,7 @@ from seamless_assets.coverage_view import (
     COMPLETE,
     CONFIRMED_EMPTY,
     DETAIL_ROWS,
+    EXCHANGE_GAP,
     GLYPHS,
     MAX_RANGES,
     MISSING,
@@ -60,8 +61,22 @@ def test_each_state_from_bars() -> None:
         CONFIRMED_EMPTY,
         MISSING,
     ]
-    # a day partly confirmed empty and the rest stored is complete
-    assert state_of(Part("x", Range(0, DAY), 1000, 1000, 440)) == COMPLETE
+    # a day partly confirmed empty (a maintenance) and the rest stored: its own state
+    assert state_of(Part("x", Range(0, DAY), 1000, 1000, 440)) == EXCHANGE_GAP
+    # partly confirmed empty and partly not stored yet: partial
+    assert state_of(Part("x", Range(0, DAY), 1000, 900, 440)) == PARTIAL
+
+
+def test_a_maintenance_gap_inside_a_stored_day_is_drawn_and_listed() -> None:
+    parts = days(date(2024, 1, 1), date(2024, 1, 5))
+    parts[2] = Part("2024-01-03", parts[2].window, BARS - 120, BARS - 120, 120)
+    md = coverage_markdown("binance_BTC_USDT_1m", parts, "now")
+    assert (
+        grid_rows(md)["2024-01"]
+        == GLYPHS[COMPLETE] * 2 + GLYPHS[EXCHANGE_GAP] + GLYPHS[COMPLETE] * 2
+    )
+    assert "- 2024-01-03: 1 exchange gap" in md
+    assert f"{GLYPHS[EXCHANGE_GAP]} exchange gap" in md  # in the legend
 
 
 def test_all_four_states_are_drawn_on_their_days_across_a_month_boundary() -> None:
