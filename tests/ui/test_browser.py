@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.timeout(420)]
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC
 DAY = 86_400
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
-GAP_SYMBOL = "SOL/USDT"  # the exchange has no bars on 2024-01-02 for it
+GAP_SYMBOL = "SOL/USDT"  # no bars on 2024-01-02, nor 2024-01-01 20:00-22:00 (maintenance)
 DAYS = ["2024-01-01", "2024-01-02", "2024-01-03"]
 PARTITION = "2024-01-03"  # the partition whose page is inspected
 SHOTS = Path(tempfile.gettempdir()) / "seamless_ui_screenshots"
@@ -36,7 +36,7 @@ SHOTS = Path(tempfile.gettempdir()) / "seamless_ui_screenshots"
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiStack]:
-    gaps = {GAP_SYMBOL: [[T0 + DAY, T0 + 2 * DAY]]}
+    gaps = {GAP_SYMBOL: [[T0 + 20 * 3600, T0 + 22 * 3600], [T0 + DAY, T0 + 2 * DAY]]}
     with ui_stack(tmp_path_factory.mktemp("ui"), SYMBOLS, {"gaps": gaps}) as ui:
         yield ui
 
@@ -237,7 +237,7 @@ def test_d_the_coverage_picture_shows_the_planted_gap(
             obs = record.event_log_entry.asset_observation
             if obs is not None and "coverage" in obs.metadata:
                 text = str(obs.metadata["coverage"].value)
-                if "2024-01-02: 1 confirmed empty" in text:
+                if "2024-01-02: 1 confirmed empty" in text and "2024-01-01: 1 exchange gap" in text:
                     return text
         return None
 
@@ -250,3 +250,4 @@ def test_d_the_coverage_picture_shows_the_planted_gap(
         raise AssertionError(f"coverage picture not shown: {exc}; {shot(page, 'd')}") from exc
     text = body(page)
     assert "1 confirmed empty" in text and "○ confirmed empty" in text, shot(page, "d")
+    assert "2024-01-01: 1 exchange gap" in text and "◐ exchange gap" in text, shot(page, "d")
