@@ -74,7 +74,7 @@ def run_backfill(
     )
 
     from .checks import check_specs
-    from .dead_runs import HOST_TAG, PID_TAG, release_dead_runs
+    from .dead_runs import HOST_TAG, PID_TAG, free_slots_of_ended_runs, release_dead_runs
     from .definitions import build_definitions
     from .partitions import partition_keys_for, timeframe_class_name, timeframe_classes
     from .runtime import check_services, service_report
@@ -133,6 +133,8 @@ def run_backfill(
         print(
             f"released run {dead.run_id}: its {dead.how} died before it finished", file=sys.stderr
         )
+    for run_id in free_slots_of_ended_runs(instance):
+        print(f"freed the pool slots still held by ended run {run_id}", file=sys.stderr)
     return job.execute_in_process(
         run_config=run_config,
         instance=instance,

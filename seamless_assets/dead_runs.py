@@ -113,3 +113,24 @@ def release_dead_runs(instance: dg.DagsterInstance) -> list[RunProcess]:
         instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
         released.append(proc)
     return released
+
+
+def free_slots_of_ended_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Free the pool slots still held by runs that ended (a run worker killed mid-step is
+    often marked failed by its code server, but its claimed slot stays). Dagster's run
+    monitoring does the same after `free_slots_after_run_end_seconds`, on instances where it
+    is enabled; here it happens on the next tick. Returns those runs' ids."""
+    import dagster as dg
+
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return []
+    holders = storage.get_concurrency_run_ids()
+    if not holders:
+        return []
+    ended = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]
+    ended.append(dg.DagsterRunStatus.CANCELED)
+    runs = instance.get_runs(filters=dg.RunsFilter(run_ids=list(holders), statuses=ended))
+    for run in runs:
+        storage.free_concurrency_slots_for_run(run.run_id)
+    return [run.run_id for run in runs]

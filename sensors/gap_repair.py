@@ -227,7 +227,8 @@ def gap_repair_sensor(
         busy = pending_nodes(context.instance, TRIGGER)
         store = artifacts.open()
         hot = hot_store.open()
-        requests, state, outstanding, unknown = [], {}, 0, []
+        requests: list[dg.RunRequest] = []
+        state, outstanding, unknown = {}, 0, []
         deferred = 0  # needs left for later ticks by `max_repair_runs_per_tick`
         try:
             unreachable: dict[str, str] = {}  # exchange -> why: asked once per tick

@@ -39,7 +39,8 @@ DEAD_RUNS_SENSOR = "seamless_dead_runs_sensor"
 
 def dead_runs_sensor() -> dg.SensorDefinition:
     """Every 15 s: a STARTED run whose process is gone (SIGKILL, OOM) is failed and its pool
-    slots freed (seamless_assets/dead_runs.py), so the next run of its exchange starts
+    slots freed, and an ended run still holding slots gives them back
+    (seamless_assets/dead_runs.py), so the next run of its exchange starts
     without any CLI command, whichever way it was launched."""
 
     @dg.sensor(
@@ -50,7 +51,7 @@ def dead_runs_sensor() -> dg.SensorDefinition:
         "the pool slots they hold.",
     )
     def _dead_runs(context: dg.SensorEvaluationContext) -> dg.SkipReason:
-        from seamless_assets.dead_runs import release_dead_runs
+        from seamless_assets.dead_runs import free_slots_of_ended_runs, release_dead_runs
 
         released = release_dead_runs(context.instance)
         for dead in released:
@@ -58,8 +59,14 @@ def dead_runs_sensor() -> dg.SensorDefinition:
                 f"run {dead.run_id}: its {dead.how} (pid {dead.pid}) is gone; "
                 "marked failed, pool slots freed"
             )
-        if released:
-            return dg.SkipReason(f"released {len(released)} run(s) whose process died")
-        return dg.SkipReason("no STARTED run of this host has lost its process")
+        freed = free_slots_of_ended_runs(context.instance)
+        for run_id in freed:
+            context.log.warning(f"run {run_id} ended still holding pool slots; freed")
+        if released or freed:
+            return dg.SkipReason(
+                f"released {len(released)} run(s) whose process died; freed the slots of "
+                f"{len(freed)} ended run(s)"
+            )
+        return dg.SkipReason("no run of this host lost its process; no ended run holds a slot")
 
     return _dead_runs
