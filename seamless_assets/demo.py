@@ -57,7 +57,11 @@ def run_demo(days: int = 7) -> int:
         print(f"hot rows:   {config.hot_store_path} (DuckDB, table ohlcv)")
         print(f"artifacts:  {config.artifact_uri}")
         print(f"dagster:    DAGSTER_HOME={home}; open the UI with")
-        print(f"            DAGSTER_HOME={home} uv run dagster dev -w workspace.yaml")
+        print(
+            f"            DAGSTER_HOME={home} DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1 "
+            "DAGSTER_EVENT_BATCH_SIZE=1000 uv run dagster dev -w workspace.yaml"
+        )
+        print("            (this run is under Runs, not on the Overview timeline: see README)")
         print(
             "inspect:    uv run seamless coverage ohlcv:binance:BTC/USDT:1m; uv run seamless verify"
         )
