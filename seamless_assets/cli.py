@@ -55,6 +55,42 @@ def ensure_dagster_home(config: SeamlessConfig) -> Path:
     return Path(home)
 
 
+def plan_backfill(
+    config: SeamlessConfig, nodes: Sequence[NodeId], start: datetime, end: datetime
+) -> tuple[str, list[str]]:
+    """(job name, partition keys) of one single-run backfill of `nodes` over [start, end)."""
+    from .partitions import partition_keys_for, timeframe_class_name, timeframe_classes
+
+    class_names = {timeframe_class_name(n.timeframe) for n in nodes}
+    if len(class_names) != 1:
+        raise SeamlessError(
+            "one backfill run takes nodes of one timeframe class (≤1h or >1h); run them apart"
+        )
+    tf_class = timeframe_classes(config.seamless.partitions)[class_names.pop()]
+    keys = partition_keys_for(tf_class.partitions_def, start, end)
+    if not keys:
+        raise SeamlessError(
+            f"no closed partition of {', '.join(map(str, nodes))} overlaps "
+            f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}); partitions start at the configured "
+            "history start and end at the last closed one"
+        )
+    return tf_class.job_name, keys
+
+
+def backfill_run_config(
+    defs: Any, nodes: Sequence[NodeId], refetch_gaps: bool, refetch_stored: bool
+) -> dict[str, Any]:
+    """The run config of a backfill of `nodes`: each asset op's options, INFO logs."""
+    import dagster as dg
+
+    ops = [defs.resolve_assets_def(dg.AssetKey(n.asset_key_path())).node_def.name for n in nodes]
+    options = {"refetch_gaps": refetch_gaps, "refetch_stored": refetch_stored}
+    return {
+        "ops": {op: {"config": options} for op in ops},
+        "loggers": {"console": {"config": {"log_level": "INFO"}}},
+    }
+
+
 def run_backfill(
     config: SeamlessConfig,
     nodes: Sequence[NodeId],
@@ -76,7 +112,6 @@ def run_backfill(
     from .checks import check_specs
     from .dead_runs import HOST_TAG, PID_TAG, free_slots_of_ended_runs, release_dead_runs
     from .definitions import build_definitions
-    from .partitions import partition_keys_for, timeframe_class_name, timeframe_classes
     from .runtime import check_services, service_report
 
     ensure_dagster_home(config)
@@ -99,35 +134,16 @@ def run_backfill(
     # many), which `dagster_storage.SeamlessSqliteEventLogStorage` writes in one transaction
     # per shard; Dagster's stock storages store a batch event by event, as without it.
     os.environ.setdefault("DAGSTER_EVENT_BATCH_SIZE", "1000")
-    class_names = {timeframe_class_name(n.timeframe) for n in nodes}
-    if len(class_names) != 1:
-        raise SeamlessError(
-            "one backfill run takes nodes of one timeframe class (≤1h or >1h); run them apart"
-        )
-    tf_class = timeframe_classes(config.seamless.partitions)[class_names.pop()]
-    keys = partition_keys_for(tf_class.partitions_def, start, end)
-    if not keys:
-        raise SeamlessError(
-            f"no closed partition of {', '.join(map(str, nodes))} overlaps "
-            f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}); partitions start at the configured "
-            "history start and end at the last closed one"
-        )
+    job_name, keys = plan_backfill(config, nodes, start, end)
     defs = build_definitions(config)
     asset_keys = [dg.AssetKey(n.asset_key_path()) for n in nodes]
     # The nodes and their inline checks only: governance checks run on their own schedule
     # (Dagster would otherwise run every check of a selected asset after it).
     inline_checks = {spec.key for key in asset_keys for spec in check_specs(key)}
-    job = defs.resolve_job_def(tf_class.job_name).get_subset(
+    job = defs.resolve_job_def(job_name).get_subset(
         asset_selection=set(asset_keys), asset_check_selection=inline_checks
     )
-    op_names = [defs.resolve_assets_def(k).node_def.name for k in asset_keys]
-    run_config = {
-        "ops": {
-            op: {"config": {"refetch_gaps": refetch_gaps, "refetch_stored": refetch_stored}}
-            for op in op_names
-        },
-        "loggers": {"console": {"config": {"log_level": "INFO"}}},
-    }
+    run_config = backfill_run_config(defs, nodes, refetch_gaps, refetch_stored)
     instance = dg.DagsterInstance.get()
     for dead in release_dead_runs(instance):
         print(
@@ -200,6 +216,20 @@ def root_cause(error: Any) -> str:
 def cmd_backfill(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     nodes = [config.node(n) for n in args.node]
+    if args.queue:
+        from .submit import submit_backfill
+
+        return submit_backfill(
+            config,
+            nodes,
+            parse_instant(args.start),
+            parse_instant(args.end),
+            webserver=args.webserver or config.seamless.observability.alerts.ui_base_url,
+            location=args.location,
+            wait=args.wait,
+            refetch_gaps=args.refetch_gaps,
+            refetch_stored=args.refetch,
+        )
     result = run_backfill(
         config,
         nodes,
@@ -434,6 +464,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--refetch",
         action="store_true",
         help="download stored bars again too (picks up candles the exchange restated)",
+    )
+    backfill.add_argument(
+        "--queue",
+        action="store_true",
+        help="submit the run to the instance's run queue through the Dagster webserver "
+        "(attached to its code location; the daemon launches it within the exchange pools) "
+        "instead of running it in this process",
+    )
+    backfill.add_argument(
+        "--webserver",
+        help="with --queue: the webserver's URL (default: observability.alerts.ui_base_url)",
+    )
+    backfill.add_argument(
+        "--location", help="with --queue: code location name (default: the one holding the job)"
+    )
+    backfill.add_argument(
+        "--wait", action="store_true", help="with --queue: wait for the run to end"
     )
     backfill.set_defaults(func=cmd_backfill)
 

@@ -56,6 +56,7 @@ class UiStack:
     instance: dg.DagsterInstance
     exchange: SandboxAdmin
     nodes: list[NodeId]
+    config: Path  # the seamless.yaml the code server loads
 
     def asset_url(self, node: NodeId, **query: str) -> str:
         path = "/".join(node.asset_key_path())
@@ -130,6 +131,7 @@ def ui_stack(
                 instance,
                 SandboxAdmin(url),
                 nodes,
+                config,
             )
     finally:
         procs.stop_all()
