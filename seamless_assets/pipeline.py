@@ -44,6 +44,7 @@ from .core.manifest import (
     segment_flags,
 )
 from .core.stabilization import closed_end, is_window_stable, stable_end
+from .history import history_start_s
 from .nodes import NodeId
 
 PRODUCER = f"seamless@{__version__}"
@@ -194,6 +195,11 @@ async def backfill(
         hot.upsert(node_id, fetched_frame)
         earliest = hot.bounds(node_id)
         earliest_ts = earliest[0] if earliest else None
+        # The listing recorded by history discovery also proves that an empty window after
+        # it is not `before_listing`, e.g. a maintenance at the start of a first run.
+        listed = history_start_s(artifacts, node)
+        if listed is not None:
+            earliest_ts = listed if earliest_ts is None else min(earliest_ts, listed)
         new_gaps = _confirmed_empty(
             node, pages, server_closed, fetched_frame, conformed, earliest_ts, settings
         )

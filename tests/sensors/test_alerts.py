@@ -213,6 +213,7 @@ def test_a_confirmed_maintenance_gap_alerts_once_with_the_shipped_settings(
     # as known (passes), and `exchange_gaps` (WARN) says the bars will never exist.
     config = _with_alerts(project, {"webhook": {"url": f"{receiver.url}/hook"}})
     gaps = [
+        [T0 + 4 * DAY, T0 + 4 * DAY + 3600],  # 60 min at the very start of the run's window
         [T0 + 4 * DAY + 20 * 3600, T0 + 4 * DAY + 21 * 3600 + 30 * MIN],  # 90 min
         [T0 + 5 * DAY + 3 * 3600, T0 + 5 * DAY + 3 * 3600 + 5 * MIN],  # 5 min: quiet market
     ]
@@ -225,7 +226,8 @@ def test_a_confirmed_maintenance_gap_alerts_once_with_the_shipped_settings(
     assert [m["check"] for m in payloads] == ["exchange_gaps"], payloads
     alert = payloads[0]
     assert alert["severity"] == "WARN" and alert["node_ids"] == [NODE]
-    assert alert["values"]["gap_bars"] == 90 and alert["values"]["gap_count"] == 1
+    # the leading hour is after the listing (history start), not `before_listing`
+    assert alert["values"]["gap_bars"] == 150 and alert["values"]["gap_count"] == 2
     assert alert["values"]["gap_partitions"] == ["[2024-01-05T00:00:00Z, 2024-01-06T00:00:00Z)"]
     assert alert["thresholds"] == {"min_gap_s": 600, "max_gap_count": 0}
     for _ in range(2):
