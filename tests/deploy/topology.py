@@ -202,6 +202,46 @@ def location_entry(gql: GraphQL, name: str) -> dict[str, Any] | None:
     return None
 
 
+def start_code_server(
+    procs: Processes, env: Mapping[str, str], cwd: Path, port: int, timeout_s: float = 180
+) -> None:
+    """`dagster api grpc` over the project's definitions on `port`, waited for."""
+    code = [str(BIN / "dagster"), "api", "grpc", "-m", "seamless_assets.definitions"]
+    procs.start("code_server", [*code, "-a", "defs", "-p", str(port)], env, cwd)
+    wait_until(
+        "code server listening",
+        lambda: listening(port),
+        timeout_s,
+        procs.tails,
+        lambda: procs.alive("code_server"),
+    )
+
+
+def start_webserver_and_daemon(
+    procs: Processes,
+    env: Mapping[str, str],
+    cwd: Path,
+    web_port: int,
+    location: str = "seamless",
+    timeout_s: float = 180,
+) -> GraphQL:
+    """`dagster-webserver` and `dagster-daemon` on deploy/workspace.yaml, waited for until
+    the webserver answers and has `location` loaded; returns its GraphQL endpoint."""
+    workspace = str(DEPLOY / "workspace.yaml")
+    web = [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1"]
+    procs.start("webserver", [*web, "-p", str(web_port)], env, cwd)
+    procs.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], env, cwd)
+    gql = GraphQL(f"http://127.0.0.1:{web_port}/graphql")
+    wait_until("webserver answering GraphQL", gql.ready, timeout_s, procs.tails)
+    wait_until(
+        "location loaded",
+        lambda: (location_entry(gql, location) or {}).get("loadStatus") == "LOADED",
+        timeout_s,
+        procs.tails,
+    )
+    return gql
+
+
 def pool_steps(
     instance: dg.DagsterInstance, runs: Sequence[Any], pool_step_keys: set[str]
 ) -> list[tuple[float, float, str]]:

@@ -37,9 +37,9 @@ from tests.deploy.topology import (
     child_env,
     free_port,
     launch_backfill,
-    listening,
-    location_entry,
+    start_code_server,
     start_redis,
+    start_webserver_and_daemon,
     wait_until,
 )
 from tests.services import fresh_postgres_database, postgres_url, unavailable
@@ -95,27 +95,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                 mp.setenv(key, value)
             instance = dg.DagsterInstance.from_config(str(home))
             cenv = child_env(env)
-            code = [str(BIN / "dagster"), "api", "grpc", "-m", "seamless_assets.definitions"]
-            procs.start("code_server", [*code, "-a", "defs", "-p", str(grpc_port)], cenv, work)
-            wait_until(
-                "code server listening",
-                lambda: listening(grpc_port),
-                180,
-                procs.tails,
-                lambda: procs.alive("code_server"),
-            )
-            workspace = str(DEPLOY / "workspace.yaml")
-            web = [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1"]
-            procs.start("webserver", [*web, "-p", str(web_port)], cenv, work)
-            procs.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], cenv, work)
-            gql = GraphQL(f"http://127.0.0.1:{web_port}/graphql")
-            wait_until("webserver answering GraphQL", gql.ready, 180, procs.tails)
-            wait_until(
-                "location loaded",
-                lambda: (location_entry(gql, "seamless") or {}).get("loadStatus") == "LOADED",
-                180,
-                procs.tails,
-            )
+            start_code_server(procs, cenv, work, grpc_port)
+            gql = start_webserver_and_daemon(procs, cenv, work, web_port)
             yield World(work, cenv, procs, gql, instance, SandboxAdmin(url))
         finally:
             procs.stop_all()

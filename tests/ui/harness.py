@@ -23,15 +23,12 @@ from sandbox.admin import SandboxAdmin, spawn_sandbox_process
 from seamless_assets.nodes import NodeId
 from tests.assets.conftest import write_config
 from tests.deploy.topology import (
-    BIN,
-    DEPLOY,
     GraphQL,
     Processes,
     child_env,
     free_port,
-    listening,
-    location_entry,
-    wait_until,
+    start_code_server,
+    start_webserver_and_daemon,
 )
 from tests.services import unavailable
 
@@ -98,27 +95,8 @@ def ui_stack(
             "SEAMLESS_GRPC_PORT": str(grpc_port),
         }
         cenv = child_env(env)
-        code = [str(BIN / "dagster"), "api", "grpc", "-m", "seamless_assets.definitions"]
-        procs.start("code_server", [*code, "-a", "defs", "-p", str(grpc_port)], cenv, work)
-        wait_until(
-            "code server listening",
-            lambda: listening(grpc_port),
-            120,
-            procs.tails,
-            lambda: procs.alive("code_server"),
-        )
-        workspace = str(DEPLOY / "workspace.yaml")
-        web = [str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1"]
-        procs.start("webserver", [*web, "-p", str(web_port)], cenv, work)
-        procs.start("daemon", [str(BIN / "dagster-daemon"), "run", "-w", workspace], cenv, work)
-        gql = GraphQL(f"http://127.0.0.1:{web_port}/graphql")
-        wait_until("webserver answering GraphQL", gql.ready, 120, procs.tails)
-
-        def loaded() -> bool:
-            entry = location_entry(gql, LOCATION)
-            return entry is not None and entry["loadStatus"] == "LOADED"
-
-        wait_until("location loaded", loaded, 120, procs.tails)
+        start_code_server(procs, cenv, work, grpc_port, timeout_s=120)
+        gql = start_webserver_and_daemon(procs, cenv, work, web_port, LOCATION, timeout_s=120)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("DAGSTER_HOME", str(home))
             instance = dg.DagsterInstance.from_config(str(home))
