@@ -104,15 +104,12 @@ def run_backfill(
     The nodes must share a timeframe class (one partitions definition and job).
     """
     import dagster as dg
-    from dagster._core.storage.tags import (
-        ASSET_PARTITION_RANGE_END_TAG,
-        ASSET_PARTITION_RANGE_START_TAG,
-    )
 
     from .checks import check_specs
     from .dead_runs import HOST_TAG, PID_TAG, free_slots_of_ended_runs, release_dead_runs
     from .definitions import build_definitions
     from .runtime import check_services, service_report
+    from .submit import RANGE_END_TAG, RANGE_START_TAG
 
     ensure_dagster_home(config)
     # The stores a run cannot do without fail it here, with how to start them; a Redis
@@ -155,8 +152,8 @@ def run_backfill(
         run_config=run_config,
         instance=instance,
         tags={
-            ASSET_PARTITION_RANGE_START_TAG: keys[0],
-            ASSET_PARTITION_RANGE_END_TAG: keys[-1],
+            RANGE_START_TAG: keys[0],
+            RANGE_END_TAG: keys[-1],
             PID_TAG: str(os.getpid()),
             HOST_TAG: socket.gethostname(),
         },
