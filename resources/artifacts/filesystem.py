@@ -7,10 +7,12 @@ no file or the whole file, never a partial one.
 
 Temporary files are named `.{name}.{pid}@{host}.{token}.tmp` and created with mode 0666
 less the umask (ordinary 0644 under umask 022), like any file the process creates. A
-writer killed mid-write leaves its temporary file behind; the first write of a process
-into a directory sweeps the temporary files there whose writer is dead (same host, pid
-gone) or that are older than `STALE_TEMP_S` (any host, or names without a pid), so a
-killed run's leftovers do not outlive the next run that writes the same partition.
+writer killed mid-write (or between linking the key and removing its temporary file)
+leaves its temporary file behind; the first write (or create-only attempt on an existing
+key) of a process into a directory sweeps the temporary files there whose writer is dead
+(same host, pid gone) or that are older than `STALE_TEMP_S` (any host, or names without
+a pid), so a killed run's leftovers do not outlive the next run that writes the same
+partition.
 `audit` reports the temporary files and the files without ordinary permissions it finds.
 """
 
@@ -113,7 +115,8 @@ class LocalDirectoryBlobStore:
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = Path(self._path(key))
-        if path.exists():
+        if path.exists():  # a writer killed between link and unlink left its temp file here
+            self._sweep(path.parent)
             return False
         with self._io(key, "create"):
             temp = self._write_temp(path, data)

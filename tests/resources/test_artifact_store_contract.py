@@ -554,3 +554,27 @@ def test_artifact_files_honour_the_umask(
         assert (problem.kind, problem.uri) == ("permissions", files[0].as_uri())
     finally:
         os.umask(previous)
+
+
+def test_a_writer_killed_after_sealing_leaves_no_temp_file_behind_the_next_publish(
+    tmp_path: Path, bars: BarsFactory, manifest_for: ManifestFactory
+) -> None:
+    """Killed between linking a key and unlinking its temporary file: the key exists, so
+    the rerun writes nothing there, and must still sweep the leftover."""
+    from resources.artifacts import filesystem
+
+    store = ArtifactStore(LocalDirectoryBlobStore(tmp_path, fsync=False))
+    frame, manifest = publish_day(store, bars, manifest_for)
+    segment = store.blobs.root / store.segment_prefix(NODE) / "segments"  # type: ignore[attr-defined]
+    (sealed,) = [d for d in segment.iterdir() if (d / "manifest.json").is_file()]
+    left = [
+        sealed / f".{name}.{_dead_pid()}@{filesystem._HOST}.0d.tmp"
+        for name in ("manifest.json", "data.parquet")
+    ]
+    for path in left:
+        path.write_bytes(b"partial")
+    assert {p.kind for p in store.verify_all()} == {"temp_file"}
+    rerun = ArtifactStore(LocalDirectoryBlobStore(tmp_path, fsync=False))
+    assert not rerun.publish(NODE, frame, manifest).written
+    assert [p for p in left if p.exists()] == []
+    assert rerun.verify_all() == []
