@@ -44,11 +44,20 @@ class FingerprintIdentity:
 
 def canonical_column_bytes(frame: pd.DataFrame, column: str) -> bytes:
     """Little-endian bytes of one canonical column, with NaN and -0.0 normalised."""
+    return bytes(_canonical_column(frame, column))
+
+
+def _canonical_column(frame: pd.DataFrame, column: str) -> np.ndarray:
+    """One canonical column as a contiguous little-endian array, normalised like
+    `canonical_column_bytes`, without a copy when there is nothing to normalise."""
     dtype = CANONICAL_DTYPES[column]
     values = np.ascontiguousarray(frame[column].to_numpy(dtype=dtype))
     if dtype == "float64":
-        values = np.where(np.isnan(values), _CANONICAL_NAN, values + 0.0)  # +0.0 folds -0.0
-    return values.astype("<" + values.dtype.str[1:], copy=False).tobytes()
+        if np.isnan(np.sum(values)):  # a NaN (or +inf and -inf): the full normalisation
+            values = np.where(np.isnan(values), _CANONICAL_NAN, values + 0.0)
+        elif (values == 0.0).any():
+            values = values + 0.0  # folds -0.0 into 0.0
+    return values.astype("<" + values.dtype.str[1:], copy=False)
 
 
 def dataset_fingerprint(frame: pd.DataFrame, identity: FingerprintIdentity) -> str:
@@ -59,7 +68,7 @@ def dataset_fingerprint(frame: pd.DataFrame, identity: FingerprintIdentity) -> s
     digest = hashlib.sha256(identity.header())
     digest.update(len(frame).to_bytes(8, "little"))
     for column in CANONICAL_COLUMNS:
-        digest.update(canonical_column_bytes(frame, column))
+        digest.update(memoryview(_canonical_column(frame, column)))
     return f"{ALGO}:{digest.hexdigest()}"
 
 
