@@ -53,7 +53,9 @@ def _canonical_column(frame: pd.DataFrame, column: str) -> np.ndarray:
     dtype = CANONICAL_DTYPES[column]
     values = np.ascontiguousarray(frame[column].to_numpy(dtype=dtype))
     if dtype == "float64":
-        if np.isnan(np.sum(values)):  # a NaN (or +inf and -inf): the full normalisation
+        with np.errstate(over="ignore", invalid="ignore"):  # the sum only screens
+            screened = np.sum(values)
+        if np.isnan(screened):  # a NaN (or +inf and -inf): the full normalisation
             values = np.where(np.isnan(values), _CANONICAL_NAN, values + 0.0)
         elif (values == 0.0).any():
             values = values + 0.0  # folds -0.0 into 0.0
