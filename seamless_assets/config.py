@@ -527,8 +527,18 @@ class SeamlessSection(_Model):
         return str(path.resolve()) if path.is_absolute() else str(path)
 
 
+class SegmentCacheConfig(_Model):
+    """`cache.segments`: verified Arrow IPC copies of snapshot segments under
+    `{data_dir}/cache/segments` (resources/read_segment_cache.py), at most `max_bytes`
+    (least recently opened evicted first)."""
+
+    enable: bool = True
+    max_bytes: Int = Field(default=4 * 2**30, ge=0)
+
+
 class CacheConfig(_Model):
     enable: bool = True
+    segments: SegmentCacheConfig = Field(default_factory=SegmentCacheConfig)
     ttl_ms: Int = Field(default=60_000, ge=0)
     max_shards: Int = Field(default=512, ge=1)
     key_template: str = (
