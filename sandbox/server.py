@@ -19,7 +19,7 @@ from aiohttp import web
 
 from .bars import generate_bars, select_open_times
 from .clock import clock_request
-from .config import INTERVALS, SandboxConfig, market_id
+from .config import INTERVALS, MarketSpec, SandboxConfig, market_id
 from .corrupt import corrupt_klines
 from .encode import encode_klines
 from .markets import exchange_info
@@ -124,12 +124,27 @@ def _klines(state: SandboxState, query: Any) -> tuple[bytes, int, int]:
         limit=limit,
         from_end=start_ms is None,
     )
-    body = encode_klines(generate_bars(market, INTERVALS[interval], ts, cfg, now_ms))
-    if cfg.corruptions:  # fault injection; the fast path above stays untouched without it
+    if cfg.corruptions:  # fault injection; the fast path below stays untouched without it
+        body = encode_klines(generate_bars(market, INTERVALS[interval], ts, cfg, now_ms))
         return corrupt_klines(
             body, market, interval, INTERVALS[interval], ts, cfg, now_ms, state.take_corruption
         )
-    return body, len(ts), 0
+    return _page(state, cfg, market, interval, ts, now_ms), len(ts), 0
+
+
+def _page(
+    state: SandboxState, cfg: SandboxConfig, market: MarketSpec, interval: str, ts: Any, now_ms: int
+) -> bytes:
+    """The encoded page, from the page cache when every bar in it has closed."""
+    interval_s = INTERVALS[interval]
+    closed = len(ts) > 0 and (int(ts[-1]) + interval_s) * 1000 <= now_ms
+    key = (market.id, interval, int(ts[0]), int(ts[-1]), len(ts)) if closed else None
+    if key is not None and (body := state.pages.get(cfg, key)) is not None:
+        return body
+    body = encode_klines(generate_bars(market, interval_s, ts, cfg, now_ms))
+    if key is not None:
+        state.pages.put(cfg, key, body)
+    return body
 
 
 def _exchange_info(state: SandboxState, query: Any) -> bytes:

@@ -32,6 +32,7 @@ from typing import Any
 
 from .clock import SandboxClock
 from .config import SandboxConfig
+from .pages import PageCache
 
 _HISTORY_MINUTES = 1440
 _5XX_STATUSES = (500, 502, 503)
@@ -89,6 +90,7 @@ class SandboxState:
         self._window_used = 0
         self._c = _Counters(since=wallclock())
         self._kline_log: deque[dict[str, Any]] = deque(maxlen=self._config.kline_log_size)
+        self.pages = PageCache()  # encoded closed pages of the current config
 
     # ------------------------------------------------------------------ config
     @property
