@@ -1,0 +1,98 @@
+"""Exchange-side ceilings on the sandbox, run by the project's venv in its own process.
+
+    python bench/peers/ceilings.py URL START END
+
+* plain ccxt (async, the project's ccxt): the window's 1m pages with `fetch_ohlcv`, one at
+  a time (1 connection) and 4 in flight; bars/s of parsed rows;
+* the sandbox itself: the same pages as raw aiohttp GETs, 32 in flight, bodies read but
+  not parsed (so the client does as little as it can): responses/s and bars/s. The client
+  shares the machine with the server, so this is a lower bound of the server's ceiling.
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = 1000
+
+
+def _starts(start: int, end: int) -> list[int]:
+    return [ms for ms in range(start * 1000, end * 1000, PAGE * 60_000)]
+
+
+async def _ccxt(url: str, starts: list[int], in_flight: int) -> dict[str, float]:
+    import ccxt.async_support as ccxt
+
+    from sandbox import ccxt_config
+
+    exchange = ccxt.binance(ccxt_config(url))
+    try:
+        await exchange.load_markets()
+        gate = asyncio.Semaphore(in_flight)
+
+        async def page(since: int) -> int:
+            async with gate:
+                rows = await exchange.fetch_ohlcv("BTC/USDT", "1m", since=since, limit=PAGE)
+                return len(rows)
+
+        t = time.perf_counter()
+        bars = sum(await asyncio.gather(*(page(s) for s in starts)))
+        seconds = time.perf_counter() - t
+    finally:
+        await exchange.close()
+    return {"bars": bars, "s": seconds, "bars_per_s": bars / seconds}
+
+
+async def _raw(url: str, starts: list[int], in_flight: int) -> dict[str, float]:
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=in_flight)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def page(since: int) -> int:
+            params = {
+                "symbol": "BTCUSDT",
+                "interval": "1m",
+                "startTime": str(since),
+                "limit": str(PAGE),
+            }
+            async with session.get(f"{url}/api/v3/klines", params=params) as resp:
+                body = await resp.read()
+                assert resp.status == 200, body[:200]
+                return body.count(b"],[") + 1
+
+        await page(starts[0])  # connections open, first page encoded
+        t = time.perf_counter()
+        bars = sum(await asyncio.gather(*(page(s) for s in starts * 2)))
+        seconds = time.perf_counter() - t
+    n = len(starts) * 2
+    return {
+        "responses": n,
+        "s": seconds,
+        "responses_per_s": n / seconds,
+        "bars_per_s": bars / seconds,
+    }
+
+
+def main(argv: list[str]) -> int:
+    sys.path.insert(0, str(ROOT))
+    url, start, end = argv[0], int(argv[1]), int(argv[2])
+    starts = _starts(start, end)
+    out: dict[str, Any] = {
+        "ccxt_1": asyncio.run(_ccxt(url, starts, 1)),
+        "ccxt_4": asyncio.run(_ccxt(url, starts, 4)),
+        "sandbox_raw_32": asyncio.run(_raw(url, starts, 32)),
+    }
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

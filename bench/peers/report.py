@@ -1,0 +1,300 @@
+"""Versions, medians and the table of bench/bench_peers.py (plain text or RESULTS.md)."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from .jobs import PEERS, ROOT
+
+_DISTS = {
+    ROOT / ".venv" / "bin" / "python": ("dagster", "ccxt", "pyarrow", "pandas", "duckdb"),
+    PEERS / "freqtrade" / "bin" / "python": ("freqtrade", "ccxt", "pandas", "pyarrow"),
+    PEERS / "arcticdb" / "bin" / "python": ("arcticdb", "pyarrow", "pandas"),
+}
+
+
+def versions() -> dict[str, str]:
+    out = {
+        "seamless": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    }
+    for python, dists in _DISTS.items():
+        env = "project" if python.parts[-3] == ".venv" else python.parts[-3]
+        code = (
+            "import importlib.metadata as m, platform; print(platform.python_version(), "
+            + ", ".join(f"m.version({d!r})" for d in dists)
+            + ")"
+        )
+        found = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+        values = found.stdout.split()
+        out[env] = " ".join(
+            [f"python {values[0]}"] + [f"{d} {v}" for d, v in zip(dists, values[1:], strict=False)]
+        )
+    return out
+
+
+def _med(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _job(runs: dict[str, list[Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for tool, items in runs.items():
+        out[tool] = {
+            "wall_s": _med([r.wall_s for r in items]),
+            "download_s": _med([r.download_s for r in items]),
+            "rss_mib": _med([r.peak_rss_mib for r in items]),
+            "requests": _med([r.requests for r in items]),
+            "bans": sum(r.bans for r in items),
+            "walls": [round(r.wall_s, 2) for r in items],
+        }
+    return out
+
+
+def summarise(out: dict[str, Any]) -> dict[str, Any]:
+    s: dict[str, Any] = {}
+    for key in ("job_shipped", "job_lifted", "latency", "rerun"):
+        if key in out:
+            s[key] = _job(out[key])
+    for key in ("warm_year", "warm_30d"):
+        if key in out:
+            s[key] = {t: {"ms": _med(v), "reads": len(v)} for t, v in out[key].items()}
+    if "fresh" in out:
+        s["fresh"] = {
+            t: {
+                "read_ms": _med([r["read_ms"] for r in v]),
+                "import_ms": _med([r["import_ms"] for r in v]),
+                "reads": [round(r["read_ms"]) for r in v],
+            }
+            for t, v in out["fresh"].items()
+        }
+    if "fingerprint" in out:
+        fp = out["fingerprint"]
+        s["fingerprint"] = {
+            "ms": _med([p["fingerprint_ms"] for p in fp]),
+            "hashlib_ms": _med([p["hashlib_ms"] for p in fp]),
+            "mb": fp[0]["bytes"] / 1e6,
+            "same_digest": all(p["same_digest"] and p["matches_reader"] for p in fp),
+        }
+    if "ceilings" in out:
+        c = out["ceilings"]
+        s["ceilings"] = {k: _med([r[k]["bars_per_s"] for r in c]) for k in c[0]}
+        s["ceilings"]["sandbox_responses_per_s"] = _med(
+            [r["sandbox_raw_32"]["responses_per_s"] for r in c]
+        )
+    return s
+
+
+def _f(x: float | None, unit: str = "", nd: int = 2) -> str:
+    return "—" if x is None else f"{x:,.{nd}f}{unit}"
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _met(ratio: float | None, limit: float, at_least: bool = False) -> str:
+    if ratio is None:
+        return "—"
+    return "yes" if (ratio >= limit if at_least else ratio <= limit) else "**no**"
+
+
+def rows(s: dict[str, Any]) -> list[list[str]]:
+    out: list[list[str]] = []
+    for key, label in (
+        (
+            "job_shipped",
+            "whole job, 1 year of 1m, each tool's shipped rate settings (process wall)",
+        ),
+        ("job_lifted", "same, every budget lifted"),
+    ):
+        if key in s:
+            a, b = s[key]["seamless"], s[key]["freqtrade"]
+            r = _ratio(a["wall_s"], b["wall_s"])
+            out.append(
+                [
+                    label,
+                    f"{_f(a['wall_s'], ' s')} (download {_f(a['download_s'], ' s')})",
+                    f"freqtrade {_f(b['wall_s'], ' s')} (download {_f(b['download_s'], ' s')})",
+                    _f(r, "×"),
+                    "≤ 1.0",
+                    _met(r, 1.0),
+                ]
+            )
+    for key in ("job_shipped", "job_lifted"):
+        if key in s:
+            a, b = s[key]["seamless"], s[key]["freqtrade"]
+            r = _ratio(a["rss_mib"], b["rss_mib"])
+            out.append(
+                [
+                    f"peak RSS of that job ({key.removeprefix('job_')})",
+                    _f(a["rss_mib"], " MiB", 0),
+                    f"freqtrade {_f(b['rss_mib'], ' MiB', 0)}",
+                    _f(r, "×"),
+                    "seamless ≤ 400 MiB",
+                    "—" if a["rss_mib"] is None else _met(a["rss_mib"], 400),
+                ]
+            )
+    if "latency" in s:
+        a, b = s["latency"]["seamless"], s["latency"]["freqtrade"]
+        r = _ratio(b["download_s"], a["download_s"])
+        out.append(
+            [
+                "latency-bound: 91 days of 1m at 100 ms latency, budget not binding "
+                "(download time)",
+                _f(a["download_s"], " s"),
+                f"freqtrade {_f(b['download_s'], ' s')}",
+                f"{_f(r, '×')} the rate",
+                "≥ 2.0",
+                _met(r, 2.0, at_least=True),
+            ]
+        )
+    if "rerun" in s:
+        a, b = s["rerun"]["seamless"], s["rerun"]["freqtrade"]
+        r = _ratio(a["wall_s"], b["wall_s"])
+        out.append(
+            [
+                "rerun, everything covered (wall, requests)",
+                f"{_f(a['wall_s'], ' s')}, {_f(a['requests'], '', 0)} requests",
+                f"freqtrade {_f(b['wall_s'], ' s')}, {_f(b['requests'], '', 0)} requests",
+                _f(r, "×"),
+                "",
+                "",
+            ]
+        )
+    for key, label in (
+        ("warm_year", "backtest read of 1 year, warm, a different window each read"),
+        ("warm_30d", "same, 30 days"),
+    ):
+        if key in s:
+            w = s[key]
+            r = _ratio(w["seamless"]["ms"], w["arcticdb"]["ms"])
+            out.append(
+                [
+                    f"{label} (median of {w['seamless']['reads']})",
+                    _f(w["seamless"]["ms"], " ms", 1),
+                    f"ArcticDB (LMDB) {_f(w['arcticdb']['ms'], ' ms', 1)}; pyarrow over the "
+                    f"same segments {_f(w['pyarrow']['ms'], ' ms', 1)}; freqtrade "
+                    f"`load_pair_history` {_f(w['freqtrade']['ms'], ' ms', 1)}",
+                    f"{_f(r, '×')} ArcticDB",
+                    "≤ 2.0",
+                    _met(r, 2.0),
+                ]
+            )
+    if "fresh" in s:
+        f = s["fresh"]
+        r = _ratio(f["seamless"]["read_ms"], f["pyarrow"]["read_ms"])
+        peer = "; ".join(
+            f"{n} {_f(f[t]['read_ms'], ' ms', 0)} (+{_f(f[t]['import_ms'], ' ms', 0)} imports)"
+            for t, n in (
+                ("pyarrow", "pyarrow"),
+                ("arcticdb", "ArcticDB"),
+                ("freqtrade", "freqtrade"),
+            )
+        )
+        out.append(
+            [
+                "first read of 1 year in a fresh process",
+                f"{_f(f['seamless']['read_ms'], ' ms', 0)} "
+                f"(+{_f(f['seamless']['import_ms'], ' ms', 0)} imports)",
+                peer,
+                f"{_f(r, '×')} pyarrow",
+                "≤ 1.0",
+                _met(r, 1.0),
+            ]
+        )
+    if "fingerprint" in s:
+        fp = s["fingerprint"]
+        r = _ratio(fp["ms"], fp["hashlib_ms"])
+        out.append(
+            [
+                f"fingerprint of the year ({fp['mb']:.1f} MB canonical)",
+                _f(fp["ms"], " ms", 1),
+                f"hashlib SHA-256 of the same bytes {_f(fp['hashlib_ms'], ' ms', 1)}",
+                _f(r, "×"),
+                "≤ 1.3",
+                _met(r, 1.3),
+            ]
+        )
+    if "ceilings" in s:
+        c = s["ceilings"]
+        out.append(
+            [
+                "plain ccxt on the sandbox (fetch only, 1 year of 1m)",
+                "—",
+                f"1 connection {_f(c['ccxt_1'], ' bars/s', 0)}; 4 in flight "
+                f"{_f(c['ccxt_4'], ' bars/s', 0)}",
+                "",
+                "",
+                "",
+            ]
+        )
+        out.append(
+            [
+                "the sandbox's own ceiling (raw aiohttp, 32 in flight, 1000-bar pages)",
+                "—",
+                f"{_f(c['sandbox_responses_per_s'], ' responses/s', 0)} = "
+                f"{_f(c['sandbox_raw_32'], ' bars/s', 0)} (at least)",
+                "",
+                "",
+                "",
+            ]
+        )
+    return out
+
+
+def _machine() -> str:
+    model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        "?",
+    )
+    mem_kb = next(
+        int(ln.split()[1])
+        for ln in Path("/proc/meminfo").read_text().splitlines()
+        if ln.startswith("MemTotal")
+    )
+    return f"{os.cpu_count()} cores ({model}), {mem_kb / 2**20:.1f} GiB RAM"
+
+
+def _load(x: tuple[float, float, float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in x)
+
+
+def table(s: dict[str, Any], meta: dict[str, Any]) -> str:
+    lines = [
+        f"load (1/5/15 min) before {_load(meta['load_before'])}, after "
+        f"{_load(meta['load_after'])}; {meta['rounds']} rounds; {meta['elapsed_s']:.0f} s"
+    ]
+    lines += [" | ".join(r) for r in rows(s)]
+    return "\n".join(lines)
+
+
+def markdown(s: dict[str, Any], meta: dict[str, Any]) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(meta["started"]))
+    cmd = "uv run python bench/bench_peers.py " + " ".join(meta["argv"])
+    out = [
+        "## Side by side with freqtrade and ArcticDB (`bench/bench_peers.py`)",
+        "",
+        f"Date: {when}. Machine: {_machine()}. Load average (1/5/15 min) before "
+        f"{_load(meta['load_before'])}, after {_load(meta['load_after'])}. "
+        f"{meta['rounds']} rounds, {meta['elapsed_s'] / 60:.1f} min in all. "
+        f"Command: `{cmd.strip()}`.",
+        "",
+        "Versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()) + ".",
+        "",
+        "| work | seamless | peer | ratio | target | met? |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    out += ["| " + " | ".join(r) + " |" for r in rows(s)]
+    return "\n".join(out)
