@@ -50,10 +50,14 @@ def test_forming_bar_is_never_cached(sandbox: SandboxExchange) -> None:
     assert second == _reference(sandbox, T0 - 120, T0, 3, now_s=NOW + 10) != first
 
 
-def test_config_change_empties_the_cache(sandbox: SandboxExchange) -> None:
+def test_a_data_knob_empties_the_cache_and_others_keep_it(sandbox: SandboxExchange) -> None:
     start = T0 - 3000 * 60
     params = {"symbol": "BTCUSDT", "interval": "1m", "startTime": start * 1000, "limit": 500}
     before = _raw(sandbox, **params)
+    sandbox.configure(weight_limit_per_minute=10**9, latency_ms=1)  # bars unchanged
+    hits = sandbox.state.pages.hits
+    assert _raw(sandbox, **params) == before
+    assert sandbox.state.pages.hits == hits + 1
     sandbox.configure(seed=7)  # another market: every page differs
     after = _raw(sandbox, **params)
     assert after != before
