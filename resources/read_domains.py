@@ -13,6 +13,7 @@ result (`_overrun`). Store errors (`ArtifactIntegrityError` for a tampered artif
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pandas as pd
 
@@ -81,7 +82,7 @@ class DomainRead:
         if uncovered:
             raise missing_partitions(plan, self.request, uncovered, snapshot)
         got.frame = plan.read_snapshot(snapshot, self.window)
-        fingerprints = [s.fingerprint for s in snapshot.segments_overlapping(self.window)]
+        fingerprints = [s.fingerprint for s in plan.overlapping(snapshot, self.window)]
         got.flags = plan.segment_flags(fingerprints)
         got.fingerprints = fingerprints
 
@@ -101,7 +102,7 @@ class DomainRead:
         fingerprints: list[str] = []
         if snapshot is not None:
             frames.append(plan.read_snapshot(snapshot, window))
-            fingerprints += [s.fingerprint for s in snapshot.segments_overlapping(window)]
+            fingerprints += [s.fingerprint for s in plan.overlapping(snapshot, window)]
             got.frame = concat(frames, bounded)
         fresh: list[Range] = []
         wanted = [c for r in uncovered if (c := r.intersect(limit))]
@@ -189,6 +190,8 @@ class DomainRead:
                 keys,
                 list(got.missing),
             )
-        return got.frame, echo(
-            self.request, got, self.tracker.timings(), coverage_shortfall=shortfall
-        )
+        meta = echo(self.request, got, self.tracker.timings(), coverage_shortfall=shortfall)
+        counts = self.plan.cache_counts
+        if counts is not None:
+            meta = replace(meta, segment_cache=counts.as_dict())
+        return got.frame, meta

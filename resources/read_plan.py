@@ -12,19 +12,21 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
 from seamless_assets.core.conformance import FLAGS
 from seamless_assets.core.coverage import LedgerGap, missing_ranges
 from seamless_assets.core.frame import Range
 from seamless_assets.core.read_context import CoverageReport
-from seamless_assets.core.snapshot import Snapshot
+from seamless_assets.core.snapshot import Snapshot, SnapshotSegment
 from seamless_assets.errors import ExchangeUnavailable, SeamlessSLAExceeded, SnapshotNotFound
 from seamless_assets.nodes import NodeId
 from seamless_assets.pipeline import RunOutcome, backfill
 
 from .read_fill import ensure, server_now, stored_missing
 from .read_runtime import ReaderRuntime
+from .read_segment_cache import CacheCounts
 from .read_storage import BoundedCalls
 
 if TYPE_CHECKING:  # ccxt loads when a client is built, not with the reader resource
@@ -36,6 +38,7 @@ class ReadPlan:
 
     def __init__(self, rt: ReaderRuntime, node: NodeId, window: Range, calls: BoundedCalls):
         self.rt, self.node, self.window, self.calls = rt, node, window, calls
+        self.cache_counts: CacheCounts | None = None  # what the segment cache did, if used
 
     # -- snapshots and segments ---------------------------------------------------------
 
@@ -71,10 +74,36 @@ class ReadPlan:
         return self.calls.store(lambda: self.rt.artifacts.unsnapshotted(self.node, stable_end_s))
 
     def read_snapshot(self, snapshot: Snapshot, window: Range) -> pd.DataFrame:
-        artifacts, node = self.rt.artifacts, self.node
-        return self.calls.store(
-            lambda: artifacts.read_snapshot_range(node, snapshot, window, verify=True)
-        )
+        """Bars of the snapshot in `window`, verified: through the segment cache when it is
+        on and the snapshot pins manifest digests (version 2), else from the segments."""
+        rt, artifacts, node = self.rt, self.rt.artifacts, self.node
+        cache = rt.segment_cache
+        if cache is None or any(s.manifest_sha256 is None for s in snapshot.segments):
+            return self.calls.store(
+                lambda: artifacts.read_snapshot_range(node, snapshot, window, verify=True)
+            )
+        counts, listed = CacheCounts(), self.overlapping(snapshot, window)
+        frame, segments = self.calls.store(lambda: cache.read(node, listed, window, counts))
+        with rt.state_lock:
+            counts.add_to(rt.metrics)
+            for segment in segments:  # the committed manifests' flags: no manifest reads
+                rt.manifest_flags.setdefault(segment.fingerprint, segment.flags)
+        self.cache_counts = counts
+        return frame
+
+    def overlapping(self, snapshot: Snapshot, window: Range) -> list[SnapshotSegment]:
+        """`snapshot.segments_overlapping(window)`, by a vectorized test over the spans of
+        the snapshot's segments (kept per snapshot: it is immutable)."""
+        spans = self.rt.segment_spans.get(snapshot.fingerprint)
+        if spans is None:
+            starts = np.array([s.range.start for s in snapshot.segments], dtype=np.int64)
+            ends = np.array([s.range.end for s in snapshot.segments], dtype=np.int64)
+            spans = self.rt.segment_spans[snapshot.fingerprint] = (starts, ends)
+        starts, ends = spans
+        if window.start >= window.end:
+            return []
+        hits = np.flatnonzero((starts < window.end) & (ends > window.start))
+        return [snapshot.segments[i] for i in hits]
 
     def read_segments(self, fingerprints: Sequence[str]) -> list[pd.DataFrame]:
         artifacts, node = self.rt.artifacts, self.node
@@ -99,10 +128,11 @@ class ReadPlan:
             for fp, manifest in zip(todo, self.calls.store(load), strict=True):
                 flags = ((manifest or {}).get("conformance") or {}).get("flags") or {}
                 rt.manifest_flags[fp] = {str(k): int(v) for k, v in flags.items()}
-        total: Counter[str] = Counter(dict.fromkeys(FLAGS, 0))
+        total = dict.fromkeys(FLAGS, 0)
         for fp in fingerprints:
-            total.update(rt.manifest_flags.get(fp, {}))
-        return total
+            for name, count in rt.manifest_flags.get(fp, {}).items():
+                total[name] = total.get(name, 0) + count
+        return Counter(total)
 
     # -- the hot store ------------------------------------------------------------------
 

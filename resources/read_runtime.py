@@ -31,6 +31,7 @@ from seamless_assets.core.snapshot import Snapshot
 from seamless_assets.pipeline import PipelineSettings, RunOutcome
 from seamless_assets.runtime import resources_from_config
 
+from .read_segment_cache import SegmentCache
 from .read_storage import StorageExecutor
 
 log = logging.getLogger(__name__)
@@ -172,10 +173,18 @@ class ReaderRuntime:
         self.world_domain: dict[str, ExecutionDomain] = {}
         self.clock_offset_s: dict[str, float] = {}  # exchange clock - local wall clock
         self.manifest_flags: dict[str, dict[str, int]] = {}  # fingerprint -> flags (immutable)
+        segments = config.cache.segments
+        self.segment_cache = (
+            SegmentCache(config.data_dir / "cache" / "segments", segments.max_bytes, self.artifacts)
+            if segments.enable
+            else None
+        )
         self.metrics: defaultdict[str, float] = defaultdict(float)
         # (node, as_of_s) -> snapshot, only for as_of at or before a published snapshot:
         # history is append-only, so that resolution can never change.
         self.resolved: dict[tuple[str, int], Snapshot] = {}
+        # snapshot fingerprint -> starts and ends of its segments (ReadPlan.overlapping)
+        self.segment_spans: dict[str, tuple[Any, Any]] = {}
         self.last_metadata: SeamlessFetchMetadata | None = None
 
     def budget(self, domain: ExecutionDomain) -> SLABudget:
@@ -184,6 +193,19 @@ class ReaderRuntime:
             sla.max_wait_storage_ms, sla.max_wait_backfill_ms, sla.max_wait_live_ms,
             sla.total_deadline_ms,
         )  # fmt: skip
+
+    def note_domain(self, world_id: str, domain: ExecutionDomain) -> None:
+        """A world switching execution domain drops its result-cache entries (no
+        cross-domain reuse)."""
+        with self.state_lock:
+            previous = self.world_domain.get(world_id)
+            self.world_domain[world_id] = domain
+        if previous is not None and previous is not domain:
+            purged = self.cache.purge(world_id)
+            log.info(
+                "world %s switched %s -> %s: purged %d cache entries",
+                world_id, previous.value, domain.value, purged,
+            )  # fmt: skip
 
     def exchange_client(self, exchange_id: str) -> ReaderClient:
         settings = ExchangeSettings.from_config(self.config, exchange_id)

@@ -16,7 +16,8 @@ The read path is layered; each layer calls only the ones below it:
     read_plan.py     the sources: snapshot resolution and reads, hot store, fills, clock
     read_fill.py     single-flight fills (process lock + Redis lease)
     read_storage.py  calls bounded by the SLA phase's budget, on a bounded thread pool
-    read_runtime.py  stores, event loop, workers, session state
+    read_runtime.py  stores, event loop, workers, session state, the segment cache
+                     (read_segment_cache.py: verified, memory-mapped snapshot segments)
     read_echo.py, read_windows.py   pure helpers (metadata, partition math)
 
 Domains (ARCHITECTURE decision 10, the blueprint's policy matrix):
@@ -30,26 +31,26 @@ Domains (ARCHITECTURE decision 10, the blueprint's policy matrix):
 * live: hot store + backfill + the live edge, monotonic `as_of`, `max_lag` gate (HOLD).
 
 SLA (`core/sla.py`): budgets are per domain (`config.sla_for`): live and dryrun read under
-`seamless.sla`'s latency budgets; backtest and research have no per-phase budget by
-default, only a generous total deadline that fails loudly, because they are judged by
-correctness, not latency. A breach raises `SeamlessSLAExceeded(phase)` or returns what
-the read has, flagged `partial` with the reason, per the strategy and the domain's
-`on_violation`.
+`seamless.sla`'s budgets; backtest and research, judged by correctness, not latency, have
+by default only a generous total deadline that fails loudly. A breach raises
+`SeamlessSLAExceeded(phase)` or returns what the read has, flagged `partial` with the
+reason, per the strategy and the domain's `on_violation`.
 
 Strategies: FAIL_FAST reads stores only and raises on any gap or overrun; PARTIAL_FILL
 reads stores only and returns what is there, flagged; AUTO_BACKFILL fills missing closed
 bars synchronously (single flight) under `backfill_wait`; SEAMLESS does the same and
 fills the live edge under `live_wait`.
 
-Cache: only immutable reads (served wholly from a snapshot) are cached; a world that
-switches domain loses its entries. Metrics (`metrics()`) use the blueprint's names;
-`metrics_export` serves them labelled on `/metrics` (`observability.metrics.port`).
+Caches: immutable reads (wholly from a snapshot) enter the result cache, except large
+ones the segment cache served (`cache.segments`, `meta.segment_cache`: a result-cache hit
+copies the frame, which costs as much as slicing it out of the mapped segments again); a
+world that switches domain loses its entries. Metrics (`metrics()`) use the blueprint's
+names; `metrics_export` serves them labelled on `/metrics` (`observability.metrics.port`).
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
 import threading
 import time
 from dataclasses import replace
@@ -117,7 +118,8 @@ __all__ = [
     "partition_windows",
 ]
 
-log = logging.getLogger(__name__)
+#: Reads the segment cache served with more rows skip the result cache (see Caches).
+RESULT_CACHE_MAX_MAPPED_ROWS = 100_000
 
 
 class SeamlessReader(dg.ConfigurableResource):
@@ -150,10 +152,8 @@ class SeamlessReader(dg.ConfigurableResource):
         artifacts: ArtifactStore | None = None,
     ) -> SeamlessReader:
         """A reader over an already loaded config, optionally with given stores."""
-        from .read_runtime import ReaderRuntime
-
         reader = cls(config_path=config.source or "")
-        reader._rt = ReaderRuntime(config, hot=hot, artifacts=artifacts)
+        reader._rt = _open_runtime(config, hot=hot, artifacts=artifacts)
         serve_configured(reader, config)
         return reader
 
@@ -178,9 +178,7 @@ class SeamlessReader(dg.ConfigurableResource):
     def _runtime(self) -> ReaderRuntime:
         with self._rt_lock:
             if self._rt is None:
-                from .read_runtime import ReaderRuntime
-
-                self._rt = ReaderRuntime(load_config(self.config_path or None))
+                self._rt = _open_runtime(load_config(self.config_path or None))
                 serve_configured(self, self._rt.config)
             return self._rt
 
@@ -227,7 +225,7 @@ class SeamlessReader(dg.ConfigurableResource):
         window = Range(parse_as_of(start), parse_as_of(end))
         strategy = Strategy(context.strategy or rt.config.seamless.strategy)
         domain = context.domain
-        self._note_domain(rt, context)
+        rt.note_domain(context.world_id, context.domain)
         if domain is not ExecutionDomain.LIVE and context.as_of_s is None:
             raise AsOfRequired(
                 f"{domain.value} reads immutable snapshots and needs an as_of: pass "
@@ -247,36 +245,22 @@ class SeamlessReader(dg.ConfigurableResource):
                 meta = replace(
                     meta,
                     cache_hit=True,
+                    segment_cache=None,
                     sla=PhaseTimings(total_ms=(time.perf_counter() - started) * 1000).as_dict(),
                     sla_exceeded=(),
                     execution_domain=domain.value,
                     strategy=strategy.value,
                 )
-                self._finish(rt, meta)
+                record_fetch(rt, meta)
                 return frame, meta
         request = ReadRequest(node, window, context, strategy, rt.pipeline.conformance_version)
         path = LiveRead if domain is ExecutionDomain.LIVE else DomainRead
         frame, meta = path(rt, request).run()
-        if cacheable and meta.source == "snapshot" and not meta.partial:
+        mapped = meta.segment_cache is not None and meta.rows > RESULT_CACHE_MAX_MAPPED_ROWS
+        if cacheable and meta.source == "snapshot" and not meta.partial and not mapped:
             rt.cache.put(key, frame, meta)
-        self._finish(rt, meta)
-        return frame, meta
-
-    def _note_domain(self, rt: ReaderRuntime, context: ComputeContext) -> None:
-        """A world switching execution domain drops its cache entries (no cross-domain
-        reuse)."""
-        with rt.state_lock:
-            previous = rt.world_domain.get(context.world_id)
-            rt.world_domain[context.world_id] = context.domain
-        if previous is not None and previous is not context.domain:
-            purged = rt.cache.purge(context.world_id)
-            log.info(
-                "world %s switched %s -> %s: purged %d cache entries",
-                context.world_id, previous.value, context.domain.value, purged,
-            )  # fmt: skip
-
-    def _finish(self, rt: ReaderRuntime, meta: SeamlessFetchMetadata) -> None:
         record_fetch(rt, meta)
+        return frame, meta
 
     # -- ensure_coverage ----------------------------------------------------------------
 
@@ -298,3 +282,11 @@ class SeamlessReader(dg.ConfigurableResource):
         window = Range(parse_as_of(start), parse_as_of(end))
         limit_s = timeout_s if timeout_s is not None else rt.single_flight_ttl_s
         return ensure(rt, node, window, limit_s, "backfill_wait")
+
+
+def _open_runtime(config: SeamlessConfig, **stores: Any) -> ReaderRuntime:
+    """The stores and state of a reader; the read layers load now, not in a read's budget."""
+    from . import read_domains, read_live  # noqa: F401
+    from .read_runtime import ReaderRuntime
+
+    return ReaderRuntime(config, **stores)

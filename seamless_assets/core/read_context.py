@@ -110,6 +110,10 @@ class SeamlessFetchMetadata:
     missing: tuple[Range, ...] = ()
     staleness_s: float | None = None
     rows: int = 0
+    # What the reader's segment cache did for a snapshot read: segments served from this
+    # process's mapping (hit), mapped and verified (opened), read from the store and cached
+    # (built), dropped because the file or the store changed (rebuilt); None: not used.
+    segment_cache: dict[str, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,6 +139,7 @@ class SeamlessFetchMetadata:
             "missing": [r.to_json() for r in self.missing],
             "staleness_s": self.staleness_s,
             "rows": self.rows,
+            "segment_cache": dict(self.segment_cache) if self.segment_cache else None,
         }
 
 

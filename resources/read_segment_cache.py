@@ -1,0 +1,271 @@
+"""The segment cache: verified, memory-mapped copies of snapshot segments, so a repeated
+backtest read of a pinned snapshot (any window) costs little more than the copy into pandas.
+
+Segments are content-addressed and snapshots immutable, so a segment's verified bars can be
+kept in a faster form. Each segment a backtest, research or dryrun read takes from a
+snapshot is read from the store once, verified exactly as an uncached read verifies it
+(`read_listed_segments`: sealed, its manifest the one the snapshot committed, its bars
+hashing to the listed fingerprint), and written under `<data_dir>/cache/segments` as an
+uncompressed Arrow IPC file named after its own sha256 (`read_segment_files.py`). Later
+reads, in this process and later ones, map that file and slice the window out of it by
+binary search on `ts`; the only copy is the one into the returned frame.
+
+An entry never serves bytes that are not the verified content:
+
+* a process hashes each file the first time it opens it and compares with the digest in
+  its name; a truncated, corrupted or half-written file fails, is logged (warning),
+  deleted and rebuilt from the segments (`CacheCounts.rebuilt`);
+* with a local store, the segment's files (data and manifest) are `stat`ed on every read:
+  if size, mtime or inode differ from when the entry was built (the store was altered or
+  restored since), the entry is dropped and the read goes to the segments again, which
+  raise `ArtifactIntegrityError` for a tampered file exactly as an uncached read does.
+  With a remote store (S3) no per-read check is made (it would cost a request per
+  segment): an entry serves the content verified when it was built, and `seamless
+  verify` is what finds a later alteration of the store.
+
+Size: at most `cache.segments.max_bytes` on disk; a build that goes beyond it deletes the
+least recently opened files (mtime, touched when a process first opens a file). A process
+keeps the files it uses mapped (page cache, not heap). Version 1 snapshots (no manifest
+digests) are read from the segments, uncached.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from resources.artifacts.base import DATA_FILE, MANIFEST_FILE, ArtifactStore
+from resources.artifacts.filesystem import LocalDirectoryBlobStore
+from resources.artifacts.listed_read import read_listed_segments
+from seamless_assets.core.frame import Range, empty_frame
+from seamless_assets.core.snapshot import SnapshotSegment
+from seamless_assets.nodes import NodeId
+
+from . import read_segment_files as files
+from .read_segment_files import CacheFile, CorruptCacheFile, StatSignature
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CachedSegment:
+    """One verified segment as this process serves it: columns over its mapped file."""
+
+    fingerprint: str
+    columns: dict[str, np.ndarray]
+    flags: dict[str, int]  # conformance flags of its committed manifest
+    store_files: tuple[str, ...]  # local paths of its data and manifest in the store
+    store_stat: StatSignature | None
+
+
+@dataclass
+class CacheCounts:
+    """What the cache did during one read (reported in the read's metadata)."""
+
+    hit: int = 0  # served from this process's mapping (store files unchanged)
+    opened: int = 0  # a file mapped and verified (its first use in this process)
+    built: int = 0  # read from the store (verified) and written
+    rebuilt: int = 0  # a corrupt file, or a changed store: dropped (then built again)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "hit": self.hit,
+            "opened": self.opened,
+            "built": self.built,
+            "rebuilt": self.rebuilt,
+        }
+
+    def add_to(self, metrics: dict[str, float]) -> None:
+        for name, value in self.as_dict().items():
+            metrics[f"segment_cache_{name}_total"] += value
+
+
+class SegmentCache:
+    """The segment cache of one reader (thread-safe; shared on disk between processes)."""
+
+    def __init__(self, root: Path, max_bytes: int, artifacts: ArtifactStore) -> None:
+        self.root, self.max_bytes, self.artifacts = root, max_bytes, artifacts
+        self.root.mkdir(parents=True, exist_ok=True)
+        blobs = artifacts.blobs
+        self._local_root = str(blobs.root) if isinstance(blobs, LocalDirectoryBlobStore) else None
+        self._mapped: dict[str, CachedSegment] = {}
+        self._index: dict[str, Path] | None = None  # cache files on disk, by key
+        self._lock = threading.Lock()
+
+    def read(
+        self, node: NodeId, listed: Sequence[SnapshotSegment], window: Range, counts: CacheCounts
+    ) -> tuple[pd.DataFrame, list[CachedSegment]]:
+        """The bars of `listed` (a snapshot's segments overlapping `window`, in its order)
+        clipped to `window`: equal to `read_snapshot_range(node, snapshot, window,
+        verify=True)`, with the same errors."""
+        if not listed:
+            return empty_frame(), []
+        segments = [self._mapped_entry(entry, counts) for entry in listed]
+        for i, entry in enumerate(listed):
+            if segments[i] is None:
+                segments[i] = self._open(node, entry, counts)
+        todo = [i for i, segment in enumerate(segments) if segment is None]
+        if todo:
+            built = self._build(node, [listed[i] for i in todo])
+            counts.built += len(built)
+            for i, segment in zip(todo, built, strict=True):
+                segments[i] = segment
+        ready = [segment for segment in segments if segment is not None]
+        return files.assemble([s.columns for s in ready], window), ready
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def _mapped_entry(self, entry: SnapshotSegment, counts: CacheCounts) -> CachedSegment | None:
+        """This process's mapping of `entry`, if the store's files are unchanged since the
+        entry was built; a changed store drops it (the read goes to the store again)."""
+        with self._lock:
+            segment = self._mapped.get(entry.fingerprint)
+        if segment is None:
+            return None
+        if segment.store_stat == self._stat(segment.store_files):
+            counts.hit += 1
+            return segment
+        log.info("segment %s changed in the store since it was cached", entry.fingerprint)
+        self._forget(entry.fingerprint)
+        counts.rebuilt += 1
+        return None
+
+    def _open(
+        self, node: NodeId, entry: SnapshotSegment, counts: CacheCounts
+    ) -> CachedSegment | None:
+        """The verified file of `entry` mapped for this process (its first use here); None
+        when there is none, or it was corrupt or stale (then it is deleted)."""
+        key = files.cache_key(entry.fingerprint)
+        with self._lock:
+            if self._index is None:
+                self._index = files.index(self.root)
+            path = self._index.get(key)
+        if path is None:
+            return None
+        try:
+            opened = files.open_verified(path, entry.fingerprint)
+            if opened.table.num_rows != entry.row_count:
+                raise CorruptCacheFile(f"holds {opened.table.num_rows} rows, not {entry.row_count}")
+        except FileNotFoundError:  # evicted by another process meanwhile
+            self._forget(entry.fingerprint)
+            return None
+        except CorruptCacheFile as exc:
+            log.warning(
+                "segment cache file %s %s: deleted, rebuilding it from the segment", path, exc
+            )
+            self._forget(entry.fingerprint)
+            counts.rebuilt += 1
+            return None
+        store_files = self._store_files(node, entry.fingerprint)
+        if opened.store_stat != self._stat(store_files):
+            log.info("segment %s changed in the store since %s was built", entry.fingerprint, path)
+            self._forget(entry.fingerprint)
+            counts.rebuilt += 1
+            return None
+        with contextlib.suppress(FileNotFoundError):  # evicted meanwhile: still mapped
+            os.utime(path)  # least recently opened is evicted first
+        counts.opened += 1
+        return self._keep(opened, store_files)
+
+    def _keep(self, opened: CacheFile, store_files: tuple[str, ...]) -> CachedSegment:
+        segment = CachedSegment(
+            opened.fingerprint,
+            files.column_views(opened.table),
+            opened.flags,
+            store_files,
+            opened.store_stat,
+        )
+        with self._lock:
+            self._mapped[opened.fingerprint] = segment
+            if self._index is not None:
+                self._index[files.cache_key(opened.fingerprint)] = opened.path
+        return segment
+
+    def _forget(self, fingerprint: str) -> None:
+        with self._lock:
+            self._mapped.pop(fingerprint, None)
+            path = (self._index or {}).pop(files.cache_key(fingerprint), None)
+        if path is not None:
+            files.unlink(path)
+
+    # -- building -----------------------------------------------------------------------
+
+    def _build(self, node: NodeId, listed: Sequence[SnapshotSegment]) -> list[CachedSegment]:
+        """Read `listed` from the store, verified (the store's typed errors pass through),
+        write each as a cache file and map it."""
+        store_files = [self._store_files(node, entry.fingerprint) for entry in listed]
+        stats = [
+            self._stat(paths) for paths in store_files
+        ]  # before the read: a later change shows
+        loaded = read_listed_segments(self.artifacts, node, listed)
+        out = []
+        for entry, segment, paths, stat in zip(listed, loaded, store_files, stats, strict=True):
+            manifest = segment.manifest or {}
+            raw = (manifest.get("conformance") or {}).get("flags") or {}
+            flags = {str(k): int(v) for k, v in raw.items()}
+            try:
+                path = files.write(self.root, entry.fingerprint, segment.table, flags, stat)
+                opened = files.open_verified(path, entry.fingerprint)
+            except (OSError, CorruptCacheFile) as exc:  # a full or read-only disk
+                log.warning(
+                    "could not write the segment cache file of %s: %s", entry.fingerprint, exc
+                )
+                opened = CacheFile(Path(), segment.table, entry.fingerprint, flags, stat)
+            out.append(self._keep(opened, paths))
+        self._evict()
+        return out
+
+    def _evict(self) -> None:
+        """Delete the least recently opened files while the cache holds more than max_bytes."""
+        found = []
+        with os.scandir(self.root) as entries:
+            for entry in entries:
+                try:
+                    info = entry.stat()
+                except FileNotFoundError:
+                    continue
+                found.append((info.st_mtime_ns, info.st_size, Path(entry.path)))
+        total = sum(size for _, size, _ in found)
+        for _, size, path in sorted(found):
+            if total <= self.max_bytes:
+                break
+            files.unlink(path)
+            total -= size
+            with self._lock:
+                if self._index is not None:
+                    self._index.pop(path.name.split(".", 1)[0], None)
+            log.info("segment cache over %d bytes: evicted %s", self.max_bytes, path)
+
+    # -- the store's files --------------------------------------------------------------
+
+    def _store_files(self, node: NodeId, fingerprint: str) -> tuple[str, ...]:
+        """Local paths of a segment's data and manifest (the store's layout: the segment's
+        directory is named after its fingerprint, as `cache_key` names it)."""
+        if self._local_root is None:
+            return ()
+        prefix = self.artifacts.segment_prefix(node).split("/")
+        segment_dir = os.path.join(
+            self._local_root, *prefix, "segments", files.cache_key(fingerprint)
+        )
+        return (os.path.join(segment_dir, DATA_FILE), os.path.join(segment_dir, MANIFEST_FILE))
+
+    def _stat(self, paths: tuple[str, ...]) -> StatSignature | None:
+        if self._local_root is None:
+            return None
+        out = []
+        for path in paths:
+            try:
+                info = os.stat(path)
+            except FileNotFoundError:
+                out.append((-1, -1, -1))
+                continue
+            out.append((info.st_size, info.st_mtime_ns, info.st_ino))
+        return tuple(out)
