@@ -160,12 +160,12 @@ def read_rows(args: Any, stores: dict[str, Path], work: Path, out: dict) -> None
     out["fingerprint"] = prints
 
 
-def ceiling_row(args: Any, admin: Any, url: str, out: dict) -> None:
+def ceiling_row(args: Any, admin: Any, url: str, pid: int, out: dict) -> None:
     admin.configure(weight_limit_per_minute=10**9, latency_ms=0)
     results = []
     for r in range(args.rounds):
         admin.reset()
-        res = reads.ceilings(url, *YEAR[3:])
+        res = reads.ceilings(url, *YEAR[3:], pid)
         results.append(res)
         log("ceilings", {"round": r, **res})
     out["ceilings"] = results
@@ -192,6 +192,8 @@ def main() -> int:
     load_before, started = os.getloadavg(), time.time()
     process, url = spawn_sandbox_process({"weight_limit_per_minute": BINANCE_WEIGHT})
     admin = SandboxAdmin(url)
+    admin.configure(weight_limit_per_minute=10**9)
+    log("sandbox_warmup", reads.warm_sandbox(url, *YEAR[3:]))
     out: dict[str, Any] = {}
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     try:
@@ -211,7 +213,7 @@ def main() -> int:
         if "reads" in rows:
             read_rows(args, stores, work, out)
         if "ceilings" in rows:
-            ceiling_row(args, admin, url, out)
+            ceiling_row(args, admin, url, process.pid, out)
     finally:
         process.terminate()
         process.wait()
