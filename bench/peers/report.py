@@ -299,4 +299,45 @@ def markdown(s: dict[str, Any], meta: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- |",
     ]
     out += ["| " + " | ".join(r) + " |" for r in rows(s)]
-    return "\n".join(out)
+    return "\n".join(out) + "\n\n" + HOW
+
+
+HOW = """How it is measured (`bench/bench_peers.py`, helpers in `bench/peers/`):
+- Peers run from their own environments (`bench/peers/setup_envs.sh`: `bench/.peers/freqtrade`,
+  `bench/.peers/arcticdb`, bytecode compiled at install), the sandbox (`python -m sandbox`)
+  in its own process on a loopback port. Before any measurement the year's 1000-bar pages
+  are fetched once, untimed, so the sandbox's page cache serves every tool alike.
+- Interleaved: each round runs seamless then freqtrade, the next round the other way round;
+  read rows start each round with the next tool (seamless, ArcticDB, pyarrow, freqtrade).
+  Every whole-job run has a fresh store / data directory (and a fresh `DAGSTER_HOME` with
+  the project's `dagster_home/dagster.yaml`). Figures are medians over the rounds.
+- Process wall: fork/exec to exit, measured by the parent. Peak RSS: `ru_maxrss` that
+  `os.wait4` returns for that child (the largest of it and the descendants it waited for).
+- Download part: seamless's run-totals observation `stage_fetch_s` (read from the run's
+  Dagster instance); freqtrade's log, from `Download history data for` to `Downloaded data
+  for` (fetch and parse, before it stores).
+- Shipped settings: the sandbox publishes and enforces 6000 weight/min; seamless's config
+  has no `rate_limit` keys; freqtrade keeps its defaults (ccxt `enableRateLimit`). Lifted:
+  the sandbox publishes and enforces 10^9/min, seamless sets `rate_limit.tokens_per_interval:
+  1e9, min_interval_ms: 0`, freqtrade `enableRateLimit: false` (ccxt and async ccxt).
+- freqtrade's config (`bench/peers/freqtrade_config.json`): spot, `only_from_ccxt: true`
+  (its default for binance 1m spot downloads zip archives from data.binance.vision, a
+  fixed internet URL), ccxt `urls.api.public` pointed at the sandbox and
+  `options.fetchMarkets.types: [spot]` (no futures exchangeInfo; the sandbox serves spot).
+- Latency-bound: every request answered after 100 ms, shipped settings (~270 weight in
+  all: the budget never binds); ratio = freqtrade download time / seamless download time.
+- Rerun: the same command again on the stores of the last budget-lifted runs; requests
+  are the sandbox's own count.
+- Reads: `seamless snapshot` commits the store; `SeamlessReader` reads it in the backtest
+  domain pinned to that `as_of`. ArcticDB gets the same bars (exported once through the
+  reader), written once to an LMDB library, read with `lib.read(sym, date_range=...)`;
+  pyarrow reads the store's Parquet segments (`pyarrow.dataset`, `ts` filter,
+  `to_pandas()`); freqtrade `load_pair_history` (feather) with a `TimeRange`. Every read
+  is a different seeded window (year: start in the first day, end in the last; 30 days:
+  random start), after one untimed read in the same process. Fresh process: imports timed
+  apart; the read includes opening the store/reader.
+- Fingerprint: `dataset_fingerprint` of the year vs `hashlib.sha256` of the same bytes
+  (checked to give the same digest), 10 alternated calls per round.
+- Ceilings: the project's ccxt (async) fetching the year page by page; raw aiohttp GETs
+  with 32 in flight (bodies read, not parsed); the sandbox's CPU per response from /proc.
+"""
