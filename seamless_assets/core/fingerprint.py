@@ -83,10 +83,10 @@ def dataset_fingerprint(frame: pd.DataFrame, identity: FingerprintIdentity) -> s
     for column in CANONICAL_COLUMNS:
         values = _canonical_column(frame, column)
         if values.dtype.kind != "f":
-            digest.update(memoryview(values))
+            digest.update(values.data)
             continue
         for start in range(0, len(values), _CHUNK):
-            digest.update(memoryview(_normalised(values[start : start + _CHUNK])))
+            digest.update(_normalised(values[start : start + _CHUNK]).data)
     return f"{ALGO}:{digest.hexdigest()}"
 
 
