@@ -159,6 +159,12 @@ class RateLimitConfig(_Model):
     # 2% of the effective limit. Never below the largest single request.
     burst_tokens: Float | None = Field(default=None, ge=0)
     safety_margin: Float = Field(default=0.02, ge=0, le=0.5)
+    # "exchange": where the exchange counts in fixed windows of its own clock (Binance's
+    # minute) and the budget is stated per that window, admit up to the limit less the
+    # margin per exchange window, a request counted in every window it may land in
+    # (burst_tokens does not apply); other exchanges get the bucket. "sliding": always the
+    # window-safe bucket (burst_tokens, refill), any window of interval_ms within budget.
+    window: Literal["exchange", "sliding"] = "exchange"
     # Workers sharing the budget, each using 1/workers of it while Redis is down; null =
     # the exchange's pool limit (exchanges.<id>.pool_limit).
     workers: Int | None = Field(default=None, ge=1, le=1024)
