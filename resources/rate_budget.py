@@ -18,6 +18,22 @@ plus its excess, which can overshoot `L_eff` by at most `cost - b` in one window
 `burst_tokens: null` means 2% of `L_eff`. Buckets start empty, so a new bucket (a new
 process, a Redis fallback, a recovery) never adds a burst to a window already in use.
 
+Fixed windows (`rate_limit.window: exchange`, the default). Where the exchange states that it
+counts in fixed windows of its own clock and reports its count (Binance: REQUEST_WEIGHT per
+MINUTE in exchangeInfo, `X-MBX-USED-WEIGHT-1M` resetting at each exchange minute), and the
+budget is stated in that window (`tokens_per_interval: null`, or per the exchange's own
+`interval_ms`), the bucket is not needed: up to `L_eff` is admitted per exchange window,
+aligned to the exchange clock (its Date headers: the estimate never leads it), at once. A
+request granted at exchange time `t` reaches the exchange at some instant of
+`[t, t + arrival_s]` (`arrival_s` = 1 s of clock error + the request timeout), so it is
+counted against EVERY window that interval touches (the one in progress and, near its end,
+the next): requests in flight across a boundary can never push either window over `L_eff`,
+and the safety margin stays a margin. `burst_tokens` does not apply there. Before the
+exchange's clock is known (no response yet), the first request goes under the same rule on
+the local clock (its response carries the exchange's count, which then includes it), later
+ones through the bucket. Exchanges with unknown or sliding windows, a budget stated per
+another interval, and `window: sliding` keep the window-safe bucket.
+
 The exchange's own count. Where the exchange reports its count (`X-MBX-USED-WEIGHT-1M`),
 `WindowLedger` keeps, per exchange window, this limiter's own grants and the largest
 `excess` = reported count - own grants up to the reporting request: weight spent by
@@ -37,6 +53,9 @@ from seamless_assets.errors import ConfigError
 DEFAULT_BURST_FRACTION = 0.02
 #: seconds added to a held request's wait past the window end, for clock error
 WINDOW_GUARD_S = 1.0
+#: seconds after its grant a request may still reach the exchange, unless the client says
+#: (clock error + ccxt's default request timeout of the client, 10 s)
+DEFAULT_ARRIVAL_S = WINDOW_GUARD_S + 10.0
 
 _INTERVAL_MS = {"SECOND": 1000, "MINUTE": 60_000, "HOUR": 3_600_000, "DAY": 86_400_000}
 
@@ -51,6 +70,13 @@ class ExchangeLimits:
     interval_ms: int  # the exchange's counting window
     used_header: str | None  # response header carrying the exchange's count, if any
     max_request_cost: float  # c_max: the largest single request this client sends
+    # the exchange counts in fixed windows of its own clock (not sliding ones) and says so
+    fixed_window: bool = False
+    arrival_s: float = DEFAULT_ARRIVAL_S  # a request reaches the exchange within this
+
+    def arriving_within(self, request_timeout_s: float) -> ExchangeLimits:
+        """These limits for a client whose requests time out after `request_timeout_s`."""
+        return replace(self, arrival_s=WINDOW_GUARD_S + request_timeout_s)
 
     def with_published(self, published: PublishedLimit | None) -> ExchangeLimits:
         if published is None:
@@ -66,9 +92,14 @@ class PublishedLimit:
 
 EXCHANGE_LIMITS: dict[str, ExchangeLimits] = {
     # spot api: 6000 weight/min; ccxt binance rateLimit 50 ms, cost 0.2 per weight
-    "binance": ExchangeLimits("request weight", 5.0, 6000, 60_000, "X-MBX-USED-WEIGHT-1M", 20),
+    # (exchangeInfo: REQUEST_WEIGHT per 1 MINUTE; the header resets at each exchange minute)
+    "binance": ExchangeLimits(
+        "request weight", 5.0, 6000, 60_000, "X-MBX-USED-WEIGHT-1M", 20, fixed_window=True
+    ),
     # USD-M futures: 2400 weight/min; ccxt costs are weights (klines limit 1500: 10)
-    "binanceusdm": ExchangeLimits("request weight", 1.0, 2400, 60_000, "X-MBX-USED-WEIGHT-1M", 10),
+    "binanceusdm": ExchangeLimits(
+        "request weight", 1.0, 2400, 60_000, "X-MBX-USED-WEIGHT-1M", 10, fixed_window=True
+    ),
 }
 
 
@@ -114,11 +145,24 @@ class Budget:
     rate_per_s: float  # r = (limit - b) / T
     published: float  # L, what the exchange allows per window
     clamped_from: float | None = None  # a configured limit above L that was lowered to L
+    fixed: bool = False  # up to `limit` per exchange window, no bucket (module docstring)
+    arrival_s: float = 0.0  # fixed: a grant counts in every window of [t, t + arrival_s]
 
     @property
     def window_limit(self) -> float:
-        """At most this much is granted in any window of length T (b + r*T)."""
+        """At most this much is granted in any window of length T (b + r*T), or, in fixed
+        windows, in any window of the exchange."""
+        if self.fixed:
+            return self.limit
         return self.capacity + self.rate_per_s * self.interval_s
+
+    def landing_windows(self, exchange_time_s: float) -> tuple[int, int]:
+        """(first, last) exchange window a request granted now is counted in: the one in
+        progress and, for fixed windows near its end, the next one it may land in."""
+        first = window_of(exchange_time_s, self.interval_s)
+        if not self.fixed:
+            return first, first
+        return first, window_of(exchange_time_s + self.arrival_s, self.interval_s)
 
 
 def plan_budget(
@@ -129,6 +173,7 @@ def plan_budget(
     burst_tokens: float | None,
     safety_margin: float,
     share: int = 1,
+    window: str = "exchange",
 ) -> Budget:
     """The window-safe bucket for an exchange (see the module docstring).
 
@@ -136,7 +181,9 @@ def plan_budget(
     window and wins when it is lower than the published limit; a higher one is lowered to
     the published limit, its `burst_tokens` in proportion (`Budget.clamped_from` says so,
     for a warning). `share` > 1 plans
-    one worker's part of the budget (`L_eff / share`) while Redis is down.
+    one worker's part of the budget (`L_eff / share`) while Redis is down. `window`
+    "exchange" follows the exchange's fixed windows where it states them (`Budget.fixed`),
+    "sliding" always plans the window-safe bucket.
     """
     window_s = limits.interval_ms / 1000
     published = limits.limit
@@ -169,6 +216,13 @@ def plan_budget(
             )
         )
         raise ConfigError(f"seamless.rate_limit.{what or 'tokens_per_interval'}", reason)
+    fixed = (
+        window == "exchange"
+        and limits.fixed_window
+        and limits.used_header is not None
+        and (tokens_per_interval is None or interval_ms == limits.interval_ms)
+        and limits.arrival_s < window_s
+    )
     return Budget(
         unit=limits.unit,
         limit=limit_eff,
@@ -177,6 +231,8 @@ def plan_budget(
         rate_per_s=(limit_eff - capacity) / window_s,
         published=published,
         clamped_from=clamped,
+        fixed=fixed,
+        arrival_s=limits.arrival_s if fixed else 0.0,
     )
 
 
@@ -196,13 +252,24 @@ class WindowLedger:
     """One key's view of the exchange's current window (see the module docstring)."""
 
     window: int = -1
-    own: float = 0.0  # cost granted by this limiter in `window`
+    own: float = 0.0  # cost granted by this limiter counted in `window`
     excess: float = 0.0  # max over reports of (reported count - own grants before it)
-    blocked: bool = False  # the window counts as used up (set at a Redis fallback)
+    next_own: float = 0.0  # fixed windows: cost granted that may land in `window + 1`
+    blocked_through: int = -1  # windows up to this one count as used up (Redis fallback)
+
+    @property
+    def blocked(self) -> bool:
+        return self.window <= self.blocked_through
+
+    def block(self, window: int, through: int) -> None:
+        """Count windows `window`..`through` as used up."""
+        self._roll(window)
+        self.blocked_through = max(self.blocked_through, through)
 
     def _roll(self, window: int) -> None:
         if window > self.window:
-            self.window, self.own, self.excess, self.blocked = window, 0.0, 0.0, False
+            carried = self.next_own if window == self.window + 1 else 0.0
+            self.window, self.own, self.excess, self.next_own = window, carried, 0.0, 0.0
 
     def must_hold(self, window: int, cost: float, limit: float) -> bool:
         """Whether a request of `cost` would take `window` past `limit`."""
@@ -213,11 +280,29 @@ class WindowLedger:
         # a request alone in its window goes: the bucket bounds it (see the docstring)
         return spent > 0 and spent + cost > limit + 1e-9
 
-    def grant(self, window: int, cost: float) -> float:
-        """Record a grant; returns own grants in the window so far (the request's mark)."""
+    def must_hold_fixed(
+        self, first: int, last: int, cost: float, limit: float, full_limit: float
+    ) -> bool:
+        """Fixed windows: whether a request of `cost` counted in windows `first`..`last`
+        would take one past `limit` (this limiter's own grants: its share during a Redis
+        outage) or the exchange's count past `full_limit`. A request alone in a window
+        goes (one larger than the whole budget could never go otherwise)."""
+        self._roll(first)
+        if self.blocked or last <= self.blocked_through:
+            return True
+        spent = self.excess + self.own
+        if spent > 0 and (spent + cost > full_limit + 1e-9 or self.own + cost > limit + 1e-9):
+            return True
+        return last > first and self.next_own > 0 and self.next_own + cost > limit + 1e-9
+
+    def grant(self, window: int, cost: float, last: int | None = None) -> float:
+        """Record a grant counted in `window` (and in `last` = `window + 1` too, when it
+        may land there); returns own grants in `window` so far (the request's mark)."""
         self._roll(window)
         if window == self.window:
             self.own += cost
+            if last is not None and last > window:
+                self.next_own += cost
         return self.own
 
     def report(self, window: int, used: float, own_at_grant: float | None) -> None:

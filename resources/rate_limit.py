@@ -1,9 +1,11 @@
 """Rate budgets per exchange key `ccxt:{exchange}:{account?}`, in the exchange's own units.
 
 `RateLimiter` is the protocol the exchange client uses. `LocalRateLimiter` is the
-embedded implementation: per key, a window-safe token bucket (`resources.rate_budget`:
-capacity `b` is taken out of the exchange's window, so ANY window of `interval` sees at
-most `L_eff = L * (1 - safety_margin)`; buckets start empty), a ledger of the exchange's
+embedded implementation: per key, up to `L_eff = L * (1 - safety_margin)` per exchange
+window where the exchange counts in fixed windows of its own clock (Binance; a request is
+counted in every window it may land in), else a window-safe token bucket
+(`resources.rate_budget`: capacity `b` is taken out of the exchange's window, so ANY
+window of `interval` sees at most `L_eff`; buckets start empty), a ledger of the exchange's
 own count (`X-MBX-USED-WEIGHT-1M`) that holds a request to the next window rather than
 send it into one the exchange would refuse, a per-process concurrency cap
 (`local_semaphore`, at most 64), a minimum spacing between request starts
@@ -210,6 +212,8 @@ class _Bucket:
     limits: ExchangeLimits | None = None  # None: tokens_per_interval per interval_ms as given
     published: PublishedLimit | None = None
     clock: Callable[[], float] = time.time  # the exchange's clock estimate (epoch s)
+    synced: Callable[[], bool] = lambda: True  # whether `clock` follows the exchange yet
+    presync_granted: bool = False  # fixed windows: the one request before the clock is known
     share: int = 1  # > 1: this process's share of the budget while Redis is down
     ledger: WindowLedger = field(default_factory=WindowLedger)
     budget: Budget | None = None  # cached plan
@@ -258,6 +262,7 @@ class LocalRateLimiter:
             burst_tokens=cfg.burst_tokens,
             safety_margin=cfg.safety_margin,
             share=share,
+            window=cfg.window,
         )
 
     def _budget_locked(self, key: str, bucket: _Bucket) -> Budget:
@@ -285,15 +290,22 @@ class LocalRateLimiter:
             return self._budget_locked(key, self._bucket(key))
 
     def register(
-        self, key: str, limits: ExchangeLimits, clock: Callable[[], float] | None = None
+        self,
+        key: str,
+        limits: ExchangeLimits,
+        clock: Callable[[], float] | None = None,
+        synced: Callable[[], bool] | None = None,
     ) -> None:
-        """Pace `key` by an exchange's limits, windows counted on `clock` (epoch s)."""
+        """Pace `key` by an exchange's limits, windows counted on `clock` (epoch s), which
+        follows the exchange's own clock once `synced()` (default: at once)."""
         with self._lock:
             bucket = self._bucket(key)
             if bucket.limits != limits:
                 bucket.limits, bucket.budget = limits, None
             if clock is not None:
                 bucket.clock = clock
+            if synced is not None:
+                bucket.synced = synced
 
     def publish(self, key: str, published: PublishedLimit) -> None:
         """The exchange published its limit (exchangeInfo): it replaces the table's."""
@@ -310,20 +322,38 @@ class LocalRateLimiter:
             bucket.refilled_at = time.monotonic()
 
     def block_window(self, key: str) -> None:
-        """Count the exchange's current window on `key` as used up."""
+        """Count the exchange's current window on `key` as used up, and with fixed windows
+        the next one too when requests granted now may land in it."""
         with self._lock:
             bucket = self._bucket(key)
             budget = self._budget_locked(key, bucket)
-            bucket.ledger.grant(window_of(bucket.clock(), budget.interval_s), 0.0)
-            bucket.ledger.blocked = True
+            bucket.ledger.block(*budget.landing_windows(bucket.clock()))
 
-    def own_in_window(self, key: str) -> tuple[int, float]:
-        """(current window, cost this limiter granted in it) on `key`."""
+    def own_in_window(self, key: str) -> tuple[int, float, float]:
+        """(current window, cost this limiter counted in it, and in the next) on `key`."""
         with self._lock:
             bucket = self._bucket(key)
             budget = self._budget_locked(key, bucket)
             window = window_of(bucket.clock(), budget.interval_s)
-            return window, (bucket.ledger.own if bucket.ledger.window == window else 0.0)
+            ledger = bucket.ledger
+            if ledger.window != window:
+                return window, (ledger.next_own if ledger.window == window - 1 else 0.0), 0.0
+            return window, ledger.own, ledger.next_own
+
+    def claim_fixed(self, key: str) -> bool:
+        """Whether the next grant on `key` follows the exchange's fixed windows (see
+        `rate_budget`): the budget says so, and the exchange's clock is known, or this
+        claims the one request allowed before it is (a shared limiter asks here)."""
+        with self._lock:
+            bucket = self._bucket(key)
+            if not self._budget_locked(key, bucket).fixed:
+                return False
+            if bucket.synced():
+                return True
+            if bucket.presync_granted:
+                return False
+            bucket.presync_granted = True
+            return True
 
     def report_used(self, key: str, used: float, exchange_time_s: float) -> None:
         """The exchange reported `used` units spent in the window holding `exchange_time_s`,
@@ -335,6 +365,32 @@ class LocalRateLimiter:
             bucket.ledger.report(window, used, own_at_grant(key, window, "local"))
 
     # ----------------------------------------------------------------- granting
+    def _fixed_wait(self, key: str, bucket: _Bucket, budget: Budget, cost: float) -> float:
+        """Fixed windows: seconds to hold a request of `cost` so that no exchange window it
+        may land in goes past the budget (0: it may go now)."""
+        now_x = bucket.clock()
+        first, last = budget.landing_windows(now_x)
+        ledger = bucket.ledger
+        if not ledger.must_hold_fixed(first, last, cost, budget.limit, bucket.full_limit):
+            return 0.0
+        self.stats.window_holds += 1
+        if bucket.logged_window != first:
+            bucket.logged_window = first
+            self.stats.held_windows += 1
+            log.warning(
+                "%s: the exchange's window is used up (%.0f %s granted, %.0f reported beyond "
+                "that, limit %.0f%s): holding requests until it ends",
+                key,
+                ledger.own,
+                budget.unit,
+                ledger.excess,
+                budget.limit,
+                ", window counted as spent after a Redis fallback" if ledger.blocked else "",
+            )
+        # held by the window in progress: until it ends; by the next one only: until that ends
+        held_by_first = ledger.must_hold_fixed(first, first, cost, budget.limit, bucket.full_limit)
+        return max(0.01, hold_until(first if held_by_first else last, budget.interval_s) - now_x)
+
     def _window_wait(self, key: str, bucket: _Bucket, budget: Budget, cost: float) -> float:
         """Seconds to hold a request of `cost` so the exchange's window is not exceeded."""
         now_x = bucket.clock()
@@ -376,18 +432,29 @@ class LocalRateLimiter:
             spacing_wait = bucket.next_start - now
             if spacing_wait > 0:
                 return spacing_wait
+            if budget.fixed and (bucket.synced() or not bucket.presync_granted):
+                window_wait = self._fixed_wait(key, bucket, budget, cost)
+                if window_wait > 0:
+                    return window_wait
+                if not bucket.synced():
+                    bucket.presync_granted = True
+                return self._granted(key, bucket, budget, cost, now)
             window_wait = self._window_wait(key, bucket, budget, cost)
             if window_wait > 0:
                 return window_wait
             if bucket.tokens < cost:
                 return (cost - bucket.tokens) / budget.rate_per_s
             bucket.tokens -= cost
-            bucket.next_start = now + self.config.min_interval_seconds
-            window = window_of(bucket.clock(), budget.interval_s)
-            GRANT.set((key, window, bucket.ledger.grant(window, cost), "local"))
-            self.stats.acquisitions += 1
-            self.stats.tokens_granted += cost
-            return 0.0
+            return self._granted(key, bucket, budget, cost, now)
+
+    def _granted(self, key: str, bucket: _Bucket, budget: Budget, cost: float, now: float) -> float:
+        """Record a grant (lock held): spacing, the exchange windows it counts in, stats."""
+        bucket.next_start = now + self.config.min_interval_seconds
+        first, last = budget.landing_windows(bucket.clock())
+        GRANT.set((key, first, bucket.ledger.grant(first, cost, last), "local"))
+        self.stats.acquisitions += 1
+        self.stats.tokens_granted += cost
+        return 0.0
 
     def _hold_wait(self, key: str, cost: float = 0.0) -> float:
         """How long this process must hold back a request on `key` before asking a shared

@@ -1,6 +1,8 @@
-"""The cluster-wide rate budget: one window-safe bucket per key in Redis (Lua, on Redis
-server time), the exchange's count per window shared by every worker (max-merged), and the
-penalty window; `local_semaphore` and `min_interval_ms` stay per process.
+"""The cluster-wide rate budget: per key in Redis (Lua, on Redis server time) the grants
+per exchange window (fixed-window exchanges: up to L_eff per window of the exchange's
+clock, a request counted in every window it may land in) or one window-safe bucket, the
+exchange's count per window shared by every worker (max-merged), and the penalty window;
+`local_semaphore` and `min_interval_ms` stay per process.
 
 Redis down: every process falls back to its own bucket holding a conservative share of the
 budget (`L_eff / rate_limit.workers`, starting empty), counts the exchange window in
@@ -147,8 +149,8 @@ class RedisRateLimiter:
         return f"{self.key_prefix}{key}:window"
 
     # ----------------------------------------------------------------- budget per key
-    def register(self, key: str, limits: Any, clock: Any = None) -> None:
-        self.local.register(key, limits, clock)
+    def register(self, key: str, limits: Any, clock: Any = None, synced: Any = None) -> None:
+        self.local.register(key, limits, clock, synced)
 
     def publish(self, key: str, published: Any) -> None:
         self.local.publish(key, published)
@@ -234,11 +236,11 @@ class RedisRateLimiter:
             for key in self._keys():
                 # What this process granted in the window in progress counts there, and the
                 # shared bucket restarts empty: the recovery adds no burst to the window.
-                window, own = self.local.own_in_window(key)
+                window, own, own_next = self.local.own_in_window(key)
                 budget = self.local.budget(key)
                 self._seed(
                     keys=[self.window_key(key), self.bucket_key(key)],
-                    args=[window, own, self._window_ttl_ms(budget.interval_s), 2000],
+                    args=[window, own, self._window_ttl_ms(budget.interval_s), 2000, own_next],
                 )
                 self.local.set_share(key, 1)
                 # Penalties seen during the outage now pause the other workers too.
@@ -293,7 +295,7 @@ class RedisRateLimiter:
         wait = self.local._hold_wait(key)  # spacing, and a penalty Redis may not have yet
         if wait > 0:
             return wait
-        args, window, limit = self._shared_args(key)
+        args, window, limit = self._shared_args(key, self.local.claim_fixed(key))
         try:
             wait, granted = await asyncio.to_thread(self._redis_take, key, cost, args)
         except redis.RedisError as exc:
@@ -306,16 +308,19 @@ class RedisRateLimiter:
             self._count_hold(key, window, limit)
         return abs(wait)
 
-    def _shared_args(self, key: str) -> tuple[list[float], int, float]:
-        """([capacity, rate per ms, window, window limit, hold ms, window ttl ms], window,
-        limit) of the shared bucket: always the whole budget (share 1)."""
+    def _shared_args(self, key: str, fixed: bool) -> tuple[list[float], int, float]:
+        """([capacity, rate per ms, window, window limit, hold ms, window ttl ms, fixed,
+        last window, hold ms for the last], window, limit) of the shared budget: always the
+        whole budget (share 1); `fixed`: this grant follows the exchange's fixed windows."""
         with self.local._lock:
             bucket = self.local._bucket(key)
             budget = self.local._plan(key, bucket, 1) if bucket.share > 1 else None
             if budget is None:
                 budget = self.local._budget_locked(key, bucket)
             now_x = bucket.clock()
-        window = window_of(now_x, budget.interval_s)
+        window, last = budget.landing_windows(now_x)
+        if not fixed:  # a grant of the bucket is counted in the window in progress only
+            last = window
         hold_ms = (hold_until(window, budget.interval_s) - now_x) * 1000
         args = [
             budget.capacity,
@@ -324,6 +329,9 @@ class RedisRateLimiter:
             budget.limit,
             hold_ms,
             self._window_ttl_ms(budget.interval_s),
+            1 if fixed else 0,
+            last,
+            (hold_until(last, budget.interval_s) - now_x) * 1000,
         ]
         return args, window, budget.limit
 

@@ -111,10 +111,12 @@ def spend(sx: SandboxExchange, weight: int) -> None:
 
 # --------------------------------------------------------------------------- default config
 def test_default_config_never_exceeds_a_300_weight_minute(sandbox: SandboxExchange) -> None:
-    """~65 s (real minutes): the default budget against a 300 weight/min exchange, for a
-    backfill that needs more than a minute of it: no 429, no 418, no minute over 300."""
+    """~65 s (real minutes): the default budget, paced by the sliding-safe bucket (the rule
+    of exchanges without fixed windows; Binance's own fixed-window rule is tested in
+    test_rate_fixed_window.py), against a 300 weight/min exchange, for a backfill that
+    needs more than a minute of it: no 429, no 418, no minute over 300."""
     sandbox.configure(weight_limit_per_minute=300)
-    config = project(sandbox)
+    config = project(sandbox, window="sliding")
     limiter = LocalRateLimiter(config.rate_limit_for("binance"))
     client = client_for(config, limiter)
     start, end = T0 - 140_000 * 60, T0  # 140 kline requests: 21 + 280 weight
@@ -222,7 +224,9 @@ def test_redis_killed_mid_run_keeps_three_workers_inside_the_budget(
     dsn = f"redis://127.0.0.1:{port}/0"
     server = start_redis(port, tmp_path)
     wall.seconds_before_minute_end(15.0)
-    config = project(sandbox, redis_dsn=dsn)
+    # the sliding-safe bucket paces the workers through the outage (with Binance's fixed
+    # windows they would finish before it: test_rate_fixed_window.py covers that rule)
+    config = project(sandbox, redis_dsn=dsn, window="sliding")
     rate = config.rate_limit_for("binance")
     assert rate.workers == 3  # exchanges.binance.pool_limit
     limiters = [RedisRateLimiter(rate, dsn, retry_redis_after_s=0.5) for _ in range(3)]
