@@ -1,6 +1,6 @@
 """Seamless side of the read rows, run by the project's venv in its own process.
 
-    python bench/peers/seamless_read.py export CONFIG AS_OF OUT.parquet
+    python bench/peers/seamless_read.py export CONFIG AS_OF OUT.parquet START END
     python bench/peers/seamless_read.py warm CONFIG AS_OF WINDOWS.json
     python bench/peers/seamless_read.py fresh CONFIG AS_OF START END
     python bench/peers/seamless_read.py fingerprint CONFIG AS_OF START END REPEAT
