@@ -1,17 +1,29 @@
 """Benchmark: the read resource over a one-year snapshot of 1m bars (embedded defaults).
 
     uv run python bench/bench_reader.py [--repeat 3] [--markdown] [--busy N]
+        [--arcticdb /path/to/python-with-arcticdb] [--reads 50]
 
 Setup (once): the replay exchange in this process, a year of `ohlcv:binance:BTC/USDT:1m`
-(2023, 365 daily partitions = 525,600 bars) through the pipeline, one snapshot. Then each
-repetition runs in a fresh process and measures backtest reads through `SeamlessReader`:
+(2023, 365 daily partitions = 525,600 bars) through the pipeline, one snapshot, and one
+read of it that fills the segment cache (`cache.segments`). Then each repetition runs in
+fresh processes, interleaved (seamless, pyarrow, ArcticDB), and measures:
 
-* cached read: the same 30-day read, served by the TTL LRU (p50 / p99 of 200 reads);
-* uncached 30-day and one-year reads, cache disabled, on a warm reader (its immutable
-  memos of snapshot resolutions and manifest flags filled by one earlier read), and on a
-  cold reader (a new reader per read: snapshot resolved, manifests read every time);
-* 20 concurrent readers (threads, one reader each, cache disabled) reading different
-  single days, 5 rounds: p99 of the `storage_wait` each read reports.
+* warm random windows (the backtest workload; seeded, a DIFFERENT window each read, so
+  the result cache never hits, asserted): `--reads` year-span windows (the year less up
+  to a day at each end, ~525k bars) and as many 30-day windows, median ms;
+* the first read of the year in a fresh process, imports excluded: the process imports
+  the read layers (timed apart, `import_ms`), opens the reader (`open_ms`), then times
+  one fetch of the year, with the segment cache filled by an earlier process (`fresh_*`)
+  and with it emptied first (`fresh_*_nocache`, which builds it);
+* pyarrow reading the same Parquet segments in a fresh process (`ParquetFile.read` of
+  the 365 files, concat, `to_pandas`; imports and one warm-up file excluded);
+* with `--arcticdb PY`: ArcticDB (LMDB, in a temp dir, the same bars written once by
+  PY, a python with arcticdb, e.g. `uv venv /tmp/adb && uv pip install --python
+  /tmp/adb/bin/python arcticdb pandas pyarrow`): the same windows warm, and the first
+  read of the year in a fresh process, imports excluded; and the ratios;
+* the earlier figures: the same 30-day read served by the result cache (p50/p99 of
+  200), repeated same-window reads with the result cache off on a warm and a cold
+  reader, and 20 concurrent readers' `storage_wait` p99.
 
 `--busy N` keeps N CPU-bound processes spinning during the repetitions (a busy machine).
 Prints one JSON line per repetition and the medians; `--markdown` prints RESULTS.md rows.
@@ -22,6 +34,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -35,6 +49,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import bench_reader_peers  # noqa: E402 - the sibling module, next to this script
 
 NODE = "ohlcv:binance:BTC/USDT:1m"
 DAY = 86_400
@@ -193,23 +210,80 @@ def measure(work: Path, as_of: int) -> dict[str, float]:
     return {k: round(v, 2) for k, v in out.items()}
 
 
-def _repetition(work: Path, as_of: int) -> dict[str, float]:
-    child = subprocess.run(
-        [sys.executable, __file__, "--child", f"{work}:{as_of}"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+def _child(argv: list[str]) -> dict[str, Any]:
+    child = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT)
     if child.returncode:
-        sys.exit(f"a repetition failed:\n{child.stderr[-3000:]}")
-    run: dict[str, float] = json.loads(child.stdout.strip().splitlines()[-1])
+        sys.exit(f"{' '.join(argv[:3])} failed:\n{child.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(child.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _repetition(work: Path, as_of: int, args: argparse.Namespace, seed: int) -> dict[str, float]:
+    """One repetition: each measurement in its own fresh process, seamless and peers
+    interleaved."""
+    peers = [sys.executable, str(ROOT / "bench" / "bench_reader_peers.py")]
+    spans = json.dumps(bench_reader_peers.windows(seed, args.reads))
+    cached, uncached = str(work / "cached.yaml"), str(work / "uncached.yaml")
+    run: dict[str, float] = {}
+    warm = _child([*peers, "seamless_warm", cached, str(as_of), spans])
+    run["warm_random_year_ms"], run["warm_random_30d_ms"] = warm["year_ms"], warm["d30_ms"]
+    if args.arcticdb:
+        adb = [args.arcticdb, str(ROOT / "bench" / "bench_reader_peers.py")]
+        warm = _child([*adb, "arcticdb_warm", str(work / "adb"), spans])
+        run["arcticdb_warm_random_year_ms"] = warm["year_ms"]
+        run["arcticdb_warm_random_30d_ms"] = warm["d30_ms"]
+    fresh = _child([*peers, "seamless_fresh", uncached, str(as_of)])
+    run["fresh_import_ms"], run["fresh_open_ms"] = fresh["import_ms"], fresh["open_ms"]
+    run["fresh_first_read_year_ms"] = fresh["read_ms"]
+    run["pyarrow_fresh_read_year_ms"] = _child([*peers, "pyarrow_fresh", str(work / "data")])[
+        "read_ms"
+    ]
+    if args.arcticdb:
+        fresh = _child([*adb, "arcticdb_fresh", str(work / "adb"), "-"])
+        run["arcticdb_fresh_import_ms"] = fresh["import_ms"]
+        run["arcticdb_fresh_read_year_ms"] = fresh["read_ms"]
+    shutil.rmtree(work / "data" / "cache" / "segments")  # the next read builds it again
+    fresh = _child([*peers, "seamless_fresh", uncached, str(as_of)])
+    run["fresh_first_read_year_nocache_ms"] = fresh["read_ms"]
+    classic = _child([sys.executable, __file__, "--child", f"{work}:{as_of}"])
+    run.update(classic)
+    run = {k: round(v, 2) for k, v in run.items()}
     print(json.dumps(run), flush=True)
     return run
+
+
+def _ratios(medians: dict[str, float]) -> dict[str, float]:
+    pairs = {
+        "year_vs_arcticdb": ("warm_random_year_ms", "arcticdb_warm_random_year_ms"),
+        "30d_vs_arcticdb": ("warm_random_30d_ms", "arcticdb_warm_random_30d_ms"),
+        "fresh_vs_pyarrow": ("fresh_first_read_year_ms", "pyarrow_fresh_read_year_ms"),
+        "fresh_nocache_vs_pyarrow": (
+            "fresh_first_read_year_nocache_ms",
+            "pyarrow_fresh_read_year_ms",
+        ),
+        "fresh_vs_arcticdb": ("fresh_first_read_year_ms", "arcticdb_fresh_read_year_ms"),
+    }
+    return {k: round(medians[a] / medians[b], 2) for k, (a, b) in pairs.items() if b in medians}
+
+
+def fill_cache(work: Path, as_of: int, export: bool) -> None:
+    """One read of the year fills the segment cache; with `export`, its bars are written
+    for ArcticDB."""
+    from resources.reader import ComputeContext, SeamlessReader
+
+    with SeamlessReader.from_config(work / "uncached.yaml") as reader:
+        frame, _ = reader.fetch(
+            NODE, T0, T0 + DAYS * DAY, ComputeContext("bench", "backtest", as_of=as_of)
+        )
+    if export:
+        frame.to_parquet(work / "year.parquet", index=False)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--reads", type=int, default=50, help="random windows of each span")
+    parser.add_argument("--arcticdb", help="a python with arcticdb, pandas and pyarrow")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument(
         "--busy", type=int, default=0, help="CPU-bound processes to run during the reads"
@@ -225,23 +299,31 @@ def main() -> None:
         work = Path(tmp)
         started = time.perf_counter()
         as_of = build_year(work)
+        fill_cache(work, as_of, export=bool(args.arcticdb))
+        if args.arcticdb:
+            adb = [args.arcticdb, str(ROOT / "bench" / "bench_reader_peers.py")]
+            _child([*adb, "arcticdb_write", str(work / "adb"), str(work / "year.parquet")])
         print(f"setup: a year backfilled and snapshotted in {time.perf_counter() - started:.1f} s")
+        print(f"load before: {os.getloadavg()}", flush=True)
         runs = []
         spinners = [
             subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)
         ]
         try:
-            runs = [_repetition(work, as_of) for _ in range(args.repeat)]
+            runs = [_repetition(work, as_of, args, seed) for seed in range(args.repeat)]
         finally:
             for spinner in spinners:
                 spinner.kill()
                 spinner.wait()
+        print(f"load after: {os.getloadavg()}")
     medians = {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
-    print(json.dumps({"median_of_runs": len(runs), **medians}))
+    print(json.dumps({"median_of_runs": len(runs), **medians, "ratios": _ratios(medians)}))
     if args.markdown:
         for key, value in medians.items():
             spread = ", ".join(f"{r[key]:g}" for r in runs)
             print(f"| {key} | **{value:g} ms** ({spread}) |")
+        for key, value in _ratios(medians).items():
+            print(f"| {key} | **{value:g}×** |")
 
 
 if __name__ == "__main__":
