@@ -13,12 +13,12 @@ and markets and the clock are loaded as in a fresh process):
 * `year`: 365 days of 1m (526 klines requests, 1052 weight), no latency, the sandbox
   enforcing Binance's published 6000 weight/min (a 429 or 418 would show in the counts).
 
-Variants: `shipped` is the shipped config (seamless.yaml defaults); `sliding` is the
-same with the settings the project shipped before the exchange-window limiter
-(`rate_limit.window: sliding`, `local_semaphore: 10`, `max_concurrent_requests: 8`,
-`min_interval_ms: 10`). Rounds run the variants in turn (A, B, A, B...), so a change of
-machine load hits both. Prints one JSON line per run and a summary: median seconds per
-case and variant, their ratio, the sandbox's peak requests in flight, 429/418 counts,
+Variants: `shipped` is the `rate_limit` and `backfill` sections of the shipped
+`seamless.yaml` (no Redis); `sliding` is the same with the settings the project shipped
+before the exchange-window limiter (`rate_limit.window: sliding`, `local_semaphore: 10`,
+`max_concurrent_requests: 8`, `min_interval_ms: 10`). Rounds run the variants in turn
+(A, B, A, B...), so a change of machine load hits both. Prints one JSON line per run and
+a summary: median seconds per case and variant, their ratio, the sandbox's peak requests in flight, 429/418 counts,
 and the load average (`os.getloadavg`) before and after.
 """
 
@@ -41,20 +41,33 @@ CASES: dict[str, dict[str, Any]] = {
     "latency": {"days": 91, "latency_ms": 100.0},
     "year": {"days": 365, "latency_ms": 0.0},
 }
-VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "shipped": {"rate_limit": {}, "backfill": {}},
-    "sliding": {
-        "rate_limit": {
-            "window": "sliding",
-            "local_semaphore": 10,
-            "min_interval_ms": 10,
-        },
-        "backfill": {"max_concurrent_requests": 8},
-    },
+ROOT = Path(__file__).resolve().parents[1]
+OLD_SETTINGS: dict[str, dict[str, Any]] = {
+    "rate_limit": {"window": "sliding", "local_semaphore": 10, "min_interval_ms": 10},
+    "backfill": {"max_concurrent_requests": 8},
 }
 
 
-def one_run(url: str, case: str, variant: str) -> dict[str, Any]:
+def shipped() -> dict[str, dict[str, Any]]:
+    """The `rate_limit` and `backfill` sections of the shipped seamless.yaml, no Redis."""
+    import yaml
+
+    seamless = yaml.safe_load((ROOT / "seamless.yaml").read_text())["seamless"]
+    rate_limit = {k: v for k, v in seamless["rate_limit"].items() if k != "redis_dsn"}
+    return {"rate_limit": rate_limit, "backfill": dict(seamless["backfill"])}
+
+
+def variant(name: str) -> dict[str, dict[str, Any]]:
+    settings = shipped()
+    if name == "sliding":
+        for section, values in OLD_SETTINGS.items():
+            settings[section].update(values)
+    elif name != "shipped":
+        raise ValueError(f"unknown variant {name!r}: shipped or sliding")
+    return settings
+
+
+def one_run(url: str, case: str, variant_name: str) -> dict[str, Any]:
     from resources.exchange import ExchangeClient, ExchangeSettings
     from resources.rate_limit import LocalRateLimiter
     from sandbox import SandboxAdmin
@@ -63,7 +76,7 @@ def one_run(url: str, case: str, variant: str) -> dict[str, Any]:
     from seamless_assets.core.frame import Range
     from seamless_assets.nodes import Timeframe
 
-    spec, overrides = CASES[case], VARIANTS[variant]
+    spec, overrides = CASES[case], variant(variant_name)
     admin = SandboxAdmin(url)
     admin.configure(latency_ms=spec["latency_ms"])
     admin.reset()
@@ -91,7 +104,7 @@ def one_run(url: str, case: str, variant: str) -> dict[str, Any]:
     stats = admin.stats()
     return {
         "case": case,
-        "variant": variant,
+        "variant": variant_name,
         "seconds": round(seconds, 3),
         "rows": rows,
         "requests": dict(client.stats.http_requests),
