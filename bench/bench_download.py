@@ -18,8 +18,8 @@ Variants: `shipped` is the `rate_limit` and `backfill` sections of the shipped
 before the exchange-window limiter (`rate_limit.window: sliding`, `local_semaphore: 10`,
 `max_concurrent_requests: 8`, `min_interval_ms: 10`). Rounds run the variants in turn
 (A, B, A, B...), so a change of machine load hits both. Prints one JSON line per run and
-a summary: median seconds per case and variant, their ratio, the sandbox's peak requests in flight, 429/418 counts,
-and the load average (`os.getloadavg`) before and after.
+a summary: median seconds per case and variant, their ratio, the sandbox's peak requests
+in flight, 429/418 counts, and the load average (`os.getloadavg`) before and after.
 """
 
 from __future__ import annotations
