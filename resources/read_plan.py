@@ -83,10 +83,10 @@ class ReadPlan:
                 lambda: artifacts.read_snapshot_range(node, snapshot, window, verify=True)
             )
         counts, listed = CacheCounts(), self.overlapping(snapshot, window)
-        frame, segments = self.calls.store(lambda: cache.read(node, listed, window, counts))
+        frame, opened = self.calls.store(lambda: cache.read(node, snapshot, listed, window, counts))
         with rt.state_lock:
             counts.add_to(rt.metrics)
-            for segment in segments:  # the committed manifests' flags: no manifest reads
+            for segment in opened:  # the committed manifests' flags: no manifest reads
                 rt.manifest_flags.setdefault(segment.fingerprint, segment.flags)
         self.cache_counts = counts
         return frame

@@ -2,13 +2,15 @@
 backtest read of a pinned snapshot (any window) costs little more than the copy into pandas.
 
 Segments are content-addressed and snapshots immutable, so a segment's verified bars can be
-kept in a faster form. Each segment a backtest, research or dryrun read takes from a
-snapshot is read from the store once, verified exactly as an uncached read verifies it
-(`read_listed_segments`: sealed, its manifest the one the snapshot committed, its bars
-hashing to the listed fingerprint), and written under `<data_dir>/cache/segments` as an
-uncompressed Arrow IPC file named after its own sha256 (`read_segment_files.py`). Later
-reads, in this process and later ones, map that file and slice the window out of it by
-binary search on `ts`; the only copy is the one into the returned frame.
+kept in a faster form. A snapshot read that finds a segment of its window missing reads
+the window's segments from the store exactly as an uncached read does
+(`read_snapshot_range`, verified: sealed, each manifest the one the snapshot committed,
+the bars hashing to the listed fingerprints) and writes each segment under
+`<data_dir>/cache/segments` as an uncompressed Arrow IPC file named after its own sha256
+(`read_segment_files.py`), with the flags of its manifest (bytes checked against the
+committed digest). Later reads, in this process and later ones, map those files and slice
+the window out of them by binary search on `ts`; the only copy is the one into the
+returned frame.
 
 An entry never serves bytes that are not the verified content:
 
@@ -32,6 +34,7 @@ digests) are read from the segments, uncached.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import threading
@@ -44,9 +47,8 @@ import pandas as pd
 
 from resources.artifacts.base import DATA_FILE, MANIFEST_FILE, ArtifactStore
 from resources.artifacts.filesystem import LocalDirectoryBlobStore
-from resources.artifacts.listed_read import read_listed_segments
-from seamless_assets.core.frame import Range, empty_frame
-from seamless_assets.core.snapshot import SnapshotSegment
+from seamless_assets.core.frame import CANONICAL_COLUMNS, Range, empty_frame
+from seamless_assets.core.snapshot import Snapshot, SnapshotSegment, manifest_digest
 from seamless_assets.nodes import NodeId
 
 from . import read_segment_files as files
@@ -101,25 +103,34 @@ class SegmentCache:
         self._lock = threading.Lock()
 
     def read(
-        self, node: NodeId, listed: Sequence[SnapshotSegment], window: Range, counts: CacheCounts
+        self,
+        node: NodeId,
+        snapshot: Snapshot,
+        listed: Sequence[SnapshotSegment],
+        window: Range,
+        counts: CacheCounts,
     ) -> tuple[pd.DataFrame, list[CachedSegment]]:
-        """The bars of `listed` (a snapshot's segments overlapping `window`, in its order)
+        """The bars of `listed` (`snapshot`'s segments overlapping `window`, in its order)
         clipped to `window`: equal to `read_snapshot_range(node, snapshot, window,
-        verify=True)`, with the same errors."""
+        verify=True)`, with the same errors. Also the segments this call opened from disk
+        (their flags are the committed manifests')."""
         if not listed:
             return empty_frame(), []
         segments = [self._mapped_entry(entry, counts) for entry in listed]
+        opened = []
         for i, entry in enumerate(listed):
             if segments[i] is None:
                 segments[i] = self._open(node, entry, counts)
-        todo = [i for i, segment in enumerate(segments) if segment is None]
-        if todo:
-            built = self._build(node, [listed[i] for i in todo])
-            counts.built += len(built)
-            for i, segment in zip(todo, built, strict=True):
-                segments[i] = segment
+                if segments[i] is not None:
+                    opened.append(segments[i])
+        if any(segment is None for segment in segments):
+            built = self._build(node, snapshot, listed)
+            if built is None:  # overlapping partitions: served from the store, uncached
+                return self.artifacts.read_snapshot_range(node, snapshot, window), []
+            counts.built += sum(1 for segment in segments if segment is None)
+            segments = list(built)
         ready = [segment for segment in segments if segment is not None]
-        return files.assemble([s.columns for s in ready], window), ready
+        return files.assemble([s.columns for s in ready], window), [s for s in opened if s]
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -198,30 +209,45 @@ class SegmentCache:
 
     # -- building -----------------------------------------------------------------------
 
-    def _build(self, node: NodeId, listed: Sequence[SnapshotSegment]) -> list[CachedSegment]:
-        """Read `listed` from the store, verified (the store's typed errors pass through),
-        write each as a cache file and map it."""
+    def _build(
+        self, node: NodeId, snapshot: Snapshot, listed: Sequence[SnapshotSegment]
+    ) -> list[CachedSegment] | None:
+        """Read `listed` from the store as an uncached read does (verified; the store's
+        typed errors pass through), write each segment as a cache file and map it. None
+        when the segments overlap (one bar per ts was kept: they cannot be told apart)."""
+        span = Range(listed[0].range.start, listed[-1].range.end)
         store_files = [self._store_files(node, entry.fingerprint) for entry in listed]
-        stats = [
-            self._stat(paths) for paths in store_files
-        ]  # before the read: a later change shows
-        loaded = read_listed_segments(self.artifacts, node, listed)
+        stats = [self._stat(paths) for paths in store_files]  # before the read: a change shows
+        frame = self.artifacts.read_snapshot_range(node, snapshot, span, verify=True)
+        if snapshot.segments_overlapping(span) != list(listed) or len(frame) != sum(
+            entry.row_count for entry in listed
+        ):
+            return None
+        ends = np.cumsum([entry.row_count for entry in listed])
         out = []
-        for entry, segment, paths, stat in zip(listed, loaded, store_files, stats, strict=True):
-            manifest = segment.manifest or {}
-            raw = (manifest.get("conformance") or {}).get("flags") or {}
-            flags = {str(k): int(v) for k, v in raw.items()}
-            try:
-                path = files.write(self.root, entry.fingerprint, segment.table, flags, stat)
-                opened = files.open_verified(path, entry.fingerprint)
-            except (OSError, CorruptCacheFile) as exc:  # a full or read-only disk
-                log.warning(
-                    "could not write the segment cache file of %s: %s", entry.fingerprint, exc
-                )
-                opened = CacheFile(Path(), segment.table, entry.fingerprint, flags, stat)
+        for entry, end, paths, stat in zip(listed, ends, store_files, stats, strict=True):
+            rows = slice(end - entry.row_count, end)
+            table = files.table_of({c: frame[c].to_numpy()[rows] for c in CANONICAL_COLUMNS})
+            flags = self._committed_flags(node, entry)
+            opened = CacheFile(Path(), table, entry.fingerprint, flags or {}, stat)
+            if flags is not None:
+                try:
+                    path = files.write(self.root, entry.fingerprint, table, flags, stat)
+                    opened = files.open_verified(path, entry.fingerprint)
+                except (OSError, CorruptCacheFile) as exc:  # a full or read-only disk
+                    log.warning("could not cache segment %s: %s", entry.fingerprint, exc)
             out.append(self._keep(opened, paths))
         self._evict()
         return out
+
+    def _committed_flags(self, node: NodeId, entry: SnapshotSegment) -> dict[str, int] | None:
+        """The conformance flags of `entry`'s manifest if its bytes are the committed ones
+        (None: changed since the read verified it; that segment is not cached)."""
+        data = self.artifacts.blobs.get(self.artifacts.manifest_key(node, entry.fingerprint))
+        if data is None or manifest_digest(data) != entry.manifest_sha256:
+            return None
+        flags = (json.loads(data).get("conformance") or {}).get("flags") or {}
+        return {str(k): int(v) for k, v in flags.items()}
 
     def _evict(self) -> None:
         """Delete the least recently opened files while the cache holds more than max_bytes."""

@@ -31,6 +31,12 @@ import pyarrow as pa
 from seamless_assets.core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, TS, Range
 
 FORMAT = b"seamless-segment-cache/1"
+CANONICAL_SCHEMA = pa.schema(
+    [
+        pa.field(c, pa.int64() if c == TS else pa.float64(), nullable=False)
+        for c in CANONICAL_COLUMNS
+    ]
+)
 SUFFIX = ".arrow"
 StatSignature = tuple[tuple[int, int, int], ...]  # (size, mtime_ns, inode) per store file
 
@@ -127,6 +133,12 @@ def open_verified(path: Path, fingerprint: str) -> CacheFile:
 def unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
+
+
+def table_of(columns: dict[str, np.ndarray]) -> pa.Table:
+    """A canonical table of verified columns (for `write`)."""
+    arrays = [pa.array(columns[c], type=CANONICAL_SCHEMA.field(c).type) for c in CANONICAL_COLUMNS]
+    return pa.Table.from_arrays(arrays, schema=CANONICAL_SCHEMA)
 
 
 def column_views(table: pa.Table) -> dict[str, np.ndarray]:

@@ -109,7 +109,7 @@ def test_reads_through_the_cache_equal_reads_from_the_segments(
         for window in windows(seed=7, count=25):
             expected = artifacts.read_snapshot_range(NODE, snapshot, window, verify=True)
             listed = snapshot.segments_overlapping(window)
-            frame, _ = cache.read(NODE, listed, window, CacheCounts())
+            frame, _ = cache.read(NODE, snapshot, listed, window, CacheCounts())
             assert frame_bytes(frame) == frame_bytes(expected), window
             assert list(frame.dtypes) == list(expected.dtypes) and len(frame) == len(expected)
             assert all(frame[c].to_numpy().flags.writeable for c in frame.columns)
