@@ -18,12 +18,15 @@ _DISTS = {
 }
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def versions() -> dict[str, str]:
-    out = {
-        "seamless": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-    }
+    dirty = (
+        " + uncommitted changes" if _git("status", "--porcelain", "--untracked-files=no") else ""
+    )
+    out = {"seamless": _git("rev-parse", "--short", "HEAD") + dirty}
     for python, dists in _DISTS.items():
         env = "project" if python.parts[-3] == ".venv" else python.parts[-3]
         code = (
