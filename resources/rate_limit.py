@@ -387,9 +387,11 @@ class LocalRateLimiter:
                 budget.limit,
                 ", window counted as spent after a Redis fallback" if ledger.blocked else "",
             )
-        # held by the window in progress: until it ends; by the next one only: until that ends
+        # held by the window in progress: until it ends; by the next one only, or by windows
+        # counted as spent: until the last of those ends
         held_by_first = ledger.must_hold_fixed(first, first, cost, budget.limit, bucket.full_limit)
-        return max(0.01, hold_until(first if held_by_first else last, budget.interval_s) - now_x)
+        until = max(first if held_by_first else last, ledger.blocked_through)
+        return max(0.01, hold_until(until, budget.interval_s) - now_x)
 
     def _window_wait(self, key: str, bucket: _Bucket, budget: Budget, cost: float) -> float:
         """Seconds to hold a request of `cost` so the exchange's window is not exceeded."""

@@ -219,6 +219,27 @@ def test_redis_shares_the_exchange_window_across_workers(
     assert float(window[b"granted"]) == 90 and int(window[b"known"]) == 1
 
 
+def test_redis_down_counts_the_windows_in_flight_as_spent_then_paces_a_share() -> None:
+    """Redis unreachable 5 s before a window ends: requests granted then (through Redis,
+    by the other workers) may land in this window or the next, so both count as spent;
+    from the one after, this worker admits its share (L_eff / workers) per window."""
+    clock = ExchangeClock(6_000_000.0 + 55)  # 5 s before the window's end
+    cfg = RateLimitConfig(min_interval_ms=0, workers=2)
+    dead = RedisRateLimiter(cfg, "redis://127.0.0.1:1/0", retry_redis_after_s=3600)
+    dead.register(KEY, FIXED, clock)
+    try:
+        wait = asyncio.run(dead._attempt(KEY, 1.0))
+        assert dead.stats.fallbacks == 1 and not dead.using_redis
+        assert wait == pytest.approx(5 + 60 + 1.0)  # to the end of the next window + guard
+        clock.now += wait
+        granted = 0.0
+        while asyncio.run(dead._attempt(KEY, 1.0)) == 0:
+            granted += 1
+        assert granted == 49  # 98 / 2 workers
+    finally:
+        dead.close()
+
+
 # --------------------------------------------------------------------------- the client
 def test_the_client_bursts_a_minute_at_once_and_holds_the_rest(
     sandbox: SandboxExchange,  # noqa: F811
@@ -252,10 +273,11 @@ def test_the_client_bursts_a_minute_at_once_and_holds_the_rest(
 
 
 def test_a_latency_bound_range_keeps_the_slots_busy(sandbox: SandboxExchange) -> None:  # noqa: F811
-    """100 ms per request, 60 requests, budget far from binding: with the shipped
-    concurrency the requests overlap (the fixed window admits them at once)."""
+    """100 ms per request, 60 requests, budget far from binding, the shipped concurrency
+    and spacing (seamless.yaml: 2 ms): the fixed window admits them at once, so they
+    overlap up to the slots, and the range takes a few round trips, not 60."""
     sandbox.configure(latency_ms=100)
-    config = project(sandbox)
+    config = project(sandbox, min_interval_ms=2)
     limiter = LocalRateLimiter(config.rate_limit_for("binance"))
     client = client_for(config, limiter)
     start, end = T0 - 60_000 * 60, T0
@@ -265,7 +287,8 @@ def test_a_latency_bound_range_keeps_the_slots_busy(sandbox: SandboxExchange) ->
     assert len(fetched.rows) == 60_000
     rate, backfill = config.seamless.rate_limit, config.seamless.backfill
     in_flight = min(rate.local_semaphore, backfill.max_concurrent_requests)
-    assert sandbox.stats()["max_in_flight"] >= in_flight - 1
-    # serial: 62 x 0.1 s = 6.2 s; concurrent: 2 x 0.1 + 60 / in_flight x 0.1 s (+ CPU)
+    assert in_flight >= 16
+    assert sandbox.stats()["max_in_flight"] >= in_flight // 2  # generous: a noisy CI
+    # serial: 62 x 0.1 s = 6.2 s; overlapped: 2 x 0.1 + 60 / in_flight x 0.1 s (+ CPU)
     assert elapsed < 0.2 + 60 / in_flight * 0.1 + 3.0, elapsed
-    assert limiter.stats.waited_s < 1.0
+    assert limiter.stats.window_holds == 0  # the budget never held a request
