@@ -10,7 +10,7 @@ import functools
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -83,7 +83,10 @@ class ReadPlan:
                 lambda: artifacts.read_snapshot_range(node, snapshot, window, verify=True)
             )
         counts, listed = CacheCounts(), self.overlapping(snapshot, window)
-        frame, opened = self.calls.store(lambda: cache.read(node, snapshot, listed, window, counts))
+        flags = self.manifest_flags
+        frame, opened = self.calls.store(
+            lambda: cache.read(node, snapshot, listed, window, counts, flags)
+        )
         with rt.state_lock:
             counts.add_to(rt.metrics)
             for segment in opened:  # the committed manifests' flags: no manifest reads
@@ -114,25 +117,28 @@ class ReadPlan:
     def segment_flags(self, fingerprints: Sequence[str]) -> Counter[str]:
         """Conformance flags of the segments behind a read (manifests are immutable, so
         each is read once per process)."""
-        rt, node = self.rt, self.node
-        todo = [fp for fp in fingerprints if fp not in rt.manifest_flags]
-        if todo:
-
-            def load() -> list[dict[str, Any] | None]:
-                reads = [
-                    rt.io_pool.submit(functools.partial(rt.artifacts.read_manifest, node, fp))
-                    for fp in todo
-                ]
-                return [read.result() for read in reads]
-
-            for fp, manifest in zip(todo, self.calls.store(load), strict=True):
-                flags = ((manifest or {}).get("conformance") or {}).get("flags") or {}
-                rt.manifest_flags[fp] = {str(k): int(v) for k, v in flags.items()}
+        rt = self.rt
+        if any(fp not in rt.manifest_flags for fp in fingerprints):
+            self.calls.store(lambda: self.manifest_flags(fingerprints))
         total = dict.fromkeys(FLAGS, 0)
         for fp in fingerprints:
             for name, count in rt.manifest_flags.get(fp, {}).items():
                 total[name] = total.get(name, 0) + count
         return Counter(total)
+
+    def manifest_flags(self, fingerprints: Sequence[str]) -> dict[str, dict[str, int]]:
+        """The flags of each segment's manifest, read (in parallel) once per process: a
+        storage call's body (the caller bounds it)."""
+        rt, node = self.rt, self.node
+        todo = [fp for fp in fingerprints if fp not in rt.manifest_flags]
+        reads = [
+            rt.io_pool.submit(functools.partial(rt.artifacts.read_manifest, node, fp))
+            for fp in todo
+        ]
+        for fp, read in zip(todo, reads, strict=True):
+            flags = ((read.result() or {}).get("conformance") or {}).get("flags") or {}
+            rt.manifest_flags[fp] = {str(k): int(v) for k, v in flags.items()}
+        return {fp: rt.manifest_flags[fp] for fp in fingerprints}
 
     # -- the hot store ------------------------------------------------------------------
 

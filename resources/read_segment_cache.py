@@ -34,11 +34,10 @@ digests) are read from the segments, uncached.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,7 +47,7 @@ import pandas as pd
 from resources.artifacts.base import DATA_FILE, MANIFEST_FILE, ArtifactStore
 from resources.artifacts.filesystem import LocalDirectoryBlobStore
 from seamless_assets.core.frame import CANONICAL_COLUMNS, Range, empty_frame
-from seamless_assets.core.snapshot import Snapshot, SnapshotSegment, manifest_digest
+from seamless_assets.core.snapshot import Snapshot, SnapshotSegment
 from seamless_assets.nodes import NodeId
 
 from . import read_segment_files as files
@@ -109,11 +108,12 @@ class SegmentCache:
         listed: Sequence[SnapshotSegment],
         window: Range,
         counts: CacheCounts,
+        manifest_flags: Callable[[Sequence[str]], dict[str, dict[str, int]]],
     ) -> tuple[pd.DataFrame, list[CachedSegment]]:
         """The bars of `listed` (`snapshot`'s segments overlapping `window`, in its order)
         clipped to `window`: equal to `read_snapshot_range(node, snapshot, window,
-        verify=True)`, with the same errors. Also the segments this call opened from disk
-        (their flags are the committed manifests')."""
+        verify=True)`, with the same errors. Also the segments this call mapped (opened or
+        built: their manifests' flags are known)."""
         if not listed:
             return empty_frame(), []
         segments = [self._mapped_entry(entry, counts) for entry in listed]
@@ -124,11 +124,11 @@ class SegmentCache:
                 if segments[i] is not None:
                     opened.append(segments[i])
         if any(segment is None for segment in segments):
-            built = self._build(node, snapshot, listed)
+            built = self._build(node, snapshot, listed, manifest_flags)
             if built is None:  # overlapping partitions: served from the store, uncached
                 return self.artifacts.read_snapshot_range(node, snapshot, window), []
             counts.built += sum(1 for segment in segments if segment is None)
-            segments = list(built)
+            segments, opened = list(built), list(built)
         ready = [segment for segment in segments if segment is not None]
         return files.assemble([s.columns for s in ready], window), [s for s in opened if s]
 
@@ -210,7 +210,11 @@ class SegmentCache:
     # -- building -----------------------------------------------------------------------
 
     def _build(
-        self, node: NodeId, snapshot: Snapshot, listed: Sequence[SnapshotSegment]
+        self,
+        node: NodeId,
+        snapshot: Snapshot,
+        listed: Sequence[SnapshotSegment],
+        manifest_flags: Callable[[Sequence[str]], dict[str, dict[str, int]]],
     ) -> list[CachedSegment] | None:
         """Read `listed` from the store as an uncached read does (verified; the store's
         typed errors pass through), write each segment as a cache file and map it. None
@@ -224,30 +228,21 @@ class SegmentCache:
         ):
             return None
         ends = np.cumsum([entry.row_count for entry in listed])
+        flags_of = manifest_flags([entry.fingerprint for entry in listed])
         out = []
         for entry, end, paths, stat in zip(listed, ends, store_files, stats, strict=True):
             rows = slice(end - entry.row_count, end)
             table = files.table_of({c: frame[c].to_numpy()[rows] for c in CANONICAL_COLUMNS})
-            flags = self._committed_flags(node, entry)
-            opened = CacheFile(Path(), table, entry.fingerprint, flags or {}, stat)
-            if flags is not None:
-                try:
-                    path = files.write(self.root, entry.fingerprint, table, flags, stat)
-                    opened = files.open_verified(path, entry.fingerprint)
-                except (OSError, CorruptCacheFile) as exc:  # a full or read-only disk
-                    log.warning("could not cache segment %s: %s", entry.fingerprint, exc)
+            flags = flags_of[entry.fingerprint]
+            opened = CacheFile(Path(), table, entry.fingerprint, flags, stat)
+            try:
+                path = files.write(self.root, entry.fingerprint, table, flags, stat)
+                opened = files.open_verified(path, entry.fingerprint, hashed=False)
+            except (OSError, CorruptCacheFile) as exc:  # a full or read-only disk
+                log.warning("could not cache segment %s: %s", entry.fingerprint, exc)
             out.append(self._keep(opened, paths))
         self._evict()
         return out
-
-    def _committed_flags(self, node: NodeId, entry: SnapshotSegment) -> dict[str, int] | None:
-        """The conformance flags of `entry`'s manifest if its bytes are the committed ones
-        (None: changed since the read verified it; that segment is not cached)."""
-        data = self.artifacts.blobs.get(self.artifacts.manifest_key(node, entry.fingerprint))
-        if data is None or manifest_digest(data) != entry.manifest_sha256:
-            return None
-        flags = (json.loads(data).get("conformance") or {}).get("flags") or {}
-        return {str(k): int(v) for k, v in flags.items()}
 
     def _evict(self) -> None:
         """Delete the least recently opened files while the cache holds more than max_bytes."""

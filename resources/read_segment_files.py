@@ -104,9 +104,10 @@ def write(
     return path
 
 
-def open_verified(path: Path, fingerprint: str) -> CacheFile:
-    """Map `path` and prove it: its bytes hash to its name and it is the cache file of
-    `fingerprint`. Raises CorruptCacheFile (or FileNotFoundError)."""
+def open_verified(path: Path, fingerprint: str, *, hashed: bool = True) -> CacheFile:
+    """Map `path` and prove it: its bytes hash to its name (`hashed=False`: skipped, for a
+    file this process just wrote from the bytes its name was computed from) and it is the
+    cache file of `fingerprint`. Raises CorruptCacheFile (or FileNotFoundError)."""
     stem, _, rest = path.name.partition(".")
     expected = rest.removesuffix(SUFFIX)
     if stem != cache_key(fingerprint):
@@ -114,7 +115,7 @@ def open_verified(path: Path, fingerprint: str) -> CacheFile:
     source = pa.memory_map(str(path))
     try:
         buffer = source.read_buffer()
-        if hashlib.sha256(memoryview(buffer)).hexdigest() != expected:
+        if hashed and hashlib.sha256(memoryview(buffer)).hexdigest() != expected:
             raise CorruptCacheFile(
                 "does not hash to the digest in its name (corrupted or truncated)"
             )

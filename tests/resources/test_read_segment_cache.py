@@ -11,7 +11,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,13 +103,18 @@ def test_reads_through_the_cache_equal_reads_from_the_segments(
     config, as_of = three_days(tmp_path, sandbox)
     artifacts = artifacts_of(config)
     snapshot = artifacts.resolve_snapshot(NODE, as_of)
+
+    def flags(fingerprints: Sequence[str]) -> dict[str, dict[str, int]]:
+        manifests = {fp: artifacts.read_manifest(NODE, fp) or {} for fp in fingerprints}
+        return {fp: m["conformance"]["flags"] for fp, m in manifests.items()}
+
     built = SegmentCache(cache_dir(config), 2**30, artifacts)  # builds, then hits
     reopened = SegmentCache(cache_dir(config), 2**30, artifacts)  # a new process: opens
     for cache in (built, reopened):
         for window in windows(seed=7, count=25):
             expected = artifacts.read_snapshot_range(NODE, snapshot, window, verify=True)
             listed = snapshot.segments_overlapping(window)
-            frame, _ = cache.read(NODE, snapshot, listed, window, CacheCounts())
+            frame, _ = cache.read(NODE, snapshot, listed, window, CacheCounts(), flags)
             assert frame_bytes(frame) == frame_bytes(expected), window
             assert list(frame.dtypes) == list(expected.dtypes) and len(frame) == len(expected)
             assert all(frame[c].to_numpy().flags.writeable for c in frame.columns)
