@@ -8,115 +8,54 @@ segment is published, and a segment's manifest is written last by the artifact s
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from contextlib import AsyncExitStack, ExitStack
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from resources.artifacts.base import ArtifactStore
-from resources.exchange import ExchangeClient, FetchedBars, RequestStats
+from resources.exchange import (
+    DEFAULT_CANDLES_PER_CALL,
+    ExchangeClient,
+    FetchedBars,
+)
 from resources.hot_store.base import HotStore
 
-from . import __version__
-from .core.conformance import CONFORMANCE_VERSION, INVALID_TIMESTAMP, Conformed, conform
 from .core.coverage import (
-    LedgerGap,
-    classify_empty_windows,
-    coverage_ratio,
     merge_ranges,
     missing_ranges,
-    ranges_from_timestamps,
-    split_by_windows,
-    unsettled_answers,
 )
-from .core.flag_ledger import FlagEvent, conformance_events, events_in
-from .core.frame import TS, Range, empty_frame
-from .core.manifest import (
-    ManifestIdentity,
-    build_manifest,
-    clip_ledger,
-    segment_coverage,
-    segment_flags,
-)
-from .core.stabilization import closed_end, is_window_stable, stable_end
-from .history import history_start_s
+from .core.frame import Range, empty_frame
+from .core.stabilization import closed_end
 from .nodes import NodeId
+from .run_outcome import PartitionOutcome, PipelineSettings, RunOutcome
+from .settle import ChunkSettler, FetchedChunk
 
-PRODUCER = f"seamless@{__version__}"
-PUBLISH_WORKERS = 4
+__all__ = ["PartitionOutcome", "PipelineSettings", "RunOutcome", "backfill", "stream_chunks"]
 
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    stabilization_bars: int
-    conformance_version: str = CONFORMANCE_VERSION
-
-
-@dataclass(frozen=True)
-class PartitionOutcome:
-    """What happened to one partition of the run."""
-
-    window: Range
-    row_count: int
-    coverage_ratio: float
-    completeness_ratio: float
-    missing: tuple[Range, ...]
-    gaps: tuple[LedgerGap, ...]
-    flags: dict[str, int]
-    stable: bool
-    bounds: tuple[int, int] | None = None  # [first bar, last bar + interval) if any bar
-    fingerprint: str | None = None
-    uri: str | None = None  # the segment's directory
-    manifest_uri: str | None = None  # the segment's manifest.json
-    written: bool = False
-    encode_s: float = 0.0  # measured encode time when this run wrote the segment
-
-
-@dataclass
-class RunOutcome:
-    """The whole run for one node, for metadata, checks and the CLI."""
-
-    node: NodeId
-    window: Range
-    partitions: list[PartitionOutcome]
-    frame: pd.DataFrame
-    fetched_ranges: list[Range] = field(default_factory=list)
-    fetched_rows: int = 0
-    forming_dropped: int = 0
-    flags: Counter[str] = field(default_factory=Counter)
-    requests: RequestStats | None = None
-    timings_s: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def published(self) -> list[PartitionOutcome]:
-        return [p for p in self.partitions if p.fingerprint is not None]
-
-    @property
-    def coverage_ratio(self) -> float:
-        interval, origin = self.node.interval_s, self.node.timeframe.origin_s
-        covered = ranges_from_timestamps(self.frame[TS].to_numpy(), interval)
-        return coverage_ratio(covered, self.window, interval, origin_s=origin)
-
-
-def _rows_in(frame: pd.DataFrame, ranges: Sequence[Range]) -> np.ndarray:
-    """Boolean mask of rows whose ts falls in any of `ranges` (sorted, disjoint)."""
-    ts = frame[TS].to_numpy()
-    mask = np.zeros(len(ts), dtype=bool)
-    for r in ranges:
-        lo, hi = np.searchsorted(ts, [r.start, r.end])
-        mask[lo:hi] = True
-    return mask
+STREAM_CHUNK_BARS = 36_000  # bars per chunk of a streamed run (25 days of 1m)
 
 
 async def _fetch(client: ExchangeClient, node: NodeId, ranges: list[Range]) -> list[FetchedBars]:
     return list(
         await asyncio.gather(*(client.fetch_bars(node.symbol, node.timeframe, r) for r in ranges))
     )
+
+
+def stream_chunks(partitions: Sequence[Range], interval_s: int, per_call: int) -> list[list[Range]]:
+    """Consecutive groups of whole partitions, each about `STREAM_CHUNK_BARS` bars: the
+    run is fetched and settled chunk by chunk. A chunk spans a whole number of requests
+    (`per_call` bars) where partitions allow it, so chunking costs no extra request."""
+    bars = max(1, (partitions[0].end - partitions[0].start) // interval_s)
+    aligned = math.lcm(bars, per_call) // bars  # partitions per whole number of requests
+    if aligned * bars > 2 * STREAM_CHUNK_BARS:
+        aligned = 1
+    step = aligned * max(1, STREAM_CHUNK_BARS // (aligned * bars))
+    return [list(partitions[i : i + step]) for i in range(0, len(partitions), step)]
 
 
 async def backfill(
@@ -136,11 +75,16 @@ async def backfill(
     `refetch_gaps` retries windows the ledger marks confirmed-empty; `refetch_stored`
     downloads stored bars again too, so restated candles replace them (a restated
     partition then publishes a new segment; earlier snapshots keep the old one).
+
+    The run streams: the missing bars are fetched chunk by chunk (`stream_chunks`) while
+    the chunk before is conformed, stored and published in a worker thread, so the hot
+    store and the artifact store work while the exchange answers, and only a few chunks
+    are in memory at a time. Chunks settle in order; a failure stops the run after the
+    chunk being settled, whose bars and segments are complete (a rerun goes on from there).
     """
     interval, origin = node.interval_s, node.timeframe.origin_s
     node_id = str(node)
     window = Range(partitions[0].start, partitions[-1].end)
-    timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
     covered = [] if refetch_stored else hot.coverage(node_id, interval, window)
@@ -149,234 +93,63 @@ async def backfill(
     local_closed = closed_end(int(time.time()), interval, origin_s=origin)
     wanted = window.intersect(Range(window.start, max(window.start, local_closed)))
     missing = missing_ranges(covered, wanted, interval, known, origin_s=origin) if wanted else []
-    timings["plan_s"] = time.perf_counter() - t0
-
-    flags: Counter[str] = Counter()
-    fetched_frame = empty_frame()
-    requests = None
-    now_s = time.time()
     fetched_ranges = merge_ranges(missing)
-    forming = 0
-    conformed = None
-    if fetched_ranges:
-        log(
-            f"{node_id}: fetching {len(fetched_ranges)} missing range(s): "
-            + ", ".join(str(r) for r in fetched_ranges[:5])
-        )
-        t1 = time.perf_counter()
-        client = client_factory()
-        async with client:
-            pages = await _fetch(client, node, fetched_ranges)
-        requests = client.stats
-        timings["fetch_s"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        server_closed = min(p.closed_end for p in pages)
-        now_s = max(p.server_now_s for p in pages)
-        rows = [row for page in pages for row in page.rows]
-        row_windows = np.concatenate([page.row_windows for page in pages])
-        conformed = conform(
-            rows, interval, source_ts_unit="ms", origin_s=origin, windows=row_windows
-        )
-        closed_ranges = [
-            c for r in fetched_ranges if (c := r.intersect(Range(r.start, server_closed)))
-        ]
-        keep = _rows_in(conformed.frame, closed_ranges)
-        forming = int((~keep).sum())
-        fetched_frame = conformed.frame[keep].reset_index(drop=True)
-        flags.update({k: v for k, v in conformed.flags.items() if v})
-        timings["conform_s"] = time.perf_counter() - t2
+    run = ChunkSettler(node, settings, hot, artifacts, retry_gaps, log)
+    run.timings["plan_s"] = time.perf_counter() - t0
 
-        t3 = time.perf_counter()
-        # Events before bars: a crash in between leaves the bars missing, so the rerun
-        # fetches them again and restates the same events (replace, never accumulate).
-        events = conformance_events(conformed, closed_ranges, partitions)
-        log(f"{node_id}: storing {len(fetched_frame)} bar(s), {len(events)} conformance event(s)")
-        hot.replace_flag_events(node_id, closed_ranges, events)
-        hot.upsert(node_id, fetched_frame)
-        earliest = hot.bounds(node_id)
-        earliest_ts = earliest[0] if earliest else None
-        # The listing recorded by history discovery also proves that an empty window after
-        # it is not `before_listing`, e.g. a maintenance at the start of a first run.
-        listed = history_start_s(artifacts, node)
-        if listed is not None:
-            earliest_ts = listed if earliest_ts is None else min(earliest_ts, listed)
-        new_gaps = _confirmed_empty(
-            node, pages, server_closed, fetched_frame, conformed, earliest_ts, settings
-        )
-        for r in closed_ranges:
-            if retry_gaps:
-                hot.clear_gaps(node_id, r)
-        hot.record_gaps(node_id, new_gaps)
-        _log_provisional(node, closed_ranges, fetched_frame, new_gaps, log)
-        timings["hot_store_upsert_s"] = time.perf_counter() - t3
+    async with AsyncExitStack() as stack:
+        client = None
+        per_call = DEFAULT_CANDLES_PER_CALL
+        if fetched_ranges:
+            log(
+                f"{node_id}: fetching {len(fetched_ranges)} missing range(s): "
+                + ", ".join(str(r) for r in fetched_ranges[:5])
+            )
+            client = await stack.enter_async_context(client_factory())
+            per_call = client.candles_per_call()
+        queue: asyncio.Queue[FetchedChunk | BaseException | None] = asyncio.Queue(maxsize=1)
 
-    t4 = time.perf_counter()
-    stored = hot.read_range(node_id, window)
-    ledger = hot.ledger_gaps(node_id, window)
-    flag_ledger = hot.flag_events(node_id, window)
-    timings["read_back_s"] = time.perf_counter() - t4
+        async def produce() -> None:
+            try:
+                for parts in stream_chunks(partitions, interval, per_call):
+                    chunk_window = Range(parts[0].start, parts[-1].end)
+                    ranges = [c for r in fetched_ranges if (c := r.intersect(chunk_window))]
+                    started = time.perf_counter()
+                    pages = await _fetch(client, node, ranges) if ranges and client else []
+                    run.timings["fetch_s"] += time.perf_counter() - started
+                    await queue.put(FetchedChunk(parts, ranges, pages))
+                await queue.put(None)
+            except Exception as error:  # handed to the consumer, which raises it in order
+                await queue.put(error)
 
-    t5 = time.perf_counter()
-    ts = stored[TS].to_numpy()
-    slices = split_by_windows(ts, partitions)
-
-    def settle(index: int) -> PartitionOutcome:
-        part = partitions[index]
-        part_frame = stored.iloc[slices[index]].reset_index(drop=True)
-        outcome = _partition_outcome(node, part, part_frame, ledger, flag_ledger, now_s, settings)
-        if not outcome.stable:
-            return outcome
-        return _publish(node, part_frame, outcome, ledger, flag_ledger, artifacts, settings)
-
-    log(f"{node_id}: settling {len(partitions)} partition(s), publishing the stable ones")
-    # Segments are independent files: publish them in parallel (fsync and zstd release the GIL).
-    with ThreadPoolExecutor(max_workers=PUBLISH_WORKERS) as pool:
-        outcomes = list(pool.map(settle, range(len(partitions))))
-    timings["publish_s"] = time.perf_counter() - t5
-    timings["encode_s"] = sum(p.encode_s for p in outcomes)  # parallel: summed, not wall
-    timings["total_s"] = time.perf_counter() - t0
-
+        # One settling thread holds the hot store's session (one connection, one
+        # checkpoint) for the whole run while the event loop fetches.
+        loop = asyncio.get_running_loop()
+        settler = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="settle"))
+        session = ExitStack()
+        await loop.run_in_executor(settler, session.enter_context, hot.session())
+        producer = asyncio.create_task(produce())
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                await loop.run_in_executor(settler, run.settle_chunk, item)
+        finally:
+            producer.cancel()
+            await asyncio.gather(producer, return_exceptions=True)
+            await loop.run_in_executor(settler, session.close)
+        requests = client.stats if client else None
+    run.timings["encode_s"] = sum(p.encode_s for p in run.outcomes)  # parallel: summed
+    run.timings["total_s"] = time.perf_counter() - t0
     return RunOutcome(
         node=node,
         window=window,
-        partitions=outcomes,
-        frame=stored,
+        partitions=run.outcomes,
+        frame=pd.concat(run.frames, ignore_index=True) if run.frames else empty_frame(),
         fetched_ranges=fetched_ranges,
-        fetched_rows=len(fetched_frame),
-        forming_dropped=forming,
-        flags=flags,
+        fetched_rows=run.fetched_rows,
+        forming_dropped=run.forming,
+        flags=run.flags,
         requests=requests,
-        timings_s=timings,
-    )
-
-
-def _confirmed_empty(
-    node: NodeId,
-    pages: Sequence[FetchedBars],
-    server_closed: int,
-    fetched: pd.DataFrame,
-    conformed: Conformed,
-    earliest_ts: int | None,
-    settings: PipelineSettings,
-) -> list[LedgerGap]:
-    """The windows the exchange's answers confirm empty (`classify_empty_windows`): stable by
-    the exchange's clock when it answered, and answered by responses that placed every row
-    they sent. Fresher or unsettled empty windows stay provisional: not ledgered, so they
-    are still missing and the next run fetches them again."""
-    interval, origin = node.interval_s, node.timeframe.origin_s
-    dropped = conformed.dropped
-    dropped_ts = dropped[TS].to_numpy(dtype=np.int64)
-    misplaced_ts = dropped_ts[(dropped["flag"] == INVALID_TIMESTAMP).to_numpy()]
-    fetched_ts = fetched[TS].to_numpy()
-    gaps: list[LedgerGap] = []
-    for page in pages:
-        r = page.window.intersect(Range(page.window.start, server_closed))
-        if r is None:
-            continue
-        lo, hi = np.searchsorted(fetched_ts, [r.start, r.end])
-        in_r = (dropped_ts >= r.start) & (dropped_ts < r.end)
-        stable = stable_end(
-            page.server_now_s, interval, settings.stabilization_bars, origin_s=origin
-        )
-        gaps += classify_empty_windows(
-            r,
-            fetched_ts[lo:hi],
-            interval,
-            dropped_ts[in_r],
-            earliest_ts,
-            stable_end_s=stable,
-            origin_s=origin,
-            unsettled=unsettled_answers(page.answers, misplaced_ts),
-        )
-    return gaps
-
-
-def _log_provisional(
-    node: NodeId,
-    closed: Sequence[Range],
-    fetched: pd.DataFrame,
-    confirmed: Sequence[LedgerGap],
-    log: Callable[[str], Any],
-) -> None:
-    """Say which closed bars came back empty or bad without being confirmed empty."""
-    interval, origin = node.interval_s, node.timeframe.origin_s
-    got = ranges_from_timestamps(fetched[TS].to_numpy(), interval)
-    known = [g.range for g in confirmed]
-    left = [m for r in closed for m in missing_ranges(got, r, interval, known, origin_s=origin)]
-    if left:
-        bars = sum(r.bars(interval, origin_s=origin) for r in left)
-        log(
-            f"{node}: {bars} closed bar(s) in {len(left)} window(s) stay missing work, not "
-            "confirmed empty (bad rows, not yet stable by the exchange's clock, or answered "
-            f"with rows it could not place); the next run asks again, e.g. {left[0]}"
-        )
-
-
-def _partition_outcome(
-    node: NodeId,
-    part: Range,
-    frame: pd.DataFrame,
-    ledger: Sequence[LedgerGap],
-    flag_ledger: Sequence[FlagEvent],
-    now_s: float,
-    settings: PipelineSettings,
-) -> PartitionOutcome:
-    """The partition as its manifest states it: from its bars and ledger only."""
-    interval, origin = node.interval_s, node.timeframe.origin_s
-    gaps = clip_ledger(ledger, part)
-    cov = segment_coverage(frame[TS].to_numpy(), part, interval, origin, gaps)
-    return PartitionOutcome(
-        window=part,
-        row_count=cov.row_count,
-        bounds=cov.bounds,
-        coverage_ratio=cov.ratio,
-        completeness_ratio=cov.completeness,
-        missing=cov.missing,
-        gaps=gaps,
-        flags=segment_flags(cov, events_in(flag_ledger, part)),
-        stable=is_window_stable(
-            part, int(now_s), interval, settings.stabilization_bars, origin_s=origin
-        ),
-    )
-
-
-def manifest_identity(node: NodeId, window: Range, settings: PipelineSettings) -> ManifestIdentity:
-    """What a segment's manifest states besides its bars and ledger."""
-    return ManifestIdentity(
-        node_id=str(node),
-        exchange=node.exchange,
-        symbol=node.symbol,
-        timeframe=node.timeframe.code,
-        interval_s=node.interval_s,
-        origin_s=node.timeframe.origin_s,
-        window=window,
-        conformance_version=settings.conformance_version,
-        stabilization_bars=settings.stabilization_bars,
-        producer=PRODUCER,
-    )
-
-
-def _publish(
-    node: NodeId,
-    frame: pd.DataFrame,
-    outcome: PartitionOutcome,
-    ledger: Sequence[LedgerGap],
-    flag_ledger: Sequence[FlagEvent],
-    artifacts: ArtifactStore,
-    settings: PipelineSettings,
-) -> PartitionOutcome:
-    identity = manifest_identity(node, outcome.window, settings)
-    manifest = build_manifest(identity, frame, ledger, flag_ledger)
-    fingerprint = manifest["fingerprint"]
-    if artifacts.head(node, outcome.window) == fingerprint:
-        uri = artifacts.uri_for(node, fingerprint)
-    else:
-        result = artifacts.publish(node, frame, manifest)
-        fingerprint, uri = result.fingerprint, result.uri
-        outcome = replace(outcome, written=result.written, encode_s=result.encode_s)
-    return replace(
-        outcome,
-        fingerprint=fingerprint,
-        uri=uri,
-        manifest_uri=artifacts.manifest_uri_for(node, fingerprint),
+        timings_s=dict(run.timings),
     )

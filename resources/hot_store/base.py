@@ -8,6 +8,7 @@ every backend shares, so backends differ only in how they talk to their database
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -73,6 +74,12 @@ class HotStore(Protocol):
 
     def node_ids(self) -> list[str]:
         """Every node with stored bars or ledger entries, sorted."""
+        ...
+
+    def session(self) -> AbstractContextManager[None]:
+        """Hold the store's connection across the operations inside (one thread): each
+        operation still commits on its own; only opening and closing are saved (for an
+        embedded file, a checkpoint per operation). Nested sessions are one session."""
         ...
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import duckdb
@@ -126,6 +126,7 @@ class DuckDBHotStore:
         self._process_lock = _process_lock_for(self.path)
         self._schema_ready = False
         self._closed = False
+        self._held = threading.local()  # `session`'s connection (`.con`), per thread
 
     def __repr__(self) -> str:
         return f"DuckDBHotStore({str(self.path)!r})"
@@ -169,16 +170,42 @@ class DuckDBHotStore:
         # connects/closes of one file race between threads ("Unique file handle
         # conflict"), and operations take milliseconds, so one at a time costs little.
         with self._process_lock:
-            con = self._open()
+            held = getattr(self._held, "con", None)
+            con = held if held is not None else self._open()
             try:
                 if not self._schema_ready:
                     for statement in _SCHEMA:
                         con.execute(statement)
                     self._schema_ready = True
                 yield con
-            except duckdb.Error as exc:
-                raise StoreError(f"DuckDB hot store {self.path}: {exc}") from exc
+            except BaseException as exc:
+                if held is not None:  # the session's connection goes on: end what failed
+                    with suppress(duckdb.Error):
+                        con.rollback()
+                if isinstance(exc, duckdb.Error):
+                    raise StoreError(f"DuckDB hot store {self.path}: {exc}") from exc
+                raise
             finally:
+                if held is None:
+                    con.close()
+
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """One connection (and this process's hold on the file) for the operations of
+        this thread inside: a run's chunks pay one open and one checkpoint, not one per
+        operation. Other processes wait for the file meanwhile (`lock_timeout_s`)."""
+        if getattr(self._held, "con", None) is not None:  # nested: the outer session holds it
+            yield
+            return
+        if self._closed:
+            raise StoreError(f"{self!r} is closed; create a new store to use it again")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._process_lock:
+            self._held.con = self._open()
+            try:
+                yield
+            finally:
+                con, self._held.con = self._held.con, None
                 con.close()
 
     @staticmethod
@@ -387,5 +414,5 @@ class DuckDBHotStore:
         return [str(r[0]) for r in rows]
 
     def close(self) -> None:
-        # Connections live only for one operation, so there is nothing to release.
+        # Connections live only for one operation (or a session), so nothing is left open.
         self._closed = True

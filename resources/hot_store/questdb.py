@@ -425,6 +425,11 @@ class QuestDBHotStore:
             cur.execute(f"DROP TABLE IF EXISTS {self.events_table}")
         self._schema_ready = False
 
+    @contextmanager
+    def session(self) -> Iterator[None]:
+        """The store keeps one connection across operations already: nothing to hold."""
+        yield
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:

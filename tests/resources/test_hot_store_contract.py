@@ -398,3 +398,40 @@ def test_threads_of_one_process_share_a_store(hot_store: HotStore, bars: BarsFac
     for t in threads:
         t.join()
     assert errors == []
+
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+def test_a_session_changes_no_result(hot_store: HotStore, bars: BarsFactory) -> None:
+    """Inside a session (nested too) operations commit and read exactly as outside it; a
+    failed operation inside leaves the session usable and stores nothing of itself."""
+    first, second = bars(T0, 100, seed=1), bars(T0 + 50 * 60, 100, seed=2, offset=1000)
+    with hot_store.session():
+        hot_store.upsert(NODE, first)
+        with hot_store.session():
+            hot_store.upsert(NODE, second)
+            hot_store.record_gaps(NODE, [LedgerGap(Range(T0 - 600, T0), "exchange_gap")])
+        with pytest.raises(ValueError, match="node_id"):
+            hot_store.upsert("", first)  # refused inside the write (after it began)
+        expected = pd.concat([first.iloc[:50], second], ignore_index=True)
+        assert_frames_equal(hot_store.read_range(NODE, EVERYTHING), expected)
+    assert_frames_equal(hot_store.read_range(NODE, EVERYTHING), expected)
+    assert hot_store.coverage(NODE, 60) == [Range(T0, T0 + 150 * 60)]
+    assert [g.range for g in hot_store.ledger_gaps(NODE)] == [Range(T0 - 600, T0)]
+
+
+def test_another_thread_waits_for_a_session_and_sees_its_writes(
+    hot_store: HotStore, bars: BarsFactory
+) -> None:
+    frame = bars(T0, 100)
+    seen: list[int] = []
+    with hot_store.session():
+        hot_store.upsert(NODE, frame)
+        reader = threading.Thread(
+            target=lambda: seen.append(len(hot_store.read_range(NODE, EVERYTHING)))
+        )
+        reader.start()
+        reader.join(timeout=0.5)
+    reader.join(timeout=30)
+    assert seen == [100]

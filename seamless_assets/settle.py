@@ -1,0 +1,309 @@
+"""Settling a streamed run's chunk: conform, store hot, read back, publish stable segments.
+
+Order matters for crash safety: bars reach the hot store (idempotent upsert) before any
+segment is published, and a segment's manifest is written last by the artifact store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from resources.artifacts.base import ArtifactStore
+from resources.exchange import (
+    FetchedBars,
+)
+from resources.hot_store.base import HotStore
+
+from .core.conformance import INVALID_TIMESTAMP, Conformed, conform
+from .core.coverage import (
+    LedgerGap,
+    classify_empty_windows,
+    missing_ranges,
+    ranges_from_timestamps,
+    split_by_windows,
+    unsettled_answers,
+)
+from .core.flag_ledger import FlagEvent, conformance_events, events_in
+from .core.frame import TS, Range
+from .core.manifest import (
+    ManifestIdentity,
+    build_manifest,
+    clip_ledger,
+    segment_coverage,
+    segment_flags,
+)
+from .core.stabilization import is_window_stable, stable_end
+from .history import history_start_s
+from .nodes import NodeId
+from .run_outcome import PRODUCER, PartitionOutcome, PipelineSettings
+
+PUBLISH_WORKERS = 4
+
+
+@dataclass
+class FetchedChunk:
+    """One chunk of the run as fetched: its partitions, the ranges asked for, the answers."""
+
+    partitions: list[Range]
+    ranges: list[Range]
+    pages: list[FetchedBars]
+
+
+class ChunkSettler:
+    """Settles the run's chunks in order (in a worker thread) and collects the outcome."""
+
+    def __init__(
+        self,
+        node: NodeId,
+        settings: PipelineSettings,
+        hot: HotStore,
+        artifacts: ArtifactStore,
+        retry_gaps: bool,
+        log: Callable[[str], Any],
+    ) -> None:
+        self.node, self.settings, self.hot, self.artifacts = node, settings, hot, artifacts
+        self.retry_gaps, self.log = retry_gaps, log
+        self.timings: defaultdict[str, float] = defaultdict(float, fetch_s=0.0)
+        self.outcomes: list[PartitionOutcome] = []
+        self.frames: list[pd.DataFrame] = []
+        self.flags: Counter[str] = Counter()
+        self.fetched_rows = 0
+        self.forming = 0
+        self.now_s: float | None = None  # the exchange's clock when it last answered
+
+    def settle_chunk(self, chunk: FetchedChunk) -> None:
+        if chunk.pages:
+            self.now_s = max(p.server_now_s for p in chunk.pages)
+            self._store(chunk)
+        now_s = self.now_s if self.now_s is not None else time.time()
+        self._publish(chunk.partitions, now_s)
+
+    def _store(self, chunk: FetchedChunk) -> None:
+        """Conform what the exchange answered for the chunk; store bars, flags and gaps."""
+        node, hot, pages = self.node, self.hot, chunk.pages
+        node_id, interval, origin = str(node), node.interval_s, node.timeframe.origin_s
+        t2 = time.perf_counter()
+        server_closed = min(p.closed_end for p in pages)
+        rows = [row for page in pages for row in page.rows]
+        row_windows = np.concatenate([page.row_windows for page in pages])
+        conformed = conform(
+            rows, interval, source_ts_unit="ms", origin_s=origin, windows=row_windows
+        )
+        closed_ranges = [
+            c for r in chunk.ranges if (c := r.intersect(Range(r.start, server_closed)))
+        ]
+        keep = _rows_in(conformed.frame, closed_ranges)
+        self.forming += int((~keep).sum())
+        fetched_frame = conformed.frame[keep].reset_index(drop=True)
+        self.fetched_rows += len(fetched_frame)
+        self.flags.update({k: v for k, v in conformed.flags.items() if v})
+        self.timings["conform_s"] += time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        # Events before bars: a crash in between leaves the bars missing, so the rerun
+        # fetches them again and restates the same events (replace, never accumulate).
+        events = conformance_events(conformed, closed_ranges, chunk.partitions)
+        self.log(
+            f"{node_id}: storing {len(fetched_frame)} bar(s), {len(events)} conformance "
+            f"event(s) of {Range(chunk.partitions[0].start, chunk.partitions[-1].end)}"
+        )
+        hot.replace_flag_events(node_id, closed_ranges, events)
+        hot.upsert(node_id, fetched_frame)
+        earliest = hot.bounds(node_id)
+        earliest_ts = earliest[0] if earliest else None
+        # The listing recorded by history discovery also proves that an empty window after
+        # it is not `before_listing`, e.g. a maintenance at the start of a first run.
+        listed = history_start_s(self.artifacts, node)
+        if listed is not None:
+            earliest_ts = listed if earliest_ts is None else min(earliest_ts, listed)
+        new_gaps = _confirmed_empty(
+            node, pages, server_closed, fetched_frame, conformed, earliest_ts, self.settings
+        )
+        for r in closed_ranges:
+            if self.retry_gaps:
+                hot.clear_gaps(node_id, r)
+        hot.record_gaps(node_id, new_gaps)
+        _log_provisional(node, closed_ranges, fetched_frame, new_gaps, self.log)
+        self.timings["hot_store_upsert_s"] += time.perf_counter() - t3
+
+    def _publish(self, partitions: list[Range], now_s: float) -> None:
+        """Read the chunk back from the hot store; publish its stable partitions."""
+        node, settings, artifacts = self.node, self.settings, self.artifacts
+        node_id = str(node)
+        chunk_window = Range(partitions[0].start, partitions[-1].end)
+        t4 = time.perf_counter()
+        stored = self.hot.read_range(node_id, chunk_window)
+        ledger = self.hot.ledger_gaps(node_id, chunk_window)
+        flag_ledger = self.hot.flag_events(node_id, chunk_window)
+        self.timings["read_back_s"] += time.perf_counter() - t4
+
+        t5 = time.perf_counter()
+        slices = split_by_windows(stored[TS].to_numpy(), partitions)
+
+        def settle(index: int) -> PartitionOutcome:
+            part = partitions[index]
+            frame = stored.iloc[slices[index]].reset_index(drop=True)
+            outcome = _partition_outcome(node, part, frame, ledger, flag_ledger, now_s, settings)
+            if not outcome.stable:
+                return outcome
+            return _publish(node, frame, outcome, ledger, flag_ledger, artifacts, settings)
+
+        self.log(
+            f"{node_id}: settling {len(partitions)} partition(s) of {chunk_window}, "
+            "publishing the stable ones"
+        )
+        # Segments are independent files: publish in parallel (fsync and zstd release the GIL).
+        with ThreadPoolExecutor(max_workers=PUBLISH_WORKERS) as pool:
+            self.outcomes += pool.map(settle, range(len(partitions)))
+        self.frames.append(stored)
+        self.timings["publish_s"] += time.perf_counter() - t5
+
+
+def _rows_in(frame: pd.DataFrame, ranges: Sequence[Range]) -> np.ndarray:
+    """Boolean mask of rows whose ts falls in any of `ranges` (sorted, disjoint)."""
+    ts = frame[TS].to_numpy()
+    mask = np.zeros(len(ts), dtype=bool)
+    for r in ranges:
+        lo, hi = np.searchsorted(ts, [r.start, r.end])
+        mask[lo:hi] = True
+    return mask
+
+
+def _confirmed_empty(
+    node: NodeId,
+    pages: Sequence[FetchedBars],
+    server_closed: int,
+    fetched: pd.DataFrame,
+    conformed: Conformed,
+    earliest_ts: int | None,
+    settings: PipelineSettings,
+) -> list[LedgerGap]:
+    """The windows the exchange's answers confirm empty (`classify_empty_windows`): stable by
+    the exchange's clock when it answered, and answered by responses that placed every row
+    they sent. Fresher or unsettled empty windows stay provisional: not ledgered, so they
+    are still missing and the next run fetches them again."""
+    interval, origin = node.interval_s, node.timeframe.origin_s
+    dropped = conformed.dropped
+    dropped_ts = dropped[TS].to_numpy(dtype=np.int64)
+    misplaced_ts = dropped_ts[(dropped["flag"] == INVALID_TIMESTAMP).to_numpy()]
+    fetched_ts = fetched[TS].to_numpy()
+    gaps: list[LedgerGap] = []
+    for page in pages:
+        r = page.window.intersect(Range(page.window.start, server_closed))
+        if r is None:
+            continue
+        lo, hi = np.searchsorted(fetched_ts, [r.start, r.end])
+        in_r = (dropped_ts >= r.start) & (dropped_ts < r.end)
+        stable = stable_end(
+            page.server_now_s, interval, settings.stabilization_bars, origin_s=origin
+        )
+        gaps += classify_empty_windows(
+            r,
+            fetched_ts[lo:hi],
+            interval,
+            dropped_ts[in_r],
+            earliest_ts,
+            stable_end_s=stable,
+            origin_s=origin,
+            unsettled=unsettled_answers(page.answers, misplaced_ts),
+        )
+    return gaps
+
+
+def _log_provisional(
+    node: NodeId,
+    closed: Sequence[Range],
+    fetched: pd.DataFrame,
+    confirmed: Sequence[LedgerGap],
+    log: Callable[[str], Any],
+) -> None:
+    """Say which closed bars came back empty or bad without being confirmed empty."""
+    interval, origin = node.interval_s, node.timeframe.origin_s
+    got = ranges_from_timestamps(fetched[TS].to_numpy(), interval)
+    known = [g.range for g in confirmed]
+    left = [m for r in closed for m in missing_ranges(got, r, interval, known, origin_s=origin)]
+    if left:
+        bars = sum(r.bars(interval, origin_s=origin) for r in left)
+        log(
+            f"{node}: {bars} closed bar(s) in {len(left)} window(s) stay missing work, not "
+            "confirmed empty (bad rows, not yet stable by the exchange's clock, or answered "
+            f"with rows it could not place); the next run asks again, e.g. {left[0]}"
+        )
+
+
+def _partition_outcome(
+    node: NodeId,
+    part: Range,
+    frame: pd.DataFrame,
+    ledger: Sequence[LedgerGap],
+    flag_ledger: Sequence[FlagEvent],
+    now_s: float,
+    settings: PipelineSettings,
+) -> PartitionOutcome:
+    """The partition as its manifest states it: from its bars and ledger only."""
+    interval, origin = node.interval_s, node.timeframe.origin_s
+    gaps = clip_ledger(ledger, part)
+    cov = segment_coverage(frame[TS].to_numpy(), part, interval, origin, gaps)
+    return PartitionOutcome(
+        window=part,
+        row_count=cov.row_count,
+        bounds=cov.bounds,
+        coverage_ratio=cov.ratio,
+        completeness_ratio=cov.completeness,
+        missing=cov.missing,
+        gaps=gaps,
+        flags=segment_flags(cov, events_in(flag_ledger, part)),
+        stable=is_window_stable(
+            part, int(now_s), interval, settings.stabilization_bars, origin_s=origin
+        ),
+    )
+
+
+def manifest_identity(node: NodeId, window: Range, settings: PipelineSettings) -> ManifestIdentity:
+    """What a segment's manifest states besides its bars and ledger."""
+    return ManifestIdentity(
+        node_id=str(node),
+        exchange=node.exchange,
+        symbol=node.symbol,
+        timeframe=node.timeframe.code,
+        interval_s=node.interval_s,
+        origin_s=node.timeframe.origin_s,
+        window=window,
+        conformance_version=settings.conformance_version,
+        stabilization_bars=settings.stabilization_bars,
+        producer=PRODUCER,
+    )
+
+
+def _publish(
+    node: NodeId,
+    frame: pd.DataFrame,
+    outcome: PartitionOutcome,
+    ledger: Sequence[LedgerGap],
+    flag_ledger: Sequence[FlagEvent],
+    artifacts: ArtifactStore,
+    settings: PipelineSettings,
+) -> PartitionOutcome:
+    identity = manifest_identity(node, outcome.window, settings)
+    manifest = build_manifest(identity, frame, ledger, flag_ledger)
+    fingerprint = manifest["fingerprint"]
+    if artifacts.head(node, outcome.window) == fingerprint:
+        uri = artifacts.uri_for(node, fingerprint)
+    else:
+        result = artifacts.publish(node, frame, manifest)
+        fingerprint, uri = result.fingerprint, result.uri
+        outcome = replace(outcome, written=result.written, encode_s=result.encode_s)
+    return replace(
+        outcome,
+        fingerprint=fingerprint,
+        uri=uri,
+        manifest_uri=artifacts.manifest_uri_for(node, fingerprint),
+    )
