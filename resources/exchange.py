@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 import numpy as np
-from ccxt.base import errors as ccxt_errors
 
 from seamless_assets.config import BackfillConfig, SeamlessConfig
 from seamless_assets.core.frame import Range
@@ -37,6 +36,7 @@ from seamless_assets.core.stabilization import closed_end as bars_closed_end
 from seamless_assets.errors import ExchangeUnavailable, UnknownExchange, UnknownSymbol
 from seamless_assets.nodes import Timeframe
 
+from .ccxt_lean import ccxt_errors
 from .rate_budget import exchange_limits, published_limit
 from .rate_limit import RateLimiter, limiter_key
 

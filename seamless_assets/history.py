@@ -59,7 +59,7 @@ def record_history_start(store: ArtifactStore, node: NodeId, start_s: int) -> in
 async def first_bar_s(client: ExchangeClient, node: NodeId) -> int | None:
     """Open time (epoch s) of the oldest candle the exchange serves for `node`, None when
     it serves none. Rows with implausible open times (0, garbage) are ignored."""
-    from ccxt.base import errors as ccxt_errors
+    from resources.ccxt_lean import ccxt_errors
 
     await client.check_symbol(node.symbol)
     try:
