@@ -108,7 +108,8 @@ def one_run(url: str, case: str, variant_name: str) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "rows": rows,
         "requests": dict(client.stats.http_requests),
-        "rate_limit_wait_s": round(client.stats.rate_limit_wait_s, 3),
+        "rate_limit_wait_s": round(client.stats.rate_limit_wait_s, 3),  # summed over tasks
+        "window_holds": limiter.stats.window_holds,
         "max_in_flight": stats["max_in_flight"],
         "sent_429": stats["sent_429"],
         "sent_418": stats["sent_418"],
