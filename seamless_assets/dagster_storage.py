@@ -12,7 +12,9 @@ connection to a WAL database checkpoints it (more fsyncs).
 event of the batch unchanged, but inside one transaction per shard: the same rows, the same
 tables, two commits instead of 730. All shards commit only after every event of the batch
 has been written, so a failing batch leaves nothing behind and Dagster's fallback (store the
-events one by one) starts clean. Events outside a batch take Dagster's path untouched.
+events one by one) starts clean. Events outside a batch take Dagster's path untouched. It
+also remembers the tables and columns Dagster finds present (Dagster checks them for every
+asset event, `has_table` on a new engine each time).
 
 Configured in `dagster_home/dagster.yaml`:
 
@@ -50,7 +52,28 @@ class SeamlessSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None) -> None:
         self._batch = threading.local()  # the open batch of this thread: shard → connection
+        self._tables_present: set[str] = set()
+        self._asset_key_columns: set[str] = set()
         super().__init__(base_dir, inst_data=inst_data)  # may already connect (new index)
+
+    # Dagster asks, for every asset event it stores, whether the index has the tables and
+    # columns of later migrations: by opening a new engine (`has_table`) or inspecting the
+    # table. Migrations only ever add them, so a yes is remembered (a no is asked again).
+    def has_table(self, table_name: str) -> bool:
+        if table_name in self._tables_present:
+            return True
+        present = super().has_table(table_name)
+        if present:
+            self._tables_present.add(table_name)
+        return present
+
+    def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
+        if column_name in self._asset_key_columns:
+            return True
+        present = super()._has_asset_key_col_on_connection(conn, column_name)
+        if present:
+            self._asset_key_columns.add(column_name)
+        return present
 
     @classmethod
     def from_config_value(  # type: ignore[override]
