@@ -14,7 +14,8 @@ tables, two commits instead of 730. All shards commit only after every event of 
 has been written, so a failing batch leaves nothing behind and Dagster's fallback (store the
 events one by one) starts clean. Events outside a batch take Dagster's path untouched. It
 also remembers the tables and columns Dagster finds present (Dagster checks them for every
-asset event, `has_table` on a new engine each time).
+asset event, `has_table` on a new engine each time), and serializes a planned check
+evaluation once for all the partitions of the run (Dagster serializes it per partition).
 
 Configured in `dagster_home/dagster.yaml`:
 
@@ -35,9 +36,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
+from dagster import serialize_value
+from dagster._core.events import AssetCheckEvaluationPlanned
 from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
 from dagster._core.storage.sqlite_storage import DagsterSqliteStorage, _event_logs_directory
@@ -66,6 +72,37 @@ class SeamlessSqliteEventLogStorage(SqliteEventLogStorage):
         if present:
             self._tables_present.add(table_name)
         return present
+
+    def _store_asset_check_evaluation_planned(
+        self, event: EventLogEntry, event_id: int | None
+    ) -> None:
+        """Dagster's rows (one per check and partition of the run), with the planned event
+        serialized once instead of once per partition: the event holds the run's whole
+        partition subset, so a year's 366 partitions serialized it 366 times per check."""
+        planned = event.get_dagster_event().event_specific_data
+        assert isinstance(planned, AssetCheckEvaluationPlanned)
+        subset = planned.partitions_subset
+        partition_keys = subset.get_partition_keys() if subset else [None]
+        evaluation_event = serialize_value(event)
+        timestamp = datetime.fromtimestamp(event.timestamp, UTC).replace(tzinfo=None)
+        with self.index_connection() as conn:
+            conn.execute(
+                AssetCheckExecutionsTable.insert().values(
+                    [
+                        dict(
+                            asset_key=planned.asset_key.to_string(),
+                            check_name=planned.check_name,
+                            partition=partition_key,
+                            run_id=event.run_id,
+                            execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+                            evaluation_event=evaluation_event,
+                            evaluation_event_timestamp=timestamp,
+                            evaluation_event_storage_id=event_id,
+                        )
+                        for partition_key in partition_keys
+                    ]
+                )
+            )
 
     def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
         if column_name in self._asset_key_columns:
