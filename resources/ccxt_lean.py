@@ -69,7 +69,19 @@ def _load_package(name: str, init: Path) -> types.ModuleType:
         del sys.modules[name]
         raise
     module.__getattr__ = _exchange_loader(module)  # type: ignore[method-assign]
+    module.__class__ = _LeanPackage
     return module
+
+
+class _LeanPackage(types.ModuleType):
+    """A lean package keeps its exchange names bound to the classes: importing an exchange
+    module (`import ccxt.async_support.binance`, or ccxt's own `binanceusdm` importing
+    `binance`) binds the module on its package, as in the full package it is the class."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and name in self.__dict__.get("exchanges", ()):
+            value = getattr(value, name, value)
+        super().__setattr__(name, value)
 
 
 def _exchange_loader(package: types.ModuleType) -> Any:

@@ -14,6 +14,7 @@ if lean:
 import ccxt, ccxt.async_support as ccxt_async
 from ccxt.base import errors
 from ccxt import kraken
+import ccxt.async_support.binanceusdm  # imports the binance module too, binding it
 exchange = ccxt_async.binance({{}})
 print(json.dumps({{
     "version": ccxt.__version__,
@@ -25,6 +26,7 @@ print(json.dumps({{
     "binance_urls": exchange.urls["api"]["public"],
     "kraken": kraken.__module__,
     "okx_async": getattr(ccxt_async, "okx").__module__,
+    "bound_classes": [type(getattr(ccxt_async, n)).__name__ for n in ("binance", "binanceusdm")],
     "modules": sum(1 for m in sys.modules if m.startswith("ccxt.")),
 }}))
 """
@@ -41,10 +43,11 @@ def test_lean_ccxt_is_the_same_ccxt_with_fewer_modules_loaded() -> None:
     lean, full = _probe(True), _probe(False)
     assert lean["modules"] < full["modules"] / 2, (lean["modules"], full["modules"])
     for key in ("version", "exchanges", "sync_exchanges", "binance_mro", "binance_urls",
-                "kraken", "okx_async"):  # fmt: skip
+                "kraken", "okx_async", "bound_classes"):  # fmt: skip
         assert lean[key] == full[key], key
     assert lean["errors_same"] and lean["lean_errors_same"] and full["errors_same"]
     assert "binance" in lean["exchanges"] and len(lean["exchanges"]) > 50
+    assert lean["bound_classes"] == ["type", "type"]  # classes, not modules
 
 
 def test_unknown_attributes_still_raise() -> None:
