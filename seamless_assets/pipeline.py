@@ -12,7 +12,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack, ExitStack
+from contextlib import AsyncExitStack
 from typing import Any
 
 import pandas as pd
@@ -122,12 +122,9 @@ async def backfill(
             except Exception as error:  # handed to the consumer, which raises it in order
                 await queue.put(error)
 
-        # One settling thread holds the hot store's session (one connection, one
-        # checkpoint) for the whole run while the event loop fetches.
+        # One settling thread, in order, while the event loop fetches.
         loop = asyncio.get_running_loop()
         settler = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="settle"))
-        session = ExitStack()
-        await loop.run_in_executor(settler, session.enter_context, hot.session())
         producer = asyncio.create_task(produce())
         try:
             while (item := await queue.get()) is not None:
@@ -137,7 +134,6 @@ async def backfill(
         finally:
             producer.cancel()
             await asyncio.gather(producer, return_exceptions=True)
-            await loop.run_in_executor(settler, session.close)
         requests = client.stats if client else None
     run.timings["encode_s"] = sum(p.encode_s for p in run.outcomes)  # parallel: summed
     run.timings["total_s"] = time.perf_counter() - t0

@@ -81,11 +81,15 @@ class ChunkSettler:
         self.now_s: float | None = None  # the exchange's clock when it last answered
 
     def settle_chunk(self, chunk: FetchedChunk) -> None:
-        if chunk.pages:
-            self.now_s = max(p.server_now_s for p in chunk.pages)
-            self._store(chunk)
-        now_s = self.now_s if self.now_s is not None else time.time()
-        self._publish(chunk.partitions, now_s)
+        """Store and publish one chunk inside a hot-store session (on DuckDB: one
+        connection and one checkpoint for the chunk's operations, not one per operation;
+        other threads and processes wait for the file only while a chunk settles)."""
+        with self.hot.session():
+            if chunk.pages:
+                self.now_s = max(p.server_now_s for p in chunk.pages)
+                self._store(chunk)
+            now_s = self.now_s if self.now_s is not None else time.time()
+            self._publish(chunk.partitions, now_s)
 
     def _store(self, chunk: FetchedChunk) -> None:
         """Conform what the exchange answered for the chunk; store bars, flags and gaps."""
