@@ -73,7 +73,6 @@ class ChunkSettler:
         self.retry_gaps, self.log = retry_gaps, log
         self.timings: defaultdict[str, float] = defaultdict(float, fetch_s=0.0)
         self.outcomes: list[PartitionOutcome] = []
-        self.stored_note = ""  # what `_store` did to the chunk, for its one log line
         self.frames: list[pd.DataFrame] = []
         self.flags: Counter[str] = Counter()
         self.fetched_rows = 0
@@ -116,8 +115,9 @@ class ChunkSettler:
         # Events before bars: a crash in between leaves the bars missing, so the rerun
         # fetches them again and restates the same events (replace, never accumulate).
         events = conformance_events(conformed, closed_ranges, chunk.partitions)
-        self.stored_note = (
-            f"stored {len(fetched_frame)} fetched bar(s) and {len(events)} conformance event(s); "
+        self.log(
+            f"{node_id}: storing {len(fetched_frame)} bar(s), {len(events)} conformance "
+            f"event(s) of {Range(chunk.partitions[0].start, chunk.partitions[-1].end)}"
         )
         hot.replace_flag_events(node_id, closed_ranges, events)
         hot.upsert(node_id, fetched_frame)
@@ -160,17 +160,13 @@ class ChunkSettler:
                 return outcome
             return _publish(node, frame, outcome, ledger, flag_ledger, artifacts, settings)
 
+        self.log(
+            f"{node_id}: settling {len(partitions)} partition(s) of {chunk_window}, "
+            "publishing the stable ones"
+        )
         # Segments are independent files: publish in parallel (fsync and zstd release the GIL).
         with ThreadPoolExecutor(max_workers=PUBLISH_WORKERS) as pool:
-            settled = list(pool.map(settle, range(len(partitions))))
-        self.outcomes += settled
-        # One line per chunk (each is an event in Dagster's log): what was stored, published.
-        published = sum(p.fingerprint is not None for p in settled)
-        self.log(
-            f"{node_id}: {chunk_window}: {self.stored_note}{len(stored)} bar(s) stored in "
-            f"{len(partitions)} partition(s), {published} published (the others not stable yet)"
-        )
-        self.stored_note = ""
+            self.outcomes += pool.map(settle, range(len(partitions)))
         self.frames.append(stored)
         self.timings["publish_s"] += time.perf_counter() - t5
 
