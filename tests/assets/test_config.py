@@ -237,7 +237,7 @@ def test_min_interval_ms_and_s_that_disagree() -> None:
         ({"min_interval_ms": 25, "min_interval_s": 0.025}, 0.025),
         ({"min_interval_ms": 40}, 0.04),
         ({"min_interval_s": 0.5}, 0.5),
-        ({}, 0.010),
+        ({}, 0.002),
     ],
 )
 def test_min_interval_that_agrees_is_fine(settings: dict[str, Any], seconds: float) -> None:

@@ -168,9 +168,9 @@ def test_min_interval_spaces_request_starts() -> None:
     assert all(b - a >= 0.04 - 1e-9 for a, b in itertools.pairwise(times))
 
 
-def test_min_interval_s_is_an_alias_and_10ms_the_default() -> None:
+def test_min_interval_s_is_an_alias_and_2ms_the_default() -> None:
     assert config(min_interval_ms=None, min_interval_s=0.5).min_interval_seconds == 0.5
-    assert config(min_interval_ms=None).min_interval_seconds == 0.010
+    assert config(min_interval_ms=None).min_interval_seconds == 0.002
     with pytest.raises(ValidationError, match="disagree"):
         config(min_interval_ms=100, min_interval_s=0.5)
 
