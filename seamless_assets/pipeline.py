@@ -58,6 +58,23 @@ def stream_chunks(partitions: Sequence[Range], interval_s: int, per_call: int) -
     return [list(partitions[i : i + step]) for i in range(0, len(partitions), step)]
 
 
+class _BusyClock:
+    """Seconds during which at least one `with` block was open (overlapping fetches)."""
+
+    def __init__(self) -> None:
+        self.busy_s, self._open, self._since = 0.0, 0, 0.0
+
+    def __enter__(self) -> None:
+        if self._open == 0:
+            self._since = time.perf_counter()
+        self._open += 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._open -= 1
+        if self._open == 0:
+            self.busy_s += time.perf_counter() - self._since
+
+
 async def backfill(
     node: NodeId,
     partitions: Sequence[Range],
@@ -107,33 +124,47 @@ async def backfill(
             )
             client = await stack.enter_async_context(client_factory())
             per_call = client.candles_per_call()
-        queue: asyncio.Queue[FetchedChunk | BaseException | None] = asyncio.Queue(maxsize=1)
+        # At most two chunks outstanding (being fetched, fetched, or settling): the next
+        # chunk's requests go out while the one before is still in flight or settling.
+        outstanding = asyncio.Semaphore(2)
+        fetching = _BusyClock()
+
+        async def fetch_chunk(parts: list[Range]) -> FetchedChunk:
+            chunk_window = Range(parts[0].start, parts[-1].end)
+            ranges = [c for r in fetched_ranges if (c := r.intersect(chunk_window))]
+            with fetching:
+                pages = await _fetch(client, node, ranges) if ranges and client else []
+            return FetchedChunk(parts, ranges, pages)
+
+        queue: asyncio.Queue[asyncio.Task[FetchedChunk] | None] = asyncio.Queue()
 
         async def produce() -> None:
-            try:
-                for parts in stream_chunks(partitions, interval, per_call):
-                    chunk_window = Range(parts[0].start, parts[-1].end)
-                    ranges = [c for r in fetched_ranges if (c := r.intersect(chunk_window))]
-                    started = time.perf_counter()
-                    pages = await _fetch(client, node, ranges) if ranges and client else []
-                    run.timings["fetch_s"] += time.perf_counter() - started
-                    await queue.put(FetchedChunk(parts, ranges, pages))
-                await queue.put(None)
-            except Exception as error:  # handed to the consumer, which raises it in order
-                await queue.put(error)
+            for parts in stream_chunks(partitions, interval, per_call):
+                await outstanding.acquire()
+                await queue.put(asyncio.ensure_future(fetch_chunk(parts)))
+            await queue.put(None)
 
         # One settling thread, in order, while the event loop fetches.
         loop = asyncio.get_running_loop()
         settler = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="settle"))
         producer = asyncio.create_task(produce())
+        fetches: list[asyncio.Task[FetchedChunk]] = []
         try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                await loop.run_in_executor(settler, run.settle_chunk, item)
+            while (task := await queue.get()) is not None:
+                fetches.append(task)
+                chunk = await task  # a failed fetch raises here, in chunk order
+                await loop.run_in_executor(settler, run.settle_chunk, chunk)
+                del chunk  # its bars are stored: let them go before the next chunk
+                outstanding.release()
         finally:
             producer.cancel()
-            await asyncio.gather(producer, return_exceptions=True)
+            while not queue.empty():
+                if (queued := queue.get_nowait()) is not None:
+                    fetches.append(queued)
+            for task in fetches:
+                task.cancel()
+            await asyncio.gather(producer, *fetches, return_exceptions=True)
+        run.timings["fetch_s"] = fetching.busy_s
         requests = client.stats if client else None
     run.timings["encode_s"] = sum(p.encode_s for p in run.outcomes)  # parallel: summed
     run.timings["total_s"] = time.perf_counter() - t0
