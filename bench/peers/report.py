@@ -339,7 +339,9 @@ HOW = """How it is measured (`bench/bench_peers.py`, helpers in `bench/peers/`):
   `to_pandas()`); freqtrade `load_pair_history` (feather) with a `TimeRange`. Every read
   is a different seeded window (year: start in the first day, end in the last; 30 days:
   random start), after one untimed read in the same process. Fresh process: imports timed
-  apart; the read includes opening the store/reader.
+  apart (for seamless with the reader's open: config, its read layers' imports, stores;
+  ArcticDB's read includes opening its library); the segment cache was filled by the warm
+  reads' earlier process (a process with an empty cache builds it: 2-4x pyarrow).
 - Fingerprint: `dataset_fingerprint` of the year vs `hashlib.sha256` of the same bytes
   (checked to give the same digest), 10 alternated calls per round.
 - Ceilings: the project's ccxt (async) fetching the year page by page; raw aiohttp GETs
