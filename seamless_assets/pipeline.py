@@ -153,6 +153,8 @@ async def backfill(
             while (task := await queue.get()) is not None:
                 fetches.append(task)
                 chunk = await task  # a failed fetch raises here, in chunk order
+                fetches.remove(task)  # a done task holds its chunk: keep only the chunk
+                del task
                 await loop.run_in_executor(settler, run.settle_chunk, chunk)
                 del chunk  # its bars are stored: let them go before the next chunk
                 outstanding.release()
