@@ -25,6 +25,7 @@ from resources.rate_limit import LocalRateLimiter, RedisRateLimiter
 from sandbox import SandboxConfig, SandboxExchange, ccxt_config, expected_bars
 from seamless_assets.config import LOCAL_SEMAPHORE_MAX, SeamlessConfig, load_config_dict
 from seamless_assets.core.frame import Range
+from seamless_assets.errors import ConfigError
 from seamless_assets.nodes import Timeframe
 from tests.resources.budgets import assert_no_ban, minutes_over
 from tests.services import reachable
@@ -213,6 +214,20 @@ def test_a_request_granted_before_a_penalty_waits_it_out_before_sending(
 
 
 # --------------------------------------------------------------------------- Redis down
+def wait_until_published(
+    limiters: list[RedisRateLimiter], published: float, timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if all(lim.budget("ccxt:binance").published == published for lim in limiters):
+                return
+        except ConfigError:  # no exchange client has registered the key yet
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"not every worker learned the published {published} in {timeout_s} s")
+
+
 def test_redis_killed_mid_run_keeps_three_workers_inside_the_budget(
     sandbox: SandboxExchange, wall: OffsetWall, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -247,10 +262,14 @@ def test_redis_killed_mid_run_keeps_three_workers_inside_the_budget(
     ]
     try:
         with caplog.at_level(logging.WARNING):
+            started = time.monotonic()
             for thread in threads:
                 thread.start()
-            time.sleep(5)
-            stop(server)  # killed mid-run, 10 s before the sandbox minute ends
+            # every worker has read exchangeInfo (its published 600) before Redis dies: one
+            # still loading markets would pace from the table's 6000 until it has
+            wait_until_published(limiters, 600, timeout_s=30)
+            time.sleep(max(0.0, 5 - (time.monotonic() - started)))
+            stop(server)  # killed mid-run, about 10 s before the sandbox minute ends
             time.sleep(3)
             # each worker paces a third of what the exchange publishes, not of a table default
             during = [lim.budget("ccxt:binance") for lim in limiters if not lim.using_redis]
