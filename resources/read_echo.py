@@ -42,7 +42,7 @@ class ReadRequest:
 class Assembled:
     """What a domain path gathered so far (a breach returns this much, flagged)."""
 
-    frame: pd.DataFrame = field(default_factory=empty_frame)
+    _frame: pd.DataFrame | None = None  # `frame`: no bars yet until a path sets it
     source: str = "snapshot"
     missing: list[Range] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
@@ -53,6 +53,16 @@ class Assembled:
     downgrade: Downgrade | None = None
     staleness_s: float | None = None
     partial: bool = False
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        if self._frame is None:  # built on demand: a read that delivers bars never needs it
+            self._frame = empty_frame()
+        return self._frame
+
+    @frame.setter
+    def frame(self, value: pd.DataFrame) -> None:
+        self._frame = value
 
 
 def echo(

@@ -28,6 +28,7 @@ from seamless_assets.core.fetch_cache import FetchCache
 from seamless_assets.core.read_context import ExecutionDomain, SeamlessFetchMetadata
 from seamless_assets.core.sla import SLABudget
 from seamless_assets.core.snapshot import Snapshot
+from seamless_assets.nodes import NodeId
 from seamless_assets.pipeline import PipelineSettings, RunOutcome
 from seamless_assets.runtime import resources_from_config
 
@@ -175,7 +176,12 @@ class ReaderRuntime:
         self.manifest_flags: dict[str, dict[str, int]] = {}  # fingerprint -> flags (immutable)
         segments = config.cache.segments
         self.segment_cache = (
-            SegmentCache(config.data_dir / "cache" / "segments", segments.max_bytes, self.artifacts)
+            SegmentCache(
+                config.data_dir / "cache" / "segments",
+                segments.max_bytes,
+                self.artifacts,
+                self.io_pool,
+            )
             if segments.enable
             else None
         )
@@ -186,6 +192,14 @@ class ReaderRuntime:
         # snapshot fingerprint -> starts and ends of its segments (ReadPlan.overlapping)
         self.segment_spans: dict[str, tuple[Any, Any]] = {}
         self.last_metadata: SeamlessFetchMetadata | None = None
+        self.nodes: dict[str, NodeId] = {}  # node id as asked -> the configured node
+
+    def node(self, node_id: str) -> NodeId:
+        """`config.node(node_id)`, remembered (the catalog of a runtime never changes)."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            node = self.nodes[node_id] = self.config.node(node_id)
+        return node
 
     def budget(self, domain: ExecutionDomain) -> SLABudget:
         sla = self.slas[domain]

@@ -34,6 +34,7 @@ digests) are read from the segments, uncached.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -52,8 +53,12 @@ from seamless_assets.nodes import NodeId
 
 from . import read_segment_files as files
 from .read_segment_files import CacheFile, CorruptCacheFile, StatSignature
+from .read_storage import StorageExecutor
 
 log = logging.getLogger(__name__)
+
+#: A read that maps at least this many files for the first time opens them in parallel.
+OPEN_MIN_PARALLEL = 4
 
 
 @dataclass(frozen=True)
@@ -92,8 +97,15 @@ class CacheCounts:
 class SegmentCache:
     """The segment cache of one reader (thread-safe; shared on disk between processes)."""
 
-    def __init__(self, root: Path, max_bytes: int, artifacts: ArtifactStore) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_bytes: int,
+        artifacts: ArtifactStore,
+        pool: StorageExecutor | None = None,
+    ) -> None:
         self.root, self.max_bytes, self.artifacts = root, max_bytes, artifacts
+        self._pool = pool  # opens files in parallel (the reader's I/O fan-out)
         self.root.mkdir(parents=True, exist_ok=True)
         blobs = artifacts.blobs
         self._local_root = str(blobs.root) if isinstance(blobs, LocalDirectoryBlobStore) else None
@@ -117,12 +129,15 @@ class SegmentCache:
         if not listed:
             return empty_frame(), []
         segments = [self._mapped_entry(entry, counts) for entry in listed]
+        unmapped = [i for i, segment in enumerate(segments) if segment is None]
         opened = []
-        for i, entry in enumerate(listed):
-            if segments[i] is None:
-                segments[i] = self._open(node, entry, counts)
-                if segments[i] is not None:
-                    opened.append(segments[i])
+        results = self._open_all(node, listed, unmapped)
+        for i, (segment, rebuilt) in zip(unmapped, results, strict=True):
+            counts.rebuilt += rebuilt
+            if segment is not None:
+                counts.opened += 1
+                segments[i] = segment
+                opened.append(segment)
         if any(segment is None for segment in segments):
             built = self._build(node, snapshot, listed, manifest_flags)
             if built is None:  # overlapping partitions: served from the store, uncached
@@ -130,7 +145,7 @@ class SegmentCache:
             counts.built += sum(1 for segment in segments if segment is None)
             segments, opened = list(built), list(built)
         ready = [segment for segment in segments if segment is not None]
-        return files.assemble([s.columns for s in ready], window), [s for s in opened if s]
+        return files.assemble([s.columns for s in ready], window), opened
 
     # -- lookups ------------------------------------------------------------------------
 
@@ -149,47 +164,62 @@ class SegmentCache:
         counts.rebuilt += 1
         return None
 
-    def _open(
-        self, node: NodeId, entry: SnapshotSegment, counts: CacheCounts
-    ) -> CachedSegment | None:
+    def _open_all(
+        self, node: NodeId, listed: Sequence[SnapshotSegment], indices: Sequence[int]
+    ) -> list[tuple[CachedSegment | None, bool]]:
+        """`_open` of `listed[i]` for each of `indices`, in order; several at once on the
+        pool (hashing and mapping release the GIL) when there is one."""
+
+        def open_some(chunk: Sequence[int]) -> list[tuple[CachedSegment | None, bool]]:
+            return [self._open(node, listed[i]) for i in chunk]
+
+        if self._pool is None or len(indices) < OPEN_MIN_PARALLEL:
+            return open_some(indices)
+        ways = min(self._pool.workers, len(indices) // (OPEN_MIN_PARALLEL // 2))
+        chunks = [indices[k::ways] for k in range(ways)]
+        results = [self._pool.submit(functools.partial(open_some, c)) for c in chunks]
+        out: list[tuple[CachedSegment | None, bool]] = [(None, False)] * len(indices)
+        for k, future in enumerate(results):
+            out[k::ways] = future.result()
+        return out
+
+    def _open(self, node: NodeId, entry: SnapshotSegment) -> tuple[CachedSegment | None, bool]:
         """The verified file of `entry` mapped for this process (its first use here); None
-        when there is none, or it was corrupt or stale (then it is deleted)."""
+        when there is none, or it was corrupt or stale (then it is deleted, and the flag
+        says it is rebuilt)."""
         key = files.cache_key(entry.fingerprint)
         with self._lock:
             if self._index is None:
                 self._index = files.index(self.root)
             path = self._index.get(key)
         if path is None:
-            return None
+            return None, False
         try:
             opened = files.open_verified(path, entry.fingerprint)
-            if opened.table.num_rows != entry.row_count:
-                raise CorruptCacheFile(f"holds {opened.table.num_rows} rows, not {entry.row_count}")
+            if opened.rows != entry.row_count:
+                raise CorruptCacheFile(f"holds {opened.rows} rows, not {entry.row_count}")
         except FileNotFoundError:  # evicted by another process meanwhile
             self._forget(entry.fingerprint)
-            return None
+            return None, False
         except CorruptCacheFile as exc:
             log.warning(
                 "segment cache file %s %s: deleted, rebuilding it from the segment", path, exc
             )
             self._forget(entry.fingerprint)
-            counts.rebuilt += 1
-            return None
+            return None, True
         store_files = self._store_files(node, entry.fingerprint)
         if opened.store_stat != self._stat(store_files):
             log.info("segment %s changed in the store since %s was built", entry.fingerprint, path)
             self._forget(entry.fingerprint)
-            counts.rebuilt += 1
-            return None
+            return None, True
         with contextlib.suppress(FileNotFoundError):  # evicted meanwhile: still mapped
             os.utime(path)  # least recently opened is evicted first
-        counts.opened += 1
-        return self._keep(opened, store_files)
+        return self._keep(opened, store_files), False
 
     def _keep(self, opened: CacheFile, store_files: tuple[str, ...]) -> CachedSegment:
         segment = CachedSegment(
             opened.fingerprint,
-            files.column_views(opened.table),
+            opened.columns,
             opened.flags,
             store_files,
             opened.store_stat,
@@ -232,11 +262,11 @@ class SegmentCache:
         out = []
         for entry, end, paths, stat in zip(listed, ends, store_files, stats, strict=True):
             rows = slice(end - entry.row_count, end)
-            table = files.table_of({c: frame[c].to_numpy()[rows] for c in CANONICAL_COLUMNS})
+            batch = files.batch_of({c: frame[c].to_numpy()[rows] for c in CANONICAL_COLUMNS})
             flags = flags_of[entry.fingerprint]
-            opened = CacheFile(Path(), table, entry.fingerprint, flags, stat)
+            opened = CacheFile(Path(), files.column_views(batch), entry.fingerprint, flags, stat)
             try:
-                path = files.write(self.root, entry.fingerprint, table, flags, stat)
+                path = files.write(self.root, entry.fingerprint, batch, flags, stat)
                 opened = files.open_verified(path, entry.fingerprint, hashed=False)
             except (OSError, CorruptCacheFile) as exc:  # a full or read-only disk
                 log.warning("could not cache segment %s: %s", entry.fingerprint, exc)

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from seamless_assets.core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, TS, Range
+from seamless_assets.core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, TS, VALUE_COLUMNS, Range
 
 FORMAT = b"seamless-segment-cache/1"
 CANONICAL_SCHEMA = pa.schema(
@@ -38,18 +38,24 @@ CANONICAL_SCHEMA = pa.schema(
     ]
 )
 SUFFIX = ".arrow"
+_DTYPES = {c: np.dtype(CANONICAL_DTYPES[c]) for c in CANONICAL_COLUMNS}
 StatSignature = tuple[tuple[int, int, int], ...]  # (size, mtime_ns, inode) per store file
 
 
 @dataclass(frozen=True)
 class CacheFile:
-    """An opened cache file whose bytes hash to its name: its table (mapped) and metadata."""
+    """An opened cache file whose bytes hash to its name: its columns (read-only views over
+    the mapped file) and metadata."""
 
     path: Path
-    table: pa.Table
+    columns: dict[str, np.ndarray]
     fingerprint: str
     flags: dict[str, int]
     store_stat: StatSignature | None
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns[TS])
 
 
 class CorruptCacheFile(Exception):
@@ -75,11 +81,11 @@ def index(root: Path) -> dict[str, Path]:
 def write(
     root: Path,
     fingerprint: str,
-    table: pa.Table,
+    batch: pa.RecordBatch,
     flags: dict[str, int],
     store_stat: StatSignature | None,
 ) -> Path:
-    """Write the cache file of a verified segment table (temp file, then rename); its path.
+    """Write the cache file of a verified segment's bars (temp file, then rename); its path.
     Raises OSError when the disk refuses."""
     metadata = {
         b"format": FORMAT,
@@ -88,8 +94,8 @@ def write(
         b"store_stat": json.dumps(store_stat).encode(),
     }
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, table.schema.with_metadata(metadata)) as writer:
-        writer.write_table(table)
+    with pa.ipc.new_file(sink, batch.schema.with_metadata(metadata)) as writer:
+        writer.write_batch(batch)
     data = sink.getvalue()
     digest = hashlib.sha256(memoryview(data)).hexdigest()
     path = root / f"{cache_key(fingerprint)}.{digest}{SUFFIX}"
@@ -107,7 +113,8 @@ def write(
 def open_verified(path: Path, fingerprint: str, *, hashed: bool = True) -> CacheFile:
     """Map `path` and prove it: its bytes hash to its name (`hashed=False`: skipped, for a
     file this process just wrote from the bytes its name was computed from) and it is the
-    cache file of `fingerprint`. Raises CorruptCacheFile (or FileNotFoundError)."""
+    cache file of `fingerprint`, with the canonical schema. Raises CorruptCacheFile (or
+    FileNotFoundError)."""
     stem, _, rest = path.name.partition(".")
     expected = rest.removesuffix(SUFFIX)
     if stem != cache_key(fingerprint):
@@ -119,16 +126,24 @@ def open_verified(path: Path, fingerprint: str, *, hashed: bool = True) -> Cache
             raise CorruptCacheFile(
                 "does not hash to the digest in its name (corrupted or truncated)"
             )
-        table = pa.ipc.open_file(buffer).read_all()
-        meta: dict[bytes, Any] = table.schema.metadata or {}
+        reader = pa.ipc.open_file(buffer)
+        schema = reader.schema
+        meta: dict[bytes, Any] = schema.metadata or {}
         if meta.get(b"format") != FORMAT or meta.get(b"fingerprint") != fingerprint.encode():
             raise CorruptCacheFile(f"is not a cache file of segment {fingerprint}")
-        flags = {str(k): int(v) for k, v in json.loads(meta[b"flags"]).items()}
-        stat = json.loads(meta[b"store_stat"])
-    except (pa.ArrowException, ValueError, KeyError, TypeError) as exc:
+        if not schema.remove_metadata().equals(CANONICAL_SCHEMA):
+            raise CorruptCacheFile(f"does not hold canonical columns ({schema.names})")
+        # One record batch as `write` makes it: its buffers are viewed in place.
+        if reader.num_record_batches == 1:
+            batch = reader.get_batch(0)
+        else:
+            batch = reader.read_all().combine_chunks().to_batches()[0]
+        flags = {str(k): int(v) for k, v in json.loads(meta[b"flags"].decode()).items()}
+        stat = json.loads(meta[b"store_stat"].decode())
+    except (pa.ArrowException, ValueError, KeyError, TypeError, IndexError) as exc:
         raise CorruptCacheFile(f"is not a readable cache file ({exc})") from exc
     store_stat = tuple(tuple(item) for item in stat) if stat is not None else None
-    return CacheFile(path, table, fingerprint, flags, store_stat)  # type: ignore[arg-type]
+    return CacheFile(path, column_views(batch), fingerprint, flags, store_stat)  # type: ignore[arg-type]
 
 
 def unlink(path: Path) -> None:
@@ -136,22 +151,23 @@ def unlink(path: Path) -> None:
         path.unlink()
 
 
-def table_of(columns: dict[str, np.ndarray]) -> pa.Table:
-    """A canonical table of verified columns (for `write`)."""
+def batch_of(columns: dict[str, np.ndarray]) -> pa.RecordBatch:
+    """A canonical record batch of verified columns (for `write`)."""
     arrays = [pa.array(columns[c], type=CANONICAL_SCHEMA.field(c).type) for c in CANONICAL_COLUMNS]
-    return pa.Table.from_arrays(arrays, schema=CANONICAL_SCHEMA)
+    return pa.RecordBatch.from_arrays(arrays, schema=CANONICAL_SCHEMA)
 
 
-def column_views(table: pa.Table) -> dict[str, np.ndarray]:
-    """Read-only numpy views over a canonical table's columns (no copy; contiguous)."""
+def column_views(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+    """Read-only numpy views over a canonical batch's columns (no copy; contiguous)."""
     columns = {}
-    for c in CANONICAL_COLUMNS:
-        chunked = table.column(c)
-        array = chunked.chunk(0) if chunked.num_chunks == 1 else chunked.combine_chunks()
-        dtype = np.dtype(CANONICAL_DTYPES[c])
-        buffer = array.buffers()[1]
-        columns[c] = np.frombuffer(
-            buffer, dtype, count=len(array), offset=array.offset * dtype.itemsize
+    rows = batch.num_rows
+    for c, array in zip(CANONICAL_COLUMNS, batch.columns, strict=True):
+        dtype = _DTYPES[c]
+        data = array.buffers()[1]
+        columns[c] = (
+            np.frombuffer(data, dtype, count=rows, offset=array.offset * dtype.itemsize)
+            if rows
+            else np.empty(0, dtype)
         )
     return columns
 
@@ -168,16 +184,32 @@ def assemble(segments: Sequence[dict[str, np.ndarray]], window: Range) -> pd.Dat
         hi = n if not n or ts[-1] < window.end else int(np.searchsorted(ts, window.end))
         if hi > lo:
             bounds.append((segment, lo, hi))
-    if not bounds:
-        return pd.DataFrame({c: segments[0][c][:0].copy() for c in CANONICAL_COLUMNS})
-    columns = {c: np.concatenate([s[c][lo:hi] for s, lo, hi in bounds]) for c in CANONICAL_COLUMNS}
     ordered = all(
         a[TS][a_hi - 1] < b[TS][b_lo] for (a, _, a_hi), (b, b_lo, _) in itertools.pairwise(bounds)
     )
     if not ordered:  # overlapping partitions: the later segment's bar per ts
-        ts = columns[TS]
+        ts = np.concatenate([s[TS][lo:hi] for s, lo, hi in bounds])
         order = np.argsort(ts, kind="stable")
         sorted_ts = ts[order]
-        index = order[np.append(sorted_ts[1:] != sorted_ts[:-1], True)]
-        columns = {c: values[index] for c, values in columns.items()}
-    return pd.DataFrame(columns, copy=False)
+        keep = order[np.append(sorted_ts[1:] != sorted_ts[:-1], True)]
+        columns = {c: np.concatenate([s[c][lo:hi] for s, lo, hi in bounds]) for c in VALUE_COLUMNS}
+        return _frame(ts[keep], np.stack([columns[c][keep] for c in VALUE_COLUMNS]))
+    rows = sum(hi - lo for _, lo, hi in bounds)
+    ts = np.empty(rows, _DTYPES[TS])
+    values = np.empty((len(VALUE_COLUMNS), rows), np.float64)
+    at = 0
+    for segment, lo, hi in bounds:
+        end = at + hi - lo
+        ts[at:end] = segment[TS][lo:hi]
+        for i, c in enumerate(VALUE_COLUMNS):
+            values[i, at:end] = segment[c][lo:hi]
+        at = end
+    return _frame(ts, values)
+
+
+def _frame(ts: np.ndarray, values: np.ndarray) -> pd.DataFrame:
+    """A canonical frame over `ts` and the value columns' rows of `values` (no copy): one
+    block per dtype, so that copying it (the result cache) is one copy per block."""
+    frame = pd.DataFrame(values.T, columns=list(VALUE_COLUMNS), copy=False)
+    frame.insert(0, TS, ts)
+    return frame

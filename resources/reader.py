@@ -221,7 +221,7 @@ class SeamlessReader(dg.ConfigurableResource):
         from .read_live import LiveRead
 
         rt = self._runtime()
-        node = rt.config.node(node_id)
+        node = rt.node(node_id)
         window = Range(parse_as_of(start), parse_as_of(end))
         strategy = Strategy(context.strategy or rt.config.seamless.strategy)
         domain = context.domain

@@ -145,10 +145,15 @@ class Snapshot:
     def segments_overlapping(self, window: Range) -> list[SnapshotSegment]:
         return [s for s in self.segments if s.range.intersect(window) is not None]
 
+    @cached_property
+    def covered(self) -> tuple[Range, ...]:
+        """The merged spans of the listed segments."""
+        return tuple(merge_ranges(s.range for s in self.segments))
+
     def uncovered(self, window: Range) -> list[Range]:
         """Parts of `window` that no listed segment covers, including any part after the
         watermark (bars the snapshot cannot vouch for)."""
-        return subtract_ranges([window], merge_ranges(s.range for s in self.segments))
+        return subtract_ranges([window], list(self.covered))
 
     def to_json(self) -> dict[str, Any]:
         """The snapshot manifest: its content plus the fingerprint of that content."""
