@@ -22,7 +22,7 @@ from resources.exchange import (
 )
 from resources.hot_store.base import HotStore
 
-from .core.conformance import INVALID_TIMESTAMP, Conformed, conform
+from .core.conformance import INVALID_TIMESTAMP, Conformed, conform, rows_matrix
 from .core.coverage import (
     LedgerGap,
     classify_empty_windows,
@@ -46,6 +46,7 @@ from .nodes import NodeId
 from .run_outcome import PRODUCER, PartitionOutcome, PipelineSettings
 
 PUBLISH_WORKERS = 4
+_NO_ROWS = np.empty((0, 2), dtype=np.int64)
 
 
 @dataclass
@@ -96,11 +97,15 @@ class ChunkSettler:
         node_id, interval, origin = str(node), node.interval_s, node.timeframe.origin_s
         t2 = time.perf_counter()
         server_closed = min(p.closed_end for p in pages)
-        rows = [row for page in pages for row in page.rows]
-        row_windows = np.concatenate([page.row_windows for page in pages])
         conformed = conform(
-            rows, interval, source_ts_unit="ms", origin_s=origin, windows=row_windows
+            _raw_rows(pages),
+            interval,
+            source_ts_unit="ms",
+            origin_s=origin,
+            windows=np.concatenate([page.row_windows for page in pages]),
         )
+        # The raw rows are conformed: let them go now, not when the chunk is settled.
+        pages = chunk.pages = [replace(p, rows=[], row_windows=_NO_ROWS) for p in pages]
         closed_ranges = [
             c for r in chunk.ranges if (c := r.intersect(Range(r.start, server_closed)))
         ]
@@ -169,6 +174,15 @@ class ChunkSettler:
             self.outcomes += pool.map(settle, range(len(partitions)))
         self.frames.append(stored)
         self.timings["publish_s"] += time.perf_counter() - t5
+
+
+def _raw_rows(pages: Sequence[FetchedBars]) -> np.ndarray | list[list[Any]]:
+    """The pages' rows for `conform`: one float matrix built page by page (no joined list
+    of every row), or the joined rows when some page needs `conform`'s general reading."""
+    matrices = [rows_matrix(page.rows) for page in pages]
+    if all(m is not None for m in matrices):
+        return np.concatenate(matrices)
+    return [row for page in pages for row in page.rows]
 
 
 def _rows_in(frame: pd.DataFrame, ranges: Sequence[Range]) -> np.ndarray:

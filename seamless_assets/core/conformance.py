@@ -429,6 +429,36 @@ def _parse_frame(raw: pd.DataFrame, typed: bool) -> _Parsed:
     return _Parsed(ts, values, mismatch, len(missing), cast)
 
 
+def _float_matrix(rows: Sequence[Sequence[Any]]) -> np.ndarray | None:
+    """Rows of six numbers as a float64 `(n, 6)` matrix (C loops, no Python per row); None
+    when some row is not six numbers (strings, objects, ragged rows)."""
+    n = len(rows)
+    if n == 0:
+        return np.empty((0, len(CANONICAL_COLUMNS)))
+    try:
+        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=n)
+    except TypeError:
+        raise ConformanceInputError("each row must be a sequence [ts, o, h, l, c, v]") from None
+    if not lengths.min() == lengths.max() == len(CANONICAL_COLUMNS):
+        return None
+    try:
+        flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=n * 6)
+    except (TypeError, ValueError):
+        return None
+    return flat.reshape(n, 6)
+
+
+def rows_matrix(rows: Sequence[Sequence[Any]]) -> np.ndarray | None:
+    """ccxt-style rows as the float64 `(n, 6)` matrix `conform` reads them as, so that
+    `conform(np.concatenate([rows_matrix(a), rows_matrix(b)]))` is `conform(a + b)` without
+    building the joined list; None when `conform` must read these rows themselves (not all
+    six numbers, or open times float64 cannot hold exactly)."""
+    matrix = _float_matrix(rows)
+    if matrix is None or bool(np.any(np.abs(matrix[:, 0]) >= _FLOAT_EXACT_LIMIT)):
+        return None
+    return matrix
+
+
 def _parse_rows(rows: Sequence[Sequence[Any]] | np.ndarray) -> _Parsed:
     """ccxt-style `[ts, open, high, low, close, volume]` rows; JSON numbers are not casts."""
     n = len(rows)
@@ -437,16 +467,7 @@ def _parse_rows(rows: Sequence[Sequence[Any]] | np.ndarray) -> _Parsed:
         if pd.api.types.is_numeric_dtype(rows.dtype):
             matrix = rows.astype(np.float64, copy=False)
     elif n:
-        try:
-            lengths = np.fromiter(map(len, rows), dtype=np.int64, count=n)
-        except TypeError:
-            raise ConformanceInputError("each row must be a sequence [ts, o, h, l, c, v]") from None
-        if lengths.min() == lengths.max() == len(CANONICAL_COLUMNS):
-            try:
-                flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=n * 6)
-                matrix = flat.reshape(n, 6)
-            except (TypeError, ValueError):
-                matrix = None
+        matrix = _float_matrix(rows)
     if matrix is None:  # strings, objects or ragged rows: read them as an untyped frame
         frame = pd.DataFrame(list(rows) if isinstance(rows, np.ndarray) else rows)
         if not isinstance(rows[0], Mapping):  # records keep their names; lists are positional

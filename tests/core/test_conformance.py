@@ -21,6 +21,7 @@ from seamless_assets.core.conformance import (
     Conformed,
     canonical_schema,
     conform,
+    rows_matrix,
     validate_canonical,
 )
 from seamless_assets.core.frame import (
@@ -345,6 +346,33 @@ def test_a_misplaced_row_is_listed_at_the_slot_it_stood_in_for() -> None:
     rows = [*[row(t * 1000) for t in range(BASE, BASE + 240, 60)], row(0), row(0)]
     result = conform(rows, 60, source_ts_unit="ms", windows=np.array([window] * 6))
     assert sorted(dropped(result)) == [(BASE, invalid), (BASE + 240, invalid)]
+
+
+def test_page_matrices_conform_like_the_joined_rows() -> None:
+    ms = (BASE + 60 * np.arange(6)) * 1000
+    pages = [
+        [row(int(ms[0])), row(int(ms[2]), h=1.0), row(int(ms[1]))],  # unsorted, inconsistent
+        [row(int(ms[3]), o=NAN), row(int(ms[3])), row(0), row(int(ms[5]) + 7)],  # dup, misplaced
+        [],
+    ]
+    windows = np.array([(BASE, BASE + 360)] * 7)
+    joined = conform([r for page in pages for r in page], 60, source_ts_unit="ms", windows=windows)
+    matrices = [rows_matrix(page) for page in pages]
+    assert all(m is not None for m in matrices)
+    paged = conform(np.concatenate(matrices), 60, source_ts_unit="ms", windows=windows)
+    pd.testing.assert_frame_equal(paged.frame, joined.frame)
+    pd.testing.assert_frame_equal(paged.dropped, joined.dropped)
+    pd.testing.assert_frame_equal(paged.corrected, joined.corrected)
+    assert paged.flags == joined.flags
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [[row(BASE * 1000, o="abc")], [row(BASE * 1000)[:5]], [row(2**60)]],
+    ids=["garbage", "ragged", "exact-int-only"],
+)
+def test_rows_matrix_declines_what_conform_reads_itself(rows: list[list[Any]]) -> None:
+    assert rows_matrix(rows) is None
 
 
 def test_windows_must_give_one_range_per_row() -> None:
