@@ -179,10 +179,12 @@ class ChunkSettler:
 def _raw_rows(pages: Sequence[FetchedBars]) -> np.ndarray | list[list[Any]]:
     """The pages' rows for `conform`: one float matrix built page by page (no joined list
     of every row), or the joined rows when some page needs `conform`'s general reading."""
-    matrices = [rows_matrix(page.rows) for page in pages]
-    if all(m is not None for m in matrices):
-        return np.concatenate(matrices)
-    return [row for page in pages for row in page.rows]
+    matrices = []
+    for page in pages:
+        if (matrix := rows_matrix(page.rows)) is None:
+            return [row for page in pages for row in page.rows]
+        matrices.append(matrix)
+    return np.concatenate(matrices)
 
 
 def _rows_in(frame: pd.DataFrame, ranges: Sequence[Range]) -> np.ndarray:

@@ -429,7 +429,7 @@ def _parse_frame(raw: pd.DataFrame, typed: bool) -> _Parsed:
     return _Parsed(ts, values, mismatch, len(missing), cast)
 
 
-def _float_matrix(rows: Sequence[Sequence[Any]]) -> np.ndarray | None:
+def _float_matrix(rows: Sequence[Sequence[Any]] | np.ndarray) -> np.ndarray | None:
     """Rows of six numbers as a float64 `(n, 6)` matrix (C loops, no Python per row); None
     when some row is not six numbers (strings, objects, ragged rows)."""
     n = len(rows)
