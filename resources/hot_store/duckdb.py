@@ -229,12 +229,21 @@ class DuckDBHotStore:
         validate_upsert_frame(frame)
         if frame.empty:
             return 0
+        ts = frame[TS].to_numpy()
         with self._connection() as con:
             con.register("incoming_bars", _arrow_view(frame))
             con.begin()
             node_key = self._node_key(con, node_id, create=True)
+            # New bars (a backfill's usual case) are a plain insert: the frame's ts are
+            # unique and none is stored yet, so nothing can conflict. Replacing checks every
+            # row against the key and takes twice the memory; it runs only when needed.
+            stored = con.execute(
+                "SELECT 1 FROM ohlcv WHERE node_key = ? AND ts >= ? AND ts <= ? LIMIT 1",
+                [node_key, int(ts.min()), int(ts.max())],
+            ).fetchall()
+            verb = "INSERT OR REPLACE" if stored else "INSERT"
             con.execute(
-                f"INSERT OR REPLACE INTO ohlcv (node_key, {_COLUMNS_SQL}) "
+                f"{verb} INTO ohlcv (node_key, {_COLUMNS_SQL}) "
                 f"SELECT ?, {_COLUMNS_SQL} FROM incoming_bars",
                 [node_key],
             )

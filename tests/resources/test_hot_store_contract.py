@@ -61,6 +61,19 @@ def test_last_write_wins_per_ts(hot_store: HotStore, bars: BarsFactory) -> None:
     assert_frames_equal(hot_store.read_range(NODE, EVERYTHING), expected)
 
 
+def test_a_write_replaces_stored_bars_at_its_edges_and_inside_its_holes(
+    hot_store: HotStore, bars: BarsFactory
+) -> None:
+    stored = bars(T0, 10, seed=1)
+    hot_store.upsert(NODE, stored.iloc[[0, 5, 9]])
+    hot_store.upsert(OTHER, stored)  # another node's bars never conflict
+    incoming = bars(T0, 10, seed=2, offset=1000).drop(index=[3, 5]).reset_index(drop=True)
+    hot_store.upsert(NODE, incoming)
+    expected = pd.concat([incoming, stored.iloc[[5]]]).sort_values("ts")
+    assert_frames_equal(hot_store.read_range(NODE, EVERYTHING), expected)
+    assert_frames_equal(hot_store.read_range(OTHER, EVERYTHING), stored)
+
+
 def test_read_range_is_half_open(hot_store: HotStore, bars: BarsFactory) -> None:
     frame = bars(T0, 10)
     hot_store.upsert(NODE, frame)
