@@ -82,9 +82,8 @@ class DomainRead:
         if uncovered:
             raise missing_partitions(plan, self.request, uncovered, snapshot)
         got.frame = plan.read_snapshot(snapshot, self.window)
-        fingerprints = [s.fingerprint for s in plan.overlapping(snapshot, self.window)]
-        got.flags = plan.segment_flags(fingerprints)
-        got.fingerprints = fingerprints
+        got.fingerprints = [s.fingerprint for s in plan.overlapping(snapshot, self.window)]
+        got.flags = plan.window_flags(snapshot, self.window)
 
     # -- dryrun -------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from seamless_assets.pipeline import RunOutcome, backfill
 
 from .read_fill import ensure, server_now, stored_missing
 from .read_runtime import ReaderRuntime
-from .read_segment_cache import CacheCounts
+from .read_segment_files import CacheCounts
 from .read_storage import BoundedCalls
 
 if TYPE_CHECKING:  # ccxt loads when a client is built, not with the reader resource
@@ -95,8 +95,14 @@ class ReadPlan:
         return frame
 
     def overlapping(self, snapshot: Snapshot, window: Range) -> list[SnapshotSegment]:
-        """`snapshot.segments_overlapping(window)`, by a vectorized test over the spans of
-        the snapshot's segments (kept per snapshot: it is immutable)."""
+        """`snapshot.segments_overlapping(window)`."""
+        lo, hi = self._overlap(snapshot, window)
+        return list(snapshot.segments[lo:hi])
+
+    def _overlap(self, snapshot: Snapshot, window: Range) -> tuple[int, int]:
+        """The indices `[lo, hi)` of the snapshot's segments overlapping `window` (listed in
+        time order without overlap, so they are consecutive), by a vectorized test over the
+        spans of its segments (kept per snapshot: it is immutable)."""
         spans = self.rt.segment_spans.get(snapshot.fingerprint)
         if spans is None:
             starts = np.array([s.range.start for s in snapshot.segments], dtype=np.int64)
@@ -104,9 +110,29 @@ class ReadPlan:
             spans = self.rt.segment_spans[snapshot.fingerprint] = (starts, ends)
         starts, ends = spans
         if window.start >= window.end:
-            return []
+            return 0, 0
         hits = np.flatnonzero((starts < window.end) & (ends > window.start))
-        return [snapshot.segments[i] for i in hits]
+        return (int(hits[0]), int(hits[-1]) + 1) if len(hits) else (0, 0)
+
+    def window_flags(self, snapshot: Snapshot, window: Range) -> Counter[str]:
+        """`segment_flags` of the snapshot's segments overlapping `window`; once every
+        segment's flags are known, from running totals kept per snapshot (one subtraction
+        however many segments the window spans)."""
+        rt = self.rt
+        running = rt.flag_totals.get(snapshot.fingerprint)
+        if running is None:
+            known = rt.manifest_flags
+            if any(s.fingerprint not in known for s in snapshot.segments):
+                return self.segment_flags(
+                    [s.fingerprint for s in self.overlapping(snapshot, window)]
+                )
+            counts = np.zeros((len(snapshot.segments) + 1, len(FLAGS)), dtype=np.int64)
+            for i, segment in enumerate(snapshot.segments, start=1):
+                flags = known[segment.fingerprint]
+                counts[i] = [flags.get(name, 0) for name in FLAGS]
+            running = rt.flag_totals[snapshot.fingerprint] = np.cumsum(counts, axis=0)
+        lo, hi = self._overlap(snapshot, window)
+        return Counter(dict(zip(FLAGS, (running[hi] - running[lo]).tolist(), strict=True)))
 
     def read_segments(self, fingerprints: Sequence[str]) -> list[pd.DataFrame]:
         artifacts, node = self.rt.artifacts, self.node

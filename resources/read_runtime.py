@@ -191,6 +191,8 @@ class ReaderRuntime:
         self.resolved: dict[tuple[str, int], Snapshot] = {}
         # snapshot fingerprint -> starts and ends of its segments (ReadPlan.overlapping)
         self.segment_spans: dict[str, tuple[Any, Any]] = {}
+        # snapshot fingerprint -> running totals of its segments' flags (ReadPlan.window_flags)
+        self.flag_totals: dict[str, Any] = {}
         self.last_metadata: SeamlessFetchMetadata | None = None
         self.nodes: dict[str, NodeId] = {}  # node id as asked -> the configured node
 

@@ -52,13 +52,14 @@ from seamless_assets.core.snapshot import Snapshot, SnapshotSegment
 from seamless_assets.nodes import NodeId
 
 from . import read_segment_files as files
-from .read_segment_files import CacheFile, CorruptCacheFile, StatSignature
+from .read_segment_files import CacheCounts, CacheFile, CorruptCacheFile, StatSignature
 from .read_storage import StorageExecutor
 
 log = logging.getLogger(__name__)
 
 #: A read that maps at least this many files for the first time opens them in parallel.
 OPEN_MIN_PARALLEL = 4
+CPUS = os.cpu_count() or 1  # ... on at most this many threads
 
 
 @dataclass(frozen=True)
@@ -70,28 +71,6 @@ class CachedSegment:
     flags: dict[str, int]  # conformance flags of its committed manifest
     store_files: tuple[str, ...]  # local paths of its data and manifest in the store
     store_stat: StatSignature | None
-
-
-@dataclass
-class CacheCounts:
-    """What the cache did during one read (reported in the read's metadata)."""
-
-    hit: int = 0  # served from this process's mapping (store files unchanged)
-    opened: int = 0  # a file mapped and verified (its first use in this process)
-    built: int = 0  # read from the store (verified) and written
-    rebuilt: int = 0  # a corrupt file, or a changed store: dropped (then built again)
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "hit": self.hit,
-            "opened": self.opened,
-            "built": self.built,
-            "rebuilt": self.rebuilt,
-        }
-
-    def add_to(self, metrics: dict[str, float]) -> None:
-        for name, value in self.as_dict().items():
-            metrics[f"segment_cache_{name}_total"] += value
 
 
 class SegmentCache:
@@ -128,7 +107,7 @@ class SegmentCache:
         built: their manifests' flags are known)."""
         if not listed:
             return empty_frame(), []
-        segments = [self._mapped_entry(entry, counts) for entry in listed]
+        segments = self._mapped_entries(listed, counts)
         unmapped = [i for i, segment in enumerate(segments) if segment is None]
         opened = []
         results = self._open_all(node, listed, unmapped)
@@ -149,20 +128,25 @@ class SegmentCache:
 
     # -- lookups ------------------------------------------------------------------------
 
-    def _mapped_entry(self, entry: SnapshotSegment, counts: CacheCounts) -> CachedSegment | None:
-        """This process's mapping of `entry`, if the store's files are unchanged since the
-        entry was built; a changed store drops it (the read goes to the store again)."""
+    def _mapped_entries(
+        self, listed: Sequence[SnapshotSegment], counts: CacheCounts
+    ) -> list[CachedSegment | None]:
+        """This process's mapping of each of `listed` (None: not mapped), if the store's
+        files are unchanged since the entry was built; a changed store drops it (the read
+        goes to the store again)."""
         with self._lock:
-            segment = self._mapped.get(entry.fingerprint)
-        if segment is None:
-            return None
-        if segment.store_stat == self._stat(segment.store_files):
-            counts.hit += 1
-            return segment
-        log.info("segment %s changed in the store since it was cached", entry.fingerprint)
-        self._forget(entry.fingerprint)
-        counts.rebuilt += 1
-        return None
+            found = [self._mapped.get(entry.fingerprint) for entry in listed]
+        for i, segment in enumerate(found):
+            if segment is None:
+                continue
+            if segment.store_stat == self._stat(segment.store_files):
+                counts.hit += 1
+                continue
+            log.info("segment %s changed in the store since it was cached", segment.fingerprint)
+            self._forget(segment.fingerprint)
+            counts.rebuilt += 1
+            found[i] = None
+        return found
 
     def _open_all(
         self, node: NodeId, listed: Sequence[SnapshotSegment], indices: Sequence[int]
@@ -173,13 +157,14 @@ class SegmentCache:
         def open_some(chunk: Sequence[int]) -> list[tuple[CachedSegment | None, bool]]:
             return [self._open(node, listed[i]) for i in chunk]
 
-        if self._pool is None or len(indices) < OPEN_MIN_PARALLEL:
+        ways = min(self._pool.workers if self._pool else 1, CPUS, len(indices) // 2)
+        if self._pool is None or ways < 2 or len(indices) < OPEN_MIN_PARALLEL:
             return open_some(indices)
-        ways = min(self._pool.workers, len(indices) // (OPEN_MIN_PARALLEL // 2))
         chunks = [indices[k::ways] for k in range(ways)]
-        results = [self._pool.submit(functools.partial(open_some, c)) for c in chunks]
+        others = [self._pool.submit(functools.partial(open_some, c)) for c in chunks[1:]]
         out: list[tuple[CachedSegment | None, bool]] = [(None, False)] * len(indices)
-        for k, future in enumerate(results):
+        out[0::ways] = open_some(chunks[0])  # this thread takes a share too
+        for k, future in enumerate(others, start=1):
             out[k::ways] = future.result()
         return out
 
@@ -276,20 +261,7 @@ class SegmentCache:
 
     def _evict(self) -> None:
         """Delete the least recently opened files while the cache holds more than max_bytes."""
-        found = []
-        with os.scandir(self.root) as entries:
-            for entry in entries:
-                try:
-                    info = entry.stat()
-                except FileNotFoundError:
-                    continue
-                found.append((info.st_mtime_ns, info.st_size, Path(entry.path)))
-        total = sum(size for _, size, _ in found)
-        for _, size, path in sorted(found):
-            if total <= self.max_bytes:
-                break
-            files.unlink(path)
-            total -= size
+        for path in files.evict(self.root, self.max_bytes):
             with self._lock:
                 if self._index is not None:
                     self._index.pop(path.name.split(".", 1)[0], None)
@@ -309,14 +281,4 @@ class SegmentCache:
         return (os.path.join(segment_dir, DATA_FILE), os.path.join(segment_dir, MANIFEST_FILE))
 
     def _stat(self, paths: tuple[str, ...]) -> StatSignature | None:
-        if self._local_root is None:
-            return None
-        out = []
-        for path in paths:
-            try:
-                info = os.stat(path)
-            except FileNotFoundError:
-                out.append((-1, -1, -1))
-                continue
-            out.append((info.st_size, info.st_mtime_ns, info.st_ino))
-        return tuple(out)
+        return files.stat_signature(paths) if self._local_root is not None else None

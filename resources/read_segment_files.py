@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import json
 import os
 import uuid
@@ -56,6 +55,28 @@ class CacheFile:
     @property
     def rows(self) -> int:
         return len(self.columns[TS])
+
+
+@dataclass
+class CacheCounts:
+    """What the cache did during one read (reported in the read's metadata)."""
+
+    hit: int = 0  # served from this process's mapping (store files unchanged)
+    opened: int = 0  # a file mapped and verified (its first use in this process)
+    built: int = 0  # read from the store (verified) and written
+    rebuilt: int = 0  # a corrupt file, or a changed store: dropped (then built again)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "hit": self.hit,
+            "opened": self.opened,
+            "built": self.built,
+            "rebuilt": self.rebuilt,
+        }
+
+    def add_to(self, metrics: dict[str, float]) -> None:
+        for name, value in self.as_dict().items():
+            metrics[f"segment_cache_{name}_total"] += value
 
 
 class CorruptCacheFile(Exception):
@@ -146,6 +167,40 @@ def open_verified(path: Path, fingerprint: str, *, hashed: bool = True) -> Cache
     return CacheFile(path, column_views(batch), fingerprint, flags, store_stat)  # type: ignore[arg-type]
 
 
+def evict(root: Path, max_bytes: int) -> list[Path]:
+    """Delete the least recently opened (mtime) files under `root` while they hold more than
+    `max_bytes`; the deleted ones."""
+    found = []
+    with os.scandir(root) as entries:
+        for entry in entries:
+            try:
+                info = entry.stat()
+            except FileNotFoundError:
+                continue
+            found.append((info.st_mtime_ns, info.st_size, Path(entry.path)))
+    total = sum(size for _, size, _ in found)
+    evicted = []
+    for _, size, path in sorted(found):
+        if total <= max_bytes:
+            break
+        unlink(path)
+        total -= size
+        evicted.append(path)
+    return evicted
+
+
+def stat_signature(paths: Sequence[str]) -> StatSignature:
+    """(size, mtime_ns, inode) of each of `paths` ((-1, -1, -1) for a missing one)."""
+    out = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+            out.append((info.st_size, info.st_mtime_ns, info.st_ino))
+        except FileNotFoundError:
+            out.append((-1, -1, -1))
+    return tuple(out)
+
+
 def unlink(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -177,39 +232,36 @@ def assemble(segments: Sequence[dict[str, np.ndarray]], window: Range) -> pd.Dat
     (the later segment's on overlap, as `SegmentStore._read_segments`), as a new writable
     frame: the only copy of a read through the cache."""
     bounds = []
+    ordered, last = True, None  # ordered: each segment's bars after the previous one's
     for segment in segments:
         ts = segment[TS]
         n = len(ts)
         lo = 0 if not n or ts[0] >= window.start else int(np.searchsorted(ts, window.start))
         hi = n if not n or ts[-1] < window.end else int(np.searchsorted(ts, window.end))
         if hi > lo:
+            ordered = ordered and (last is None or last < ts[lo])
+            last = ts[hi - 1]
             bounds.append((segment, lo, hi))
-    ordered = all(
-        a[TS][a_hi - 1] < b[TS][b_lo] for (a, _, a_hi), (b, b_lo, _) in itertools.pairwise(bounds)
-    )
+    if not bounds:
+        return _frame(np.empty(0, _DTYPES[TS]), np.empty((len(VALUE_COLUMNS), 0)))
+    ts = np.concatenate([s[TS][lo:hi] for s, lo, hi in bounds])
     if not ordered:  # overlapping partitions: the later segment's bar per ts
-        ts = np.concatenate([s[TS][lo:hi] for s, lo, hi in bounds])
         order = np.argsort(ts, kind="stable")
         sorted_ts = ts[order]
         keep = order[np.append(sorted_ts[1:] != sorted_ts[:-1], True)]
-        columns = {c: np.concatenate([s[c][lo:hi] for s, lo, hi in bounds]) for c in VALUE_COLUMNS}
-        return _frame(ts[keep], np.stack([columns[c][keep] for c in VALUE_COLUMNS]))
-    rows = sum(hi - lo for _, lo, hi in bounds)
-    ts = np.empty(rows, _DTYPES[TS])
-    values = np.empty((len(VALUE_COLUMNS), rows), np.float64)
-    at = 0
-    for segment, lo, hi in bounds:
-        end = at + hi - lo
-        ts[at:end] = segment[TS][lo:hi]
-        for i, c in enumerate(VALUE_COLUMNS):
-            values[i, at:end] = segment[c][lo:hi]
-        at = end
+        values = np.stack(
+            [np.concatenate([s[c][lo:hi] for s, lo, hi in bounds])[keep] for c in VALUE_COLUMNS]
+        )
+        return _frame(ts[keep], values)
+    values = np.empty((len(VALUE_COLUMNS), len(ts)), np.float64)
+    for i, c in enumerate(VALUE_COLUMNS):
+        np.concatenate([s[c][lo:hi] for s, lo, hi in bounds], out=values[i])
     return _frame(ts, values)
 
 
 def _frame(ts: np.ndarray, values: np.ndarray) -> pd.DataFrame:
     """A canonical frame over `ts` and the value columns' rows of `values` (no copy): one
     block per dtype, so that copying it (the result cache) is one copy per block."""
-    frame = pd.DataFrame(values.T, columns=list(VALUE_COLUMNS), copy=False)
-    frame.insert(0, TS, ts)
-    return frame
+    bars = pd.DataFrame(values.T, columns=list(VALUE_COLUMNS), copy=False)
+    # pandas-stubs lack concat's `copy` (pandas 2 copies both blocks without it)
+    return pd.concat([pd.DataFrame({TS: ts}, copy=False), bars], axis=1, copy=False)  # type: ignore[call-overload]
