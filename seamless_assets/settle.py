@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -81,15 +81,28 @@ class ChunkSettler:
         self.now_s: float | None = None  # the exchange's clock when it last answered
 
     def settle_chunk(self, chunk: FetchedChunk) -> None:
-        """Store and publish one chunk inside a hot-store session (on DuckDB: one
-        connection and one checkpoint for the chunk's operations, not one per operation;
-        other threads and processes wait for the file only while a chunk settles)."""
-        with self.hot.session():
-            if chunk.pages:
-                self.now_s = max(p.server_now_s for p in chunk.pages)
-                self._store(chunk)
-            now_s = self.now_s if self.now_s is not None else time.time()
-            self._publish(chunk.partitions, now_s)
+        """Store one chunk and publish its stable partitions.
+
+        The hot store's part runs in one session (on DuckDB: one connection and one
+        checkpoint for the chunk's operations, not one per operation; other threads and
+        processes wait for the file only while a chunk settles). Its bars are committed
+        before any segment is published, so the session closes (DuckDB checkpoints) while
+        the segments are being published.
+        """
+        with ThreadPoolExecutor(max_workers=PUBLISH_WORKERS) as pool:
+            with self.hot.session():
+                if chunk.pages:
+                    self.now_s = max(p.server_now_s for p in chunk.pages)
+                    self._store(chunk)
+                now_s = self.now_s if self.now_s is not None else time.time()
+                bars, ledger, flag_ledger = self._read_back(chunk.partitions)
+                t5 = time.perf_counter()
+                published = self._start_publishing(
+                    chunk.partitions, bars, ledger, flag_ledger, now_s, pool
+                )
+            self.outcomes += [future.result() for future in published]
+        self.frames.append(bars)
+        self.timings["publish_s"] += time.perf_counter() - t5
 
     def _store(self, chunk: FetchedChunk) -> None:
         """Conform what the exchange answered for the chunk; store bars, flags and gaps."""
@@ -143,18 +156,32 @@ class ChunkSettler:
         _log_provisional(node, closed_ranges, fetched_frame, new_gaps, self.log)
         self.timings["hot_store_upsert_s"] += time.perf_counter() - t3
 
-    def _publish(self, partitions: list[Range], now_s: float) -> None:
-        """Read the chunk back from the hot store; publish its stable partitions."""
-        node, settings, artifacts = self.node, self.settings, self.artifacts
-        node_id = str(node)
-        chunk_window = Range(partitions[0].start, partitions[-1].end)
+    def _read_back(
+        self, partitions: list[Range]
+    ) -> tuple[pd.DataFrame, list[LedgerGap], list[FlagEvent]]:
+        """The chunk's bars, gap ledger and conformance events as the hot store holds them."""
+        node_id, window = str(self.node), Range(partitions[0].start, partitions[-1].end)
         t4 = time.perf_counter()
-        stored = self.hot.read_range(node_id, chunk_window)
-        ledger = self.hot.ledger_gaps(node_id, chunk_window)
-        flag_ledger = self.hot.flag_events(node_id, chunk_window)
+        stored = self.hot.read_range(node_id, window)
+        ledger = self.hot.ledger_gaps(node_id, window)
+        flag_ledger = self.hot.flag_events(node_id, window)
         self.timings["read_back_s"] += time.perf_counter() - t4
+        return stored, ledger, flag_ledger
 
-        t5 = time.perf_counter()
+    def _start_publishing(
+        self,
+        partitions: list[Range],
+        stored: pd.DataFrame,
+        ledger: list[LedgerGap],
+        flag_ledger: list[FlagEvent],
+        now_s: float,
+        pool: ThreadPoolExecutor,
+    ) -> list[Future[PartitionOutcome]]:
+        """Each partition's outcome, its segment published if it is stable, on `pool`:
+        segments are independent files, written in parallel (fsync and zstd release the
+        GIL)."""
+        node, settings, artifacts = self.node, self.settings, self.artifacts
+        chunk_window = Range(partitions[0].start, partitions[-1].end)
         slices = split_by_windows(stored[TS].to_numpy(), partitions)
 
         def settle(index: int) -> PartitionOutcome:
@@ -166,14 +193,10 @@ class ChunkSettler:
             return _publish(node, frame, outcome, ledger, flag_ledger, artifacts, settings)
 
         self.log(
-            f"{node_id}: settling {len(partitions)} partition(s) of {chunk_window}, "
+            f"{node}: settling {len(partitions)} partition(s) of {chunk_window}, "
             "publishing the stable ones"
         )
-        # Segments are independent files: publish in parallel (fsync and zstd release the GIL).
-        with ThreadPoolExecutor(max_workers=PUBLISH_WORKERS) as pool:
-            self.outcomes += pool.map(settle, range(len(partitions)))
-        self.frames.append(stored)
-        self.timings["publish_s"] += time.perf_counter() - t5
+        return [pool.submit(settle, index) for index in range(len(partitions))]
 
 
 def _raw_rows(pages: Sequence[FetchedBars]) -> np.ndarray | list[list[Any]]:
