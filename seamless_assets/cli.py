@@ -20,6 +20,8 @@ import os
 import socket
 import sys
 from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from .core.frame import Range, iso_utc
 from .core.snapshot import DIFF_KINDS, Snapshot
 from .errors import SeamlessError
 from .nodes import NodeId
+from .process import end_process, startup_heap
 
 
 def parse_instant(text: str) -> datetime:
@@ -91,18 +94,33 @@ def backfill_run_config(
     }
 
 
-def run_backfill(
+@dataclass(frozen=True)
+class PreparedBackfill:
+    """A backfill run ready to execute: its job (the nodes and their inline checks), run
+    config, instance and tags."""
+
+    job: Any
+    run_config: dict[str, Any]
+    instance: Any
+    tags: dict[str, str]
+
+    def execute(self) -> Any:
+        """Execute the run in this process; its result (`ExecuteInProcessResult`)."""
+        return self.job.execute_in_process(
+            run_config=self.run_config, instance=self.instance, tags=self.tags, raise_on_error=False
+        )
+
+
+def prepare_backfill(
     config: SeamlessConfig,
     nodes: Sequence[NodeId],
     start: datetime,
     end: datetime,
     refetch_gaps: bool = False,
     refetch_stored: bool = False,
-) -> Any:
-    """Materialize the partitions of `nodes` overlapping `[start, end)` as one Dagster run.
-
-    The nodes must share a timeframe class (one partitions definition and job).
-    """
+) -> PreparedBackfill:
+    """Everything `run_backfill` does before the run starts: check the stores, plan the
+    partitions, build the definitions, open the instance and release dead runs' slots."""
     import dagster as dg
 
     from .checks import check_specs
@@ -148,17 +166,28 @@ def run_backfill(
         )
     for run_id in free_slots_of_ended_runs(instance):
         print(f"freed the pool slots still held by ended run {run_id}", file=sys.stderr)
-    return job.execute_in_process(
-        run_config=run_config,
-        instance=instance,
-        tags={
-            RANGE_START_TAG: keys[0],
-            RANGE_END_TAG: keys[-1],
-            PID_TAG: str(os.getpid()),
-            HOST_TAG: socket.gethostname(),
-        },
-        raise_on_error=False,
-    )
+    tags = {
+        RANGE_START_TAG: keys[0],
+        RANGE_END_TAG: keys[-1],
+        PID_TAG: str(os.getpid()),
+        HOST_TAG: socket.gethostname(),
+    }
+    return PreparedBackfill(job, run_config, instance, tags)
+
+
+def run_backfill(
+    config: SeamlessConfig,
+    nodes: Sequence[NodeId],
+    start: datetime,
+    end: datetime,
+    refetch_gaps: bool = False,
+    refetch_stored: bool = False,
+) -> Any:
+    """Materialize the partitions of `nodes` overlapping `[start, end)` as one Dagster run.
+
+    The nodes must share a timeframe class (one partitions definition and job).
+    """
+    return prepare_backfill(config, nodes, start, end, refetch_gaps, refetch_stored).execute()
 
 
 def _print_run(result: Any) -> int:
@@ -227,15 +256,18 @@ def cmd_backfill(args: argparse.Namespace) -> int:
             refetch_gaps=args.refetch_gaps,
             refetch_stored=args.refetch,
         )
-    result = run_backfill(
-        config,
-        nodes,
-        parse_instant(args.start),
-        parse_instant(args.end),
-        refetch_gaps=args.refetch_gaps,
-        refetch_stored=args.refetch,
-    )
-    return _print_run(result)
+    # The program collects no garbage while it starts (imports, definitions, instance),
+    # then freezes what start-up built (`process.startup_heap`).
+    with startup_heap() if args.program else nullcontext():
+        prepared = prepare_backfill(
+            config,
+            nodes,
+            parse_instant(args.start),
+            parse_instant(args.end),
+            refetch_gaps=args.refetch_gaps,
+            refetch_stored=args.refetch,
+        )
+    return _print_run(prepared.execute())
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
@@ -448,6 +480,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seamless", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="path to seamless.yaml (default: $SEAMLESS_CONFIG)")
+    parser.set_defaults(program=False)  # `main` sets it when it runs as the program
     sub = parser.add_subparsers(dest="command", required=True)
 
     backfill = sub.add_parser("backfill", help="materialize partitions through Dagster")
@@ -515,12 +548,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit code. Without `argv` this is the `seamless` program (its
+    console script): it tunes its garbage collection and ends the process itself
+    (`process.end_process`) instead of returning."""
     args = build_parser().parse_args(argv)
+    args.program = argv is None
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
     except SeamlessError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        code = 2
+    if args.program:
+        end_process(code)
+    return code
 
 
 if __name__ == "__main__":
