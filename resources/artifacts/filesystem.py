@@ -187,14 +187,20 @@ class LocalDirectoryBlobStore:
                     found.append(BlobFinding("permissions", uri, detail))
         return sorted(found)
 
-    def _sweep(self, directory: Path) -> None:
-        """Remove stale temporary files in `directory`, once per directory and store."""
+    def _first_visit(self, directory: Path) -> bool:
+        """Whether this store visits `directory` for the first time (then it has now)."""
         key = str(directory)
         if key in self._swept:
-            return
+            return False
         if len(self._swept) >= _MAX_SWEPT_DIRS:
             self._swept.clear()
         self._swept.add(key)
+        return True
+
+    def _sweep(self, directory: Path) -> None:
+        """Remove stale temporary files in `directory`, once per directory and store."""
+        if not self._first_visit(directory):
+            return
         now = time.time()
         try:
             entries = list(os.scandir(directory))
@@ -208,9 +214,23 @@ class LocalDirectoryBlobStore:
                 except FileNotFoundError:
                     continue
 
+    def _directory_for(self, path: Path) -> None:
+        """Make `path`'s directory exist, its stale temporary files swept (`_sweep`): a
+        directory this call creates holds none (a segment's, on every publish)."""
+        directory = path.parent
+        try:
+            os.mkdir(directory)
+        except FileExistsError:
+            self._sweep(directory)
+            return
+        except FileNotFoundError:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._sweep(directory)
+            return
+        self._first_visit(directory)
+
     def _write_temp(self, path: Path, data: bytes) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._sweep(path.parent)
+        self._directory_for(path)
         name = path.parent / f".{path.name}.{os.getpid()}@{_HOST}.{secrets.token_hex(6)}.tmp"
         # O_EXCL with mode 0666: the kernel applies the umask (mkstemp would force 0600).
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
