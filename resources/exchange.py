@@ -377,12 +377,13 @@ class ExchangeClient:
             await self._hold_for_penalty()
             self.stats.http_requests[urlparse(url).path] += 1
             response = await original_fetch(url, method, headers, body)
-            if (
-                urlparse(url).path.endswith("/exchangeInfo")
-                and callable(publish := getattr(self.limiter, "publish", None))
-                and (published := published_limit(response)) is not None
-            ):
-                publish(key, published)
+            if urlparse(url).path.endswith("/exchangeInfo"):
+                self._clock_from_markets(response)
+                if (
+                    callable(publish := getattr(self.limiter, "publish", None))
+                    and (published := published_limit(response)) is not None
+                ):
+                    publish(key, published)
             return response
 
         exchange.throttle = throttle
@@ -503,8 +504,18 @@ class ExchangeClient:
         features = (self._exchange.features or {}).get("spot", {}).get("fetchOHLCV") or {}
         return int(features.get("limit") or DEFAULT_CANDLES_PER_CALL)
 
+    def _clock_from_markets(self, response: Any) -> None:
+        """Binance's exchangeInfo carries its `serverTime`: the clock without a round trip
+        of its own, taken as the answer arrives (as `server_now_s` takes it)."""
+        if self._clock is not None or not isinstance(response, dict):
+            return
+        server_ms = self._exchange.safe_integer(response, "serverTime")  # ccxt: a string
+        if server_ms is not None and _is_ms(server_ms):
+            self._clock = (server_ms / 1000, time.monotonic())
+
     async def server_now_s(self) -> float:
-        """The exchange's clock (one request per client, then advanced locally).
+        """The exchange's clock (one request per client, none when the markets' answer
+        carried it, then advanced locally).
 
         The local reference is taken when the answer arrives, so the estimate never runs
         ahead of the exchange (a bar is never taken as closed before the exchange says so).

@@ -217,11 +217,32 @@ def test_markets_and_clock_load_once_per_client(sandbox: SandboxExchange) -> Non
 
     pages = asyncio.run(scenario())
     by_endpoint = sandbox.stats()["by_endpoint"]
-    assert by_endpoint["exchangeInfo"]["requests"] == 1 and by_endpoint["time"]["requests"] == 1
+    # the clock came with the markets (exchangeInfo's serverTime): no /time request
+    assert by_endpoint["exchangeInfo"]["requests"] == 1 and "time" not in by_endpoint
     assert by_endpoint["klines"]["requests"] == 3
-    assert limiter.stats.acquisitions == 5  # every request went through the budget
+    assert limiter.stats.acquisitions == 4  # every request went through the budget
     for page, r in zip(pages, ranges, strict=True):
         assert_exact(page.rows, expected_bars("ETH/USDT", 60, r.start, r.end))
+
+
+def test_clock_without_server_time_in_markets_asks_time_once(
+    sandbox: SandboxExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exchangeInfo without `serverTime`: the clock costs one /time request per client,
+    and bars are still only taken as closed by the exchange's own clock."""
+    from sandbox import server
+
+    with_time = server.exchange_info
+    monkeypatch.setattr(
+        server,
+        "exchange_info",
+        lambda *a: {k: v for k, v in with_time(*a).items() if k != "serverTime"},
+    )
+    start, end = T0 - 600, T0 + 600
+    fetched, client = fetch(sandbox, start, end)
+    assert fetched.closed_end == T0 and int(NOW) <= fetched.server_now_s <= int(NOW) + 5
+    assert client.stats.http_requests["/api/v3/time"] == 1
+    assert_exact(fetched.rows, expected_bars("BTC/USDT", 60, start, end, now_s=NOW))
 
 
 def test_max_candles_per_call_setting(sandbox: SandboxExchange) -> None:
@@ -256,7 +277,7 @@ def test_forming_bar_is_left_to_closed_end(sandbox: SandboxExchange) -> None:
     start, end = T0 - 600, T0 + 600
     fetched, _ = fetch(sandbox, start, end)
     assert fetched.closed_end == T0 and fetched.window == Range(start, end)
-    assert int(NOW) <= fetched.server_now_s <= int(NOW) + 5  # estimated from one /time
+    assert int(NOW) <= fetched.server_now_s <= int(NOW) + 5  # from exchangeInfo's serverTime
     assert_exact(fetched.rows, expected_bars("BTC/USDT", 60, start, end, now_s=NOW))
     assert fetched.rows[-1][0] == (T0 - 60) * 1000
     # a caller's filter drops nothing more: the forming bar was never even asked for
@@ -369,7 +390,7 @@ def test_5xx_are_retried_with_backoff_then_succeed(
     stats = sandbox.stats()
     assert stats["injected_5xx"] >= 1
     assert client.stats.retries == stats["injected_5xx"] == len(_retry_delays(caplog))
-    assert stats["by_status"]["200"] == 1 + 1 + 5  # exchangeInfo, time, 5 windows
+    assert stats["by_status"]["200"] == 1 + 5  # exchangeInfo (with the clock), 5 windows
     for attempt, delay, error in _retry_delays(caplog):
         assert error == "ExchangeNotAvailable"
         assert 0.005 * 2 ** (attempt - 1) <= delay <= 0.005 * 2 ** (attempt - 1) * 1.25
@@ -618,26 +639,26 @@ def test_min_interval_spaces_request_starts(sandbox: SandboxExchange) -> None:
     fetched, client = fetch(sandbox, T0 - 6000 * 60, T0, limiter=limiter)
     assert len(fetched.rows) == 6000
     starts = [t for t, _ in limiter.grants]
-    assert len(starts) == client.stats.total_requests == 8
+    assert len(starts) == client.stats.total_requests == 7  # exchangeInfo, 6 windows
     assert all(b - a >= 0.06 - 1e-9 for a, b in itertools.pairwise(starts))
 
 
 def test_token_bucket_paces_exchange_weight(sandbox: SandboxExchange) -> None:
-    """The limiter is asked in Binance request weight (ccxt's costs x 5): exchangeInfo 20,
-    time 1, klines 2. 40 weight/s is 2400 a minute (below the 6000 published): bucket
-    47.04, refill 38.4/s, starting empty, so the 33 weight take 33/38.4 s."""
+    """The limiter is asked in Binance request weight (ccxt's costs x 5): exchangeInfo 20
+    (the clock comes with it), klines 2. 40 weight/s is 2400 a minute (below the 6000
+    published): bucket 47.04, refill 38.4/s, starting empty, so the 32 weight take 32/38.4 s."""
     limiter = GrantLog(limits(tokens_per_interval=40, interval_ms=1000, burst_tokens=None))
     started = time.monotonic()
     fetched, _ = fetch(sandbox, T0 - 6000 * 60, T0, limiter=limiter)
     assert len(fetched.rows) == 6000
     costs = [c for _, c in limiter.grants]
-    assert costs == pytest.approx([20, 1] + [2] * 6)
+    assert costs == pytest.approx([20] + [2] * 6)
     budget = limiter.budget(KEY)
     assert (budget.published, budget.interval_s) == (6000, 60)
     assert budget.capacity == pytest.approx(0.02 * 2352) and budget.rate_per_s == pytest.approx(
         (2352 - 0.02 * 2352) / 60
     )
-    assert limiter.grants[-1][0] - started >= 33 / budget.rate_per_s - 1e-3
+    assert limiter.grants[-1][0] - started >= 32 / budget.rate_per_s - 1e-3
 
 
 def test_acquire_deadline_raises_rate_limit_timeout(sandbox: SandboxExchange) -> None:
