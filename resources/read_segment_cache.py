@@ -157,7 +157,7 @@ class SegmentCache:
         def open_some(chunk: Sequence[int]) -> list[tuple[CachedSegment | None, bool]]:
             return [self._open(node, listed[i]) for i in chunk]
 
-        ways = min(self._pool.workers if self._pool else 1, CPUS, len(indices) // 2)
+        ways = min(self._pool.workers if self._pool else 1, CPUS, (len(indices) + 1) // 2)
         if self._pool is None or ways < 2 or len(indices) < OPEN_MIN_PARALLEL:
             return open_some(indices)
         chunks = [indices[k::ways] for k in range(ways)]

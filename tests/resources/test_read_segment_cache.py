@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from resources import read_segment_cache
 from resources.artifacts.base import DATA_FILE, decode_segment, encode_segment
 from resources.read_segment_cache import CacheCounts, SegmentCache
 from resources.read_segment_files import assemble
+from resources.read_storage import StorageExecutor
 from resources.reader import ComputeContext, frame_bytes
 from sandbox import SandboxExchange
 from seamless_assets.config import SeamlessConfig
@@ -135,6 +137,50 @@ def test_reads_through_the_cache_equal_reads_from_the_segments(
             assert meta.segment_cache is not None and truth.segment_cache is None
             assert meta.segment_cache["built"] == 0  # every file was there already
         assert cached.metrics()["segment_cache_opened_total"] == 3
+
+
+def test_files_opened_in_parallel_serve_the_same_bars(
+    tmp_path: Path, sandbox: SandboxExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that maps several files for the first time opens them on the pool: the same
+    bars and counts as one by one, and a corrupt file among them is still rebuilt."""
+    config, as_of = three_days(tmp_path, sandbox)
+    artifacts = artifacts_of(config)
+    snapshot = artifacts.resolve_snapshot(NODE, as_of)
+
+    def flags(fingerprints: Sequence[str]) -> dict[str, dict[str, int]]:
+        manifests = {fp: artifacts.read_manifest(NODE, fp) or {} for fp in fingerprints}
+        return {fp: m["conformance"]["flags"] for fp, m in manifests.items()}
+
+    whole = Range(T0, T0 + 3 * DAY)
+    SegmentCache(cache_dir(config), 2**30, artifacts).read(
+        NODE, snapshot, snapshot.segments, whole, CacheCounts(), flags
+    )
+    monkeypatch.setattr(read_segment_cache, "OPEN_MIN_PARALLEL", 2)
+    monkeypatch.setattr(read_segment_cache, "CPUS", 2)
+    pool = StorageExecutor(4, 4)
+    try:
+        for window in windows(seed=9, count=10):
+            listed = snapshot.segments_overlapping(window)
+            cache = SegmentCache(cache_dir(config), 2**30, artifacts, pool)  # a new process
+            counts = CacheCounts()
+            frame, opened = cache.read(NODE, snapshot, listed, window, counts, flags)
+            expected = artifacts.read_snapshot_range(NODE, snapshot, window, verify=True)
+            assert frame_bytes(frame) == frame_bytes(expected), window
+            assert counts.as_dict() == {"hit": 0, "opened": len(listed), "built": 0, "rebuilt": 0}
+            assert [s.fingerprint for s in opened] == [e.fingerprint for e in listed]
+        _, middle, _ = cache_files(config)
+        data = bytearray(middle.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        middle.write_bytes(bytes(data))
+        counts = CacheCounts()
+        cache = SegmentCache(cache_dir(config), 2**30, artifacts, pool)
+        frame, _ = cache.read(NODE, snapshot, snapshot.segments, whole, counts, flags)
+        expected = artifacts.read_snapshot_range(NODE, snapshot, whole, verify=True)
+        assert frame_bytes(frame) == frame_bytes(expected)
+        assert counts.as_dict() == {"hit": 0, "opened": 2, "built": 1, "rebuilt": 1}
+    finally:
+        pool.shutdown()
 
 
 def test_a_corrupt_cache_file_is_detected_logged_and_rebuilt(
