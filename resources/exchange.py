@@ -216,7 +216,7 @@ def _fast_row_parser(ccxt_parse: Any) -> Any:
                     float(ohlcv[4]),
                     float(ohlcv[5]),
                 ]
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 pass  # garbage: ccxt's parser decides (e.g. None for "abc")
         return ccxt_parse(ohlcv, market)
 
@@ -230,9 +230,9 @@ def _unfiltered(ccxt_parse_ohlcvs: Any, fast_rows: bool = False) -> Any:
     which flags them (`duplicate_ts`, `invalid_timestamp`) instead of losing them unseen.
 
     `fast_rows` (`FAST_OHLCV_ROW_EXCHANGES`): a page whose rows are all lists of at least
-    six fields that `int`/`float` parse (no NaN) is parsed at once, the same values as the
-    per-row parser, in ccxt's order (sorted by open time, stable); any other page goes
-    through ccxt's path, row by row."""
+    six fields that `int`/`float` parse (no NaN) is parsed in one comprehension, the same
+    values as the per-row parser, in ccxt's order (sorted by open time, stable); any other
+    page goes through ccxt's path, row by row."""
 
     def parse_ohlcvs(
         ohlcvs: Any,
@@ -249,14 +249,16 @@ def _unfiltered(ccxt_parse_ohlcvs: Any, fast_rows: bool = False) -> Any:
             and all(type(r) is list and len(r) >= 6 for r in ohlcvs)
         ):
             try:
-                opens = [int(r[0]) for r in ohlcvs]
-                # numpy parses each string as float() does (tests compare), in one C loop
-                values = np.array([r[1:6] for r in ohlcvs], dtype=np.float64)
-            except (TypeError, ValueError):
+                rows = [
+                    [int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5])]
+                    for r in ohlcvs
+                ]
+            except (TypeError, ValueError, OverflowError):
                 pass  # garbage somewhere: ccxt's path parses row by row
             else:
-                if not np.isnan(values).any():  # None also becomes NaN here: not for us
-                    rows = [[t, *v] for t, v in zip(opens, values.tolist(), strict=True)]
+                # NaN anywhere makes the sum NaN (so does inf - inf: ccxt's path then too)
+                total = sum(itertools.chain.from_iterable(rows))
+                if total == total:
                     return sorted(rows, key=_open_time)
         return ccxt_parse_ohlcvs(ohlcvs, market, timeframe, None, None, tail)
 
