@@ -21,9 +21,12 @@ fresh processes, interleaved (seamless, pyarrow, ArcticDB), and measures:
   PY, a python with arcticdb, e.g. `uv venv /tmp/adb && uv pip install --python
   /tmp/adb/bin/python arcticdb pandas pyarrow`): the same windows warm, and the first
   read of the year in a fresh process, imports excluded; and the ratios;
-* the earlier figures: the same 30-day read served by the result cache (p50/p99 of
-  200), repeated same-window reads with the result cache off on a warm and a cold
-  reader, and 20 concurrent readers' `storage_wait` p99.
+* the earlier figures: the same 30-day read 200 times with the result cache on (p50/p99;
+  the result cache keeps reads the segment cache served only up to
+  `RESULT_CACHE_MAX_MAPPED_ROWS` bars, so a 30-day read is sliced out of the mapped
+  segments again, not copied out of the result cache), repeated same-window reads with
+  the result cache off on a warm and a cold reader, and 20 concurrent readers'
+  `storage_wait` p99.
 
 `--busy N` keeps N CPU-bound processes spinning during the repetitions (a busy machine).
 Prints one JSON line per repetition and the medians; `--markdown` prints RESULTS.md rows.
@@ -138,7 +141,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def measure(work: Path, as_of: int) -> dict[str, float]:
     """One repetition (in a fresh process): every metric, in milliseconds."""
-    from resources.reader import ComputeContext, SeamlessReader
+    from resources.reader import RESULT_CACHE_MAX_MAPPED_ROWS, ComputeContext, SeamlessReader
 
     ctx = ComputeContext("bench", "backtest", as_of=as_of)
     month = (T0 + 180 * DAY, T0 + 210 * DAY)
@@ -155,7 +158,8 @@ def measure(work: Path, as_of: int) -> dict[str, float]:
     with SeamlessReader.from_config(work / "cached.yaml") as reader:
         out["cached_first_read_30d_ms"] = timed(reader, month)
         hits = [timed(reader, month) for _ in range(200)]
-        assert reader.cache_stats().hits == 200
+        kept = (month[1] - month[0]) // 60 <= RESULT_CACHE_MAX_MAPPED_ROWS  # see the docstring
+        assert reader.cache_stats().hits == (200 if kept else 0)
         out["cached_30d_p50_ms"] = statistics.median(hits)
         out["cached_30d_p99_ms"] = _pct(hits, 0.99)
 
