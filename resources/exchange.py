@@ -23,7 +23,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
@@ -196,6 +196,37 @@ class FetchedBars:
     closed_end: int  # bars opening at or after this were still forming: callers drop them
     row_windows: np.ndarray = field(default_factory=_no_windows)
     answers: tuple[Range, ...] = ()
+    packed: PackedRows | None = None  # the rows, packed (`fetch_bars(pack=True)`): `unpack`
+
+    def unpack(self) -> FetchedBars:
+        """The page with its rows as lists (a packed page's made again), for conformance."""
+        if self.packed is None:
+            return self
+        return replace(self, rows=_unpack_rows(self.packed), packed=None)
+
+
+PackedRows = tuple[np.ndarray, np.ndarray]  # int64 open times, (n, 5) float64 values
+
+
+def _pack_rows(rows: list[list[Any]]) -> PackedRows | None:
+    """`rows` as two arrays (48 bytes a bar instead of ~280 as lists of Python numbers)
+    when they are all `[int, float, float, float, float, float]`, else None (what the
+    exchange's parser makes of garbage stays as it came). `_unpack_rows` gives back
+    equal rows of the same types."""
+    if set(map(len, rows)) != {6}:
+        return None
+    opens, *columns = zip(*rows, strict=True)
+    if set(map(type, opens)) != {int} or set(map(type, itertools.chain(*columns))) != {float}:
+        return None
+    try:
+        return np.array(opens, dtype=np.int64), np.array(columns, dtype=np.float64).T
+    except OverflowError:  # an open time beyond int64 (garbage)
+        return None
+
+
+def _unpack_rows(packed: PackedRows) -> list[list[Any]]:
+    opens, values = packed
+    return [[t, *v] for t, v in zip(opens.tolist(), values.tolist(), strict=True)]
 
 
 # Exchanges whose spot klines are rows `[open_ms, "o", "h", "l", "c", "v", ...]`, for which
@@ -529,8 +560,12 @@ class ExchangeClient:
         server_s, at = self._clock
         return server_s + (time.monotonic() - at)
 
-    async def fetch_bars(self, symbol: str, timeframe: Timeframe, window: Range) -> FetchedBars:
-        """Closed bars with open time in `window`, fetched in concurrent full-size windows."""
+    async def fetch_bars(
+        self, symbol: str, timeframe: Timeframe, window: Range, *, pack: bool = False
+    ) -> FetchedBars:
+        """Closed bars with open time in `window`, fetched in concurrent full-size windows.
+        `pack`: each window's rows are packed as they arrive (`FetchedBars.packed`, ~6x
+        smaller), for bars that wait to be settled; `unpack` makes them lists again."""
         started = time.monotonic()
         await self.check_symbol(symbol)
         if timeframe.code not in (self._exchange.timeframes or {}):
@@ -544,16 +579,28 @@ class ExchangeClient:
         rows: list[list[Any]] = []
         row_windows = [_no_windows()]
         answers: list[Range] = []
+        packed: PackedRows | None = None
         if fetch_window is not None:
             per_call = self.candles_per_call()
             windows = split_windows(fetch_window, timeframe.seconds, per_call)
             pages = await _all_or_nothing(
-                [self._fetch_window(symbol, timeframe, w, per_call, fetch_window) for w in windows]
+                [
+                    self._fetch_window(symbol, timeframe, w, per_call, fetch_window, pack)
+                    for w in windows
+                ]
             )
+            # every window packed: so is the whole; else rows as lists (garbage is rare)
+            all_packed = pack and all(p.packed is not None or not p.rows for p in pages)
             for page in pages:
-                rows.extend(page.rows)
+                if not all_packed:
+                    rows.extend(page.rows if page.packed is None else _unpack_rows(page.packed))
                 row_windows.append(page.row_windows)
                 answers.extend(page.answers)
+            if kept := [page.packed for page in pages if all_packed and page.packed]:
+                packed = (
+                    np.concatenate([p[0] for p in kept]),
+                    np.concatenate([p[1] for p in kept]),
+                )
         self.stats.fetch_s += time.monotonic() - started
         return FetchedBars(
             rows=rows,
@@ -562,10 +609,17 @@ class ExchangeClient:
             closed_end=closed_end,
             row_windows=np.concatenate(row_windows),
             answers=tuple(answers),
+            packed=packed,
         )
 
     async def _fetch_window(
-        self, symbol: str, timeframe: Timeframe, window: Range, per_call: int, fetched: Range
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        window: Range,
+        per_call: int,
+        fetched: Range,
+        pack: bool = False,
     ) -> _WindowAnswer:
         """Every bar opening in `window` (at most `per_call` of them): one request when the
         exchange honours `limit`, more if it answers with shorter pages than asked for.
@@ -617,7 +671,10 @@ class ExchangeClient:
         edges = np.array([(a, b) for _, a, b in bounds], dtype=np.int64)
         starts = [c // 1000 for c in cursors]
         answers = [Range(a, b) for a, b in zip(starts, [*starts[1:], window.end], strict=True)]
-        return _WindowAnswer(rows, np.repeat(edges, counts, axis=0), answers)
+        packed = _pack_rows(rows) if pack and rows else None
+        return _WindowAnswer(
+            [] if packed else rows, np.repeat(edges, counts, axis=0), answers, packed
+        )
 
     async def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         """Call ccxt with retries: backoff+jitter on network errors, penalties on 429/418."""
@@ -704,6 +761,7 @@ class _WindowAnswer:
     rows: list[list[Any]]
     row_windows: np.ndarray  # (len(rows), 2): where each row's open time must lie
     answers: list[Range]  # the window each response answered for
+    packed: PackedRows | None = None  # the rows, when packed (then `rows` is empty)
 
 
 def _is_ms(value: Any) -> bool:

@@ -39,11 +39,16 @@ from .settle import ChunkSettler, FetchedChunk
 __all__ = ["PartitionOutcome", "PipelineSettings", "RunOutcome", "backfill", "stream_chunks"]
 
 STREAM_CHUNK_BARS = 36_000  # bars per chunk of a streamed run (25 days of 1m)
+#: chunks being fetched, fetched (their pages packed: ~2 MB a chunk) or settling at once:
+#: the fetch runs this far ahead of the settling, so a short run is fetched at once
+OUTSTANDING_CHUNKS = 4
 
 
 async def _fetch(client: ExchangeClient, node: NodeId, ranges: list[Range]) -> list[FetchedBars]:
     return list(
-        await asyncio.gather(*(client.fetch_bars(node.symbol, node.timeframe, r) for r in ranges))
+        await asyncio.gather(
+            *(client.fetch_bars(node.symbol, node.timeframe, r, pack=True) for r in ranges)
+        )
     )
 
 
@@ -88,6 +93,12 @@ def _heap_frozen() -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
+
+
+def _settle_unpacked(run: ChunkSettler, chunk: FetchedChunk) -> None:
+    """Settle `chunk`, its pages' rows made lists again first (in the settling thread)."""
+    chunk.pages = [page.unpack() for page in chunk.pages]
+    run.settle_chunk(chunk)
 
 
 async def backfill(
@@ -140,9 +151,8 @@ async def backfill(
             )
             client = await stack.enter_async_context(client_factory())
             per_call = client.candles_per_call()
-        # At most two chunks outstanding (being fetched, fetched, or settling): the next
-        # chunk's requests go out while the one before is still in flight or settling.
-        outstanding = asyncio.Semaphore(2)
+        # The next chunks' requests go out while the ones before are in flight or settling.
+        outstanding = asyncio.Semaphore(OUTSTANDING_CHUNKS)
         fetching = _BusyClock()
 
         async def fetch_chunk(parts: list[Range]) -> FetchedChunk:
@@ -150,7 +160,7 @@ async def backfill(
             ranges = [c for r in fetched_ranges if (c := r.intersect(chunk_window))]
             with fetching:
                 pages = await _fetch(client, node, ranges) if ranges and client else []
-            return FetchedChunk(parts, ranges, pages)
+            return FetchedChunk(parts, ranges, pages)  # packed (~2 MB a chunk) until settled
 
         queue: asyncio.Queue[asyncio.Task[FetchedChunk] | None] = asyncio.Queue()
 
@@ -171,7 +181,7 @@ async def backfill(
                 chunk = await task  # a failed fetch raises here, in chunk order
                 fetches.remove(task)  # a done task holds its chunk: keep only the chunk
                 del task
-                await loop.run_in_executor(settler, run.settle_chunk, chunk)
+                await loop.run_in_executor(settler, _settle_unpacked, run, chunk)
                 del chunk  # its bars are stored: let them go before the next chunk
                 outstanding.release()
         finally:

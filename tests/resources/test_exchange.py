@@ -245,6 +245,28 @@ def test_clock_without_server_time_in_markets_asks_time_once(
     assert_exact(fetched.rows, expected_bars("BTC/USDT", 60, start, end, now_s=NOW))
 
 
+def test_packed_fetch_unpacks_to_the_same_answer(sandbox: SandboxExchange) -> None:
+    """`fetch_bars(pack=True)`: the rows held as arrays until `unpack`, which gives the
+    very answer of an unpacked fetch (rows, types, row windows, answers)."""
+    start, end = T0 - 2500 * 60, T0
+
+    async def both() -> tuple[FetchedBars, FetchedBars]:
+        async with ExchangeClient(settings(sandbox), LocalRateLimiter(limits())) as client:
+            window = Range(start, end)
+            plain = await client.fetch_bars("BTC/USDT", M1, window)
+            return plain, await client.fetch_bars("BTC/USDT", M1, window, pack=True)
+
+    plain, packed = asyncio.run(both())
+    assert packed.rows == [] and packed.packed is not None and plain.packed is None
+    unpacked = packed.unpack()
+    assert unpacked.rows == plain.rows and unpacked.packed is None
+    pairs = zip(unpacked.rows, plain.rows, strict=True)
+    assert all(type(a) is type(b) for r, p in pairs for a, b in zip(r, p, strict=True))
+    assert np.array_equal(unpacked.row_windows, plain.row_windows)
+    assert unpacked.answers == plain.answers and unpacked.closed_end == plain.closed_end
+    assert_exact(unpacked.rows, expected_bars("BTC/USDT", 60, start, end))
+
+
 def test_max_candles_per_call_setting(sandbox: SandboxExchange) -> None:
     start, end = T0 - 1000 * 60, T0
     _, _ = fetch(sandbox, start, end, max_candles_per_call=300)

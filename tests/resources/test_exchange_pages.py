@@ -1,5 +1,6 @@
 """A Binance klines page parsed at once gives exactly what the row-by-row path gives (values,
-types, order), garbage included; the page split recognises the usual page from its ends."""
+types, order), garbage included; the page split recognises the usual page from its ends;
+packed rows come back equal, of the same types."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from resources.exchange import _fast_row_parser, _split_page, _unfiltered
+from resources.exchange import _fast_row_parser, _pack_rows, _split_page, _unfiltered, _unpack_rows
 
 T = 1_704_067_200_000
 GOOD = [T, "42000.12345678", "42010.5", "41990.0", "42005.00000001", "12.345678"]
@@ -93,3 +94,37 @@ def test_the_usual_page_is_split_from_its_ends() -> None:
     assert _split_page(repeat, T, end, T - 600_000, end) == (page, repeat[:1], [])
     odd = [*page, [5, 1.0, 1.0, 1.0, 1.0, 1.0]]  # not sorted, not milliseconds
     assert _split_page(odd, T, end, T, end) == (page, [], odd[-1:])
+
+
+@pytest.mark.parametrize("name", [*PAGES, "random"])
+def test_packed_rows_come_back_equal_and_of_the_same_types(
+    name: str, parsers: tuple[Any, Any]
+) -> None:
+    page_at_once, _ = parsers
+    page = random_page(random.Random(7), 1000) if name == "random" else PAGES[name]
+    try:
+        rows = page_at_once(page, {"inverse": False})
+    except Exception:
+        return  # nothing parsed, nothing to pack
+    packed = _pack_rows(rows)
+    if packed is None:  # kept as lists: only rows that are not [int, float x5]
+        assert not rows or any(
+            len(r) != 6 or type(r[0]) is not int or {type(v) for v in r[1:]} != {float}
+            for r in rows
+        )
+        return
+    back = _unpack_rows(packed)
+    assert len(back) == len(rows)
+    for b, r in zip(back, rows, strict=True):
+        assert len(b) == len(r) and all(map(same, b, r)), (b, r)
+
+
+def test_rows_that_are_not_int_and_floats_are_not_packed() -> None:
+    good = [T, 1.0, 2.0, 0.5, 1.5, 3.0]
+    assert _pack_rows([good]) is not None
+    assert _pack_rows([good, [T, 1, 2.0, 0.5, 1.5, 3.0]]) is None  # an int value
+    assert _pack_rows([good, [float(T), 1.0, 2.0, 0.5, 1.5, 3.0]]) is None  # a float time
+    assert _pack_rows([good, [True, 1.0, 2.0, 0.5, 1.5, 3.0]]) is None  # a bool time
+    assert _pack_rows([good, [T, None, 2.0, 0.5, 1.5, 3.0]]) is None
+    assert _pack_rows([good, [T, 1.0, 2.0]]) is None  # short
+    assert _pack_rows([good, [2**70, 1.0, 2.0, 0.5, 1.5, 3.0]]) is None  # beyond int64
