@@ -51,7 +51,8 @@ _NO_ROWS = np.empty((0, 2), dtype=np.int64)
 
 @dataclass
 class FetchedChunk:
-    """One chunk of the run as fetched: its partitions, the ranges asked for, the answers."""
+    """One chunk of the run as fetched: its partitions, the ranges asked for, the answers
+    (settling keeps the answers but lets their raw rows go once they are conformed)."""
 
     partitions: list[Range]
     ranges: list[Range]
