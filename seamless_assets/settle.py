@@ -22,7 +22,13 @@ from resources.exchange import (
 )
 from resources.hot_store.base import HotStore
 
-from .core.conformance import INVALID_TIMESTAMP, Conformed, conform, rows_matrix
+from .core.conformance import (
+    INVALID_TIMESTAMP,
+    Conformed,
+    columns_matrix,
+    conform,
+    rows_matrix,
+)
 from .core.coverage import (
     LedgerGap,
     classify_empty_windows,
@@ -119,7 +125,9 @@ class ChunkSettler:
             windows=np.concatenate([page.row_windows for page in pages]),
         )
         # The raw rows are conformed: let them go now, not when the chunk is settled.
-        pages = chunk.pages = [replace(p, rows=[], row_windows=_NO_ROWS) for p in pages]
+        pages = chunk.pages = [
+            replace(p, rows=[], row_windows=_NO_ROWS, packed=None) for p in pages
+        ]
         closed_ranges = [
             c for r in chunk.ranges if (c := r.intersect(Range(r.start, server_closed)))
         ]
@@ -201,12 +209,15 @@ class ChunkSettler:
 
 
 def _raw_rows(pages: Sequence[FetchedBars]) -> np.ndarray | list[list[Any]]:
-    """The pages' rows for `conform`: one float matrix built page by page (no joined list
-    of every row), or the joined rows when some page needs `conform`'s general reading."""
+    """The pages' rows for `conform`: one float matrix built page by page, from a packed
+    page's arrays as they are (no joined list of every row, no list per row), or the joined
+    rows when some page needs `conform`'s general reading."""
     matrices = []
     for page in pages:
-        if (matrix := rows_matrix(page.rows)) is None:
-            return [row for page in pages for row in page.rows]
+        packed = page.packed
+        matrix = rows_matrix(page.rows) if packed is None else columns_matrix(*packed)
+        if matrix is None:
+            return [row for page in pages for row in page.unpack().rows]
         matrices.append(matrix)
     return np.concatenate(matrices)
 

@@ -459,6 +459,14 @@ def rows_matrix(rows: Sequence[Sequence[Any]]) -> np.ndarray | None:
     return matrix
 
 
+def columns_matrix(opens: np.ndarray, values: np.ndarray) -> np.ndarray | None:
+    """`rows_matrix` of the rows `[opens[i], *values[i]]` (integer open times, an `(n, 5)`
+    float64 array of open, high, low, close, volume), read from the arrays themselves."""
+    if opens.size and bool(np.any(np.abs(opens) >= _FLOAT_EXACT_LIMIT)):
+        return None
+    return np.column_stack((opens.astype(np.float64), values.astype(np.float64, copy=False)))
+
+
 def _parse_rows(rows: Sequence[Sequence[Any]] | np.ndarray) -> _Parsed:
     """ccxt-style `[ts, open, high, low, close, volume]` rows; JSON numbers are not casts."""
     n = len(rows)

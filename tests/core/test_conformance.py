@@ -20,6 +20,7 @@ from seamless_assets.core.conformance import (
     ConformanceInputError,
     Conformed,
     canonical_schema,
+    columns_matrix,
     conform,
     rows_matrix,
     validate_canonical,
@@ -364,6 +365,16 @@ def test_page_matrices_conform_like_the_joined_rows() -> None:
     pd.testing.assert_frame_equal(paged.dropped, joined.dropped)
     pd.testing.assert_frame_equal(paged.corrected, joined.corrected)
     assert paged.flags == joined.flags
+
+
+def test_columns_matrix_reads_like_the_rows() -> None:
+    rows = [row((BASE + 60 * i) * 1000, o=10.0 + i, v=-0.0) for i in range(4)]
+    opens = np.array([r[0] for r in rows], dtype=np.int64)
+    values = np.array([r[1:] for r in rows], dtype=np.float64)
+    matrix = columns_matrix(opens, values.T.copy().T)  # a transposed (strided) block too
+    np.testing.assert_array_equal(matrix, rows_matrix(rows))
+    assert columns_matrix(np.array([2**60]), np.ones((1, 5))) is None
+    assert columns_matrix(np.empty(0, np.int64), np.empty((0, 5))).shape == (0, 6)
 
 
 @pytest.mark.parametrize(
