@@ -29,6 +29,7 @@ from .read_windows import closed_end_at, partition_windows
 log = logging.getLogger(__name__)
 
 LEASE_POLL_S = 0.05
+FILLS_ENDED_MAX = 1024  # end times of fills kept per reader
 FlightKey = tuple[str, int, int]
 
 
@@ -46,6 +47,7 @@ def ensure(
     (None: until done), else `SeamlessSLAExceeded(phase)`. `missing`: what the caller
     already knows is missing (the store is not asked again); `recheck=False`: the caller
     re-reads the store itself (missing_after stays empty)."""
+    seen_at = time.monotonic()
     before = missing if missing is not None else stored_missing(rt, node, window)
     if not before:
         return CoverageReport(str(node), window, (), (), led=False)
@@ -54,6 +56,12 @@ def ensure(
     with rt.flights_lock:
         flight = rt.flights.get(key)
         led = flight is None or flight.future.done()
+        if led and (flight is not None or rt.fills_ended.get(key, -1.0) >= seen_at):
+            # a fill of these partitions ended, maybe after `before` was read: it may have
+            # stored them all, so look again before leading another (check-then-act race)
+            after = stored_missing(rt, node, window)
+            if not after:
+                return CoverageReport(str(node), window, tuple(before), (), led=False)
         if led:
             future = asyncio.run_coroutine_threadsafe(_fill(rt, node, partitions, key), rt.loop)
             flight = Flight(future)
@@ -108,6 +116,11 @@ def _forget(rt: ReaderRuntime, key: FlightKey, flight: Flight, _done: object = N
     with rt.flights_lock:
         if rt.flights.get(key) is flight:
             del rt.flights[key]
+        ended = rt.fills_ended
+        if len(ended) >= FILLS_ENDED_MAX:  # only recent ends matter: forget the oldest half
+            for old in sorted(ended, key=ended.__getitem__)[: FILLS_ENDED_MAX // 2]:
+                del ended[old]
+        ended[key] = time.monotonic()
 
 
 async def _fill(

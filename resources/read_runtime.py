@@ -167,6 +167,9 @@ class ReaderRuntime:
             self.lease = Lease(config.redis_dsn, section.backfill.distributed_lease_ttl_ms)
         self.flights: dict[tuple[str, int, int], Flight] = {}
         self.flights_lock = threading.RLock()  # re-entered by a fill's done-callback on cancel
+        # monotonic time each (node, partitions) fill last ended: a caller that read the
+        # store before it ended reads it again instead of leading a second fill
+        self.fills_ended: dict[tuple[str, int, int], float] = {}
         self.background_fills = section.backfill.mode == "background"
         self.single_flight_ttl_s = section.backfill.single_flight_ttl_ms / 1000
         self.state_lock = threading.Lock()
