@@ -95,12 +95,6 @@ def _heap_frozen() -> Iterator[None]:
         gc.unfreeze()
 
 
-def _settle_unpacked(run: ChunkSettler, chunk: FetchedChunk) -> None:
-    """Settle `chunk`, its pages' rows made lists again first (in the settling thread)."""
-    chunk.pages = [page.unpack() for page in chunk.pages]
-    run.settle_chunk(chunk)
-
-
 async def backfill(
     node: NodeId,
     partitions: Sequence[Range],
@@ -181,7 +175,7 @@ async def backfill(
                 chunk = await task  # a failed fetch raises here, in chunk order
                 fetches.remove(task)  # a done task holds its chunk: keep only the chunk
                 del task
-                await loop.run_in_executor(settler, _settle_unpacked, run, chunk)
+                await loop.run_in_executor(settler, run.settle_chunk, chunk)  # reads packed
                 del chunk  # its bars are stored: let them go before the next chunk
                 outstanding.release()
         finally:
