@@ -35,6 +35,7 @@ class LiveRead(DomainRead):
         # Storage first: a hung store costs no more than its own budget.
         got.frame = plan.hot_frame()
         covered, gaps = plan.hot_coverage()
+        self._catch_up(covered)
         self.now_s = self._exchange_now()
         closed = closed_end_at(node, self.now_s)
         target = window.intersect(Range(window.start, max(window.start, closed)))
@@ -43,6 +44,7 @@ class LiveRead(DomainRead):
             got.source = "hot_store+backfill"
             got.frame = plan.hot_frame()
             covered, gaps = plan.hot_coverage()
+            self._catch_up(covered)
             missing = plan.missing_in(target, covered, gaps)
         if missing and self.strategy is Strategy.FAIL_FAST:
             raise missing_partitions(plan, self.request, missing, None)
@@ -51,6 +53,20 @@ class LiveRead(DomainRead):
             got.partial = True
             got.reasons.append("missing closed bars: " + ", ".join(str(r) for r in missing[:5]))
         self._gate_lag(self.now_s)
+
+    def _catch_up(self, covered: list[Range]) -> None:
+        """Bars are read before their coverage (what was read survives a store that hangs
+        on the second call), so a fill another read leads can store bars in between: when
+        the coverage holds more of the window than the frame, read the bars again (stored
+        bars only ever grow within a read, so the second frame holds what coverage says)."""
+        node, window = self.node, self.window
+        stored = sum(
+            part.bars(node.interval_s, origin_s=node.timeframe.origin_s)
+            for r in covered
+            if (part := r.intersect(window)) is not None
+        )
+        if stored > len(self.got.frame):
+            self.got.frame = self.plan.hot_frame()
 
     def _overrun(self, exc: SeamlessSLAExceeded) -> None:
         super()._overrun(exc)

@@ -8,13 +8,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 
 from resources.reader import ComputeContext, CoverageReport, SeamlessReader
 from sandbox import SandboxExchange
 from seamless_assets.core.frame import Range
+from tests.assets.conftest import open_hot
 from tests.services import REDIS_ADDR, REDIS_DSN, require_service
 
 from .test_reader_support import (
@@ -110,3 +111,41 @@ def test_a_redis_lease_makes_two_processes_fill_a_window_once(
     assert endpoint_requests(sandbox, "klines") == KLINES_PER_DAY_FILL
     assert all(r.complete for r in reports)
     assert sum(1 for r in reports if r.led and r.fetched) == 1
+
+
+class StoredBetweenItsCalls:
+    """A real hot store on which another read's fill of the window ends right after this
+    read took its bars and before it asks for their coverage (the first `read_range`
+    returns what it read before running `fill`)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.fill: Callable[[], object] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def read_range(self, *args: Any, **kwargs: Any) -> Any:
+        frame = self.inner.read_range(*args, **kwargs)
+        fill, self.fill = self.fill, None
+        if fill is not None:
+            worker = threading.Thread(target=fill)
+            worker.start()
+            worker.join()
+        return frame
+
+
+def test_a_live_read_never_returns_fewer_bars_than_the_coverage_it_saw(
+    tmp_path: Path, sandbox: SandboxExchange
+) -> None:
+    """Whenever another read's fill lands between a live read's bars and its coverage, the
+    read delivers the bars that coverage promises, not the empty frame it read first."""
+    config = project(tmp_path, sandbox)
+    window = (T0 + 6 * DAY + 3600, T0 + 6 * DAY + 2 * 3600)
+    hot = StoredBetweenItsCalls(open_hot(config))
+    with reader_for(config, hot=hot) as reader:
+        hot.fill = lambda: reader.ensure_coverage(NODE_ID, *window)
+        frame, meta = reader.fetch(NODE_ID, *window, ComputeContext("w1", "live"))
+        assert hot.fill is None  # the fill did run in between
+        assert len(frame) == 60 and not meta.partial, (len(frame), meta.downgrade_reason)
+        assert frame["ts"].tolist() == list(range(window[0], window[1], 60))
