@@ -11,7 +11,7 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,16 +99,23 @@ def windows(seed: int, count: int) -> list[Range]:
     return out
 
 
+def manifest_flags(artifacts: Any) -> Callable[[Sequence[str]], dict[str, dict[str, int]]]:
+    """The conformance flags of each segment's manifest, as the reader passes them."""
+
+    def flags(fingerprints: Sequence[str]) -> dict[str, dict[str, int]]:
+        manifests = {fp: artifacts.read_manifest(NODE, fp) or {} for fp in fingerprints}
+        return {fp: m["conformance"]["flags"] for fp, m in manifests.items()}
+
+    return flags
+
+
 def test_reads_through_the_cache_equal_reads_from_the_segments(
     tmp_path: Path, sandbox: SandboxExchange
 ) -> None:
     config, as_of = three_days(tmp_path, sandbox)
     artifacts = artifacts_of(config)
     snapshot = artifacts.resolve_snapshot(NODE, as_of)
-
-    def flags(fingerprints: Sequence[str]) -> dict[str, dict[str, int]]:
-        manifests = {fp: artifacts.read_manifest(NODE, fp) or {} for fp in fingerprints}
-        return {fp: m["conformance"]["flags"] for fp, m in manifests.items()}
+    flags = manifest_flags(artifacts)
 
     built = SegmentCache(cache_dir(config), 2**30, artifacts)  # builds, then hits
     reopened = SegmentCache(cache_dir(config), 2**30, artifacts)  # a new process: opens
@@ -147,10 +154,7 @@ def test_files_opened_in_parallel_serve_the_same_bars(
     config, as_of = three_days(tmp_path, sandbox)
     artifacts = artifacts_of(config)
     snapshot = artifacts.resolve_snapshot(NODE, as_of)
-
-    def flags(fingerprints: Sequence[str]) -> dict[str, dict[str, int]]:
-        manifests = {fp: artifacts.read_manifest(NODE, fp) or {} for fp in fingerprints}
-        return {fp: m["conformance"]["flags"] for fp, m in manifests.items()}
+    flags = manifest_flags(artifacts)
 
     whole = Range(T0, T0 + 3 * DAY)
     SegmentCache(cache_dir(config), 2**30, artifacts).read(
