@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -81,18 +82,32 @@ class _BusyClock:
             self.busy_s += time.perf_counter() - self._since
 
 
+_runs_frozen = 0  # runs inside `_heap_frozen` now (a reader may run several at once)
+_frozen_before = False  # the heap was frozen when the first of them began (by the program)
+_freeze_lock = threading.Lock()
+
+
 @contextmanager
 def _heap_frozen() -> Iterator[None]:
     """Leave the objects alive before the run (imported libraries, Dagster's state: most
     of the heap) out of the cycle collector until the run ends. A full collection walks
     every tracked object; the run's pages trigger several, each of which held the event
     loop and the settling thread for 0.2-0.4 s. Garbage among those objects waits for
-    the first full collection after the run (`gc.unfreeze` returns them to it)."""
-    gc.freeze()
+    the first full collection after the last concurrent run (`gc.unfreeze` returns them
+    to it). A heap frozen before the first of them (`process.startup_heap`) stays frozen."""
+    global _runs_frozen, _frozen_before
+    with _freeze_lock:
+        if _runs_frozen == 0:
+            _frozen_before = gc.get_freeze_count() > 0
+        _runs_frozen += 1
+        gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        with _freeze_lock:
+            _runs_frozen -= 1
+            if _runs_frozen == 0 and not _frozen_before:
+                gc.unfreeze()
 
 
 async def backfill(

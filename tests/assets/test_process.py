@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from seamless_assets.pipeline import _heap_frozen
 from seamless_assets.process import RUN_GC_THRESHOLD, startup_heap
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,3 +92,24 @@ def test_a_failing_startup_leaves_the_collector_as_it_was() -> None:
         raise RuntimeError("start-up failed")
     assert gc.isenabled()
     assert gc.get_threshold() == before
+
+
+def test_a_runs_heap_freeze_ends_with_the_last_concurrent_run() -> None:
+    """Runs overlap in a reader: the heap is unfrozen only when the last one ends, and a
+    heap frozen before them (the program's start-up heap) stays frozen."""
+    gc.unfreeze()
+    try:
+        first, second = _heap_frozen(), _heap_frozen()
+        first.__enter__()
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert gc.get_freeze_count() > 0  # the second run is still going
+        second.__exit__(None, None, None)
+        assert gc.get_freeze_count() == 0
+
+        gc.freeze()  # as `startup_heap` leaves it
+        with _heap_frozen():
+            pass
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
