@@ -184,6 +184,7 @@ class ReaderRuntime:
                 segments.max_bytes,
                 self.artifacts,
                 self.io_pool,
+                map_snapshot=segments.map_snapshot,
             )
             if segments.enable
             else None

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from resources.artifacts.base import DATA_FILE, MANIFEST_FILE
 from seamless_assets.core.frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, TS, VALUE_COLUMNS, Range
 
 FORMAT = b"seamless-segment-cache/1"
@@ -187,6 +188,15 @@ def evict(root: Path, max_bytes: int) -> list[Path]:
         total -= size
         evicted.append(path)
     return evicted
+
+
+def store_files(local_root: str, segment_prefix: str, fingerprint: str) -> tuple[str, str]:
+    """Local paths of a segment's data and manifest in a directory store (the store's
+    layout: the segment's directory is named after its fingerprint, as `cache_key`)."""
+    segment_dir = os.path.join(
+        local_root, *segment_prefix.split("/"), "segments", cache_key(fingerprint)
+    )
+    return os.path.join(segment_dir, DATA_FILE), os.path.join(segment_dir, MANIFEST_FILE)
 
 
 def stat_signature(paths: Sequence[str]) -> StatSignature:

@@ -539,10 +539,12 @@ class SeamlessSection(_Model):
 class SegmentCacheConfig(_Model):
     """`cache.segments`: verified Arrow IPC copies of snapshot segments under
     `{data_dir}/cache/segments` (resources/read_segment_cache.py), at most `max_bytes`
-    (least recently opened evicted first)."""
+    (least recently opened evicted first). `map_snapshot`: a snapshot's first read in a
+    process maps all of its cached segments, not only the window's."""
 
     enable: bool = True
     max_bytes: Int = Field(default=4 * 2**30, ge=0)
+    map_snapshot: bool = True
 
 
 class CacheConfig(_Model):

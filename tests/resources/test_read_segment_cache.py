@@ -247,6 +247,44 @@ def test_another_process_reuses_the_cache(tmp_path: Path, sandbox: SandboxExchan
     assert result["fp"] == meta.dataset_fingerprint and result["rows"] == meta.rows
 
 
+@pytest.mark.parametrize("first_day", [0, 1, 2])
+def test_a_snapshots_first_read_maps_all_its_cached_segments(
+    tmp_path: Path, sandbox: SandboxExchange, first_day: int
+) -> None:
+    """`map_snapshot`: the first read of a pinned snapshot in a process opens every cached
+    segment of it, so later windows open none; off, each read opens only its window's.
+    Files that are missing are not built until a window needs them."""
+    config, as_of = three_days(tmp_path, sandbox)
+    whole = (T0, T0 + 3 * DAY)
+    with reader_for(config) as reader:
+        truth, _ = reader.fetch(NODE_ID, *whole, backtest(as_of))  # builds the three files
+    day = (T0 + first_day * DAY, T0 + (first_day + 1) * DAY)
+    other = (T0 + ((first_day + 1) % 3) * DAY + 600, T0 + ((first_day + 1) % 3) * DAY + 1200)
+    with reader_for(config) as reader:
+        _, meta = reader.fetch(NODE_ID, *day, backtest(as_of))
+        assert meta.segment_cache == {"hit": 0, "opened": 3, "built": 0, "rebuilt": 0}
+        frame, meta = reader.fetch(NODE_ID, *other, backtest(as_of))
+        assert meta.segment_cache == {"hit": 1, "opened": 0, "built": 0, "rebuilt": 0}
+        assert frame_bytes(frame) == frame_bytes(truth[truth.ts.between(other[0], other[1] - 1)])
+    with reader_for(with_segments(config, map_snapshot=False)) as reader:
+        _, meta = reader.fetch(NODE_ID, *day, backtest(as_of))
+        assert meta.segment_cache == {"hit": 0, "opened": 1, "built": 0, "rebuilt": 0}
+        _, meta = reader.fetch(NODE_ID, *other, backtest(as_of))
+        assert meta.segment_cache == {"hit": 0, "opened": 1, "built": 0, "rebuilt": 0}
+    listed = artifacts_of(config).resolve_snapshot(NODE, as_of).segments
+    gone = (first_day + 2) % 3
+    gone_prefix = fingerprint_dirname(listed[gone].fingerprint)
+    next(p for p in cache_files(config) if p.name.startswith(gone_prefix)).unlink()
+    with reader_for(config) as reader:
+        _, meta = reader.fetch(NODE_ID, *day, backtest(as_of))
+        assert meta.segment_cache == {"hit": 0, "opened": 2, "built": 0, "rebuilt": 0}
+        assert len(cache_files(config)) == 2  # mapping the snapshot builds nothing
+        span = (T0 + gone * DAY, T0 + (gone + 1) * DAY)
+        frame, meta = reader.fetch(NODE_ID, *span, backtest(as_of))
+        assert meta.segment_cache == {"hit": 0, "opened": 0, "built": 1, "rebuilt": 0}
+        assert frame_bytes(frame) == frame_bytes(truth[truth.ts.between(span[0], span[1] - 1)])
+
+
 def test_eviction_keeps_the_cache_under_max_bytes(tmp_path: Path, sandbox: SandboxExchange) -> None:
     config, as_of = three_days(tmp_path, sandbox)
     with reader_for(config) as reader:
@@ -262,8 +300,8 @@ def test_eviction_keeps_the_cache_under_max_bytes(tmp_path: Path, sandbox: Sandb
     day_file[0].unlink()
 
     # Room for two files: days 1 and 2 are opened (in that order), day 0 is built, and the
-    # build evicts the least recently opened file, day 1's.
-    roomy = with_segments(config, max_bytes=2 * size + size // 2)
+    # build evicts the least recently opened file, day 1's. (Only windows' files are mapped.)
+    roomy = with_segments(config, max_bytes=2 * size + size // 2, map_snapshot=False)
     with reader_for(roomy) as reader:
         for day in (1, 2, 0):
             time.sleep(0.05)  # distinct mtimes
