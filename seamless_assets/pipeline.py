@@ -65,6 +65,23 @@ def stream_chunks(partitions: Sequence[Range], interval_s: int, per_call: int) -
     return [list(partitions[i : i + step]) for i in range(0, len(partitions), step)]
 
 
+def _take_fetched(
+    queue: asyncio.Queue[asyncio.Task[FetchedChunk] | None],
+    fetches: list[asyncio.Task[FetchedChunk]],
+) -> bool:
+    """Move queued fetches onto `fetches` while the last one there is fetched (without
+    error): the chunks ready to settle together. True when the queue's end was taken."""
+    while fetches[-1].done() and not fetches[-1].exception():
+        try:
+            queued = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return False
+        if queued is None:
+            return True
+        fetches.append(queued)
+    return False
+
+
 class _BusyClock:
     """Seconds during which at least one `with` block was open (overlapping fetches)."""
 
@@ -146,10 +163,20 @@ async def backfill(
     wanted = window.intersect(Range(window.start, max(window.start, local_closed)))
     missing = missing_ranges(covered, wanted, interval, known, origin_s=origin) if wanted else []
     fetched_ranges = merge_ranges(missing)
-    run = ChunkSettler(node, settings, hot, artifacts, retry_gaps, log)
-    run.timings["plan_s"] = time.perf_counter() - t0
+    plan_s = time.perf_counter() - t0
 
     async with AsyncExitStack() as stack:
+        # The settling thread's progress lines are written by this thread (the event loop's):
+        # a line is an event in Dagster's log (a commit), which settling need not wait for.
+        loop = asyncio.get_running_loop()
+
+        def settle_log(message: str) -> None:
+            loop.call_soon_threadsafe(log, message)
+
+        run = stack.enter_context(
+            ChunkSettler(node, settings, hot, artifacts, retry_gaps, settle_log)
+        )
+        run.timings["plan_s"] = plan_s
         stack.enter_context(_heap_frozen())
         client = None
         per_call = DEFAULT_CANDLES_PER_CALL
@@ -179,20 +206,29 @@ async def backfill(
                 await queue.put(asyncio.ensure_future(fetch_chunk(parts)))
             await queue.put(None)
 
-        # One settling thread, in order, while the event loop fetches.
-        loop = asyncio.get_running_loop()
+        # One settling thread, in order, while the event loop fetches; the chunks fetched
+        # by the time it is free are settled together (one hot-store session).
         settler = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="settle"))
         producer = asyncio.create_task(produce())
-        fetches: list[asyncio.Task[FetchedChunk]] = []
+        fetches: list[asyncio.Task[FetchedChunk]] = []  # taken from the queue, not settled
         try:
-            while (task := await queue.get()) is not None:
-                fetches.append(task)
-                chunk = await task  # a failed fetch raises here, in chunk order
-                fetches.remove(task)  # a done task holds its chunk: keep only the chunk
-                del task
-                await loop.run_in_executor(settler, run.settle_chunk, chunk)  # reads packed
-                del chunk  # its bars are stored: let them go before the next chunk
-                outstanding.release()
+            ended = False
+            while not ended or fetches:
+                if not fetches:
+                    if (first := await queue.get()) is None:
+                        break
+                    fetches.append(first)
+                    del first
+                await fetches[0]  # a failed fetch raises here, in chunk order
+                ended = ended or _take_fetched(queue, fetches)
+                ready = []
+                while fetches and fetches[0].done() and not fetches[0].exception():
+                    ready.append(fetches.pop(0).result())  # a done task holds its chunk
+                await loop.run_in_executor(settler, run.settle_chunks, ready)  # reads packed
+                for _ in ready:
+                    outstanding.release()
+                del ready  # their bars are stored: let them go before the next chunks
+            await loop.run_in_executor(settler, run.finish)
         finally:
             producer.cancel()
             while not queue.empty():

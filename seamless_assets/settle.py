@@ -52,6 +52,7 @@ from .nodes import NodeId
 from .run_outcome import PRODUCER, PartitionOutcome, PipelineSettings
 
 PUBLISH_WORKERS = 4
+PUBLISH_AHEAD_CHUNKS = 1  # chunks whose segments may still be publishing while others settle
 _NO_ROWS = np.empty((0, 2), dtype=np.int64)
 
 
@@ -66,7 +67,10 @@ class FetchedChunk:
 
 
 class ChunkSettler:
-    """Settles the run's chunks in order (in a worker thread) and collects the outcome."""
+    """Settles the run's chunks in order (in a worker thread) and collects the outcome.
+
+    A context manager: its publishing threads live for the run, and leaving waits for the
+    segments being published."""
 
     def __init__(
         self,
@@ -86,30 +90,49 @@ class ChunkSettler:
         self.fetched_rows = 0
         self.forming = 0
         self.now_s: float | None = None  # the exchange's clock when it last answered
+        self._pool = ThreadPoolExecutor(PUBLISH_WORKERS, thread_name_prefix="publish")
+        self._publishing: list[list[Future[PartitionOutcome]]] = []  # per chunk, in order
 
-    def settle_chunk(self, chunk: FetchedChunk) -> None:
-        """Store one chunk and publish its stable partitions.
+    def __enter__(self) -> ChunkSettler:
+        return self
 
-        The hot store's part runs in one session (on DuckDB: one connection and one
-        checkpoint for the chunk's operations, not one per operation; other threads and
-        processes wait for the file only while a chunk settles). Its bars are committed
-        before any segment is published, so the session closes (DuckDB checkpoints) while
-        the segments are being published.
-        """
-        with ThreadPoolExecutor(max_workers=PUBLISH_WORKERS) as pool:
-            with self.hot.session():
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True)  # what is stored gets published, even after a failure
+
+    def settle_chunks(self, chunks: Sequence[FetchedChunk]) -> None:
+        """Store chunks (in order) and publish their stable partitions.
+
+        The hot store's part of the chunks given together (those fetched by the time the
+        settling thread is free) runs in one session (on DuckDB: one connection and one
+        checkpoint, not one per operation; other threads and processes wait for the file
+        only while they settle). A chunk's bars are committed before any of its segments is
+        published; the segments are published on the run's publishing threads while the
+        next chunks are stored, at most `PUBLISH_AHEAD_CHUNKS` chunks behind."""
+        with self.hot.session():
+            for chunk in chunks:
                 if chunk.pages:
                     self.now_s = max(p.server_now_s for p in chunk.pages)
                     self._store(chunk)
                 now_s = self.now_s if self.now_s is not None else time.time()
                 bars, ledger, flag_ledger = self._read_back(chunk.partitions)
                 t5 = time.perf_counter()
-                published = self._start_publishing(
-                    chunk.partitions, bars, ledger, flag_ledger, now_s, pool
+                self._publishing.append(
+                    self._start_publishing(chunk.partitions, bars, ledger, flag_ledger, now_s)
                 )
-            self.outcomes += [future.result() for future in published]
-        self.frames.append(bars)
-        self.timings["publish_s"] += time.perf_counter() - t5
+                self.frames.append(bars)
+                self.timings["publish_s"] += time.perf_counter() - t5
+        self._collect(PUBLISH_AHEAD_CHUNKS)
+
+    def finish(self) -> None:
+        """Wait for every segment being published (a failed one raises here)."""
+        self._collect(0)
+
+    def _collect(self, ahead: int) -> None:
+        """The outcomes of the chunks published before the last `ahead`, in order."""
+        t = time.perf_counter()
+        while len(self._publishing) > ahead:
+            self.outcomes += [future.result() for future in self._publishing.pop(0)]
+        self.timings["publish_s"] += time.perf_counter() - t
 
     def _store(self, chunk: FetchedChunk) -> None:
         """Conform what the exchange answered for the chunk; store bars, flags and gaps."""
@@ -184,9 +207,9 @@ class ChunkSettler:
         ledger: list[LedgerGap],
         flag_ledger: list[FlagEvent],
         now_s: float,
-        pool: ThreadPoolExecutor,
     ) -> list[Future[PartitionOutcome]]:
-        """Each partition's outcome, its segment published if it is stable, on `pool`:
+        """Each partition's outcome, its segment published if it is stable, on the run's
+        publishing threads:
         segments are independent files, written in parallel (fsync and zstd release the
         GIL)."""
         node, settings, artifacts = self.node, self.settings, self.artifacts
@@ -205,7 +228,7 @@ class ChunkSettler:
             f"{node}: settling {len(partitions)} partition(s) of {chunk_window}, "
             "publishing the stable ones"
         )
-        return [pool.submit(settle, index) for index in range(len(partitions))]
+        return [self._pool.submit(settle, index) for index in range(len(partitions))]
 
 
 def _raw_rows(pages: Sequence[FetchedBars]) -> np.ndarray | list[list[Any]]:

@@ -201,20 +201,30 @@ class DuckDBHotStore:
             raise StoreError(f"{self!r} is closed; create a new store to use it again")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._process_lock:
-            self._held.con = self._open()
+            self._held.con, self._held.keys = self._open(), {}
             try:
                 yield
             finally:
-                con, self._held.con = self._held.con, None
+                con, self._held.con, self._held.keys = self._held.con, None, None
                 con.close()
 
-    @staticmethod
-    def _node_key(con: duckdb.DuckDBPyConnection, node_id: str, *, create: bool) -> int | None:
+    def _node_key(
+        self, con: duckdb.DuckDBPyConnection, node_id: str, *, create: bool
+    ) -> int | None:
+        """`node_id`'s key. Within a session, a committed key is looked up once (keys are
+        never deleted or changed, and the session holds the file)."""
         if not isinstance(node_id, str) or not node_id:
             raise ValueError(f"node_id must be a non-empty string, got {node_id!r}")
+        keys = (
+            getattr(self._held, "keys", None) if con is getattr(self._held, "con", None) else None
+        )
+        if keys and node_id in keys:
+            return int(keys[node_id])
         query = "SELECT node_key FROM nodes WHERE node_id = ?"
         rows = con.execute(query, [node_id]).fetchall()
         if rows:
+            if keys is not None:
+                keys[node_id] = int(rows[0][0])
             return int(rows[0][0])
         if not create:
             return None
@@ -297,10 +307,10 @@ class DuckDBHotStore:
             node_key = self._node_key(con, node_id, create=False)
             if node_key is None:
                 return None
-            row = con.execute(
+            (row,) = con.execute(
                 "SELECT min(ts), max(ts) FROM ohlcv WHERE node_key = ?", [node_key]
-            ).fetchone()
-        if row is None or row[0] is None:
+            ).fetchall()  # not fetchone: a result left unfinished blocks the session's next
+        if row[0] is None:
             return None
         return int(row[0]), int(row[1])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import threading
@@ -432,6 +433,36 @@ def test_a_session_changes_no_result(hot_store: HotStore, bars: BarsFactory) -> 
     assert_frames_equal(hot_store.read_range(NODE, EVERYTHING), expected)
     assert hot_store.coverage(NODE, 60) == [Range(T0, T0 + 150 * 60)]
     assert [g.range for g in hot_store.ledger_gaps(NODE)] == [Range(T0 - 600, T0)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_any_sequence_of_operations_runs_in_one_session(
+    hot_store: HotStore, bars: BarsFactory, seed: int
+) -> None:
+    """A run settles several chunks in one session: every operation works after any other
+    inside it (none leaves its connection busy), and reads see the session's own writes."""
+    rng = random.Random(seed)
+    frame = bars(T0, 200, seed=seed)
+    other = "ohlcv:binance:ETH/USDT:1m"
+    ops = [
+        lambda: hot_store.bounds(NODE),
+        lambda: hot_store.bounds(other),
+        lambda: hot_store.read_range(NODE, EVERYTHING),
+        lambda: hot_store.coverage(NODE, 60),
+        lambda: hot_store.ledger_gaps(NODE),
+        lambda: hot_store.flag_events(NODE, EVERYTHING),
+        lambda: hot_store.record_gaps(NODE, [LedgerGap(Range(T0 - 600, T0), "exchange_gap")]),
+        lambda: hot_store.upsert(other, frame.iloc[:10]),
+    ]
+    with hot_store.session():
+        hot_store.upsert(NODE, frame.iloc[:100])
+        for op in rng.sample(ops, len(ops)) * 2:
+            op()
+        hot_store.upsert(NODE, frame.iloc[100:])
+        assert hot_store.bounds(NODE) == (T0, T0 + 199 * 60)
+        assert_frames_equal(hot_store.read_range(NODE, EVERYTHING), frame)
+    assert_frames_equal(hot_store.read_range(NODE, EVERYTHING), frame)
+    assert len(hot_store.read_range(other, EVERYTHING)) == 10
 
 
 def test_another_thread_waits_for_a_session_and_sees_its_writes(
