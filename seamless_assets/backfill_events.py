@@ -102,7 +102,7 @@ def counts(outcome: RunOutcome) -> dict[str, Any]:
         "partitions_published": len(outcome.published),
         "partitions_unstable": sum(1 for p in outcome.partitions if not p.stable),
         "segments_written": sum(1 for p in outcome.partitions if p.written),
-        "bars_stored": len(outcome.frame),
+        "bars_stored": outcome.stored.rows,
         "fetched_rows": outcome.fetched_rows,
         "exchange_requests": requests.total_requests if requests else 0,
         "exchange_retries": requests.retries if requests else 0,

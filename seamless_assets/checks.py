@@ -13,14 +13,10 @@ from .core.coverage import (
     LedgerGap,
     bar_count,
     completeness_ratio,
-    ranges_from_timestamps,
 )
 from .core.flags import NON_FINITE, NON_POSITIVE_PRICE, OHLC_INCONSISTENT, ZERO_BAR
-from .core.frame import TS
 
 if TYPE_CHECKING:  # the pipeline (pandas, ccxt) loads with the run, not with the specs
-    import numpy as np
-
     from .pipeline import PartitionOutcome, RunOutcome
 
 COVERAGE = "coverage_ratio"
@@ -33,8 +29,6 @@ LISTED_MAX = 50
 # Conformance flags of rows that were bad data: conformance drops (or flags) them before
 # anything is stored, so the stored bars alone can never show them.
 SANITY_FLAGS: tuple[str, ...] = (OHLC_INCONSISTENT, NON_FINITE, NON_POSITIVE_PRICE, ZERO_BAR)
-
-OHLC_COLUMNS = ["open", "high", "low", "close", "volume"]
 
 
 def check_specs(
@@ -89,9 +83,10 @@ def run_completeness(outcome: RunOutcome) -> tuple[float, int]:
     count as known, not missing."""
     node = outcome.node
     interval, origin = node.interval_s, node.timeframe.origin_s
-    covered = ranges_from_timestamps(outcome.frame[TS].to_numpy(), interval)
     known = [g.range for p in outcome.partitions for g in p.gaps]
-    ratio = completeness_ratio(covered, known, outcome.window, interval, origin_s=origin)
+    ratio = completeness_ratio(
+        outcome.stored.covered, known, outcome.window, interval, origin_s=origin
+    )
     missing = bar_count(
         [m for p in outcome.partitions for m in p.missing], interval, origin_s=origin
     )
@@ -110,36 +105,11 @@ def flagged_rows(
     return out
 
 
-def _insane_rows(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray) -> int:
-    """Bars violating high >= max(open, close, low), low <= min(open, close), volume >= 0
-    or holding a non-finite value: one boolean mask built in place (a year of 1m is half a
-    million rows: no matrix copy of the columns, no temporary per condition)."""
-    import numpy as np
-
-    bad = np.maximum(o, c)
-    np.maximum(bad, lo, out=bad)
-    bad = h < bad
-    top = np.minimum(o, c)
-    bad |= lo > top
-    del top
-    bad |= v < 0
-    for column in (o, h, lo, c, v):
-        bad |= ~np.isfinite(column)
-    return int(np.count_nonzero(bad))
-
-
 def check_results(
     outcome: RunOutcome, threshold: float, gap_warn_s: int = 600
 ) -> list[dg.AssetCheckResult]:
-    import numpy as np
-
-    frame = outcome.frame
-    ts = frame[TS].to_numpy()
-    diffs = np.diff(ts)
-    duplicates = int(np.count_nonzero(diffs == 0))
-    out_of_order = int(np.count_nonzero(diffs < 0))
-    del diffs
-    stored_bad = _insane_rows(*(frame[col].to_numpy() for col in OHLC_COLUMNS))
+    stored = outcome.stored
+    duplicates, out_of_order, stored_bad = stored.duplicates, stored.out_of_order, stored.bad_rows
     flagged = flagged_rows(outcome.partitions)
     flag_totals = {f: sum(counts.get(f, 0) for _, counts in flagged) for f in SANITY_FLAGS}
     gaps = [g for p in outcome.partitions for g in p.gaps]

@@ -82,7 +82,7 @@ def run_totals_metadata(outcome: RunOutcome) -> dict[str, Any]:
         "run_partitions": len(outcome.partitions),
         "run_window_start": iso_utc(outcome.window.start),
         "run_window_end": iso_utc(outcome.window.end),
-        "bars_stored": len(outcome.frame),
+        "bars_stored": outcome.stored.rows,
         "fetched_rows": outcome.fetched_rows,
         "forming_dropped": outcome.forming_dropped,
         # what conformance did to the rows this run fetched (a partition's own flags, from

@@ -63,7 +63,7 @@ def run_samples(
         Sample("coverage_ratio", outcome.coverage_ratio),
         Sample("artifact_publish_latency_ms", outcome.timings_s.get("publish_s", 0.0) * 1000),
         Sample("seamless_rl_dropped_total", requests.rate_limited if requests else 0),
-        Sample("seamless_backfill_bars", len(outcome.frame)),
+        Sample("seamless_backfill_bars", outcome.stored.rows),
         Sample("seamless_backfill_requests", requests.total_requests if requests else 0),
         Sample("seamless_backfill_last_success_timestamp_seconds", ended_at),
     ]

@@ -171,7 +171,7 @@ def _summary(outcome: "RunOutcome") -> str:
     held = [p for p in outcome.partitions if not p.stable]
     requests = outcome.requests.total_requests if outcome.requests else 0
     return (
-        f"{outcome.node}: {len(outcome.frame)} bars in {outcome.window}, fetched "
+        f"{outcome.node}: {outcome.stored.rows} bars in {outcome.window}, fetched "
         f"{outcome.fetched_rows} with {requests} request(s); {len(published)} segment(s) "
         f"published ({written} new), {len(held)} partition(s) held back until stable"
     )

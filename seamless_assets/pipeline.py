@@ -17,8 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, contextmanager
 from typing import Any
 
-import pandas as pd
-
 from resources.artifacts.base import ArtifactStore
 from resources.exchange import (
     DEFAULT_CANDLES_PER_CALL,
@@ -31,7 +29,7 @@ from .core.coverage import (
     merge_ranges,
     missing_ranges,
 )
-from .core.frame import Range, empty_frame
+from .core.frame import Range
 from .core.stabilization import closed_end
 from .nodes import NodeId
 from .run_outcome import PartitionOutcome, PipelineSettings, RunOutcome
@@ -39,7 +37,7 @@ from .settle import ChunkSettler, FetchedChunk
 
 __all__ = ["PartitionOutcome", "PipelineSettings", "RunOutcome", "backfill", "stream_chunks"]
 
-STREAM_CHUNK_BARS = 36_000  # bars per chunk of a streamed run (25 days of 1m)
+STREAM_CHUNK_BARS = 72_000  # bars per chunk of a streamed run (50 days of 1m)
 #: chunks being fetched, fetched (their pages packed: ~2 MB a chunk) or settling at once:
 #: the fetch runs this far ahead of the settling, so a short run is fetched at once
 OUTSTANDING_CHUNKS = 4
@@ -245,7 +243,7 @@ async def backfill(
         node=node,
         window=window,
         partitions=run.outcomes,
-        frame=pd.concat(run.frames, ignore_index=True) if run.frames else empty_frame(),
+        stored=run.stored,
         fetched_ranges=fetched_ranges,
         fetched_rows=run.fetched_rows,
         forming_dropped=run.forming,

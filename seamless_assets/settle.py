@@ -49,7 +49,7 @@ from .core.manifest import (
 from .core.stabilization import is_window_stable, stable_end
 from .history import history_start_s
 from .nodes import NodeId
-from .run_outcome import PRODUCER, PartitionOutcome, PipelineSettings
+from .run_outcome import PRODUCER, PartitionOutcome, PipelineSettings, StoredBars
 
 PUBLISH_WORKERS = 4
 PUBLISH_AHEAD_CHUNKS = 1  # chunks whose segments may still be publishing while others settle
@@ -85,7 +85,7 @@ class ChunkSettler:
         self.retry_gaps, self.log = retry_gaps, log
         self.timings: defaultdict[str, float] = defaultdict(float, fetch_s=0.0)
         self.outcomes: list[PartitionOutcome] = []
-        self.frames: list[pd.DataFrame] = []
+        self.stored = StoredBars()  # the run's stored bars, summed chunk by chunk
         self.flags: Counter[str] = Counter()
         self.fetched_rows = 0
         self.forming = 0
@@ -119,7 +119,7 @@ class ChunkSettler:
                 self._publishing.append(
                     self._start_publishing(chunk.partitions, bars, ledger, flag_ledger, now_s)
                 )
-                self.frames.append(bars)
+                self.stored = self.stored.add(bars, self.node.interval_s)
                 self.timings["publish_s"] += time.perf_counter() - t5
         self._collect(PUBLISH_AHEAD_CHUNKS)
 

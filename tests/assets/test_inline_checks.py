@@ -18,6 +18,7 @@ from seamless_assets.core.coverage import LedgerGap
 from seamless_assets.core.frame import CANONICAL_COLUMNS, Range
 from seamless_assets.nodes import NodeId
 from seamless_assets.pipeline import PartitionOutcome, RunOutcome
+from seamless_assets.run_outcome import StoredBars
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 T0 = int(START.timestamp())
@@ -81,7 +82,8 @@ def _outcome(stored: list[Range], gaps: list[Range], missing: list[Range]) -> Ru
         flags={},
         stable=True,
     )
-    return RunOutcome(node=node, window=window, partitions=[part], frame=frame)
+    stored = StoredBars().add(frame, node.interval_s)
+    return RunOutcome(node=node, window=window, partitions=[part], stored=stored)
 
 
 @pytest.mark.parametrize(
@@ -136,7 +138,8 @@ def _gap_outcome(gaps: list[tuple[Range, str]], days: int = 1) -> RunOutcome:
         )
     ts = np.concatenate(stored)
     frame = pd.DataFrame({"ts": ts, **{c: np.ones(len(ts)) for c in CANONICAL_COLUMNS[1:]}})
-    return RunOutcome(node=node, window=Range(T0, T0 + days * DAY), partitions=parts, frame=frame)
+    window, stored = Range(T0, T0 + days * DAY), StoredBars().add(frame, node.interval_s)
+    return RunOutcome(node=node, window=window, partitions=parts, stored=stored)
 
 
 def _span(start_min: int, minutes: int, day: int = 0) -> Range:
