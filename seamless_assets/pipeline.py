@@ -194,7 +194,7 @@ async def backfill(
             ranges = [c for r in fetched_ranges if (c := r.intersect(chunk_window))]
             with fetching:
                 pages = await _fetch(client, node, ranges) if ranges and client else []
-            return FetchedChunk(parts, ranges, pages)  # packed (~2 MB a chunk) until settled
+            return FetchedChunk(parts, ranges, pages)  # packed (~3.5 MB a chunk) until settled
 
         queue: asyncio.Queue[asyncio.Task[FetchedChunk] | None] = asyncio.Queue()
 
