@@ -350,9 +350,11 @@ def test_three_workers_share_the_exchange_minute_through_redis(
     assert_no_ban(stats)
     assert minutes_over(stats, 1176) == []
     first = sum(m["weight"] for m in stats["weight_history"] if m["minute_start"] < boundary)
-    # The bucket would allow at most 23.5 + 19.2/s x 25 s = 504 before the boundary. The
-    # window is not filled to the last weight: a report counts the other workers' requests
-    # that overtook this one as spent elsewhere (over, never under: the safe side).
-    assert first >= 0.75 * 1176
+    # The bucket would allow at most 23.5 + 19.2/s x 25 s = 504 (43%) before the boundary.
+    # The window is not filled to the last weight: a report counts the other workers'
+    # requests that overtook this one as spent elsewhere (over, never under: the safe side),
+    # and on a loaded machine the three workers send fewer requests in the 25 s (an idle
+    # machine measured 930-948, a CI run 872): 60% still tells the window from the bucket.
+    assert first >= 0.6 * 1176
     assert all(lim.stats.fallbacks == 0 for lim in limiters)
     assert elapsed < 25 + 1 + 20
