@@ -267,9 +267,13 @@ def test_the_client_bursts_a_minute_at_once_and_holds_the_rest(
     assert budget.fixed and budget.limit == pytest.approx(294)
     log = stats["kline_log"]
     before = [e for e in log if e["admitted_at"] < boundary]
-    # the minute's budget (136 requests), not the bucket's 2% (3); a report can count a
-    # request that overtook the reporting one as spent elsewhere: a few fewer, never more
-    assert 0.75 * 136 <= len(before) <= 136
+    # the minute's budget (its weight left after the start-up requests, exchangeInfo's 20
+    # and /time's 1 where it is asked: 136-137 klines of 2), not the bucket's 2% (3); a
+    # report can count a request that overtook the reporting one as spent elsewhere: a few
+    # fewer, never more
+    start_up = sum(v["weight"] for k, v in stats["by_endpoint"].items() if k != "klines")
+    room = int((294 - start_up) // 2)
+    assert 0.75 * room <= len(before) <= room, (start_up, room)
     assert before[-1]["admitted_at"] - before[0]["admitted_at"] < 6  # at once, not paced
     assert len(log) - len(before) == 160 - len(before)  # the rest in the next minute
     assert 12 <= elapsed < 12 + 1 + 10  # to the boundary, its guard, then the rest
