@@ -34,7 +34,7 @@ from seamless_assets.config import BackfillConfig, SeamlessConfig
 from seamless_assets.core.frame import Range
 from seamless_assets.core.stabilization import closed_end as bars_closed_end
 from seamless_assets.errors import ExchangeUnavailable, UnknownExchange, UnknownSymbol
-from seamless_assets.nodes import Timeframe
+from seamless_assets.nodes import Timeframe, market_kind
 
 from .ccxt_lean import ccxt_errors
 from .rate_budget import exchange_limits, published_limit
@@ -122,12 +122,13 @@ class ExchangeSettings:
 
     exchange_id: str
     ccxt_config: Mapping[str, Any]
-    market_types: tuple[str, ...]
+    market_types: tuple[str, ...] | None  # ccxt's names, as configured; None: market_kinds
     max_candles_per_call: int | None
     backfill: BackfillConfig
     rate_key: str
     penalty_backoff_s: float
     acquire_deadline_s: float = 600.0
+    market_kinds: tuple[str, ...] = ("spot",)  # what the catalog trades (nodes.market_kind)
 
     @classmethod
     def from_config(cls, config: SeamlessConfig, exchange_id: str) -> ExchangeSettings:
@@ -137,6 +138,7 @@ class ExchangeSettings:
             exchange_id=exchange_id,
             ccxt_config=exchange.ccxt_config,
             market_types=exchange.market_types,
+            market_kinds=config.market_kinds(exchange_id),
             max_candles_per_call=exchange.max_candles_per_call,
             backfill=config.seamless.backfill,
             rate_key=limiter_key(rate.key_template, exchange_id, exchange.account),
@@ -300,6 +302,17 @@ def _open_time(row: list[Any]) -> Any:
     return row[0]
 
 
+def native_market_types(kinds: tuple[str, ...], offered: list[str]) -> list[str]:
+    """ccxt's names for market kinds on one exchange (its default `fetchMarkets.types`):
+    binance and bybit load `linear`/`inverse` contracts by those names, OKX-style
+    exchanges as `swap` and `future`."""
+    types: list[str] = []
+    for kind in kinds:
+        names = [kind] if kind in offered else [t for t in ("swap", "future") if t in offered]
+        types.extend(name for name in names or [kind] if name not in types)
+    return types
+
+
 def split_windows(window: Range, interval_s: int, bars_per_call: int) -> list[Range]:
     """Contiguous sub-windows of at most `bars_per_call` bars covering `window`."""
     step = interval_s * bars_per_call
@@ -364,7 +377,13 @@ class ExchangeClient:
             user_types = (
                 self.settings.ccxt_config.get("options", {}).get("fetchMarkets", {}).get("types")
             )
-            fetch_markets["types"] = list(user_types or self.settings.market_types)
+            fetch_markets["types"] = list(
+                user_types
+                or self.settings.market_types
+                or native_market_types(self.settings.market_kinds, fetch_markets["types"])
+            )
+        types = fetch_markets.get("types") if isinstance(fetch_markets, dict) else None
+        self.market_types = tuple(types or ())
 
         key = self.settings.rate_key
         # The budget is in the exchange's units: ccxt's costs are converted here, and the
@@ -528,13 +547,22 @@ class ExchangeClient:
             hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise UnknownSymbol(
                 f"{self.settings.exchange_id} has no market {symbol!r}{hint} "
-                f"(market types loaded: {list(self.settings.market_types)})"
+                f"(market types loaded: {list(self.market_types)})"
             )
 
-    def candles_per_call(self) -> int:
+    def candles_per_call(self, symbol: str | None = None) -> int:
+        """Bars per request: `max_candles_per_call`, else ccxt's `features` for the kind of
+        market `symbol` names (spot, or swap/future linear/inverse)."""
         if self.settings.max_candles_per_call:
             return self.settings.max_candles_per_call
-        features = (self._exchange.features or {}).get("spot", {}).get("fetchOHLCV") or {}
+        features = self._exchange.features or {}
+        kind = "spot" if symbol is None else market_kind(symbol)
+        if kind == "spot":
+            features = features.get("spot") or {}
+        else:
+            contract = features.get("swap") or features.get("future") or {}
+            features = contract.get(kind) or {}
+        features = features.get("fetchOHLCV") or {}
         return int(features.get("limit") or DEFAULT_CANDLES_PER_CALL)
 
     def _clock_from_markets(self, response: Any) -> None:
@@ -581,7 +609,7 @@ class ExchangeClient:
         answers: list[Range] = []
         packed: PackedRows | None = None
         if fetch_window is not None:
-            per_call = self.candles_per_call()
+            per_call = self.candles_per_call(symbol)
             windows = split_windows(fetch_window, timeframe.seconds, per_call)
             pages = await _all_or_nothing(
                 [

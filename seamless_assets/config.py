@@ -38,7 +38,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError, SeamlessError
-from .nodes import NodeId, Timeframe, check_symbol
+from .nodes import MARKET_KINDS, NodeId, Timeframe, check_symbol, market_kind
 
 CONFIG_ENV = "SEAMLESS_CONFIG"
 DATA_DIR_ENV = "SEAMLESS_DATA_DIR"
@@ -628,7 +628,9 @@ class ExchangeConfig(_Model):
     sandbox: bool = False
     symbols: tuple[str, ...] = ()
     timeframes: tuple[str, ...] = ("1m",)
-    market_types: tuple[str, ...] = ("spot",)
+    # ccxt's own market types to load (binance: spot, linear, inverse, option); None: the
+    # kinds the catalog's symbols need (`SeamlessConfig.market_kinds`), in ccxt's names.
+    market_types: tuple[str, ...] | None = None
     rate_limit_rps: Float | None = Field(default=None, gt=0)
     rate_limit: dict[str, Any] = Field(default_factory=dict)
     account: str | None = None
@@ -820,6 +822,12 @@ class SeamlessConfig(_Model):
                 f"exchange {exchange_id!r} is not configured; add it under `exchanges:`",
                 self.source,
             ) from None
+
+    def market_kinds(self, exchange_id: str) -> tuple[str, ...]:
+        """The kinds of market (`nodes.MARKET_KINDS`) the catalog's nodes on this exchange
+        trade: spot for `BTC/USDT`, linear for `BTC/USDT:USDT`, inverse for `BTC/USD:BTC`."""
+        kinds = {market_kind(n.symbol) for n in self.nodes if n.exchange == exchange_id}
+        return tuple(k for k in MARKET_KINDS if k in kinds) or ("spot",)
 
     def rate_limit_for(self, exchange_id: str) -> RateLimitConfig:
         """The global rate-limit section with the exchange's overrides applied.
@@ -1099,6 +1107,10 @@ def _check_symbol(key: str, symbol: str, source: str | None) -> None:
             f"{symbol!r} is not a ccxt unified symbol like 'BTC/USDT' or 'BTC/USDT:USDT'",
             source,
         )
+    try:
+        market_kind(symbol)
+    except SeamlessError as exc:
+        raise ConfigError(key, str(exc), source) from None
 
 
 def _validate_domains(config: SeamlessConfig) -> None:

@@ -236,6 +236,28 @@ def check_symbol(symbol: str) -> str:
     return symbol
 
 
+MARKET_KINDS = ("spot", "linear", "inverse")
+
+
+def market_kind(symbol: str) -> str:
+    """The kind of market a ccxt unified symbol names: `BTC/USDT` spot, `BTC/USDT:USDT`
+    linear (settled in the quote: USDⓈ-M perpetuals and futures), `BTC/USD:BTC` inverse
+    (settled in the base). An expiry suffix (`BTC/USDT:USDT-250328`) keeps the kind."""
+    pair, colon, settle_part = symbol.partition(":")
+    if not colon:
+        return "spot"
+    base, _, quote = pair.partition("/")
+    settle = settle_part.split("-", 1)[0]
+    if settle == quote:
+        return "linear"
+    if settle == base:
+        return "inverse"
+    raise InvalidNodeId(
+        f"symbol {symbol!r} settles in {settle!r}, neither its base nor its quote; a "
+        "contract symbol looks like 'BTC/USDT:USDT' (linear) or 'BTC/USD:BTC' (inverse)"
+    )
+
+
 @dataclass(frozen=True)
 class NodeId:
     """One series: `ohlcv:{exchange}:{symbol}:{timeframe}`; the symbol may contain `:`."""

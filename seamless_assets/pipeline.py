@@ -184,7 +184,7 @@ async def backfill(
                 + ", ".join(str(r) for r in fetched_ranges[:5])
             )
             client = await stack.enter_async_context(client_factory())
-            per_call = client.candles_per_call()
+            per_call = client.candles_per_call(node.symbol)
         # The next chunks' requests go out while the ones before are in flight or settling.
         outstanding = asyncio.Semaphore(OUTSTANDING_CHUNKS)
         fetching = _BusyClock()
