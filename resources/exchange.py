@@ -589,11 +589,18 @@ class ExchangeClient:
         return server_s + (time.monotonic() - at)
 
     async def fetch_bars(
-        self, symbol: str, timeframe: Timeframe, window: Range, *, pack: bool = False
+        self,
+        symbol: str,
+        timeframe: Timeframe,
+        window: Range,
+        *,
+        pack: bool = False,
+        price: str | None = None,
     ) -> FetchedBars:
         """Closed bars with open time in `window`, fetched in concurrent full-size windows.
         `pack`: each window's rows are packed as they arrive (`FetchedBars.packed`, ~6x
-        smaller), for bars that wait to be settled; `unpack` makes them lists again."""
+        smaller), for bars that wait to be settled; `unpack` makes them lists again.
+        `price`: ccxt's `fetch_ohlcv` price (`mark`: a contract's mark-price bars)."""
         started = time.monotonic()
         await self.check_symbol(symbol)
         if timeframe.code not in (self._exchange.timeframes or {}):
@@ -613,7 +620,7 @@ class ExchangeClient:
             windows = split_windows(fetch_window, timeframe.seconds, per_call)
             pages = await _all_or_nothing(
                 [
-                    self._fetch_window(symbol, timeframe, w, per_call, fetch_window, pack)
+                    self._fetch_window(symbol, timeframe, w, per_call, fetch_window, pack, price)
                     for w in windows
                 ]
             )
@@ -648,6 +655,7 @@ class ExchangeClient:
         per_call: int,
         fetched: Range,
         pack: bool = False,
+        price: str | None = None,
     ) -> _WindowAnswer:
         """Every bar opening in `window` (at most `per_call` of them): one request when the
         exchange honours `limit`, more if it answers with shorter pages than asked for.
@@ -672,6 +680,9 @@ class ExchangeClient:
         bounds: list[tuple[int, int, int]] = []  # (row count, window start s, end s)
         cursors: list[int] = []
         cursor = start_ms
+        params: dict[str, Any] = {"until": end_ms - 1}
+        if price is not None:
+            params["price"] = price
         async with self._windows_in_flight, self.limiter.slot(self.settings.rate_key):
             while cursor < end_ms:
                 cursors.append(cursor)
@@ -682,7 +693,7 @@ class ExchangeClient:
                     timeframe.code,
                     since=cursor,
                     limit=per_call,
-                    params={"until": end_ms - 1},
+                    params=params,
                 )
                 in_window, repeats, odd = _split_page(
                     page, cursor, end_ms, fetched_start_ms, fetched_end_ms

@@ -64,7 +64,11 @@ async def first_bar_s(client: ExchangeClient, node: NodeId) -> int | None:
     await client.check_symbol(node.symbol)
     try:
         rows: list[list[Any]] = await client.exchange.fetch_ohlcv(
-            node.symbol, node.timeframe.code, since=0, limit=FIRST_CANDLES
+            node.symbol,
+            node.timeframe.code,
+            since=0,
+            limit=FIRST_CANDLES,
+            params={} if node.price is None else {"price": node.price},
         )
     except ccxt_errors.BaseError as exc:
         raise ExchangeUnavailable(

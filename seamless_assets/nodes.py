@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from .errors import InvalidNodeId, SeamlessError, UnsupportedTimeframe
 
 NODE_PREFIX = "ohlcv"
+#: Kinds of series a node id starts with, and the price ccxt's `fetch_ohlcv` is asked for
+#: (its `params.price`): exchange trades, or the mark price of a contract.
+NODE_KINDS: dict[str, str | None] = {"ohlcv": None, "mark": "mark"}
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _TIMEFRAME = re.compile(r"^([1-9][0-9]*)([smhdwMyY])$")
 _CALENDAR_UNITS = ("M", "y", "Y")  # months and years: no fixed length
@@ -260,39 +263,57 @@ def market_kind(symbol: str) -> str:
 
 @dataclass(frozen=True)
 class NodeId:
-    """One series: `ohlcv:{exchange}:{symbol}:{timeframe}`; the symbol may contain `:`."""
+    """One series: `{kind}:{exchange}:{symbol}:{timeframe}`, kind `ohlcv` (traded bars) or
+    `mark` (a contract's mark-price bars, e.g. `mark:binance:BTC/USDT:USDT:1m`); the symbol
+    may contain `:`."""
 
     exchange: str
     symbol: str
     timeframe: Timeframe
+    kind: str = NODE_PREFIX
 
     @classmethod
     def parse(cls, node_id: str) -> NodeId:
         parts = node_id.split(":") if isinstance(node_id, str) else []
-        if len(parts) < 4 or parts[0] != NODE_PREFIX:
+        if len(parts) < 4 or parts[0] not in NODE_KINDS:
             raise InvalidNodeId(
-                f"node id {node_id!r} must look like "
-                "'ohlcv:{exchange}:{symbol}:{timeframe}', e.g. 'ohlcv:binance:BTC/USDT:1m'"
+                f"node id {node_id!r} must look like '{{kind}}:{{exchange}}:{{symbol}}:"
+                "{timeframe}' with kind ohlcv or mark, e.g. 'ohlcv:binance:BTC/USDT:1m' or "
+                "'mark:binance:BTC/USDT:USDT:1m'"
             )
         exchange, symbol, timeframe = parts[1], ":".join(parts[2:-1]), parts[-1]
-        return cls.of(exchange, symbol, timeframe)
+        return cls.of(exchange, symbol, timeframe, parts[0])
 
     @classmethod
-    def of(cls, exchange: str, symbol: str, timeframe: str | Timeframe) -> NodeId:
+    def of(
+        cls, exchange: str, symbol: str, timeframe: str | Timeframe, kind: str = NODE_PREFIX
+    ) -> NodeId:
         if not isinstance(exchange, str) or not _EXCHANGE_ID.fullmatch(exchange):
             raise InvalidNodeId(
                 f"exchange id {exchange!r} must be a lower-case ccxt id such as 'binance'"
             )
         check_symbol(symbol)
+        if kind not in NODE_KINDS:
+            raise InvalidNodeId(f"node kind {kind!r} is not one of {sorted(NODE_KINDS)}")
+        if kind == "mark" and market_kind(symbol) == "spot":
+            raise InvalidNodeId(
+                f"{symbol!r} is a spot market, which has no mark price; mark nodes are of "
+                f"contracts, e.g. 'mark:{exchange}:BTC/USDT:USDT:1m'"
+            )
         tf = timeframe if isinstance(timeframe, Timeframe) else Timeframe.parse(timeframe)
-        return cls(exchange=exchange, symbol=symbol, timeframe=tf)
+        return cls(exchange=exchange, symbol=symbol, timeframe=tf, kind=kind)
 
     @property
     def interval_s(self) -> int:
         return self.timeframe.seconds
 
+    @property
+    def price(self) -> str | None:
+        """ccxt's `fetch_ohlcv` `price` param for this kind (None: traded bars)."""
+        return NODE_KINDS[self.kind]
+
     def __str__(self) -> str:
-        return f"{NODE_PREFIX}:{self.exchange}:{self.symbol}:{self.timeframe.code}"
+        return f"{self.kind}:{self.exchange}:{self.symbol}:{self.timeframe.code}"
 
     @property
     def label(self) -> str:
@@ -300,7 +321,8 @@ class NodeId:
         return f"{self.exchange}_{readable_symbol(self.symbol)}_{self.timeframe.code}"
 
     def asset_key_path(self) -> list[str]:
-        """Asset key parts: `["ohlcv", label]`, e.g. `["ohlcv", "binance_BTC_USDT_1m"]`.
+        """Asset key parts: `[kind, label]`, e.g. `["ohlcv", "binance_BTC_USDT_1m"]` or
+        `["mark", "binance_BTC_USDT__USDT_1m"]`.
 
         Dagster's graph names a node by the last part, so it carries exchange, symbol and
         timeframe. Exchange ids and timeframes hold no `_`, and a readable symbol neither
@@ -308,19 +330,19 @@ class NodeId:
         (otherwise it starts/ends with a `____hh` byte, whose hex ends it), so the label
         splits back at its first and last `_`.
         """
-        return [NODE_PREFIX, self.label]
+        return [self.kind, self.label]
 
     @classmethod
     def from_asset_key_path(cls, path: Sequence[str]) -> NodeId:
         """Inverse of `asset_key_path`; `InvalidNodeId` for any other key."""
         parts = list(path)
         example = "['ohlcv', 'binance_BTC_USDT_1m']"
-        if len(parts) != 2 or parts[0] != NODE_PREFIX or not isinstance(parts[1], str):
+        if len(parts) != 2 or parts[0] not in NODE_KINDS or not isinstance(parts[1], str):
             raise InvalidNodeId(f"asset key {parts} is not an ohlcv node key like {example}")
         exchange, _, rest = parts[1].partition("_")
         symbol, _, timeframe = rest.rpartition("_")
         try:
-            node = cls.of(exchange, from_readable_symbol(symbol), timeframe)
+            node = cls.of(exchange, from_readable_symbol(symbol), timeframe, parts[0])
         except (ValueError, SeamlessError) as exc:
             raise InvalidNodeId(
                 f"asset key {parts} is not an ohlcv node key like {example}: {exc}"
@@ -330,9 +352,12 @@ class NodeId:
         return node
 
     def partition_prefix(self, template: str) -> str:
-        """The artifact prefix for this node, from the blueprint's partition template."""
-        return template.format(
+        """The artifact prefix for this node, from the blueprint's partition template;
+        a kind other than `ohlcv` goes first (`kind=mark/exchange=…`), so the series of one
+        market never share a prefix and `ohlcv` segments keep the template's own path."""
+        prefix = template.format(
             exchange=path_slug(self.exchange),
             symbol=path_slug(self.symbol),
             timeframe=path_slug(self.timeframe.code),
         )
+        return prefix if self.kind == NODE_PREFIX else f"kind={self.kind}/{prefix}"

@@ -57,7 +57,10 @@ def ohlcv_asset(
 
     @dg.asset(
         key=key,
-        description=f"Closed {node.timeframe} OHLCV bars of {node.symbol} on {node.exchange}.",
+        description=(
+            f"Closed {node.timeframe} {'mark-price' if node.price else 'OHLCV'} bars of "
+            f"{node.symbol} on {node.exchange}."
+        ),
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=pool_name(node.exchange),
@@ -66,6 +69,7 @@ def ohlcv_asset(
         check_specs=check_specs(key, threshold, gap_warn_s),
         metadata={
             "node_id": str(node),
+            "kind": node.kind,
             "exchange": node.exchange,
             "symbol": node.symbol,
             "timeframe": node.timeframe.code,

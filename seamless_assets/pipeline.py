@@ -46,7 +46,10 @@ OUTSTANDING_CHUNKS = 4
 async def _fetch(client: ExchangeClient, node: NodeId, ranges: list[Range]) -> list[FetchedBars]:
     return list(
         await asyncio.gather(
-            *(client.fetch_bars(node.symbol, node.timeframe, r, pack=True) for r in ranges)
+            *(
+                client.fetch_bars(node.symbol, node.timeframe, r, pack=True, price=node.price)
+                for r in ranges
+            )
         )
     )
 

@@ -236,7 +236,8 @@ def manifest_problems(
             problems.append("range: bar open times are not strictly increasing")
     parts = [manifest.get(k, _ABSENT) for k in ("exchange", "symbol", "timeframe")]
     if _ABSENT not in parts or version >= 2:
-        differs("node_id", identity.node_id, "ohlcv:" + ":".join(map(str, parts)))
+        kind = identity.node_id.partition(":")[0]  # ohlcv or mark: in the fingerprint too
+        differs("node_id", identity.node_id, f"{kind}:" + ":".join(map(str, parts)))
     differs("as_of", manifest.get("as_of", _ABSENT), iso_utc(window.end))
     if check_fingerprint and not problems:
         derived = dataset_fingerprint(frame, identity.fingerprint_identity())
