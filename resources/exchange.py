@@ -37,7 +37,7 @@ from seamless_assets.errors import ExchangeUnavailable, UnknownExchange, Unknown
 from seamless_assets.nodes import Timeframe, market_kind
 
 from .ccxt_lean import ccxt_errors
-from .rate_budget import exchange_limits, published_limit
+from .rate_budget import PublishedLimit, exchange_limits, published_limit
 from .rate_limit import RateLimiter, limiter_key
 
 if TYPE_CHECKING:
@@ -75,6 +75,8 @@ T = TypeVar("T")
 #: the exchange-unit cost of the request this task was last granted (re-acquired when a
 #: penalty arrives between the grant and the send)
 _COST: contextvars.ContextVar[float] = contextvars.ContextVar("request_cost", default=0.0)
+# the ccxt API of the request being made (binance: `public` spot, `fapiPublic` USDⓈ-M)
+_API: contextvars.ContextVar[str] = contextvars.ContextVar("request_api", default="")
 
 
 def header(headers: Mapping[str, Any] | None, name: str) -> str | None:
@@ -298,6 +300,10 @@ def _unfiltered(ccxt_parse_ohlcvs: Any, fast_rows: bool = False) -> Any:
     return parse_ohlcvs
 
 
+def _per_ms(limit: PublishedLimit) -> float:
+    return limit.limit / limit.interval_ms
+
+
 def _open_time(row: list[Any]) -> Any:
     return row[0]
 
@@ -356,6 +362,7 @@ class ExchangeClient:
         self._clock: tuple[float, float] | None = None  # (server epoch s, local monotonic)
         self._penalty_until = 0.0  # wall clock: the latest 429/418 penalty this client saw
         self._date_offset: float | None = None  # exchange clock - local clock, from Date
+        self._published: list[PublishedLimit] = []  # limits the exchangeInfo documents state
 
     def _build_exchange(self) -> ccxt_async.Exchange:
         import ccxt.async_support as ccxt_async  # heavy: only when a client is built
@@ -392,7 +399,6 @@ class ExchangeClient:
         # it in every window of that span); the clock follows the exchange once a Date came.
         limits = exchange_limits(exchange_id, getattr(exchange, "rateLimit", None))
         limits = limits.arriving_within(self.settings.backfill.request_timeout_ms / 1000)
-        self.units_per_cost = limits.units_per_cost
         self._used_header = limits.used_header
         if callable(register := getattr(self.limiter, "register", None)):
             register(key, limits, self.exchange_time, self.clock_synced)
@@ -403,13 +409,19 @@ class ExchangeClient:
             waited_from = time.monotonic()
             if self._penalty_until > time.time():
                 await self.limiter.penalize(key, self._penalty_until, "Retry-After")
-            units = (1.0 if cost is None else cost) * limits.units_per_cost
+            units = limits.units_for(1.0 if cost is None else cost, _API.get())
             _COST.set(units)
             await self.limiter.acquire(key, units, self.settings.acquire_deadline_s)
             self.stats.rate_limit_wait_s += time.monotonic() - waited_from
 
         original_handle_errors = exchange.handle_errors
         original_fetch = exchange.fetch
+        original_fetch2 = exchange.fetch2
+
+        async def fetch2(path: Any, api: Any = "public", *args: Any, **kwargs: Any) -> Any:
+            # throttle(cost) runs inside: it converts the cost by the API it is for
+            _API.set(api if isinstance(api, str) else "/".join(map(str, api)))
+            return await original_fetch2(path, api, *args, **kwargs)
 
         def handle_errors(
             code: int, reason: str, url: str, method: str, headers: Any, *rest: Any
@@ -431,14 +443,12 @@ class ExchangeClient:
             response = await original_fetch(url, method, headers, body)
             if urlparse(url).path.endswith("/exchangeInfo"):
                 self._clock_from_markets(response)
-                if (
-                    callable(publish := getattr(self.limiter, "publish", None))
-                    and (published := published_limit(response)) is not None
-                ):
-                    publish(key, published)
+                if (published := published_limit(response)) is not None:
+                    self._published.append(published)
             return response
 
         exchange.throttle = throttle
+        exchange.fetch2 = fetch2
         exchange.handle_errors = handle_errors
         exchange.fetch = counted_fetch
         if exchange_id in FAST_OHLCV_ROW_EXCHANGES:
@@ -537,8 +547,17 @@ class ExchangeClient:
             if not self._markets_loaded:
                 await self._call("load_markets", self._exchange.load_markets)
                 self._markets_loaded = True
+                self._publish_limit()
         markets: dict[str, Any] = self._exchange.markets
         return markets
+
+    def _publish_limit(self) -> None:
+        """Hand the limiter the tightest limit the markets' documents published (binance:
+        spot 6000 and USDⓈ-M 2400 weight a minute, one key for both), once they are all in,
+        so no request is admitted under the looser one meanwhile."""
+        publish = getattr(self.limiter, "publish", None)
+        if self._published and callable(publish):
+            publish(self.settings.rate_key, min(self._published, key=_per_ms))
 
     async def check_symbol(self, symbol: str) -> None:
         markets = await self.load_markets()

@@ -73,6 +73,17 @@ class ExchangeLimits:
     # the exchange counts in fixed windows of its own clock (not sliding ones) and says so
     fixed_window: bool = False
     arrival_s: float = DEFAULT_ARRIVAL_S  # a request reaches the exchange within this
+    # ccxt APIs (by name prefix) whose costs are in other units: binance states its futures
+    # APIs' costs in their own weight (fapi klines of 500 bars: 5), its spot API's in
+    # fifths of a weight (klines: 0.4)
+    api_units_per_cost: tuple[tuple[str, float], ...] = ()
+
+    def units_for(self, cost: float, api: str) -> float:
+        """A request's ccxt `cost` in the exchange's units, for ccxt API `api`."""
+        for prefix, units in self.api_units_per_cost:
+            if api.startswith(prefix):
+                return cost * units
+        return cost * self.units_per_cost
 
     def arriving_within(self, request_timeout_s: float) -> ExchangeLimits:
         """These limits for a client whose requests time out after `request_timeout_s`."""
@@ -93,8 +104,17 @@ class PublishedLimit:
 EXCHANGE_LIMITS: dict[str, ExchangeLimits] = {
     # spot api: 6000 weight/min; ccxt binance rateLimit 50 ms, cost 0.2 per weight
     # (exchangeInfo: REQUEST_WEIGHT per 1 MINUTE; the header resets at each exchange minute)
+    # (the futures APIs count their own weight; one key counts both, at the tightest limit
+    # either API publishes: see ExchangeClient)
     "binance": ExchangeLimits(
-        "request weight", 5.0, 6000, 60_000, "X-MBX-USED-WEIGHT-1M", 20, fixed_window=True
+        "request weight",
+        5.0,
+        6000,
+        60_000,
+        "X-MBX-USED-WEIGHT-1M",
+        20,
+        fixed_window=True,
+        api_units_per_cost=(("fapi", 1.0), ("dapi", 1.0)),
     ),
     # USD-M futures: 2400 weight/min; ccxt costs are weights (klines limit 1500: 10)
     "binanceusdm": ExchangeLimits(
