@@ -1,6 +1,8 @@
-"""A Binance-spot-compatible replay exchange over HTTP, for tests and demos.
+"""A Binance-compatible replay exchange over HTTP, for tests and demos: spot under /api/v3
+and USDⓈ-M perpetuals (klines, mark-price klines, funding history) under /fapi/v1.
 
-Real ccxt talks to it (`ccxt_config(url)`); candles are a pure function of
+Real ccxt talks to it (`ccxt_config(url)`, or `ccxt_config(url, market_types=("spot",
+"linear"))` for `BTC/USDT:USDT` perpetuals too); candles are a pure function of
 (symbol, interval, open time, config), with a settable clock, maintenance gaps, restated
 windows, a Binance-like weight budget (429 / 418 + Retry-After, with an in-flight grace
 after each 429: see `state.py`), fault injection (5xx, latency, outages, late candles via
@@ -11,14 +13,28 @@ first N responses only: see `corrupt.py`) and request counters.
 from .admin import SandboxAdmin, spawn_sandbox_process
 from .bars import expected_bars
 from .clock import SandboxClock
-from .config import CORRUPTION_KINDS, INTERVALS, KNOWN_MARKETS, MarketSpec, SandboxConfig
+from .config import (
+    CORRUPTION_KINDS,
+    FUNDING_HOURS,
+    INTERVALS,
+    KNOWN_MARKETS,
+    PERP_LISTING_FLOOR_TS,
+    MarketSpec,
+    SandboxConfig,
+)
+from .funding import expected_funding
+from .futures import FAPI_INTERVALS, FAPI_PREFIX
 from .server import SandboxExchange, ccxt_config, make_app, start_site
 from .state import SandboxState
 
 __all__ = [
     "CORRUPTION_KINDS",
+    "FAPI_INTERVALS",
+    "FAPI_PREFIX",
+    "FUNDING_HOURS",
     "INTERVALS",
     "KNOWN_MARKETS",
+    "PERP_LISTING_FLOOR_TS",
     "MarketSpec",
     "SandboxAdmin",
     "SandboxClock",
@@ -27,6 +43,7 @@ __all__ = [
     "SandboxState",
     "ccxt_config",
     "expected_bars",
+    "expected_funding",
     "make_app",
     "spawn_sandbox_process",
     "start_site",

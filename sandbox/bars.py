@@ -11,6 +11,11 @@ Model, per market and data seed:
   `(seed, interval, t)`.
 Restated windows swap the seed for one derived from the restatement version.
 
+Kinds (`MarketSpec.kind`): a perpetual and its mark price share their spot market's trend
+but draw their noise from their own seed (`seed_id`), so they track spot closely without
+being equal; spot seeds are unchanged. Mark bars have zero volumes and count one sample
+per elapsed second (Binance's markPriceKlines).
+
 All decimals are produced as int64 fixed-point with 8 decimals (`UNITS_PER_ONE`), which the
 encoder prints exactly and `expected_bars` turns into the same floats ccxt parses.
 """
@@ -24,7 +29,7 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from .config import INTERVALS, UNITS_PER_ONE, WEEK_S, MarketSpec, SandboxConfig, market_id
+from .config import INTERVALS, UNITS_PER_ONE, WEEK_S, MarketSpec, SandboxConfig
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -164,7 +169,7 @@ def select_open_times(
     # bar k is inside gap [gs, ge) iff gs <= t_k and t_k + interval <= ge
     excluded = [
         (idx_up(gs), idx_down(ge - interval_s))
-        for gs, ge in _merge(config.gaps_for(market.id))
+        for gs, ge in _merge(config.gaps_for(market.key))
         if idx_up(gs) <= idx_down(ge - interval_s)
     ]
     segments: list[tuple[int, int]] = []  # inclusive index ranges still allowed
@@ -200,9 +205,9 @@ def select_open_times(
 # --------------------------------------------------------------------------- generation
 def _bar_seeds(market: MarketSpec, ts: I64, interval_s: int, config: SandboxConfig) -> U64:
     """Per-bar seed: the market seed, or a restated version's seed where bars overlap one."""
-    base = market_seed(market.id, config.seed)
+    base = market_seed(market.seed_id, config.seed)
     seeds = np.full(len(ts), base, dtype=np.uint64)
-    windows = config.restatements_for(market.id)
+    windows = config.restatements_for(market.key)
     if not windows:
         return seeds
     versions = np.zeros(len(ts), dtype=np.int64)
@@ -218,7 +223,8 @@ def _boundary_prices(
     market: MarketSpec, t: I64, seeds: U64 | np.uint64, config: SandboxConfig
 ) -> F64:
     """Price at bar boundaries `t`: trend times noise keyed by (seed, t) only, so every
-    interval sees the same open/close at the same instant."""
+    interval sees the same open/close at the same instant (the trend is the spot id's, for
+    every kind)."""
     noise = _irwin_hall(_uniforms(np.asarray(seeds, dtype=np.uint64), t.astype(np.uint64), 4))
     trend = _trend(t.astype(np.float64), market_seed(market.id, config.seed))
     return np.exp(np.log(market.base_price) + trend + _BOUNDARY_SIGMA * noise)
@@ -293,6 +299,12 @@ def _generate(
     taker_base = np.minimum(_to_units(vol_f * taker_share, market.step_units), vol)
     trades = np.where(vol > 0, np.maximum(1, np.rint(vol_f / trade_size)), 0).astype(np.int64)
     open_ms = ts * 1000
+    if market.kind == "mark":  # markPriceKlines: no volume; 1 s price samples as the count
+        trades = np.full(n, interval_s, np.int64)
+        if now_ms is not None:
+            trades = np.clip((now_ms - open_ms) // 1000 + 1, 0, interval_s).astype(np.int64)
+        vol = taker_base = np.zeros(n, np.int64)
+        vol_f = np.zeros(n, np.float64)
     return Bars(
         open_ms=open_ms,
         close_ms=open_ms + (interval_s * 1000 - 1),
@@ -317,27 +329,28 @@ def expected_bars(
     config: SandboxConfig | None = None,
     *,
     now_s: float | None = None,
+    price: str | None = None,
 ) -> dict[str, npt.NDArray[np.float64] | I64]:
     """Canonical bars opening in `[start_s, end_s)`: `ts` (int64 seconds) and float64
     `open, high, low, close, volume`, equal to what ccxt parses from the kline strings.
 
-    Listing time, gaps and restatements of `config` apply. With `now_s`, bars not yet closed
-    at `now_s` are left out (a canonical store holds closed bars only).
+    `symbol` is a spot market (`BTC/USDT`) or a perpetual (`BTC/USDT:USDT`, what ccxt's
+    `fetch_ohlcv` gets from /fapi/v1/klines); `price="mark"` gives a perpetual's mark-price
+    bars (`fetch_mark_ohlcv`, volume 0). Listing time, gaps and restatements of `config`
+    apply. With `now_s`, bars not yet closed at `now_s` are left out (a canonical store
+    holds closed bars only).
     """
     config = config or SandboxConfig()
     if interval_s not in INTERVALS.values():
         raise ValueError(f"interval_s {interval_s} is not a Binance interval")
-    markets = config.markets()
-    mid = market_id(symbol)
-    if mid not in markets:
-        raise KeyError(f"symbol {symbol!r} is not listed by this sandbox config")
+    market = config.market_for(symbol, price)
     hi = end_s - 1
     if now_s is not None:
         hi = min(hi, int(now_s) - interval_s)  # last bar with ts + interval <= now
     ts = select_open_times(
-        markets[mid], interval_s, config, lo_s=start_s, hi_s=hi, limit=None, from_end=False
+        market, interval_s, config, lo_s=start_s, hi_s=hi, limit=None, from_end=False
     )
-    bars = generate_bars(markets[mid], interval_s, ts, config)
+    bars = generate_bars(market, interval_s, ts, config)
     # an int64 below 2**53 converts exactly, and IEEE division is correctly rounded, so
     # units / 1e8 is bit-identical to float("<the printed 8-decimal string>")
     return {

@@ -65,7 +65,14 @@ _MAX_TS_S = 10**11
 
 @dataclass(frozen=True)
 class MarketSpec:
-    """One spot market and the parameters of its synthetic price process."""
+    """One market and the parameters of its synthetic price process.
+
+    `kind` is `"spot"`, `"perp"` (the USDⓈ-M perpetual of a spot market) or `"mark"` (that
+    perpetual's mark price). All kinds share the Binance `id` (`BTCUSDT`) and the price
+    trend; the bar noise is seeded by `seed_id`, so a perpetual differs from its spot market
+    while spot data stays what it always was. Config knobs key a market by `key`: the spot
+    id, or `BTCUSDT:USDT` (`market_id("BTC/USDT:USDT")`) for a perpetual and its mark price.
+    """
 
     base: str
     quote: str
@@ -74,6 +81,7 @@ class MarketSpec:
     step_units: int  # quantity step in 1e-8 units (LOT_SIZE.stepSize)
     volume_per_min: float  # mean base volume per minute
     listing_ts: int  # epoch seconds of the first trade
+    kind: str = "spot"  # "spot" | "perp" | "mark"
 
     @property
     def id(self) -> str:
@@ -81,7 +89,19 @@ class MarketSpec:
 
     @property
     def symbol(self) -> str:
-        return f"{self.base}/{self.quote}"
+        """The ccxt symbol: `BTC/USDT`, or `BTC/USDT:USDT` for a perpetual (and its mark)."""
+        spot = f"{self.base}/{self.quote}"
+        return spot if self.kind == "spot" else f"{spot}:{self.quote}"
+
+    @property
+    def key(self) -> str:
+        """Config key (`market_id(symbol)`): `BTCUSDT`, or `BTCUSDT:USDT` for perp and mark."""
+        return market_id(self.symbol)
+
+    @property
+    def seed_id(self) -> str:
+        """What seeds the bar noise: the id for spot (unchanged data), `id|kind` otherwise."""
+        return self.id if self.kind == "spot" else f"{self.id}|{self.kind}"
 
 
 _BTC_LISTING = 1_502_942_400  # 2017-08-17 04:00 UTC, when Binance listed BTCUSDT
@@ -96,10 +116,19 @@ KNOWN_MARKETS: dict[str, MarketSpec] = {
     )
 }
 DEFAULT_LISTING_TS = 1_577_836_800  # 2020-01-01, for configured symbols without a listing time
+#: A perpetual lists at max(its spot market's listing, this): 2019-09-08 00:00 UTC, when
+#: Binance launched USDⓈ-M futures (BTCUSDT). `listing_ts["BTC/USDT:USDT"]` overrides it.
+PERP_LISTING_FLOOR_TS = 1_567_900_800
+PERP_QUOTE = "USDT"  # every spot market quoted in it has a perpetual
+#: Funding interval (hours) before any `funding_intervals` entry; allowed intervals divide
+#: a day, so fundings fall on multiples of the interval in UTC (00:00, 08:00, 16:00 ...).
+DEFAULT_FUNDING_HOURS = 8
+FUNDING_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
 
 
 def market_id(symbol: str) -> str:
-    """`BTC/USDT` or `BTCUSDT` -> `BTCUSDT` (the Binance id used in config keys)."""
+    """`BTC/USDT` or `BTCUSDT` -> `BTCUSDT` (the Binance id used in config keys);
+    a perpetual `BTC/USDT:USDT` -> `BTCUSDT:USDT`."""
     return symbol.replace("/", "").upper()
 
 
@@ -122,7 +151,16 @@ def _derived_market(symbol: str) -> MarketSpec:
 class SandboxConfig:
     """Every knob of the sandbox. All times are epoch seconds unless the name says `_ms`.
 
-    Symbol keys accept `BTC/USDT` or `BTCUSDT`; `"*"` in `gaps`/`restatements` means all.
+    Symbol keys accept `BTC/USDT` or `BTCUSDT`; `"*"` in `gaps`/`restatements` means all
+    markets of every kind. `BTC/USDT:USDT` (or `BTCUSDT:USDT`) keys the perpetual in `gaps`,
+    `restatements`, `listing_ts` and `corruptions`: its gaps (an outage) also remove its
+    mark klines and fundings, its restatements also restate its mark klines, corruptions
+    touch its trade klines only; spot keys never touch the perpetual.
+
+    `funding_intervals` changes a perpetual's funding interval from a time on:
+    `{"BTC/USDT:USDT": [[from_ts_s, hours], ...]}` (from times strictly increasing, hours
+    in `FUNDING_HOURS`; `"*"` for perpetuals without their own entry). Before the first
+    entry, and without one, fundings are every 8 h at 00:00/08:00/16:00 UTC.
 
     `corruptions` injects malformed kline rows (raw JSON, before any client parses them):
     a list of `{"symbol": "BTC/USDT", "ts": <bar open time, s>, "kind": <kind>}` with an
@@ -156,11 +194,12 @@ class SandboxConfig:
     error_rate_5xx: float = 0.0
     error_seed: int = 0
     latency_ms: float = 0.0
-    force_429: int = 0  # the next N kline requests get 429
+    force_429: int = 0  # the next N kline requests get 429 (fapi: also fundingRate)
     force_429_retry_after: int = 1  # 0: send no Retry-After header (and no penalty window)
-    down: bool = False  # 503 to every /api request
+    down: bool = False  # 503 to every /api/v3 and /fapi/v1 request
     corruptions: list[dict[str, Any]] = field(default_factory=list)  # malformed kline rows
     publish_delay_s: float = 0.0  # a bar is served only this long after it closed
+    funding_intervals: dict[str, list[list[int]]] = field(default_factory=dict)
     # clock at start-up: frozen at `frozen_now_s`, else real time + `clock_offset_s`
     frozen_now_s: float | None = None
     clock_offset_s: float = 0.0
@@ -177,6 +216,47 @@ class SandboxConfig:
             mid = market_id(sym)
             if mid in out:
                 out[mid] = dataclasses.replace(out[mid], listing_ts=int(ts))
+        return out
+
+    def perpetuals(self) -> dict[str, MarketSpec]:
+        """USDⓈ-M perpetuals by Binance id (`BTCUSDT`): one per spot market quoted in USDT,
+        listed at max(spot listing, `PERP_LISTING_FLOOR_TS`) unless `listing_ts` names it."""
+        own = {market_id(k): int(v) for k, v in self.listing_ts.items()}
+        out: dict[str, MarketSpec] = {}
+        for mid, spot in self.markets().items():
+            if spot.quote == PERP_QUOTE:
+                perp = dataclasses.replace(spot, kind="perp")
+                listing = own.get(perp.key, max(spot.listing_ts, PERP_LISTING_FLOOR_TS))
+                out[mid] = dataclasses.replace(perp, listing_ts=listing)
+        return out
+
+    def market_for(self, symbol: str, price: str | None = None) -> MarketSpec:
+        """The market of a ccxt symbol or id (`BTC/USDT`, `BTC/USDT:USDT`, `BTCUSDT`);
+        `price="mark"` gives a perpetual's mark-price market. KeyError when not listed."""
+        if price not in (None, "mark"):
+            raise ValueError(f"price must be None or 'mark', got {price!r}")
+        key = market_id(symbol)
+        if ":" not in key:
+            if price is not None:
+                raise ValueError(f"price='mark' needs a perpetual like 'BTC/USDT:USDT': {symbol!r}")
+            market = self.markets().get(key)
+        else:
+            market = self.perpetuals().get(key.split(":", 1)[0])
+            if market is not None and market.key != key:
+                market = None
+            if market is not None and price == "mark":
+                market = dataclasses.replace(market, kind="mark")
+        if market is None:
+            raise KeyError(f"symbol {symbol!r} is not listed by this sandbox config")
+        return market
+
+    def funding_schedule(self, key: str) -> list[tuple[int, int]]:
+        """`(from_ts_s, interval_s)` segments of a perpetual's funding (config key
+        `BTCUSDT:USDT`): the default 8 h from time 0, then its own entries (else `*`'s)."""
+        own = [items for k, items in self.funding_intervals.items() if market_id(k) == key]
+        items = own[0] if own else self.funding_intervals.get("*", [])
+        out = [(0, DEFAULT_FUNDING_HOURS * 3600)]
+        out.extend((int(start), int(hours) * 3600) for start, hours in items)
         return out
 
     def gaps_for(self, mid: str) -> list[tuple[int, int]]:
@@ -245,8 +325,13 @@ class SandboxConfig:
                 f"publish_delay_s must be >= 0 s and under a day, got {self.publish_delay_s}"
             )
         for sym in self.extra_symbols:
-            if "/" not in sym:
-                raise ValueError(f"extra_symbols: {sym!r} must look like 'BASE/QUOTE'")
+            if "/" not in sym or ":" in sym:
+                raise ValueError(
+                    f"extra_symbols: {sym!r} must look like 'BASE/QUOTE' (a USDT market's "
+                    "perpetual BASE/USDT:USDT is listed with it)"
+                )
+        for key, schedule in self.funding_intervals.items():
+            _funding_intervals(key, schedule)
         for key, wins in self.gaps.items():
             for w in wins:
                 start, end = _window(w)
@@ -294,7 +379,9 @@ def _coerce(name: str, value: Any) -> Any:
         raise ValueError(f"config knob `{name}` must be a number, got {value!r}") from exc
     if name == "down" and not isinstance(value, bool):
         raise ValueError(f"config knob `down` must be true or false, got {value!r}")
-    if name in ("gaps", "restatements", "listing_ts", "weights") and not isinstance(value, dict):
+    if name in ("gaps", "restatements", "listing_ts", "weights", "funding_intervals") and (
+        not isinstance(value, dict)
+    ):
         raise ValueError(f"config knob `{name}` must be an object keyed by symbol/endpoint")
     if name == "extra_symbols" and not isinstance(value, list):
         raise ValueError("config knob `extra_symbols` must be a list like ['DOGE/USDT']")
@@ -347,6 +434,28 @@ def _corruption(index: int, item: Any) -> dict[str, Any]:
             )
         out["interval"] = item["interval"]
     return out
+
+
+def _funding_intervals(key: str, items: Any) -> None:
+    """Validate one `funding_intervals` entry; ValueError naming the knob otherwise."""
+    where = f"funding_intervals[{key!r}]"
+    if key != "*" and ":" not in key:
+        raise ValueError(f"{where}: key must be a perpetual like 'BTC/USDT:USDT', or '*'")
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{where} must be a non-empty list of [from_ts_s, hours] pairs")
+    last = -1
+    for item in items:
+        ok = isinstance(item, list | tuple) and len(item) == 2
+        if not ok or any(isinstance(x, bool) or not isinstance(x, int) for x in item):
+            raise ValueError(f"{where}: {item!r} must be [from_ts_s, hours], two integers")
+        start, hours = item
+        if not 0 <= start < _MAX_TS_S:
+            raise ValueError(f"{where}: from time {start} is not epoch SECONDS")
+        if start <= last:
+            raise ValueError(f"{where}: from times must be strictly increasing, got {start}")
+        if hours not in FUNDING_HOURS:
+            raise ValueError(f"{where}: {hours} h is not one of {list(FUNDING_HOURS)}")
+        last = start
 
 
 def _window(w: Any) -> tuple[int, int]:

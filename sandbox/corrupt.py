@@ -107,7 +107,7 @@ def corrupt_klines(
     is asked once per entry about to apply and says whether it still does (its `times`
     budget); it is only asked for entries whose bar this page serves.
     """
-    hits = config.corruptions_for(market.id, interval)
+    hits = config.corruptions_for(market.key, interval)
     if not hits or ts.size == 0:
         return body, int(ts.size), 0
     in_page: list[tuple[int, str]] = []

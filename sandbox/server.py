@@ -1,4 +1,5 @@
-"""aiohttp server: Binance spot public endpoints under /api/v3 and the admin API under /sandbox.
+"""aiohttp server: Binance spot public endpoints under /api/v3, USDⓈ-M perpetual futures
+public endpoints under /fapi/v1 (`futures.py`) and the admin API under /sandbox.
 
 Why aiohttp: already a project dependency, and one event loop serves many concurrent ccxt
 clients cheaply. The same `make_app` runs in a background thread (tests, demos) or in a
@@ -17,19 +18,18 @@ from typing import Any
 
 from aiohttp import web
 
-from .bars import generate_bars, select_open_times
 from .clock import clock_request
-from .config import INTERVALS, MarketSpec, SandboxConfig, market_id
-from .corrupt import corrupt_klines
-from .encode import encode_klines
+from .config import SandboxConfig
+from .futures import FAPI_PREFIX, Route, fapi_route, serve_fapi
+from .klines import BinanceError, kline_entry, serve_klines
 from .markets import exchange_info
 from .state import Admission, SandboxState
 
 API_PREFIX = "/api/v3"
 ADMIN_PREFIX = "/sandbox"
 STATE_KEY = web.AppKey("sandbox_state", SandboxState)
-DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000
+MARKET_TYPES = ("spot", "linear")
 _JSON = "application/json;charset=UTF-8"
 
 _5XX_BODIES = {
@@ -38,115 +38,32 @@ _5XX_BODIES = {
     503: b"Service Unavailable",
 }
 
-
-class BinanceError(Exception):
-    """A request error answered with Binance's `{"code": ..., "msg": ...}` body."""
-
-    def __init__(self, code: int, msg: str, status: int = 400) -> None:
-        super().__init__(msg)
-        self.code, self.msg, self.status = code, msg, status
-
-    def body(self) -> bytes:
-        return json.dumps({"code": self.code, "msg": self.msg}).encode()
+__all__ = ["BinanceError", "SandboxExchange", "ccxt_config", "make_app", "start_site"]
 
 
-def ccxt_config(url: str, **overrides: Any) -> dict[str, Any]:
-    """ccxt `binance` constructor config pointing at a sandbox (spot markets only)."""
+def ccxt_config(
+    url: str, *, market_types: tuple[str, ...] = ("spot",), **overrides: Any
+) -> dict[str, Any]:
+    """ccxt `binance` constructor config pointing at a sandbox. `market_types` picks what
+    `load_markets` loads: `("spot",)` (the default), `("spot", "linear")` or `("linear",)`
+    for the USDⓈ-M perpetuals (`BTC/USDT:USDT`) served under /fapi/v1."""
+    unknown = sorted(set(market_types) - set(MARKET_TYPES))
+    if unknown or not market_types:
+        raise ValueError(f"market_types {market_types!r}: choose from {list(MARKET_TYPES)}")
+    api = {"public": f"{url}{API_PREFIX}"}
+    if "linear" in market_types:
+        api["fapiPublic"] = f"{url}{FAPI_PREFIX}"
     config: dict[str, Any] = {
         "enableRateLimit": False,
         "timeout": 10_000,
-        "urls": {"api": {"public": f"{url}{API_PREFIX}"}},
-        "options": {"fetchMarkets": {"types": ["spot"]}},
+        "urls": {"api": api},
+        "options": {"fetchMarkets": {"types": list(market_types)}},
     }
     config.update(overrides)
     return config
 
 
 # ---------------------------------------------------------------------------- /api/v3
-def _int_param(query: Any, name: str) -> int | None:
-    raw = query.get(name)
-    if raw is None or raw == "":
-        return None
-    if not raw.isdigit() or len(raw) > 20:
-        raise BinanceError(
-            -1100,
-            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
-        )
-    return int(raw)
-
-
-def _kline_entry(query: Any) -> dict[str, Any]:
-    """The kline log record of a request (raw values where they are not integers)."""
-    entry: dict[str, Any] = {"symbol": query.get("symbol"), "interval": query.get("interval")}
-    for key in ("startTime", "endTime", "limit"):
-        raw = query.get(key)
-        entry[key] = int(raw) if raw is not None and raw.isdigit() else raw
-    entry["rows"] = 0
-    entry["corrupted"] = 0
-    return entry
-
-
-def _klines(state: SandboxState, query: Any) -> tuple[bytes, int, int]:
-    """Binance semantics: bars with startTime <= openTime <= min(endTime, now); the first
-    `limit` of them, or the last `limit` when no startTime is given; gaps simply absent.
-    Returns the body, the rows served and how many of them `corruptions` touched."""
-    cfg = state.config
-    symbol = query.get("symbol", "")
-    if not symbol:
-        raise BinanceError(
-            -1102, "Mandatory parameter 'symbol' was not sent, was empty/null, or malformed."
-        )
-    interval = query.get("interval", "")
-    start_ms, end_ms = _int_param(query, "startTime"), _int_param(query, "endTime")
-    limit = _int_param(query, "limit")
-    markets = cfg.markets()
-    market = markets.get(symbol) if symbol == market_id(symbol) else None
-    if market is None:
-        raise BinanceError(-1121, "Invalid symbol.")
-    if interval not in INTERVALS:
-        raise BinanceError(-1120, "Invalid interval.")
-    if start_ms is not None and end_ms is not None and start_ms > end_ms:
-        raise BinanceError(-1023, "Start time is greater than end time.")
-    if limit is not None and limit < 1:
-        raise BinanceError(-1130, "Invalid data sent for a parameter.")
-    limit = DEFAULT_LIMIT if limit is None else min(limit, MAX_LIMIT)
-    now_ms = state.clock.now_ms()
-    hi_s = now_ms // 1000 if end_ms is None else min(end_ms // 1000, now_ms // 1000)
-    if cfg.publish_delay_s > 0:  # late bars: served once closed for publish_delay_s
-        published_ms = now_ms - int(cfg.publish_delay_s * 1000) - INTERVALS[interval] * 1000
-        hi_s = min(hi_s, published_ms // 1000)
-    ts = select_open_times(
-        market,
-        INTERVALS[interval],
-        cfg,
-        lo_s=None if start_ms is None else -(-start_ms // 1000),
-        hi_s=hi_s,
-        limit=limit,
-        from_end=start_ms is None,
-    )
-    if cfg.corruptions:  # fault injection; the fast path below stays untouched without it
-        body = encode_klines(generate_bars(market, INTERVALS[interval], ts, cfg, now_ms))
-        return corrupt_klines(
-            body, market, interval, INTERVALS[interval], ts, cfg, now_ms, state.take_corruption
-        )
-    return _page(state, cfg, market, interval, ts, now_ms), len(ts), 0
-
-
-def _page(
-    state: SandboxState, cfg: SandboxConfig, market: MarketSpec, interval: str, ts: Any, now_ms: int
-) -> bytes:
-    """The encoded page, from the page cache when every bar in it has closed."""
-    interval_s = INTERVALS[interval]
-    closed = len(ts) > 0 and (int(ts[-1]) + interval_s) * 1000 <= now_ms
-    key = (market.id, interval, int(ts[0]), int(ts[-1]), len(ts)) if closed else None
-    if key is not None and (body := state.pages.get(cfg, key)) is not None:
-        return body
-    body = encode_klines(generate_bars(market, interval_s, ts, cfg, now_ms))
-    if key is not None:
-        state.pages.put(cfg, key, body)
-    return body
-
-
 def _exchange_info(state: SandboxState, query: Any) -> bytes:
     cfg = state.config
     markets = cfg.markets()
@@ -190,10 +107,24 @@ def _rejection(adm: Admission, state: SandboxState) -> web.Response:
 
 
 async def _api(request: web.Request) -> web.Response:
+    return await _serve(request, fapi=False)
+
+
+async def _fapi(request: web.Request) -> web.Response:
+    return await _serve(request, fapi=True)
+
+
+def _spot_route(name: str, cfg: SandboxConfig) -> Route:
+    known = name in ("ping", "time", "exchangeInfo", "klines")
+    weight = int(cfg.weights.get(name, 1))
+    return Route(name if known else "other", weight, name == "klines", name == "klines")
+
+
+async def _serve(request: web.Request, *, fapi: bool) -> web.Response:
     state = request.app[STATE_KEY]
     arrived_at = state.enter()
     try:
-        resp = await _serve_api(request, state, arrived_at)
+        resp = await _serve_api(request, state, arrived_at, fapi)
         # Date on the rate-limit clock, as Binance's own: clients place the used-weight
         # header's count in the right minute (tests may shift that clock).
         resp.headers["Date"] = formatdate(state.wall_now(), usegmt=True)
@@ -202,23 +133,26 @@ async def _api(request: web.Request) -> web.Response:
         state.leave()
 
 
-async def _serve_api(request: web.Request, state: SandboxState, arrived_at: float) -> web.Response:
+async def _serve_api(
+    request: web.Request, state: SandboxState, arrived_at: float, fapi: bool
+) -> web.Response:
     name = request.match_info["name"]
     cfg = state.config
-    known = name in ("ping", "time", "exchangeInfo", "klines")
-    endpoint = name if known else "other"
+    route = fapi_route(name, request.query, cfg) if fapi else _spot_route(name, cfg)
     if cfg.latency_ms > 0:
         await asyncio.sleep(cfg.latency_ms / 1000.0)
-    adm = state.admit(
-        endpoint, int(cfg.weights.get(name, 1)), klines=name == "klines", arrived_at=arrived_at
-    )
-    entry = _kline_entry(request.query) if name == "klines" else None
+    adm = state.admit(route.endpoint, route.weight, klines=route.kline_like, arrived_at=arrived_at)
+    entry = kline_entry(request.query, route.endpoint) if route.logged else None
     if adm.status:
         resp = _rejection(adm, state)
     else:
         headers = {"X-MBX-USED-WEIGHT-1M": str(adm.used_weight)}
         try:
-            if name == "ping":
+            if fapi:
+                body, rows, corrupted = serve_fapi(name, state, request.query)
+                if entry is not None:
+                    entry["rows"], entry["corrupted"] = rows, corrupted
+            elif name == "ping":
                 body = b"{}"
             elif name == "time":
                 body = json.dumps(
@@ -227,7 +161,9 @@ async def _serve_api(request: web.Request, state: SandboxState, arrived_at: floa
             elif name == "exchangeInfo":
                 body = _exchange_info(state, request.query)
             elif name == "klines" and entry is not None:
-                body, entry["rows"], entry["corrupted"] = _klines(state, request.query)
+                body, entry["rows"], entry["corrupted"] = serve_klines(
+                    state, request.query, cfg.markets(), max_limit=MAX_LIMIT
+                )
             else:
                 raise BinanceError(-1000, f"Unknown endpoint {API_PREFIX}/{name}.", status=404)
             resp = web.Response(body=body, headers={**headers, "Content-Type": _JSON})
@@ -291,6 +227,7 @@ def make_app(state: SandboxState) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = state
     app.router.add_get(API_PREFIX + "/{name}", _api)
+    app.router.add_get(FAPI_PREFIX + "/{name}", _fapi)
     app.router.add_get(ADMIN_PREFIX + "/stats", _admin_stats)
     app.router.add_post(ADMIN_PREFIX + "/reset", _admin_reset)
     for path, handler in (("/clock", _admin_clock), ("/config", _admin_config)):
@@ -395,8 +332,10 @@ class SandboxExchange:
         self.stop()
 
     # conveniences mirroring the admin API
-    def ccxt_config(self, **overrides: Any) -> dict[str, Any]:
-        return ccxt_config(self.url, **overrides)
+    def ccxt_config(
+        self, *, market_types: tuple[str, ...] = ("spot",), **overrides: Any
+    ) -> dict[str, Any]:
+        return ccxt_config(self.url, market_types=market_types, **overrides)
 
     def configure(self, **knobs: Any) -> SandboxConfig:
         return self.state.configure(knobs)
