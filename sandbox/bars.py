@@ -11,10 +11,11 @@ Model, per market and data seed:
   `(seed, interval, t)`.
 Restated windows swap the seed for one derived from the restatement version.
 
-Kinds (`MarketSpec.kind`): a perpetual and its mark price share their spot market's trend
-but draw their noise from their own seed (`seed_id`), so they track spot closely without
-being equal; spot seeds are unchanged. Mark bars have zero volumes and count one sample
-per elapsed second (Binance's markPriceKlines).
+Kinds (`MarketSpec.kind`): a perpetual and its mark price, and Bybit's spot and linear
+markets, share their Binance spot market's trend but draw their noise from their own seed
+(`seed_id`), so they track it closely without being equal; Binance spot seeds are
+unchanged. Mark bars have zero volumes and count one sample per elapsed second (Binance's
+markPriceKlines).
 
 All decimals are produced as int64 fixed-point with 8 decimals (`UNITS_PER_ONE`), which the
 encoder prints exactly and `expected_bars` turns into the same floats ccxt parses.
@@ -29,7 +30,15 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-from .config import INTERVALS, UNITS_PER_ONE, WEEK_S, MarketSpec, SandboxConfig
+from .config import (
+    BYBIT,
+    BYBIT_INTERVALS,
+    INTERVALS,
+    UNITS_PER_ONE,
+    WEEK_S,
+    MarketSpec,
+    SandboxConfig,
+)
 
 I64 = npt.NDArray[np.int64]
 U64 = npt.NDArray[np.uint64]
@@ -330,19 +339,28 @@ def expected_bars(
     *,
     now_s: float | None = None,
     price: str | None = None,
+    venue: str = "binance",
 ) -> dict[str, npt.NDArray[np.float64] | I64]:
     """Canonical bars opening in `[start_s, end_s)`: `ts` (int64 seconds) and float64
     `open, high, low, close, volume`, equal to what ccxt parses from the kline strings.
 
     `symbol` is a spot market (`BTC/USDT`) or a perpetual (`BTC/USDT:USDT`, what ccxt's
     `fetch_ohlcv` gets from /fapi/v1/klines); `price="mark"` gives a perpetual's mark-price
-    bars (`fetch_mark_ohlcv`, volume 0). Listing time, gaps and restatements of `config`
-    apply. With `now_s`, bars not yet closed at `now_s` are left out (a canonical store
-    holds closed bars only).
+    bars (`fetch_mark_ohlcv`, volume 0). `venue="bybit"` gives Bybit's bars (ccxt `bybit`'s
+    `fetch_ohlcv`: spot, or category linear for `BTC/USDT:USDT`; Bybit intervals only).
+    Listing time, gaps and restatements of `config` apply. With `now_s`, bars not yet
+    closed at `now_s` are left out (a canonical store holds closed bars only).
     """
     config = config or SandboxConfig()
-    if interval_s not in INTERVALS.values():
-        raise ValueError(f"interval_s {interval_s} is not a Binance interval")
+    if venue not in ("binance", BYBIT):
+        raise ValueError(f"venue must be 'binance' or 'bybit', got {venue!r}")
+    if symbol.lower().startswith(f"{BYBIT}:"):  # a `bybit:` config key names the venue too
+        venue, symbol = BYBIT, symbol.split(":", 1)[1]
+    intervals = BYBIT_INTERVALS if venue == BYBIT else INTERVALS
+    if interval_s not in intervals.values():
+        raise ValueError(f"interval_s {interval_s} is not a {venue} interval")
+    if venue == BYBIT:
+        symbol = f"{BYBIT}:{symbol}"
     market = config.market_for(symbol, price)
     hi = end_s - 1
     if now_s is not None:
@@ -352,7 +370,8 @@ def expected_bars(
     )
     bars = generate_bars(market, interval_s, ts, config)
     # an int64 below 2**53 converts exactly, and IEEE division is correctly rounded, so
-    # units / 1e8 is bit-identical to float("<the printed 8-decimal string>")
+    # units / 1e8 is bit-identical to float("<the printed decimal string>"), with or
+    # without trailing zeros (Binance prints 8 decimals, Bybit strips them)
     return {
         "ts": ts,
         "open": bars.open / UNITS_PER_ONE,

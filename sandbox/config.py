@@ -1,4 +1,4 @@
-"""Sandbox configuration: the knobs, the listed markets and the Binance interval table.
+"""Sandbox configuration: the knobs, the listed markets and the Binance/Bybit interval tables.
 
 Everything here is plain data so the same config can be built in-process, loaded from a
 JSON file by the subprocess, and partially updated over the admin API.
@@ -33,6 +33,22 @@ INTERVALS: dict[str, int] = {
     "1w": 604_800,
 }
 WEEK_S = INTERVALS["1w"]
+#: Bybit v5 kline intervals this sandbox serves, by Bybit name (`M` has no fixed length:
+#: refused, like Binance's 1M). Weeks open on Monday 00:00 UTC, as Binance's.
+BYBIT_INTERVALS: dict[str, int] = {
+    "1": 60,
+    "3": 180,
+    "5": 300,
+    "15": 900,
+    "30": 1_800,
+    "60": 3_600,
+    "120": 7_200,
+    "240": 14_400,
+    "360": 21_600,
+    "720": 43_200,
+    "D": 86_400,
+    "W": 604_800,
+}
 #: Binance weekly bars open on Monday 00:00 UTC; the epoch (1970-01-01) was a Thursday.
 BINANCE_WEEK_ORIGIN_S = 4 * 86_400
 
@@ -68,10 +84,12 @@ class MarketSpec:
     """One market and the parameters of its synthetic price process.
 
     `kind` is `"spot"`, `"perp"` (the USDⓈ-M perpetual of a spot market) or `"mark"` (that
-    perpetual's mark price). All kinds share the Binance `id` (`BTCUSDT`) and the price
-    trend; the bar noise is seeded by `seed_id`, so a perpetual differs from its spot market
-    while spot data stays what it always was. Config knobs key a market by `key`: the spot
-    id, or `BTCUSDT:USDT` (`market_id("BTC/USDT:USDT")`) for a perpetual and its mark price.
+    perpetual's mark price) on Binance, `"bybit-spot"` or `"bybit-linear"` (the USDT
+    perpetual) on Bybit. All kinds share the `id` (`BTCUSDT`) and the price trend; the bar
+    noise is seeded by `seed_id`, so every kind differs from the others while Binance spot
+    data stays what it always was. Config knobs key a market by `key`: the spot id,
+    `BTCUSDT:USDT` (`market_id("BTC/USDT:USDT")`) for a perpetual and its mark price, and
+    `bybit:BTCUSDT` / `bybit:BTCUSDT:USDT` for Bybit's markets.
     """
 
     base: str
@@ -81,22 +99,29 @@ class MarketSpec:
     step_units: int  # quantity step in 1e-8 units (LOT_SIZE.stepSize)
     volume_per_min: float  # mean base volume per minute
     listing_ts: int  # epoch seconds of the first trade
-    kind: str = "spot"  # "spot" | "perp" | "mark"
+    kind: str = "spot"  # "spot" | "perp" | "mark" | "bybit-spot" | "bybit-linear"
 
     @property
     def id(self) -> str:
         return f"{self.base}{self.quote}"
 
     @property
+    def venue(self) -> str:
+        """`"bybit"` for the Bybit kinds, else `"binance"`."""
+        return BYBIT if self.kind.startswith(f"{BYBIT}-") else "binance"
+
+    @property
     def symbol(self) -> str:
         """The ccxt symbol: `BTC/USDT`, or `BTC/USDT:USDT` for a perpetual (and its mark)."""
         spot = f"{self.base}/{self.quote}"
-        return spot if self.kind == "spot" else f"{spot}:{self.quote}"
+        return spot if self.kind in ("spot", "bybit-spot") else f"{spot}:{self.quote}"
 
     @property
     def key(self) -> str:
-        """Config key (`market_id(symbol)`): `BTCUSDT`, or `BTCUSDT:USDT` for perp and mark."""
-        return market_id(self.symbol)
+        """Config key (`market_id(symbol)`): `BTCUSDT`, or `BTCUSDT:USDT` for perp and mark;
+        prefixed `bybit:` for Bybit's markets."""
+        key = market_id(self.symbol)
+        return f"{BYBIT}:{key}" if self.venue == BYBIT else key
 
     @property
     def seed_id(self) -> str:
@@ -120,6 +145,12 @@ DEFAULT_LISTING_TS = 1_577_836_800  # 2020-01-01, for configured symbols without
 #: Binance launched USDⓈ-M futures (BTCUSDT). `listing_ts["BTC/USDT:USDT"]` overrides it.
 PERP_LISTING_FLOOR_TS = 1_567_900_800
 PERP_QUOTE = "USDT"  # every spot market quoted in it has a perpetual
+BYBIT = "bybit"  # venue name, and the config key prefix of its markets (`bybit:BTC/USDT`)
+#: Bybit lists every spot market at max(its Binance default listing, the floor of its
+#: category) unless `listing_ts["bybit:BTC/USDT"]` (or `...:USDT`) names it: Bybit's USDT
+#: perpetuals launched 2020-03-30 00:00 UTC (BTCUSDT's `launchTime`), its spot trading
+#: about 2021-07-01 00:00 UTC.
+BYBIT_LISTING_FLOOR_TS: dict[str, int] = {"spot": 1_625_097_600, "linear": 1_585_526_400}
 #: Funding interval (hours) before any `funding_intervals` entry; allowed intervals divide
 #: a day, so fundings fall on multiples of the interval in UTC (00:00, 08:00, 16:00 ...).
 DEFAULT_FUNDING_HOURS = 8
@@ -128,7 +159,11 @@ FUNDING_HOURS = (1, 2, 3, 4, 6, 8, 12, 24)
 
 def market_id(symbol: str) -> str:
     """`BTC/USDT` or `BTCUSDT` -> `BTCUSDT` (the Binance id used in config keys);
-    a perpetual `BTC/USDT:USDT` -> `BTCUSDT:USDT`."""
+    a perpetual `BTC/USDT:USDT` -> `BTCUSDT:USDT`; a Bybit key `bybit:BTC/USDT` ->
+    `bybit:BTCUSDT` (the prefix is case-insensitive)."""
+    prefix, sep, rest = symbol.partition(":")
+    if sep and prefix.strip().lower() == BYBIT:
+        return f"{BYBIT}:{market_id(rest)}"
     return symbol.replace("/", "").upper()
 
 
@@ -173,7 +208,17 @@ class SandboxConfig:
 
     `publish_delay_s` makes every bar late: a bar is served only once it closed at least
     that long ago by the sandbox clock (so the newest closed minute is missing from a
-    request made within the delay, and present on a later one).
+    request made within the delay, and present on a later one). A number applies to every
+    market of both venues; an object keyed like `gaps` (`{"*": 5, "bybit:BTC/USDT": 30}`)
+    sets it per market: its own entry, else `"*"`'s, else no delay.
+
+    Bybit (`bybit.py`): `gaps`, `restatements`, `listing_ts` and `publish_delay_s` key its
+    markets with a `bybit:` prefix (`bybit:BTC/USDT`, `bybit:BTC/USDT:USDT` for the linear
+    perpetual); unprefixed keys are Binance's and never touch Bybit, `"*"` touches every
+    market of both venues. `corruptions` apply to Binance only. `bybit_requests_per_5s`
+    is Bybit's own IP limit (requests per 5-second wall-clock window; over it: 403 and a
+    `ban_seconds` ban); `down`, `latency_ms`, `error_rate_5xx` and `force_429` apply to
+    both venues (`force_429` counts kline requests of either venue).
     """
 
     extra_symbols: list[str] = field(default_factory=list)  # e.g. ["DOGE/USDT"]
@@ -198,20 +243,26 @@ class SandboxConfig:
     force_429_retry_after: int = 1  # 0: send no Retry-After header (and no penalty window)
     down: bool = False  # 503 to every /api/v3 and /fapi/v1 request
     corruptions: list[dict[str, Any]] = field(default_factory=list)  # malformed kline rows
-    publish_delay_s: float = 0.0  # a bar is served only this long after it closed
+    publish_delay_s: float | dict[str, float] = 0.0  # bars served this long after closing
+    bybit_requests_per_5s: int | None = None  # Bybit IP limit per 5 s window; None: unlimited
     funding_intervals: dict[str, list[list[int]]] = field(default_factory=dict)
     # clock at start-up: frozen at `frozen_now_s`, else real time + `clock_offset_s`
     frozen_now_s: float | None = None
     clock_offset_s: float = 0.0
     kline_log_size: int = 200
 
-    def markets(self) -> dict[str, MarketSpec]:
-        """Listed markets by Binance id, with configured listing times applied."""
+    def _base_markets(self) -> dict[str, MarketSpec]:
+        """Known and configured spot markets by id, at their default listing times."""
         out = dict(KNOWN_MARKETS)
         for sym in self.extra_symbols:
             mid = market_id(sym)
             if mid not in out:
                 out[mid] = _derived_market(sym)
+        return out
+
+    def markets(self) -> dict[str, MarketSpec]:
+        """Listed markets by Binance id, with configured listing times applied."""
+        out = self._base_markets()
         for sym, ts in self.listing_ts.items():
             mid = market_id(sym)
             if mid in out:
@@ -230,12 +281,41 @@ class SandboxConfig:
                 out[mid] = dataclasses.replace(perp, listing_ts=listing)
         return out
 
+    def bybit_markets(self, category: str) -> dict[str, MarketSpec]:
+        """Bybit's markets of a category (`"spot"` or `"linear"`) by id (`BTCUSDT`): every
+        spot market, and a linear perpetual per USDT-quoted one; listed at max(default
+        listing, `BYBIT_LISTING_FLOOR_TS[category]`) unless `listing_ts` names its
+        `bybit:` key (Binance listing overrides never move a Bybit market)."""
+        if category not in BYBIT_LISTING_FLOOR_TS:
+            raise ValueError(f"Bybit category must be 'spot' or 'linear', got {category!r}")
+        own = {market_id(k): int(v) for k, v in self.listing_ts.items()}
+        floor = BYBIT_LISTING_FLOOR_TS[category]
+        out: dict[str, MarketSpec] = {}
+        for mid, base in self._base_markets().items():
+            if category == "linear" and base.quote != PERP_QUOTE:
+                continue
+            market = dataclasses.replace(base, kind=f"{BYBIT}-{category}")
+            listing = own.get(market.key, max(base.listing_ts, floor))
+            out[mid] = dataclasses.replace(market, listing_ts=listing)
+        return out
+
     def market_for(self, symbol: str, price: str | None = None) -> MarketSpec:
         """The market of a ccxt symbol or id (`BTC/USDT`, `BTC/USDT:USDT`, `BTCUSDT`);
-        `price="mark"` gives a perpetual's mark-price market. KeyError when not listed."""
+        `price="mark"` gives a perpetual's mark-price market; a `bybit:` prefix gives
+        Bybit's market (`bybit:BTC/USDT:USDT`: linear). KeyError when not listed."""
         if price not in (None, "mark"):
             raise ValueError(f"price must be None or 'mark', got {price!r}")
         key = market_id(symbol)
+        if key.startswith(f"{BYBIT}:"):
+            if price is not None:
+                raise ValueError(f"Bybit serves no mark-price bars here: {symbol!r}")
+            rest = key.split(":", 1)[1]
+            found = self.bybit_markets("linear" if ":" in rest else "spot").get(
+                rest.split(":", 1)[0]
+            )
+            if found is None or found.key != key:
+                raise KeyError(f"symbol {symbol!r} is not listed by this sandbox config")
+            return found
         if ":" not in key:
             if price is not None:
                 raise ValueError(f"price='mark' needs a perpetual like 'BTC/USDT:USDT': {symbol!r}")
@@ -258,6 +338,15 @@ class SandboxConfig:
         out = [(0, DEFAULT_FUNDING_HOURS * 3600)]
         out.extend((int(start), int(hours) * 3600) for start, hours in items)
         return out
+
+    def publish_delay_for(self, key: str) -> float:
+        """`publish_delay_s` of one market (config key): the number, or its own entry,
+        else `"*"`'s, else 0."""
+        delay = self.publish_delay_s
+        if not isinstance(delay, dict):
+            return float(delay)
+        own = [v for k, v in delay.items() if k != "*" and market_id(k) == key]
+        return float(own[0] if own else delay.get("*", 0.0))
 
     def gaps_for(self, mid: str) -> list[tuple[int, int]]:
         """Maintenance windows `[start, end)` for one market id (own plus `*`)."""
@@ -320,10 +409,14 @@ class SandboxConfig:
             raise ValueError("force_429 and latency_ms must be >= 0")
         if float(self.penalty_grace_ms) < 0:
             raise ValueError("penalty_grace_ms must be >= 0")
-        if not 0.0 <= float(self.publish_delay_s) < 86_400.0:
-            raise ValueError(
-                f"publish_delay_s must be >= 0 s and under a day, got {self.publish_delay_s}"
-            )
+        delays = self.publish_delay_s
+        for key, delay in (delays if isinstance(delays, dict) else {"": delays}).items():
+            if not 0.0 <= float(delay) < 86_400.0:
+                where = f"publish_delay_s[{key!r}]" if key else "publish_delay_s"
+                raise ValueError(f"{where} must be >= 0 s and under a day, got {delay}")
+        limit = self.bybit_requests_per_5s
+        if limit is not None and int(limit) < 1:
+            raise ValueError(f"bybit_requests_per_5s must be >= 1 or null (unlimited), got {limit}")
         for sym in self.extra_symbols:
             if "/" not in sym or ":" in sym:
                 raise ValueError(
@@ -361,9 +454,12 @@ _FLOAT_KNOBS = {
     "latency_ms",
     "clock_offset_s",
     "penalty_grace_ms",
-    "publish_delay_s",
 }
-_OPTIONAL_KNOBS = {"weight_limit_per_minute": int, "frozen_now_s": float}
+_OPTIONAL_KNOBS = {
+    "weight_limit_per_minute": int,
+    "frozen_now_s": float,
+    "bybit_requests_per_5s": int,
+}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -374,7 +470,13 @@ def _coerce(name: str, value: Any) -> Any:
         if name in _FLOAT_KNOBS:
             return float(value)
         if name in _OPTIONAL_KNOBS:
+            if isinstance(value, bool):
+                raise TypeError(name)
             return None if value is None else _OPTIONAL_KNOBS[name](value)
+        if name == "publish_delay_s":
+            if isinstance(value, dict):
+                return {str(k): float(v) for k, v in value.items()}
+            return float(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"config knob `{name}` must be a number, got {value!r}") from exc
     if name == "down" and not isinstance(value, bool):
@@ -410,6 +512,8 @@ def _corruption(index: int, item: Any) -> dict[str, Any]:
     symbol, ts, kind = item["symbol"], item["ts"], item["kind"]
     if not isinstance(symbol, str) or not (symbol == "*" or symbol.strip()):
         raise ValueError(f"{where}.symbol must be 'BASE/QUOTE', 'BASEQUOTE' or '*'")
+    if market_id(symbol).startswith(f"{BYBIT}:"):
+        raise ValueError(f"{where}.symbol {symbol!r}: corruptions apply to Binance markets only")
     if isinstance(ts, bool) or not isinstance(ts, int | str):
         raise ValueError(f"{where}.ts must be an integer open time in epoch seconds, got {ts!r}")
     if isinstance(ts, str) and not ts.isdigit():
@@ -439,8 +543,8 @@ def _corruption(index: int, item: Any) -> dict[str, Any]:
 def _funding_intervals(key: str, items: Any) -> None:
     """Validate one `funding_intervals` entry; ValueError naming the knob otherwise."""
     where = f"funding_intervals[{key!r}]"
-    if key != "*" and ":" not in key:
-        raise ValueError(f"{where}: key must be a perpetual like 'BTC/USDT:USDT', or '*'")
+    if (key != "*" and ":" not in key) or market_id(key).startswith(f"{BYBIT}:"):
+        raise ValueError(f"{where}: key must be a Binance perpetual like 'BTC/USDT:USDT', or '*'")
     if not isinstance(items, list) or not items:
         raise ValueError(f"{where} must be a non-empty list of [from_ts_s, hours] pairs")
     last = -1

@@ -103,8 +103,9 @@ def serve_klines(
     limit = check_window(start_ms, end_ms, raw_limit, DEFAULT_LIMIT, max_limit)
     now_ms = state.clock.now_ms()
     hi_s = now_ms // 1000 if end_ms is None else min(end_ms // 1000, now_ms // 1000)
-    if cfg.publish_delay_s > 0:  # late bars: served once closed for publish_delay_s
-        published_ms = now_ms - int(cfg.publish_delay_s * 1000) - INTERVALS[interval] * 1000
+    delay_s = cfg.publish_delay_for(market.key)
+    if delay_s > 0:  # late bars: served once closed for publish_delay_s
+        published_ms = now_ms - int(delay_s * 1000) - INTERVALS[interval] * 1000
         hi_s = min(hi_s, published_ms // 1000)
     ts = select_open_times(
         market,

@@ -1,5 +1,6 @@
 """aiohttp server: Binance spot public endpoints under /api/v3, USDⓈ-M perpetual futures
-public endpoints under /fapi/v1 (`futures.py`) and the admin API under /sandbox.
+public endpoints under /fapi/v1 (`futures.py`), Bybit v5 public market data under
+/v5/market (`bybit.py`) and the admin API under /sandbox.
 
 Why aiohttp: already a project dependency, and one event loop serves many concurrent ccxt
 clients cheaply. The same `make_app` runs in a background thread (tests, demos) or in a
@@ -18,6 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
+from .bybit import BYBIT_PREFIX, serve_bybit
+from .bybit_markets import bybit_ccxt_config
 from .clock import clock_request
 from .config import SandboxConfig
 from .futures import FAPI_PREFIX, Route, fapi_route, serve_fapi
@@ -38,7 +41,14 @@ _5XX_BODIES = {
     503: b"Service Unavailable",
 }
 
-__all__ = ["BinanceError", "SandboxExchange", "ccxt_config", "make_app", "start_site"]
+__all__ = [
+    "BinanceError",
+    "SandboxExchange",
+    "bybit_ccxt_config",
+    "ccxt_config",
+    "make_app",
+    "start_site",
+]
 
 
 def ccxt_config(
@@ -104,6 +114,10 @@ def _rejection(adm: Admission, state: SandboxState) -> web.Response:
     return web.Response(
         status=adm.status, body=_5XX_BODIES.get(adm.status, b"error"), headers=headers
     )
+
+
+async def _bybit(request: web.Request) -> web.Response:
+    return await serve_bybit(request, request.app[STATE_KEY])
 
 
 async def _api(request: web.Request) -> web.Response:
@@ -228,6 +242,7 @@ def make_app(state: SandboxState) -> web.Application:
     app[STATE_KEY] = state
     app.router.add_get(API_PREFIX + "/{name}", _api)
     app.router.add_get(FAPI_PREFIX + "/{name}", _fapi)
+    app.router.add_get(BYBIT_PREFIX + "/{name}", _bybit)
     app.router.add_get(ADMIN_PREFIX + "/stats", _admin_stats)
     app.router.add_post(ADMIN_PREFIX + "/reset", _admin_reset)
     for path, handler in (("/clock", _admin_clock), ("/config", _admin_config)):
@@ -336,6 +351,11 @@ class SandboxExchange:
         self, *, market_types: tuple[str, ...] = ("spot",), **overrides: Any
     ) -> dict[str, Any]:
         return ccxt_config(self.url, market_types=market_types, **overrides)
+
+    def bybit_ccxt_config(
+        self, *, market_types: tuple[str, ...] = ("spot",), **overrides: Any
+    ) -> dict[str, Any]:
+        return bybit_ccxt_config(self.url, market_types=market_types, **overrides)
 
     def configure(self, **knobs: Any) -> SandboxConfig:
         return self.state.configure(knobs)

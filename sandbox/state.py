@@ -17,6 +17,9 @@ Rate-limit semantics (Binance's, on the sandbox's wall clock):
 * Any other request inside the penalty window is a client that ignored `Retry-After`:
   418, the ban extends by `ban_seconds` from now, counted in `sent_418` and
   `requests_in_penalty` (so a well-behaved client keeps both at 0).
+
+Bybit requests (`admit_bybit`) have their own IP limit (`bybit_limit.py`) and share the
+counters, `down`, `force_429` and the 5xx fault stream; stats report them under `bybit`.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .bybit_limit import BybitIpLimit
 from .clock import SandboxClock
 from .config import SandboxConfig
 from .pages import PageCache
@@ -89,6 +93,7 @@ class SandboxState:
         self._window_minute = -1
         self._window_used = 0
         self._c = _Counters(since=wallclock())
+        self._bybit = BybitIpLimit()
         self._kline_log: deque[dict[str, Any]] = deque(maxlen=self._config.kline_log_size)
         self.pages = PageCache()  # encoded closed pages of the current config
 
@@ -197,6 +202,38 @@ class SandboxState:
                 return Admission(status, None, self._window_used, "injected", at=now)
             return Admission(0, None, self._window_used, at=now)
 
+    def admit_bybit(
+        self, endpoint: str, *, kline: bool, arrived_at: float | None = None
+    ) -> Admission:
+        """Count one Bybit request and decide how it is answered: unavailable (503), then
+        the IP ban or limit (403), then a forced `force_429` (429, Bybit's 10006: kline
+        requests only; no penalty follows), then an injected 5xx. `used_weight` of the
+        answer is the requests counted in the current 5 s window. Bybit requests weigh
+        nothing in the Binance budget (`by_endpoint` weight 0)."""
+        now = self._wall()
+        with self._lock:
+            cfg = self._config
+            c = self._c
+            c.requests_total += 1
+            ep = c.by_endpoint.setdefault(endpoint, {"requests": 0, "weight": 0})
+            ep["requests"] += 1
+            limit = self._bybit
+            if cfg.down:
+                return Admission(503, None, limit.used, "down", at=now)
+            refused = limit.admit(now, cfg.bybit_requests_per_5s, int(cfg.ban_seconds))
+            if refused:
+                return Admission(403, None, limit.used, refused, at=now)
+            if kline and self._force_429_left > 0:
+                self._force_429_left -= 1
+                limit.sent_429 += 1
+                retry = int(cfg.force_429_retry_after)
+                return Admission(429, retry, limit.used, "forced", at=now)
+            if cfg.error_rate_5xx > 0 and self._rng.random() < cfg.error_rate_5xx:
+                c.injected_5xx += 1
+                status = _5XX_STATUSES[self._rng.randrange(len(_5XX_STATUSES))]
+                return Admission(status, None, limit.used, "injected", at=now)
+            return Admission(0, None, limit.used, at=now)
+
     def wall_now(self) -> float:
         """The rate-limit clock (real time unless a test shifted it)."""
         return self._wall()
@@ -240,6 +277,7 @@ class SandboxState:
             self._penalty_until = 0.0
             self._last_429_at = float("-inf")
             self._window_minute, self._window_used = -1, 0
+            self._bybit = BybitIpLimit()
             self._rng = random.Random(self._config.error_seed)
 
     def stats(self) -> dict[str, Any]:
@@ -267,4 +305,5 @@ class SandboxState:
                 "penalty_remaining_s": max(0.0, self._penalty_until - now),
                 "force_429_remaining": self._force_429_left,
                 "kline_log": list(self._kline_log),
+                "bybit": self._bybit.stats(now),
             }
