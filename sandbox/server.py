@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .archives import add_archive_routes
 from .bybit import BYBIT_PREFIX, serve_bybit
 from .bybit_markets import bybit_ccxt_config
 from .clock import clock_request
@@ -248,6 +249,7 @@ def make_app(state: SandboxState) -> web.Application:
     for path, handler in (("/clock", _admin_clock), ("/config", _admin_config)):
         app.router.add_get(ADMIN_PREFIX + path, handler)
         app.router.add_post(ADMIN_PREFIX + path, handler)
+    add_archive_routes(app, STATE_KEY)  # data.binance.vision: /data/spot|futures/um/...
     return app
 
 
