@@ -233,6 +233,12 @@ def _unpack_rows(packed: PackedRows) -> list[list[Any]]:
     return [[t, *v] for t, v in zip(opens.tolist(), values.tolist(), strict=True)]
 
 
+# Exchanges whose pages are the oldest bars from `since` up to `limit`, whatever the range
+# holds: a page that starts late means the bars before it do not exist. Any other exchange
+# may answer a range's newest bars (bybit v5 gives the newest `limit` of [start, end]), so
+# there a short page starting late has the bars before it asked for again.
+PAGES_FROM_SINCE = frozenset({"binance", "binanceusdm", "binancecoinm"})
+
 # Exchanges whose spot klines are rows `[open_ms, "o", "h", "l", "c", "v", ...]`, for which
 # `float()` per field gives exactly what ccxt's own per-field parsing gives, ~5x cheaper
 # (tests/resources/test_exchange.py checks the equality on real responses, garbage too).
@@ -697,38 +703,49 @@ class ExchangeClient:
         step_ms = timeframe.seconds * 1000
         rows: list[list[Any]] = []
         bounds: list[tuple[int, int, int]] = []  # (row count, window start s, end s)
-        cursors: list[int] = []
-        cursor = start_ms
-        params: dict[str, Any] = {"until": end_ms - 1}
-        if price is not None:
-            params["price"] = price
-        async with self._windows_in_flight, self.limiter.slot(self.settings.rate_key):
-            while cursor < end_ms:
-                cursors.append(cursor)
+        answered: list[tuple[int, int]] = []  # [since, up to) ms the exchange answered for
+        params: dict[str, Any] = {} if price is None else {"price": price}
+        from_since = self.settings.exchange_id in PAGES_FROM_SINCE
+
+        async def span(cursor: int, stop: int, limit: int) -> None:
+            while cursor < stop:
                 page: list[list[Any]] = await self._call(
                     f"fetch_ohlcv {symbol} {timeframe} {window}",
                     self._exchange.fetch_ohlcv,
                     symbol,
                     timeframe.code,
                     since=cursor,
-                    limit=per_call,
-                    params=params,
+                    limit=limit,
+                    params={**params, "until": stop - 1},
                 )
                 in_window, repeats, odd = _split_page(
-                    page, cursor, end_ms, fetched_start_ms, fetched_end_ms
+                    page, cursor, stop, fetched_start_ms, fetched_end_ms
                 )
-                rows += repeats
-                rows += in_window
-                rows += odd
+                first = cursor if from_since or not in_window else min(r[0] for r in in_window)
+                if first > cursor:
+                    # A page that starts late, from an exchange that may cap pages below
+                    # `limit` and answer a range's newest bars (bybit): the bars before it
+                    # are asked for first (rows stay in time order), at the size it served;
+                    # an empty answer confirms a gap.
+                    await span(cursor, first, len(page))
+                rows.extend(repeats)
+                rows.extend(in_window)
+                rows.extend(odd)
                 bounds.append((len(repeats), fetched.start, cursor // 1000))
                 bounds.append((len(in_window) + len(odd), cursor // 1000, window.end))
                 if not in_window:
-                    break
-                cursor = max(r[0] for r in in_window) + step_ms
+                    answered.append((cursor, stop))
+                    return
+                cursor = first  # the bars before it: answered by the request for them
+                after = max(r[0] for r in in_window) + step_ms
+                answered.append((cursor, after))
+                cursor = after
+
+        async with self._windows_in_flight, self.limiter.slot(self.settings.rate_key):
+            await span(start_ms, end_ms, per_call)
         counts = np.array([n for n, _, _ in bounds], dtype=np.int64)
         edges = np.array([(a, b) for _, a, b in bounds], dtype=np.int64)
-        starts = [c // 1000 for c in cursors]
-        answers = [Range(a, b) for a, b in zip(starts, [*starts[1:], window.end], strict=True)]
+        answers = [Range(a // 1000, min(b // 1000, window.end)) for a, b in sorted(answered)]
         packed = _pack_rows(rows) if pack and rows else None
         return _WindowAnswer(
             [] if packed else rows, np.repeat(edges, counts, axis=0), answers, packed
