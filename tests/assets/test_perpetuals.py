@@ -176,3 +176,50 @@ def test_mark_nodes_have_their_own_id_key_and_artifact_prefix() -> None:
         NodeId.parse("mark:binance:BTC/USDT:1m")
     with pytest.raises(InvalidNodeId, match="kind ohlcv or mark"):
         NodeId.parse("index:binance:BTC/USDT:USDT:1m")
+
+
+def test_a_catalog_mixing_venues_backfills_each_on_its_own_budget_and_pool(
+    tmp_path: Path, sandbox: SandboxExchange, dagster_home: Path
+) -> None:
+    """Binance spot, perpetual and mark plus Bybit spot and linear candles: one run, each
+    venue's requests on its own rate key and Dagster pool, every value exact."""
+    import dagster as dg
+
+    from seamless_assets.definitions import build_definitions
+    from seamless_assets.pools import pool_name
+
+    source = _mixed_config(tmp_path, sandbox.url)
+    config = yaml.safe_load(source.read_text())
+    config["exchanges"]["bybit"] = {
+        "symbols": ["BTC/USDT", "BTC/USDT:USDT"],
+        "timeframes": ["1m"],
+        "ccxt_config": {"urls": {"api": {"public": sandbox.url, "private": sandbox.url}}},
+    }
+    source.write_text(yaml.safe_dump(config))
+    project = load_config(source)
+    assert project.market_kinds("bybit") == ("spot", "linear")
+    bybit = ["ohlcv:bybit:BTC/USDT:1m", "ohlcv:bybit:BTC/USDT:USDT:1m"]
+    nodes = [project.node(n) for n in (SPOT, PERP, MARK, *bybit)]
+    end = datetime.fromtimestamp(T0 + DAY, tz=UTC)
+
+    result = run_backfill(project, nodes, START, end)
+    assert result.success
+    requests = _endpoint_requests(sandbox)
+    assert requests["bybit/kline"] >= 4 and requests["fapi/klines"] >= 3  # 1440 bars each
+    hot = _hot(project)
+    for node_id in bybit:
+        symbol = project.node(node_id).symbol
+        stored = hot.read_range(node_id, Range(T0, T0 + DAY))
+        expected = expected_bars(symbol, 60, T0, T0 + DAY, venue="bybit")
+        for column in COLUMNS:
+            np.testing.assert_array_equal(stored[column].to_numpy(), expected[column])
+        binance = expected_bars(symbol, 60, T0, T0 + DAY)
+        assert not np.array_equal(expected["close"], binance["close"])
+
+    defs = build_definitions(project)
+    pools = {
+        str(node): defs.resolve_assets_def(dg.AssetKey(node.asset_key_path())).op.pool
+        for node in nodes
+    }
+    assert {pools[n] for n in bybit} == {pool_name("bybit")}
+    assert {pools[n] for n in (SPOT, PERP, MARK)} == {pool_name("binance")}
