@@ -325,6 +325,25 @@ def native_market_types(kinds: tuple[str, ...], offered: list[str]) -> list[str]
     return types
 
 
+# The ccxt API and path of an exchange's candles per market kind, where the cost of a page
+# depends on its size (`byLimit`): binance's futures klines weigh 1/2/5/10 by limit.
+KLINE_ENDPOINTS: dict[str, dict[str, tuple[str, str]]] = {
+    "binance": {"linear": ("fapiPublic", "klines"), "inverse": ("dapiPublic", "klines")},
+}
+
+
+def cheapest_page(cost: Any, most: int) -> int:
+    """The page size up to `most` bars with the most bars per unit of cost, from a ccxt
+    cost entry `{"cost": c, "byLimit": [[up_to, cost], ...]}` (anything else: `most`).
+    Binance USD-M: 499 bars for weight 2, not 500 for 5 (2.5x the bars per weight)."""
+    if not isinstance(cost, dict) or not cost.get("byLimit"):
+        return most
+    tiers = sorted((int(up_to), float(c)) for up_to, c in cost["byLimit"])
+    candidates = [(min(up_to, most), c) for up_to, c in tiers if c > 0]
+    candidates += [(most, next((c for up_to, c in tiers if most <= up_to), tiers[-1][1]))]
+    return max(candidates, key=lambda p: (p[0] / p[1], p[0]))[0]
+
+
 def split_windows(window: Range, interval_s: int, bars_per_call: int) -> list[Range]:
     """Contiguous sub-windows of at most `bars_per_call` bars covering `window`."""
     step = interval_s * bars_per_call
@@ -588,7 +607,13 @@ class ExchangeClient:
             contract = features.get("swap") or features.get("future") or {}
             features = contract.get(kind) or {}
         features = features.get("fetchOHLCV") or {}
-        return int(features.get("limit") or DEFAULT_CANDLES_PER_CALL)
+        most = int(features.get("limit") or DEFAULT_CANDLES_PER_CALL)
+        endpoint = KLINE_ENDPOINTS.get(self.settings.exchange_id, {}).get(kind)
+        if endpoint is None:
+            return most
+        api, path = endpoint
+        cost = self._exchange.api.get(api, {}).get("get", {}).get(path)
+        return cheapest_page(cost, most)
 
     def _clock_from_markets(self, response: Any) -> None:
         """Binance's exchangeInfo carries its `serverTime`: the clock without a round trip

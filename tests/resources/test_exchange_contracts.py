@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from resources.exchange import ExchangeClient, native_market_types
+from resources.exchange import ExchangeClient, cheapest_page, native_market_types
 from resources.rate_budget import PublishedLimit
 from sandbox import SandboxConfig, SandboxExchange, ccxt_config, expected_bars
 from seamless_assets.core.frame import Range
@@ -55,11 +55,12 @@ def test_perpetual_candles_exact_and_counted_in_futures_weight(
     assert_exact(rows, expected_bars("BTC/USDT:USDT", 60, T0 - 1000 * 60, T0, price=price))
     endpoint = "fapi/markPriceKlines" if price else "fapi/klines"
     by_endpoint = sandbox.stats()["by_endpoint"]
-    assert by_endpoint[endpoint]["requests"] == 2  # ccxt features: 500 bars a page
-    # Spot exchangeInfo 20 weight (ccxt cost 4 x 5), futures exchangeInfo 1, each page of
-    # 500 bars 5 (ccxt states futures costs in futures weight): nothing multiplied by 5.
-    assert sorted(c for _, c in limiter.grants) == pytest.approx([1, 5, 5, 20])
-    assert by_endpoint[endpoint]["weight"] == 10
+    # Pages of 499 bars, weight 2 each (500 would weigh 5: ccxt's byLimit), in futures
+    # weight; spot exchangeInfo 20 (ccxt cost 4 x 5), futures exchangeInfo 1.
+    assert by_endpoint[endpoint]["requests"] == 3  # 499 + 499 + 2
+    assert client.candles_per_call("BTC/USDT:USDT") == 499
+    assert sorted(c for _, c in limiter.grants) == pytest.approx([1, 2, 2, 2, 20])
+    assert by_endpoint[endpoint]["weight"] == 6
 
 
 def test_spot_pages_still_cost_their_spot_weight(sandbox: SandboxExchange) -> None:
@@ -79,6 +80,15 @@ def test_the_tightest_published_limit_wins(sandbox: SandboxExchange) -> None:
         client._published = [PublishedLimit(n, 60_000) for n in order]
         client._publish_limit()
         assert limiter.budget(KEY).published == 2400
+
+
+@pytest.mark.parametrize(
+    ("most", "page"), [(50, 50), (99, 99), (100, 99), (499, 499), (500, 499), (1500, 499)]
+)
+def test_the_cheapest_page_per_bar_within_the_venue_cap(most: int, page: int) -> None:
+    cost = {"cost": 1, "byLimit": [[99, 1], [499, 2], [1000, 5], [10000, 10]]}
+    assert cheapest_page(cost, most) == page
+    assert cheapest_page(0.4, most) == most  # a flat cost: as many bars as allowed
 
 
 @pytest.mark.parametrize(
