@@ -154,9 +154,7 @@ class SandboxState:
         with self._lock:
             cfg = self._config
             c = self._c
-            c.requests_total += 1
-            ep = c.by_endpoint.setdefault(endpoint, {"requests": 0, "weight": 0})
-            ep["requests"] += 1
+            ep = self._count_locked(endpoint)
             minute = int(now // 60)
             if minute != self._window_minute:
                 self._window_minute, self._window_used = minute, 0
@@ -196,11 +194,8 @@ class SandboxState:
             c.weight_by_minute[start] = c.weight_by_minute.get(start, 0) + weight
             while len(c.weight_by_minute) > _HISTORY_MINUTES:
                 c.weight_by_minute.popitem(last=False)
-            if cfg.error_rate_5xx > 0 and self._rng.random() < cfg.error_rate_5xx:
-                c.injected_5xx += 1
-                status = _5XX_STATUSES[self._rng.randrange(len(_5XX_STATUSES))]
-                return Admission(status, None, self._window_used, "injected", at=now)
-            return Admission(0, None, self._window_used, at=now)
+            status = self._injected_5xx_locked()
+            return Admission(status, None, self._window_used, "injected" if status else "", at=now)
 
     def admit_bybit(
         self, endpoint: str, *, kline: bool, arrived_at: float | None = None
@@ -213,10 +208,7 @@ class SandboxState:
         now = self._wall()
         with self._lock:
             cfg = self._config
-            c = self._c
-            c.requests_total += 1
-            ep = c.by_endpoint.setdefault(endpoint, {"requests": 0, "weight": 0})
-            ep["requests"] += 1
+            self._count_locked(endpoint)
             limit = self._bybit
             if cfg.down:
                 return Admission(503, None, limit.used, "down", at=now)
@@ -228,11 +220,23 @@ class SandboxState:
                 limit.sent_429 += 1
                 retry = int(cfg.force_429_retry_after)
                 return Admission(429, retry, limit.used, "forced", at=now)
-            if cfg.error_rate_5xx > 0 and self._rng.random() < cfg.error_rate_5xx:
-                c.injected_5xx += 1
-                status = _5XX_STATUSES[self._rng.randrange(len(_5XX_STATUSES))]
-                return Admission(status, None, limit.used, "injected", at=now)
-            return Admission(0, None, limit.used, at=now)
+            status = self._injected_5xx_locked()
+            return Admission(status, None, limit.used, "injected" if status else "", at=now)
+
+    def _count_locked(self, endpoint: str) -> dict[str, int]:
+        """Count a request to `endpoint`; its `by_endpoint` entry (the lock is held)."""
+        self._c.requests_total += 1
+        ep = self._c.by_endpoint.setdefault(endpoint, {"requests": 0, "weight": 0})
+        ep["requests"] += 1
+        return ep
+
+    def _injected_5xx_locked(self) -> int:
+        """An injected 5xx status by `error_rate_5xx` (counted), else 0 (the lock is held)."""
+        rate = self._config.error_rate_5xx
+        if rate > 0 and self._rng.random() < rate:
+            self._c.injected_5xx += 1
+            return _5XX_STATUSES[self._rng.randrange(len(_5XX_STATUSES))]
+        return 0
 
     def wall_now(self) -> float:
         """The rate-limit clock (real time unless a test shifted it)."""
