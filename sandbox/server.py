@@ -28,6 +28,7 @@ from .futures import FAPI_PREFIX, Route, fapi_route, serve_fapi
 from .klines import BinanceError, kline_entry, serve_klines
 from .markets import exchange_info
 from .state import Admission, SandboxState
+from .trades import AGG_TRADES_WEIGHT, serve_agg_trades
 
 API_PREFIX = "/api/v3"
 ADMIN_PREFIX = "/sandbox"
@@ -130,8 +131,8 @@ async def _fapi(request: web.Request) -> web.Response:
 
 
 def _spot_route(name: str, cfg: SandboxConfig) -> Route:
-    known = name in ("ping", "time", "exchangeInfo", "klines")
-    weight = int(cfg.weights.get(name, 1))
+    known = name in ("ping", "time", "exchangeInfo", "klines", "aggTrades")
+    weight = int(cfg.weights.get(name, AGG_TRADES_WEIGHT if name == "aggTrades" else 1))
     return Route(name if known else "other", weight, name == "klines", name == "klines")
 
 
@@ -179,6 +180,8 @@ async def _serve_api(
                 body, entry["rows"], entry["corrupted"] = serve_klines(
                     state, request.query, cfg.markets(), max_limit=MAX_LIMIT
                 )
+            elif name == "aggTrades":
+                body, _rows = serve_agg_trades(state, request.query)
             else:
                 raise BinanceError(-1000, f"Unknown endpoint {API_PREFIX}/{name}.", status=404)
             resp = web.Response(body=body, headers={**headers, "Content-Type": _JSON})
