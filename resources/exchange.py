@@ -776,6 +776,12 @@ class ExchangeClient:
             [] if packed else rows, np.repeat(edges, counts, axis=0), answers, packed
         )
 
+    async def request(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """One ccxt call (`method` of `exchange`) in the key's slot, under this client's
+        budget, retries and penalties; `what` names it in errors."""
+        async with self.limiter.slot(self.settings.rate_key):
+            return await self._call(what, method, *args, **kwargs)
+
     async def _call(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         """Call ccxt with retries: backoff+jitter on network errors, penalties on 429/418."""
         backfill = self.settings.backfill
