@@ -29,6 +29,7 @@ from .klines import BinanceError, kline_entry, serve_klines
 from .markets import exchange_info
 from .state import Admission, SandboxState
 from .trades import AGG_TRADES_WEIGHT, serve_agg_trades
+from .ws import add_ws_routes
 
 API_PREFIX = "/api/v3"
 ADMIN_PREFIX = "/sandbox"
@@ -253,6 +254,7 @@ def make_app(state: SandboxState) -> web.Application:
         app.router.add_get(ADMIN_PREFIX + path, handler)
         app.router.add_post(ADMIN_PREFIX + path, handler)
     add_archive_routes(app, STATE_KEY)  # data.binance.vision: /data/spot|futures/um/...
+    add_ws_routes(app, STATE_KEY)  # kline streams: /ws, /stream, /stream/ws
     return app
 
 
