@@ -498,10 +498,24 @@ class PartitionsConfig(_Model):
 
 
 class WsConfig(_Model):
+    """`seamless.live.ws`: the blueprint's WebSocket live feed (`ccxt.live.pro`). Not built
+    yet: the live edge polls (sensors/live_edge.py), so `enabled: true` is refused at load
+    rather than ignored; the other keys are validated for when it is."""
+
     enabled: bool = False
     reconnect_backoff_ms: tuple[Annotated[Int, Field(ge=0)], ...] = (500, 1000, 2000, 5000)
     dedupe_by: Literal["ts"] = "ts"
     emit_building_candle: bool = False
+
+    @field_validator("enabled")
+    @classmethod
+    def _not_built_yet(cls, enabled: bool) -> bool:
+        if enabled:
+            raise ValueError(
+                "the WebSocket live feed is not available yet: the live edge polls the "
+                "exchange (domains.live.nodes, seamless_live_edge_sensor); set enabled: false"
+            )
+        return enabled
 
 
 class LiveConfig(_Model):

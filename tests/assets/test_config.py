@@ -855,3 +855,13 @@ def test_bad_redis_dsn(where: dict[str, Any], key: str) -> None:
 def test_bad_redis_dsn_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(REDIS_ENV, "127.0.0.1:6379")
     fails(BASE, REDIS_ENV, "not a Redis URL")
+
+
+def test_the_websocket_live_feed_is_refused_not_ignored() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config_dict(yaml.safe_load("seamless:\n  live:\n    ws:\n      enabled: true\n"))
+    assert "seamless.live.ws.enabled" in str(info.value) and "not available yet" in str(info.value)
+    config = load_config_dict(
+        yaml.safe_load("seamless:\n  live:\n    ws:\n      reconnect_backoff_ms: [100, 200]\n")
+    )
+    assert config.seamless.live.ws.reconnect_backoff_ms == (100, 200)
