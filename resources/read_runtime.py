@@ -32,6 +32,7 @@ from seamless_assets.nodes import NodeId
 from seamless_assets.pipeline import PipelineSettings, RunOutcome
 from seamless_assets.runtime import resources_from_config
 
+from .live_feed import LiveFeed
 from .read_segment_cache import SegmentCache
 from .read_storage import StorageExecutor
 
@@ -198,6 +199,10 @@ class ReaderRuntime:
         # snapshot fingerprint -> running totals of its segments' flags (ReadPlan.window_flags)
         self.flag_totals: dict[str, Any] = {}
         self.last_metadata: SeamlessFetchMetadata | None = None
+        self.feed: LiveFeed | None = None
+        if section.live.ws.enabled and (live_nodes := config.live_nodes):
+            self.feed = LiveFeed(config, live_nodes, self._feed_store, self.exchange_client)
+            asyncio.run_coroutine_threadsafe(self.feed.run(), self.loop)
         self.nodes: dict[str, NodeId] = {}  # node id as asked -> the configured node
 
     def node(self, node_id: str) -> NodeId:
@@ -227,6 +232,10 @@ class ReaderRuntime:
                 world_id, previous.value, domain.value, purged,
             )  # fmt: skip
 
+    async def _feed_store(self, node_id: str, frame: Any) -> None:
+        """The live feed's closed bars into the hot store, off the event loop."""
+        await asyncio.get_running_loop().run_in_executor(None, self.hot.upsert, node_id, frame)
+
     def exchange_client(self, exchange_id: str) -> ReaderClient:
         settings = ExchangeSettings.from_config(self.config, exchange_id)
         limiter = self.rate_limiter.limiter(self.config.rate_limit_for(exchange_id))
@@ -239,6 +248,9 @@ class ReaderRuntime:
         return time.time() + offset
 
     def close(self) -> None:
+        if self.feed is not None:  # its sockets first: closed, not cut by the cancellation
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(self.feed.stop(), self.loop).result(CLOSE_WAIT_S)
         with contextlib.suppress(Exception):  # cancel fills still running, let them unwind
             asyncio.run_coroutine_threadsafe(_cancel_pending(), self.loop).result(CLOSE_WAIT_S)
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -498,24 +498,26 @@ class PartitionsConfig(_Model):
 
 
 class WsConfig(_Model):
-    """`seamless.live.ws`: the blueprint's WebSocket live feed (`ccxt.live.pro`). Not built
-    yet: the live edge polls (sensors/live_edge.py), so `enabled: true` is refused at load
-    rather than ignored; the other keys are validated for when it is."""
+    """`seamless.live.ws`: the blueprint's WebSocket live feed (`ccxt.live.pro`,
+    `resources/live_feed.py`): a reader with live nodes keeps their closed bars current
+    from ccxt.pro `watch_ohlcv`, reconnecting on `reconnect_backoff_ms`."""
 
     enabled: bool = False
-    reconnect_backoff_ms: tuple[Annotated[Int, Field(ge=0)], ...] = (500, 1000, 2000, 5000)
+    reconnect_backoff_ms: tuple[Annotated[Int, Field(ge=0)], ...] = Field(
+        default=(500, 1000, 2000, 5000), min_length=1
+    )
     dedupe_by: Literal["ts"] = "ts"
     emit_building_candle: bool = False
 
-    @field_validator("enabled")
+    @field_validator("emit_building_candle")
     @classmethod
-    def _not_built_yet(cls, enabled: bool) -> bool:
-        if enabled:
+    def _closed_bars_only(cls, emit: bool) -> bool:
+        if emit:
             raise ValueError(
-                "the WebSocket live feed is not available yet: the live edge polls the "
-                "exchange (domains.live.nodes, seamless_live_edge_sensor); set enabled: false"
+                "the hot store and every read hold closed bars only (the forming bar is "
+                "never stored); set emit_building_candle: false"
             )
-        return enabled
+        return emit
 
 
 class LiveConfig(_Model):

@@ -857,11 +857,24 @@ def test_bad_redis_dsn_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     fails(BASE, REDIS_ENV, "not a Redis URL")
 
 
-def test_the_websocket_live_feed_is_refused_not_ignored() -> None:
+def test_websocket_live_feed_keys_are_acted_on_or_refused() -> None:
     with pytest.raises(ConfigError) as info:
-        load_config_dict(yaml.safe_load("seamless:\n  live:\n    ws:\n      enabled: true\n"))
-    assert "seamless.live.ws.enabled" in str(info.value) and "not available yet" in str(info.value)
+        load_config_dict(
+            yaml.safe_load("seamless:\n  live:\n    ws:\n      emit_building_candle: true\n")
+        )
+    assert "seamless.live.ws.emit_building_candle" in str(info.value)
+    assert "closed bars only" in str(info.value)
+    with pytest.raises(ConfigError, match="reconnect_backoff_ms"):
+        load_config_dict(
+            yaml.safe_load("seamless:\n  live:\n    ws:\n      reconnect_backoff_ms: []\n")
+        )
     config = load_config_dict(
-        yaml.safe_load("seamless:\n  live:\n    ws:\n      reconnect_backoff_ms: [100, 200]\n")
+        yaml.safe_load(
+            "seamless:\n  live:\n    ws:\n"
+            "      enabled: true\n      reconnect_backoff_ms: [100, 200]\n"
+        )
     )
-    assert config.seamless.live.ws.reconnect_backoff_ms == (100, 200)
+    assert config.seamless.live.ws.enabled and config.seamless.live.ws.reconnect_backoff_ms == (
+        100,
+        200,
+    )
