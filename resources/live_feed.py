@@ -59,7 +59,16 @@ class LiveFeed:
         store: Store,
         client_factory: Callable[[str], ExchangeClient],
     ) -> None:
-        self.config, self.nodes, self._store = config, list(nodes), store
+        self.config, self._store = config, store
+        # ccxt.pro streams traded candles; mark-price nodes stay with polling
+        self.nodes = [n for n in nodes if n.price is None]
+        for node in nodes:
+            if node.price is not None:
+                log.info(
+                    "%s: not streamed (no %s-price stream); the live edge polls it",
+                    node,
+                    node.price,
+                )
         self._client_factory = client_factory
         self.ladder_s = [ms / 1000 for ms in config.seamless.live.ws.reconnect_backoff_ms]
         self.stats = FeedStats()
