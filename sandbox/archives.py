@@ -66,6 +66,7 @@ from .archive_files import (
     wrong_digest,
 )
 from .config import SandboxConfig
+from .http import read_json_object
 from .pages import DATA_KNOBS
 from .state import SandboxState
 
@@ -408,11 +409,7 @@ def add_archive_routes(
         store = request.app[ARCHIVE_KEY]
         if request.method == "POST":
             try:
-                raw = await request.read()
-                knobs = json.loads(raw) if raw else {}
-                if not isinstance(knobs, dict):
-                    raise ValueError("request body must be a JSON object")
-                store.configure(knobs)
+                store.configure(await read_json_object(request))
             except (ValueError, TypeError) as exc:
                 return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(store.settings.to_dict())

@@ -134,7 +134,7 @@ class Bars:
 
 
 # --------------------------------------------------------------------------- selection
-def _merge(windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_windows(windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for start, end in sorted(w for w in windows if w[1] > w[0]):
         if out and start <= out[-1][1]:
@@ -178,7 +178,7 @@ def select_open_times(
     # bar k is inside gap [gs, ge) iff gs <= t_k and t_k + interval <= ge
     excluded = [
         (idx_up(gs), idx_down(ge - interval_s))
-        for gs, ge in _merge(config.gaps_for(market.key))
+        for gs, ge in merge_windows(config.gaps_for(market.key))
         if idx_up(gs) <= idx_down(ge - interval_s)
     ]
     segments: list[tuple[int, int]] = []  # inclusive index ranges still allowed

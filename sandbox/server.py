@@ -25,6 +25,7 @@ from .bybit_markets import bybit_ccxt_config
 from .clock import clock_request
 from .config import SandboxConfig
 from .futures import FAPI_PREFIX, Route, fapi_route, serve_fapi
+from .http import read_json_object
 from .klines import BinanceError, kline_entry, serve_klines
 from .markets import exchange_info
 from .state import Admission, SandboxState
@@ -203,16 +204,6 @@ def _admin_json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status)
 
 
-async def _read_json(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw:
-        return {}
-    data = json.loads(raw)
-    if not isinstance(data, dict):
-        raise ValueError("request body must be a JSON object")
-    return data
-
-
 async def _admin_stats(request: web.Request) -> web.Response:
     return _admin_json(request.app[STATE_KEY].stats())
 
@@ -226,7 +217,7 @@ async def _admin_clock(request: web.Request) -> web.Response:
     clock = request.app[STATE_KEY].clock
     if request.method == "POST":
         try:
-            clock.apply(await _read_json(request))
+            clock.apply(await read_json_object(request))
         except ValueError as exc:
             return _admin_json({"error": str(exc)}, status=400)
     return _admin_json(clock.state())
@@ -236,7 +227,7 @@ async def _admin_config(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
     if request.method == "POST":
         try:
-            state.configure(await _read_json(request))
+            state.configure(await read_json_object(request))
         except (ValueError, TypeError, KeyError) as exc:
             return _admin_json({"error": str(exc)}, status=400)
     return _admin_json(state.config_dict())

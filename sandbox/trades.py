@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .bars import generate_bars, interval_origin, market_seed, select_open_times
+from .bars import generate_bars, interval_origin, market_seed, merge_windows, select_open_times
 from .config import UNITS_PER_ONE, MarketSpec, SandboxConfig, market_id
 from .klines import BinanceError, int_param, require_symbol
 from .state import SandboxState
@@ -309,24 +309,14 @@ def _minute_trades(market: MarketSpec, minutes: I64, config: SandboxConfig) -> T
     return Trades(ids.astype(np.int64), ts_ms.astype(np.int64), price, qty, ~buy)
 
 
-def _merge(windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for start, end in sorted(w for w in windows if w[1] > w[0]):
-        if out and start <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], end))
-        else:
-            out.append((start, end))
-    return out
-
-
 def _tradable_segments(
     market: MarketSpec, minutes: I64, config: SandboxConfig
 ) -> dict[int, list[tuple[int, int]]]:
     """Minutes (by position in `minutes`) that a gap or the listing time covers partly:
     their tradable `[start, end)` ms offsets. Minutes absent are tradable throughout."""
-    forbidden = [(gs * 1000, ge * 1000) for gs, ge in _merge(config.gaps_for(market.key))]
+    forbidden = [(gs * 1000, ge * 1000) for gs, ge in merge_windows(config.gaps_for(market.key))]
     forbidden.append((int(minutes[0]) * 1000 - _MINUTE_MS, market.listing_ts * 1000))
-    forbidden = _merge(forbidden)
+    forbidden = merge_windows(forbidden)
     out: dict[int, list[tuple[int, int]]] = {}
     for edge in {e for win in forbidden for e in win if e % _MINUTE_MS}:
         m = edge // _MINUTE_MS * 60

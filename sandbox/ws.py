@@ -54,6 +54,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .bars import Bars, generate_bars
 from .config import MarketSpec, SandboxConfig
+from .http import read_json_object
 from .state import SandboxState
 from .ws_klines import (
     KlineCursor,
@@ -587,11 +588,7 @@ def add_ws_routes(
         hub = request.app[WS_KEY]
         if request.method == "POST":
             try:
-                raw_body = await request.read()
-                knobs = json.loads(raw_body) if raw_body else {}
-                if not isinstance(knobs, dict):
-                    raise ValueError("request body must be a JSON object")
-                hub.configure(knobs)
+                hub.configure(await read_json_object(request))
             except (ValueError, TypeError) as exc:
                 return web.json_response({"error": str(exc)}, status=400)
         return web.json_response(hub.settings.to_dict())
