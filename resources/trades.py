@@ -1,0 +1,101 @@
+"""Trades of a window through ccxt (`fetch_trades`, Binance's aggTrades): groundwork of the
+`trades:` nodes and of trades -> bars repair (`core.trades.bars_from_trades`).
+
+Paging by id, not by time: a time-bounded Binance request may answer the *last* `limit`
+trades of its range, so only the first trade is found by time, in a span narrow enough
+to hold fewer than `limit` trades (halved until it does), and every page after it starts
+at the id after the last one received (`fromId`) until a trade at or after the window's
+end (or the exchange's newest trade) is reached. Trades are kept once per id.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from seamless_assets.core.frame import Range
+
+if TYPE_CHECKING:
+    from .exchange import ExchangeClient
+
+log = logging.getLogger(__name__)
+TRADES_PAGE = 1000  # binance's largest aggTrades page
+FIRST_SPAN_MS = 60_000  # the first trade is looked for a minute at a time
+
+
+@dataclass(frozen=True)
+class TradeRows:
+    """Trades in id order: `id`, `ts_ms`, `price`, `amount` (base units)."""
+
+    id: npt.NDArray[np.int64]
+    ts_ms: npt.NDArray[np.int64]
+    price: npt.NDArray[np.float64]
+    amount: npt.NDArray[np.float64]
+    requests: int
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+
+async def fetch_trades(
+    client: ExchangeClient, symbol: str, window: Range, page: int = TRADES_PAGE
+) -> TradeRows:
+    """Every trade of `symbol` with time in `window` (epoch s, half-open)."""
+    await client.check_symbol(symbol)
+    start_ms, end_ms = window.start * 1000, window.end * 1000
+    found: dict[int, tuple[int, float, float]] = {}
+    requests = 0
+
+    async def call(since: int | None, params: dict[str, Any]) -> list[dict[str, Any]]:
+        nonlocal requests
+        requests += 1
+        trades: list[dict[str, Any]] = await client.request(
+            f"fetch_trades {symbol} {window}",
+            client.exchange.fetch_trades,
+            symbol,
+            since=since,
+            limit=page,
+            params=params,
+        )
+        return trades
+
+    def keep(trades: list[dict[str, Any]]) -> None:
+        for t in trades:
+            ts = t.get("timestamp")
+            if isinstance(ts, int) and start_ms <= ts < end_ms:
+                found[int(t["id"])] = (ts, float(t["price"]), float(t["amount"]))
+
+    # the first trade: the earliest span from the window's start holding fewer than a page
+    cursor, span = start_ms, FIRST_SPAN_MS
+    first: int | None = None
+    while first is None and cursor < end_ms:
+        until = min(cursor + span, end_ms)
+        trades = await call(cursor, {"until": until - 1})
+        if len(trades) >= page and span > 1:
+            span //= 2  # maybe the span's last trades only: look at less of it
+            continue
+        if len(trades) >= page:  # a full page in one millisecond: earlier ones may be unseen
+            log.warning("%s: %d+ trades at %d ms; the first may be missed", symbol, page, cursor)
+        keep(trades)
+        if trades:
+            first = max(int(t["id"]) for t in trades)
+        cursor, span = until, FIRST_SPAN_MS
+    # then by id, page after page, until the window's end or the newest trade
+    while first is not None:
+        trades = await call(None, {"fromId": first + 1})
+        keep(trades)
+        if len(trades) < page or max(int(t["timestamp"]) for t in trades) >= end_ms:
+            break
+        first = max(int(t["id"]) for t in trades)
+    ids = sorted(found)
+    return TradeRows(
+        np.array(ids, dtype=np.int64),
+        np.array([found[i][0] for i in ids], dtype=np.int64),
+        np.array([found[i][1] for i in ids], dtype=np.float64),
+        np.array([found[i][2] for i in ids], dtype=np.float64),
+        requests,
+    )
