@@ -91,8 +91,9 @@ class LiveFeed:
             exchange.newUpdates = False  # the stream's whole cache, not only what changed
             types = exchange.options.get("fetchMarkets", {})
             if isinstance(types, dict) and "types" in types:
-                types["types"] = self.config.exchange(exchange_id).market_types or (
-                    native_market_types(self.config.market_kinds(exchange_id), types["types"])
+                types["types"] = list(
+                    self.config.exchange(exchange_id).market_types
+                    or native_market_types(self.config.market_kinds(exchange_id), types["types"])
                 )
             self._exchanges[exchange_id] = exchange
         return self._exchanges[exchange_id]
