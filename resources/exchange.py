@@ -314,6 +314,22 @@ def _open_time(row: list[Any]) -> Any:
     return row[0]
 
 
+def load_market_types(exchange: Any, settings: ExchangeSettings) -> tuple[str, ...]:
+    """Set which of ccxt's market types `exchange` loads (its `fetchMarkets.types`): the
+    user's ccxt option, else `market_types`, else the catalog's kinds in the exchange's
+    names; the types it will load (empty: the exchange has no such option)."""
+    fetch_markets = exchange.options.get("fetchMarkets")
+    if not isinstance(fetch_markets, dict) or "types" not in fetch_markets:
+        return ()
+    user_types = settings.ccxt_config.get("options", {}).get("fetchMarkets", {}).get("types")
+    fetch_markets["types"] = list(
+        user_types
+        or settings.market_types
+        or native_market_types(settings.market_kinds, fetch_markets["types"])
+    )
+    return tuple(fetch_markets["types"])
+
+
 def native_market_types(kinds: tuple[str, ...], offered: list[str]) -> list[str]:
     """ccxt's names for market kinds on one exchange (its default `fetchMarkets.types`):
     binance and bybit load `linear`/`inverse` contracts by those names, OKX-style
@@ -404,18 +420,7 @@ class ExchangeClient:
         # user's `enableRateLimit: false` must not switch the shared budget off.
         config["enableRateLimit"] = True
         exchange = getattr(ccxt_async, exchange_id)(config)
-        fetch_markets = exchange.options.get("fetchMarkets")
-        if isinstance(fetch_markets, dict) and "types" in fetch_markets:
-            user_types = (
-                self.settings.ccxt_config.get("options", {}).get("fetchMarkets", {}).get("types")
-            )
-            fetch_markets["types"] = list(
-                user_types
-                or self.settings.market_types
-                or native_market_types(self.settings.market_kinds, fetch_markets["types"])
-            )
-        types = fetch_markets.get("types") if isinstance(fetch_markets, dict) else None
-        self.market_types = tuple(types or ())
+        self.market_types = load_market_types(exchange, self.settings)
 
         key = self.settings.rate_key
         # The budget is in the exchange's units: ccxt's costs are converted here, and the

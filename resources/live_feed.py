@@ -80,21 +80,13 @@ class LiveFeed:
         if exchange_id not in self._exchanges:
             import ccxt.pro
 
-            from .exchange import CREDENTIAL_KEYS, native_market_types
+            from .exchange import CREDENTIAL_KEYS, ExchangeSettings, load_market_types
 
-            public = {
-                k: v
-                for k, v in self.config.exchange(exchange_id).ccxt_config.items()
-                if k not in CREDENTIAL_KEYS
-            }
+            settings = ExchangeSettings.from_config(self.config, exchange_id)
+            public = {k: v for k, v in settings.ccxt_config.items() if k not in CREDENTIAL_KEYS}
             exchange = getattr(ccxt.pro, exchange_id)(public)
             exchange.newUpdates = False  # the stream's whole cache, not only what changed
-            types = exchange.options.get("fetchMarkets", {})
-            if isinstance(types, dict) and "types" in types:
-                types["types"] = list(
-                    self.config.exchange(exchange_id).market_types
-                    or native_market_types(self.config.market_kinds(exchange_id), types["types"])
-                )
+            load_market_types(exchange, settings)
             self._exchanges[exchange_id] = exchange
         return self._exchanges[exchange_id]
 

@@ -66,7 +66,7 @@ from .archive_files import (
     wrong_digest,
 )
 from .config import SandboxConfig
-from .http import read_json_object
+from .http import add_admin_routes
 from .pages import DATA_KNOBS
 from .state import SandboxState
 
@@ -398,27 +398,14 @@ def add_archive_routes(
         resp.content_type = reply.content_type
         return resp
 
-    async def stats(request: web.Request) -> web.Response:
-        return web.json_response(request.app[ARCHIVE_KEY].stats())
-
-    async def reset(request: web.Request) -> web.Response:
-        request.app[ARCHIVE_KEY].reset()
-        return web.json_response({"ok": True})
-
-    async def config(request: web.Request) -> web.Response:
-        store = request.app[ARCHIVE_KEY]
-        if request.method == "POST":
-            try:
-                store.configure(await read_json_object(request))
-            except (ValueError, TypeError) as exc:
-                return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(store.settings.to_dict())
-
     app.router.add_get(ARCHIVE_ROOT + "/{key:.*}", serve)
-    app.router.add_get(ADMIN_PREFIX + "/archive-stats", stats)
-    app.router.add_post(ADMIN_PREFIX + "/archive-reset", reset)
-    app.router.add_get(ADMIN_PREFIX + "/archive-config", config)
-    app.router.add_post(ADMIN_PREFIX + "/archive-config", config)
+    add_admin_routes(
+        app,
+        ARCHIVE_KEY,
+        stats=ADMIN_PREFIX + "/archive-stats",
+        reset=ADMIN_PREFIX + "/archive-reset",
+        config=ADMIN_PREFIX + "/archive-config",
+    )
 
 
 def archive_url(

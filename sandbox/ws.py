@@ -54,7 +54,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from .bars import Bars, generate_bars
 from .config import MarketSpec, SandboxConfig
-from .http import read_json_object
+from .http import add_admin_routes
 from .state import SandboxState
 from .ws_klines import (
     KlineCursor,
@@ -574,34 +574,21 @@ def add_ws_routes(
     async def combined(request: web.Request) -> web.StreamResponse:
         return await handle(request, combined=True)
 
-    async def stats(request: web.Request) -> web.Response:
-        return web.json_response(request.app[WS_KEY].stats())
-
-    async def reset(request: web.Request) -> web.Response:
-        request.app[WS_KEY].reset()
-        return web.json_response({"ok": True})
-
     async def drop(request: web.Request) -> web.Response:
         return web.json_response({"dropped": request.app[WS_KEY].drop_all("admin")})
-
-    async def config(request: web.Request) -> web.Response:
-        hub = request.app[WS_KEY]
-        if request.method == "POST":
-            try:
-                hub.configure(await read_json_object(request))
-            except (ValueError, TypeError) as exc:
-                return web.json_response({"error": str(exc)}, status=400)
-        return web.json_response(hub.settings.to_dict())
 
     for prefix in (RAW_PATH, SPOT_ALIAS_PATH):
         app.router.add_get(prefix, raw)
         app.router.add_get(prefix + "/{streams:.*}", raw)
     app.router.add_get(COMBINED_PATH, combined)
-    app.router.add_get(WS_ADMIN_PREFIX + "/stats", stats)
-    app.router.add_post(WS_ADMIN_PREFIX + "/reset", reset)
     app.router.add_post(WS_ADMIN_PREFIX + "/drop", drop)
-    app.router.add_get(WS_ADMIN_PREFIX + "/config", config)
-    app.router.add_post(WS_ADMIN_PREFIX + "/config", config)
+    add_admin_routes(
+        app,
+        WS_KEY,
+        stats=WS_ADMIN_PREFIX + "/stats",
+        reset=WS_ADMIN_PREFIX + "/reset",
+        config=WS_ADMIN_PREFIX + "/config",
+    )
     app.on_shutdown.append(app[WS_KEY]._shutdown)
 
 
