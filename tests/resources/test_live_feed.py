@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from resources.live_feed import FeedStats
 from resources.reader import ComputeContext, SeamlessReader
 from sandbox import SandboxConfig, SandboxExchange, expected_bars
 from sandbox.ws import ccxt_ws_urls
@@ -60,6 +61,14 @@ def _bars(reader: SeamlessReader, start: int, end: int) -> dict[str, np.ndarray]
     return {c: frame[c].to_numpy() for c in ("ts", "open", "high", "low", "close", "volume")}
 
 
+def _subscribed(reader: SeamlessReader) -> FeedStats:
+    """The reader's live feed stats, once its socket has sent a first message."""
+    feed = reader._runtime().feed
+    assert feed is not None
+    _wait(lambda: feed.stats.messages > 0)
+    return feed.stats
+
+
 @contextmanager
 def _running_sandbox(seconds_to_close: float) -> Iterator[SandboxExchange]:
     """A real-time sandbox clock two days behind, `seconds_to_close` before a minute ends."""
@@ -98,10 +107,7 @@ def test_a_dropped_socket_reconnects_on_the_ladder_losing_and_repeating_nothing(
     with SandboxExchange(SandboxConfig(frozen_now_s=t0 + 30)) as sandbox:
         config = _ws_project(tmp_path, sandbox)
         with reader_for(config) as reader:
-            feed = reader._runtime().feed
-            assert feed is not None
-            stats = feed.stats
-            _wait(lambda: stats.messages > 0)  # subscribed
+            stats = _subscribed(reader)
             sandbox.set_clock(advance_s=60)  # t0 closes
             _wait(lambda: stats.last_closed_s.get(NODE_ID) == t0)
 
@@ -132,10 +138,7 @@ def test_a_bar_left_unfinished_by_a_dropped_socket_is_never_stored(tmp_path: Pat
     with SandboxExchange(SandboxConfig(frozen_now_s=t0 + 30)) as sandbox:
         config = _ws_project(tmp_path, sandbox)
         with reader_for(config) as reader:
-            feed = reader._runtime().feed
-            assert feed is not None
-            stats = feed.stats
-            _wait(lambda: stats.messages > 0)
+            stats = _subscribed(reader)
             _admin(sandbox, "drop")
             sandbox.set_clock(advance_s=120)  # t0 and t0 + 60 close while it reconnects
             _wait(lambda: stats.reconnects == 1 and stats.messages > 2)
