@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -81,5 +82,21 @@ def fresh_postgres_database(prefix: str = "seamless_test") -> Iterator[str]:
     try:
         yield name
     finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _drop_database(admin, name)
+
+
+def _drop_database(admin: str, name: str, attempts: int = 50) -> None:
+    """DROP ... WITH (FORCE), again while a backend of another role (an autovacuum worker
+    that just started on the new database) cannot be terminated by the test role: it
+    ends within moments (a CI run once met one)."""
+    import psycopg
+
+    for attempt in range(attempts):
+        try:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except psycopg.errors.InsufficientPrivilege:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.1)
