@@ -10,8 +10,8 @@ judged by its content (`core.archive_check`), so neither is trusted blindly:
 * no file (not published yet, before listing): `absent`; REST fills those windows.
 
 Downloads do not spend the REST request budget (the archive is a separate host) but have
-their own concurrency limit (`max_concurrent_downloads`). Groundwork of issue 12's
-archive path: the pipeline does not call it yet.
+their own concurrency limit (`ArchiveSource.max_concurrent_downloads`). A run reads them
+through `seamless_assets.sources.ArchiveRun`.
 """
 
 from __future__ import annotations
@@ -38,6 +38,19 @@ log = logging.getLogger(__name__)
 ARCHIVE_BASE_URL = "https://data.binance.vision"
 MARKET_PATHS = {"spot": "data/spot", "linear": "data/futures/um"}
 Status = Literal["verified", "checksum_mismatch", "checksum_absent", "quarantined", "absent"]
+#: the kline intervals the archives publish (besides `1mo`, which has no fixed length)
+ARCHIVE_INTERVALS = frozenset(
+    {"1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w"}
+)
+
+
+@dataclass(frozen=True)
+class ArchiveSource:
+    """Where a run reads archives from (`exchanges.<id>.archives` in the config)."""
+
+    base_url: str = ARCHIVE_BASE_URL
+    max_concurrent_downloads: int = 4
+    quarantine_dir: Path | None = None  # rejected files and their reason.json
 
 
 @dataclass(frozen=True)

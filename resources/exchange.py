@@ -201,6 +201,7 @@ class FetchedBars:
     row_windows: np.ndarray = field(default_factory=_no_windows)
     answers: tuple[Range, ...] = ()
     packed: PackedRows | None = None  # the rows, packed (`fetch_bars(pack=True)`): `unpack`
+    source: str = "rest"  # where the rows came from (`core.provenance.SOURCES`)
 
     def unpack(self) -> FetchedBars:
         """The page with its rows as lists (a packed page's made again), for conformance."""

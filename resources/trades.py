@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 TRADES_PAGE = 1000  # binance's largest aggTrades page
 FIRST_SPAN_MS = 60_000  # the first trade is looked for a minute at a time
+PROBE_SPAN_MS = 3_600_000  # ... in the first hour a one-trade probe finds busy (binance's
+# widest time-bounded aggTrades request): an empty window costs a request per hour
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,9 @@ async def fetch_trades(
     found: dict[int, tuple[int, float, float]] = {}
     requests = 0
 
-    async def call(since: int | None, params: dict[str, Any]) -> list[dict[str, Any]]:
+    async def call(
+        since: int | None, params: dict[str, Any], limit: int = page
+    ) -> list[dict[str, Any]]:
         nonlocal requests
         requests += 1
         trades: list[dict[str, Any]] = await client.request(
@@ -58,7 +62,7 @@ async def fetch_trades(
             client.exchange.fetch_trades,
             symbol,
             since=since,
-            limit=page,
+            limit=limit,
             params=params,
         )
         return trades
@@ -69,8 +73,15 @@ async def fetch_trades(
             if isinstance(ts, int) and start_ms <= ts < end_ms:
                 found[int(t["id"])] = (ts, float(t["price"]), float(t["amount"]))
 
-    # the first trade: the earliest span from the window's start holding fewer than a page
-    cursor, span = start_ms, FIRST_SPAN_MS
+    # the first hour holding a trade (a time-bounded request answers its range's LAST
+    # trades, so one trade tells whether the hour has any)
+    cursor = start_ms
+    while cursor < end_ms and not await call(
+        cursor, {"until": min(cursor + PROBE_SPAN_MS, end_ms) - 1}, limit=1
+    ):
+        cursor += PROBE_SPAN_MS
+    # the first trade: the earliest span from there holding fewer than a page
+    span = FIRST_SPAN_MS
     first: int | None = None
     while first is None and cursor < end_ms:
         until = min(cursor + span, end_ms)

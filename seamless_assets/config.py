@@ -640,6 +640,28 @@ class DomainConfig(_Model):
     sla: DomainSLAConfig | None = None
 
 
+ARCHIVE_EXCHANGES = frozenset({"binance", "binanceusdm"})  # the ids data.binance.vision serves
+
+
+class ArchivesConfig(_Model):
+    """Bulk kline history from Binance's public archives (data.binance.vision), before REST."""
+
+    enabled: bool = False
+    base_url: str = "https://data.binance.vision"
+    # Archive downloads spend no REST budget (another host) but are bounded on their own.
+    max_concurrent_downloads: Int = Field(default=4, ge=1, le=64)
+
+    @field_validator("base_url")
+    @classmethod
+    def _plain_url(cls, url: str) -> str:
+        parts = urlparse(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"archives.base_url {url!r} is not an http(s) URL")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("archives.base_url must not carry credentials (user:password@)")
+        return url.rstrip("/")
+
+
 class ExchangeConfig(_Model):
     sandbox: bool = False
     symbols: tuple[str, ...] = ()
@@ -654,6 +676,10 @@ class ExchangeConfig(_Model):
     # Slots of the exchange's Dagster pool (`exchange_<id>`): how many steps may talk to it
     # at once across every run. Applied by `seamless pools` and `seamless_pools_sensor`.
     pool_limit: Int = Field(default=1, ge=1)
+    archives: ArchivesConfig = ArchivesConfig()
+    # Bars of a window the candles stay missing for, rebuilt from the exchange's trades
+    # (`fetch_trades`) when it has any; labelled `trades` in coverage and manifests.
+    trades_repair: bool = True
     ccxt_config: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("ccxt_config")
@@ -1062,6 +1088,13 @@ def _validate_exchanges(config: SeamlessConfig) -> None:
             _check_timeframe(f"{key}.timeframes[{i}]", exchange_id, timeframe, timeframes, source)
         for i, symbol in enumerate(exchange.symbols):
             _check_symbol(f"{key}.symbols[{i}]", symbol, source)
+        if exchange.archives.enabled and exchange_id not in ARCHIVE_EXCHANGES:
+            raise ConfigError(
+                f"{key}.archives.enabled",
+                f"public kline archives are read for {sorted(ARCHIVE_EXCHANGES)} only "
+                f"(data.binance.vision); {exchange_id} has none: remove archives.enabled",
+                source,
+            )
         rate_keys = {"tokens_per_interval", "interval_ms"} & exchange.rate_limit.keys()
         if exchange.rate_limit_rps is not None and rate_keys:
             raise ConfigError(

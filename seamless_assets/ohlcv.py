@@ -88,13 +88,11 @@ def ohlcv_asset(
 
         from .backfill_events import observe_backfill
         from .checks import check_results
-        from .pipeline import PipelineSettings, backfill
+        from .pipeline import backfill
+        from .sources import pipeline_settings_for
 
         exchange_settings = ExchangeSettings.from_config(seamless_config, node.exchange)
-        pipeline_settings = PipelineSettings(
-            stabilization_bars=section.artifact.stabilization_bars,
-            conformance_version=section.conformance.version,
-        )
+        pipeline_settings = pipeline_settings_for(seamless_config, node)
         key_range = context.partition_key_range  # a single-run backfill: one contiguous range
         partitions = partition_ranges(partitions_def, key_range.start, key_range.end)
         limiter = rate_limiter.limiter(rate_config)

@@ -34,6 +34,7 @@ from .core.stabilization import closed_end
 from .nodes import NodeId
 from .run_outcome import PartitionOutcome, PipelineSettings, RunOutcome
 from .settle import ChunkSettler, FetchedChunk
+from .sources import ArchiveRun, trades_pages
 
 __all__ = ["PartitionOutcome", "PipelineSettings", "RunOutcome", "backfill", "stream_chunks"]
 
@@ -180,6 +181,7 @@ async def backfill(
         run.timings["plan_s"] = plan_s
         stack.enter_context(_heap_frozen())
         client = None
+        archive_run: ArchiveRun | None = None
         per_call = DEFAULT_CANDLES_PER_CALL
         if fetched_ranges:
             log(
@@ -188,6 +190,18 @@ async def backfill(
             )
             client = await stack.enter_async_context(client_factory())
             per_call = client.candles_per_call(node.symbol)
+            if settings.archives is not None:
+                await client.check_symbol(node.symbol)
+                archive_run = await stack.enter_async_context(
+                    ArchiveRun(
+                        node,
+                        settings.archives,
+                        client.exchange.market(node.symbol)["id"],
+                        fetched_ranges,
+                        client.exchange_time,
+                        log,
+                    )
+                )
         # The next chunks' requests go out while the ones before are in flight or settling.
         outstanding = asyncio.Semaphore(OUTSTANDING_CHUNKS)
         fetching = _BusyClock()
@@ -196,7 +210,11 @@ async def backfill(
             chunk_window = Range(parts[0].start, parts[-1].end)
             ranges = [c for r in fetched_ranges if (c := r.intersect(chunk_window))]
             with fetching:
-                pages = await _fetch(client, node, ranges) if ranges and client else []
+                pages, rest = await archive_run.take(ranges) if archive_run else ([], ranges)
+                pages += await _fetch(client, node, rest) if rest and client else []
+                if settings.trades_repair and client and pages:
+                    stabilization = settings.stabilization_bars
+                    pages += await trades_pages(client, node, pages, stabilization, log)
             return FetchedChunk(parts, ranges, pages)  # packed (~3.5 MB a chunk) until settled
 
         queue: asyncio.Queue[asyncio.Task[FetchedChunk] | None] = asyncio.Queue()

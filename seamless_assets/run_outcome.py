@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from resources.archives import ArchiveSource
 from resources.exchange import (
     RequestStats,
 )
@@ -30,6 +31,8 @@ PRODUCER = f"seamless@{__version__}"
 class PipelineSettings:
     stabilization_bars: int
     conformance_version: str = CONFORMANCE_VERSION
+    archives: ArchiveSource | None = None  # read the public archives before REST
+    trades_repair: bool = False  # rebuild candles missing between bars from trades
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from .core.manifest import (
     segment_coverage,
     segment_flags,
 )
+from .core.provenance import REST, provenance_events
 from .core.stabilization import is_window_stable, stable_end
 from .history import history_start_s
 from .nodes import NodeId
@@ -165,6 +166,7 @@ class ChunkSettler:
         # Events before bars: a crash in between leaves the bars missing, so the rerun
         # fetches them again and restates the same events (replace, never accumulate).
         events = conformance_events(conformed, closed_ranges, chunk.partitions)
+        events += _provenance(pages, fetched_frame, chunk.partitions)
         self.log(
             f"{node_id}: storing {len(fetched_frame)} bar(s), {len(events)} conformance "
             f"event(s) of {Range(chunk.partitions[0].start, chunk.partitions[-1].end)}"
@@ -243,6 +245,20 @@ def _raw_rows(pages: Sequence[FetchedBars]) -> np.ndarray | list[list[Any]]:
             return [row for page in pages for row in page.unpack().rows]
         matrices.append(matrix)
     return np.concatenate(matrices)
+
+
+def _provenance(
+    pages: Sequence[FetchedBars], fetched: pd.DataFrame, partitions: Sequence[Range]
+) -> list[FlagEvent]:
+    """Provenance events of the bars that pages from sources besides REST gave: per
+    partition and source, the first such bar and how many (`core.provenance`)."""
+    ts = fetched[TS].to_numpy()
+    events = []
+    for page in pages:
+        if page.source != REST:
+            lo, hi = np.searchsorted(ts, [page.window.start, page.window.end])
+            events += provenance_events(ts[lo:hi], page.source, partitions)
+    return events
 
 
 def _rows_in(frame: pd.DataFrame, ranges: Sequence[Range]) -> np.ndarray:

@@ -18,6 +18,11 @@ Flag counts (manifest_version 2):
     before the node's first bar (reason `before_listing`): a bar the exchange confirmed
     empty after listing is a gap, and so is one still missing.
 
+Provenance (manifest_version 3): `provenance.bars` counts the segment's bars per source
+(`core.provenance`: rest, archive with its checksum verdict, trades), derived from the
+provenance events of the ledger, which the manifest carries as `provenance.events`.
+Version 2 manifests (no provenance: every bar came over REST) still read and verify.
+
 Version 1 manifests (flags counted from rows fetched in the producing run, no events,
 no `origin_s`) still read and verify: everything but the flag counts is checked, since
 the counts of a v1 manifest cannot be proven from what it carries.
@@ -53,10 +58,11 @@ from .coverage import (
 from .fingerprint import FingerprintIdentity, dataset_fingerprint
 from .flag_ledger import FlagEvent, events_in, flag_counts, merge_events
 from .frame import CANONICAL_COLUMNS, CANONICAL_DTYPES, TS, Range, iso_utc
+from .provenance import bars_by_source, is_provenance
 
-MANIFEST_VERSION = 2
+MANIFEST_VERSION = 3
 _ABSENT = object()
-READABLE_VERSIONS = (1, 2)
+READABLE_VERSIONS = (1, 2, 3)
 RATIO_DIGITS = 6
 FORMAT = {"file": "data.parquet", "type": "parquet", "compression": "zstd"}
 
@@ -134,8 +140,9 @@ def clip_ledger(gaps: Iterable[LedgerGap], window: Range) -> tuple[LedgerGap, ..
 def segment_flags(
     coverage: SegmentCoverage, events: Iterable[FlagEvent], flags: Iterable[str] = FLAGS
 ) -> dict[str, int]:
-    """Flag counts of a segment: events per flag, `gap` from its coverage."""
-    counts = flag_counts(events, flags)
+    """Flag counts of a segment: events per flag, `gap` from its coverage (provenance
+    events are not conformance findings: `core.provenance`)."""
+    counts = flag_counts((e for e in events if not is_provenance(e)), flags)
     counts[GAP] = coverage.gap_bars
     return counts
 
@@ -154,6 +161,7 @@ def build_manifest(
     window, interval, origin = identity.window, identity.interval_s, identity.origin_s
     ledger = clip_ledger(gaps, window)
     own_events = merge_events(events_in(events, window))
+    sourced = [e for e in own_events if is_provenance(e)]
     ts = frame[TS].to_numpy(dtype=np.int64)
     cov = segment_coverage(ts, window, interval, origin, ledger)
     return {
@@ -173,7 +181,11 @@ def build_manifest(
         "conformance": {
             "version": identity.conformance_version,
             "flags": segment_flags(cov, own_events),
-            "events": [e.to_json() for e in own_events],
+            "events": [e.to_json() for e in own_events if not is_provenance(e)],
+        },
+        "provenance": {
+            "bars": bars_by_source(sourced, cov.row_count),
+            "events": [e.to_json() for e in sourced],
         },
         "coverage": _coverage_json(cov),
         "gaps": [{**g.range.to_json(), "reason": g.reason} for g in ledger],
@@ -260,6 +272,10 @@ def manifest_problems(
         derived_flags = segment_flags(cov, events, stated_flags)
         for flag in sorted(set(stated_flags) | set(derived_flags)):
             differs(f"conformance.flags.{flag}", stated_flags.get(flag), derived_flags.get(flag))
+    if version >= 3:
+        sourced = [e for e in events if is_provenance(e)]
+        stated_sources = (manifest.get("provenance") or {}).get("bars", _ABSENT)
+        differs("provenance.bars", stated_sources, bars_by_source(sourced, cov.row_count))
     return problems
 
 
@@ -293,8 +309,10 @@ def _parse(
             for g in manifest.get("gaps") or []
         )
     )
-    raw_events = manifest["conformance"].get("events") if version >= 2 else []
-    events = [FlagEvent.from_json(item) for item in raw_events or []]
+    raw_events = list(manifest["conformance"].get("events") or []) if version >= 2 else []
+    if version >= 3:
+        raw_events += (manifest.get("provenance") or {}).get("events") or []
+    events = [FlagEvent.from_json(item) for item in raw_events]
     return int(version), identity, gaps, events
 
 

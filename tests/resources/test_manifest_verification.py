@@ -97,6 +97,11 @@ TAMPERINGS: dict[str, tuple[Callable[[dict[str, Any]], None], str]] = {
     "as_of": (_set("as_of", "2030-01-01T00:00:00Z"), "as_of"),
     "symbol": (_set("symbol", "ETH/USDT"), "node_id"),
     "fingerprint-free field dropped": (lambda m: m.pop("coverage"), "coverage.ratio"),
+    "provenance claimed": (
+        lambda m: m["provenance"]["bars"].update(rest=0, archive=21),
+        "provenance.bars",
+    ),
+    "provenance dropped": (lambda m: m.pop("provenance"), "provenance.bars"),
 }
 
 
@@ -105,8 +110,9 @@ def test_an_honest_manifest_verifies_and_states_its_ledger(
 ) -> None:
     _, manifest, _ = publish(artifact_store, bars)
     assert artifact_store.verify_all() == []
-    assert manifest["manifest_version"] == 2
+    assert manifest["manifest_version"] == 3
     assert manifest["row_count"] == 21
+    assert manifest["provenance"]["bars"]["rest"] == 21  # no other source's events
     assert manifest["conformance"]["flags"]["duplicate_ts"] == 2
     assert manifest["conformance"]["flags"]["non_finite"] == 1
     assert manifest["conformance"]["flags"]["gap"] == 3  # two confirmed empty + one missing

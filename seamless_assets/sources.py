@@ -1,0 +1,244 @@
+"""Bars of a run from sources besides the exchange's REST candles, as pages like REST's.
+
+* `ArchiveRun`: whole days from Binance's public archives (`resources.archives`), before
+  REST: a chunk's ranges are served by the archive files inside them and REST fills the
+  rest (parts of days, files not published yet, quarantined files). Each file is
+  downloaded once per run, even when it spans two chunks.
+* `trades_pages`: where the candles a chunk fetched leave slots missing between bars
+  (a candle outage), the bars the exchange's trades make (`core.trades`).
+
+Each page names its source (`FetchedBars.source`), which settling records as provenance
+(`core.provenance`): archive pages by the file's checksum verdict, trades pages as
+`trades`. A page answers for its whole window, like a REST response does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from resources.archives import (
+    ARCHIVE_INTERVALS,
+    MARKET_PATHS,
+    ArchiveFile,
+    ArchiveSource,
+    ArchiveVerdict,
+    archive_files,
+    fetch_archive,
+)
+from resources.exchange import ExchangeClient, FetchedBars
+from resources.trades import fetch_trades
+
+from .config import SeamlessConfig
+from .core.coverage import merge_ranges, ranges_from_timestamps, subtract_ranges
+from .core.frame import TS, VALUE_COLUMNS, Range
+from .core.provenance import ARCHIVE, TRADES
+from .core.stabilization import closed_end, stable_end
+from .core.trades import bars_from_trades
+from .nodes import NodeId, market_kind
+from .run_outcome import PipelineSettings
+
+if TYPE_CHECKING:
+    import aiohttp
+    import pandas as pd
+
+Log = Callable[[str], Any]
+_SOURCE_OF_STATUS = {
+    "verified": ARCHIVE,
+    "checksum_mismatch": "archive_checksum_mismatch",
+    "checksum_absent": "archive_checksum_absent",
+}
+
+
+def archives_apply(node: NodeId) -> bool:
+    """True when the public archives publish this node's candles."""
+    return (
+        node.kind == "ohlcv"
+        and market_kind(node.symbol) in MARKET_PATHS
+        and node.timeframe.code in ARCHIVE_INTERVALS
+    )
+
+
+def pipeline_settings_for(config: SeamlessConfig, node: NodeId) -> PipelineSettings:
+    """How a backfill of `node` runs: the configured sources besides REST included."""
+    section, exchange = config.seamless, config.exchanges.get(node.exchange)
+    archives = None
+    if exchange is not None and exchange.archives.enabled and archives_apply(node):
+        archives = ArchiveSource(
+            base_url=exchange.archives.base_url,
+            max_concurrent_downloads=exchange.archives.max_concurrent_downloads,
+            quarantine_dir=config.data_dir / "quarantine",
+        )
+    return PipelineSettings(
+        stabilization_bars=section.artifact.stabilization_bars,
+        conformance_version=section.conformance.version,
+        archives=archives,
+        trades_repair=node.kind == "ohlcv" and (exchange is None or exchange.trades_repair),
+    )
+
+
+def page_of(
+    frame: pd.DataFrame, window: Range, now_s: int, closed: int, source: str
+) -> FetchedBars:
+    """A packed page of canonical bars that answers for `window`."""
+    ts_ms = frame[TS].to_numpy(dtype=np.int64) * 1000
+    values = frame[list(VALUE_COLUMNS)].to_numpy(dtype=np.float64)
+    return FetchedBars(
+        rows=[],
+        window=window,
+        server_now_s=now_s,
+        closed_end=closed,
+        row_windows=np.tile(np.array([window.start, window.end], np.int64), (len(ts_ms), 1)),
+        answers=(window,),
+        packed=(ts_ms, values),
+        source=source,
+    )
+
+
+class ArchiveRun:
+    """The archive files of one run of one node; `async with`, then `take` per chunk."""
+
+    def __init__(
+        self,
+        node: NodeId,
+        source: ArchiveSource,
+        symbol_id: str,
+        ranges: Sequence[Range],
+        exchange_now: Callable[[], float],
+        log: Log,
+    ) -> None:
+        self.node, self.source, self.log = node, source, log
+        self.exchange_now = exchange_now  # the pages' clock: the exchange's, like REST's
+        kind, interval = market_kind(node.symbol), node.timeframe.code
+        self.files = [f for r in ranges for f in archive_files(kind, symbol_id, interval, r)]
+        self._tasks: dict[ArchiveFile, asyncio.Task[ArchiveVerdict]] = {}
+        self._downloads = asyncio.Semaphore(source.max_concurrent_downloads)
+        self._session: aiohttp.ClientSession | None = None
+        self.counts: dict[str, int] = {}
+
+    async def __aenter__(self) -> ArchiveRun:
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def _verdict(self, file: ArchiveFile) -> asyncio.Task[ArchiveVerdict]:
+        if file not in self._tasks:
+            assert self._session is not None, "use ArchiveRun as `async with`"
+            self._tasks[file] = asyncio.ensure_future(
+                fetch_archive(
+                    self._session,
+                    file,
+                    self.node.interval_s,
+                    base_url=self.source.base_url,
+                    downloads=self._downloads,
+                    quarantine_dir=self.source.quarantine_dir,
+                )
+            )
+        return self._tasks[file]
+
+    async def take(self, ranges: Sequence[Range]) -> tuple[list[FetchedBars], list[Range]]:
+        """(pages of the archive files inside `ranges`, the parts of `ranges` left to REST)."""
+        if not ranges:
+            return [], []
+        window = Range(ranges[0].start, ranges[-1].end)
+        files = [f for f in self.files if f.range.intersect(window)]
+        verdicts = await asyncio.gather(*(self._verdict(f) for f in files))
+        now = int(self.exchange_now())
+        closed = closed_end(now, self.node.interval_s, origin_s=self.node.timeframe.origin_s)
+        pages, served = [], []
+        for file, verdict in zip(files, verdicts, strict=True):
+            if file.range.end <= window.end:
+                self._tasks.pop(file, None)  # no later chunk reads it
+            self.counts[verdict.status] = self.counts.get(verdict.status, 0) + 1
+            if verdict.status not in _SOURCE_OF_STATUS or verdict.bars is None:
+                if verdict.status == "quarantined":
+                    self.log(
+                        f"{self.node}: archive {file.name} quarantined ({verdict.reason}); "
+                        "its days are fetched over REST"
+                    )
+                continue
+            if verdict.status != "verified":
+                self.log(f"{self.node}: archive {file.name} accepted, {verdict.reason}")
+            ts = verdict.bars[TS].to_numpy()
+            for r in ranges:
+                if (part := file.range.intersect(r)) is None:
+                    continue
+                lo, hi = np.searchsorted(ts, [part.start, part.end])
+                bars = verdict.bars.iloc[lo:hi]
+                pages.append(page_of(bars, part, now, closed, _SOURCE_OF_STATUS[verdict.status]))
+                served.append(part)
+        return pages, subtract_ranges(ranges, served)
+
+
+def _page_ts(page: FetchedBars) -> np.ndarray:
+    """Open times (s) of a page's rows that are plain integers (garbage left out)."""
+    if page.packed is not None:
+        return page.packed[0] // 1000
+    return np.array([r[0] // 1000 for r in page.rows if r and type(r[0]) is int], np.int64)
+
+
+def candle_holes(
+    node: NodeId, pages: Sequence[FetchedBars], stabilization_bars: int
+) -> list[Range]:
+    """Slots between bars the pages hold (not before the first or after the last) that
+    none of them holds, closed and stable by the exchange's clock: a candle outage."""
+    if not pages:
+        return []
+    interval, origin = node.interval_s, node.timeframe.origin_s
+    ts = np.unique(np.concatenate([_page_ts(p) for p in pages]))
+    if len(ts) < 2:
+        return []
+    stable = min(
+        stable_end(p.server_now_s, interval, stabilization_bars, origin_s=origin) for p in pages
+    )
+    span = Range(int(ts[0]), min(int(ts[-1]), stable))
+    if span.empty:
+        return []
+    return subtract_ranges([span], ranges_from_timestamps(ts, interval))
+
+
+async def trades_pages(
+    client: ExchangeClient,
+    node: NodeId,
+    pages: Sequence[FetchedBars],
+    stabilization_bars: int,
+    log: Log,
+) -> list[FetchedBars]:
+    """Pages of bars rebuilt from trades for the candle holes of `pages` that have trades."""
+    holes = merge_ranges(candle_holes(node, pages, stabilization_bars))
+    if not holes or node.kind != "ohlcv" or not client.exchange.has.get("fetchTrades"):
+        return []
+    now = max(p.server_now_s for p in pages)
+    closed = min(p.closed_end for p in pages)
+    out = []
+    for hole in holes:
+        trades = await fetch_trades(client, node.symbol, hole)
+        try:
+            bars = bars_from_trades(
+                trades.ts_ms,
+                trades.price,
+                trades.amount,
+                node.interval_s,
+                origin_s=node.timeframe.origin_s,
+            )
+        except ValueError as exc:
+            log(f"{node}: candles missing in {hole}; its trades make no exact bars ({exc})")
+            continue
+        log(
+            f"{node}: candles missing in {hole}: {len(bars)} bar(s) rebuilt from "
+            f"{len(trades)} trade(s) ({trades.requests} request(s)), provenance `trades`"
+        )
+        if len(bars):
+            out.append(page_of(bars, hole, now, closed, TRADES))
+    return out
