@@ -2,7 +2,8 @@
 
 Rows are months of daily partitions (years of monthly ones), one glyph per partition:
 complete, exchange gap (all stored but a window the exchange confirmed empty, e.g. a
-maintenance), partial, confirmed empty (the exchange has no bars there), missing. The newest
+maintenance), from trades (all stored, some bars rebuilt from trades where the candles
+stayed missing), partial, confirmed empty (the exchange has no bars there), missing. The newest
 `DETAIL_ROWS` rows are drawn cell by cell; older history is summarised one line per year,
 and the partitions that are not complete are listed as ranges (at most `MAX_RANGES`), so a
 `1m` node back to 2017 renders a few dozen lines, not thousands.
@@ -18,8 +19,16 @@ from typing import Protocol
 
 COMPLETE, PARTIAL, CONFIRMED_EMPTY, MISSING = "complete", "partial", "confirmed_empty", "missing"
 EXCHANGE_GAP = "exchange_gap"  # every bar there is stored, but the exchange has a hole in it
-STATES = (COMPLETE, EXCHANGE_GAP, PARTIAL, CONFIRMED_EMPTY, MISSING)
-GLYPHS = {COMPLETE: "█", EXCHANGE_GAP: "◐", PARTIAL: "▒", CONFIRMED_EMPTY: "○", MISSING: "·"}
+FROM_TRADES = "from_trades"  # every bar stored, some rebuilt from trades (provenance `trades`)
+STATES = (COMPLETE, EXCHANGE_GAP, FROM_TRADES, PARTIAL, CONFIRMED_EMPTY, MISSING)
+GLYPHS = {
+    COMPLETE: "█",
+    EXCHANGE_GAP: "◐",
+    FROM_TRADES: "▣",
+    PARTIAL: "▒",
+    CONFIRMED_EMPTY: "○",
+    MISSING: "·",
+}
 DETAIL_ROWS = 12
 MAX_RANGES = 20
 _MONTHLY_S = 28 * 86_400  # a partition this long or longer is a month: rows become years
@@ -37,6 +46,8 @@ class Coverage(Protocol):
     @property
     def empty_bars(self) -> int: ...
     @property
+    def trades_bars(self) -> int: ...
+    @property
     def window(self) -> _Window: ...
 
 
@@ -48,11 +59,14 @@ class _Window(Protocol):
 
 
 def state_of(partition: Coverage) -> str:
-    """complete | exchange_gap | partial | confirmed_empty | missing, from stored vs
-    expected bars (`expected_bars` excludes the bars the exchange confirmed empty)."""
+    """complete | exchange_gap | from_trades | partial | confirmed_empty | missing, from
+    stored vs expected bars (`expected_bars` excludes the bars the exchange confirmed
+    empty) and the bars rebuilt from trades."""
     if partition.expected_bars <= 0:
         return CONFIRMED_EMPTY if partition.empty_bars > 0 else COMPLETE
     if partition.stored_bars >= partition.expected_bars:
+        if partition.trades_bars > 0:
+            return FROM_TRADES
         return EXCHANGE_GAP if partition.empty_bars > 0 else COMPLETE
     return PARTIAL if partition.stored_bars > 0 else MISSING
 

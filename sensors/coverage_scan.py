@@ -19,6 +19,7 @@ from dagster._core.definitions.partitions.context import partition_loading_conte
 
 from seamless_assets.core.coverage import merge_ranges, subtract_ranges
 from seamless_assets.core.frame import Range
+from seamless_assets.core.provenance import TRADES, source_flag
 from seamless_assets.core.stabilization import stable_end
 from seamless_assets.nodes import NodeId
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # numpy and the stores (pandas, pyarrow, pandera) load on a t
     from resources.artifacts.base import ArtifactStore
     from resources.hot_store.base import HotStore
 
+TRADES_FLAG = source_flag(TRADES)
 _I64 = "int64"  # a dtype name: numpy loads with the first function that needs it
 _HEAD_NAME = re.compile(
     r"^(?P<start>-?[0-9]+)-(?P<end>-?[0-9]+)\.json$"
@@ -70,6 +72,7 @@ class PartitionCoverage:
     empty_bars: int
     published: bool
     stable: bool
+    trades_bars: int = 0  # stored bars rebuilt from trades (provenance `trades`)
 
     @property
     def ratio(self) -> float:
@@ -127,7 +130,8 @@ def scan_coverage(
     *,
     history_start_s: int | None = None,
 ) -> list[PartitionCoverage]:
-    """Coverage of every partition in `span`: two store queries, then array arithmetic.
+    """Coverage of every partition in `span`: three store queries (islands, the gap ledger,
+    the bars-from-trades events), then array arithmetic.
 
     Bars before `history_start_s` (the node's first bar on the exchange) are not expected:
     they count like confirmed-empty ones."""
@@ -142,6 +146,7 @@ def scan_coverage(
     if history_start_s is not None and history_start_s > window.start:
         ledger.append(Range(window.start, history_start_s))
     empty = subtract_ranges(merge_ranges(ledger), stored)
+    from_trades = [e for e in hot.flag_events(str(node), window) if e.flag == TRADES_FLAG]
     starts = np.array([w.start for w in span.windows], dtype=_I64)
     ends = np.array([w.end for w in span.windows], dtype=_I64)
     grid = _grid_index(ends, interval, origin) - _grid_index(starts, interval, origin)
@@ -154,6 +159,10 @@ def scan_coverage(
     # A partition is stable once its last bar is (the bar grid may overrun an unaligned end).
     last_bar_end = _grid_index(ends, interval, origin) * interval + origin
     stable = last_bar_end <= stable_end(int(now_s), interval, stabilization_bars, origin_s=origin)
+    trades_bars = np.zeros(len(starts), dtype=_I64)
+    if from_trades:
+        where = np.searchsorted(starts, [e.ts for e in from_trades], side="right") - 1
+        np.add.at(trades_bars, where, [e.count for e in from_trades])
     return [
         PartitionCoverage(
             key=key,
@@ -163,6 +172,7 @@ def scan_coverage(
             empty_bars=int(empty_bars[i]),
             published=w in published,
             stable=bool(stable[i]),
+            trades_bars=int(trades_bars[i]),
         )
         for i, (key, w) in enumerate(zip(span.keys, span.windows, strict=True))
     ]

@@ -20,9 +20,14 @@ from typing import Any
 
 import yaml
 
+from sandbox.admin import SandboxAdmin
+
 ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "bench" / ".peers"
 FREQTRADE = PEERS / "freqtrade" / "bin" / "freqtrade"
+FREQTRADE_PYTHON = PEERS / "freqtrade" / "bin" / "python"
+#: run by FREQTRADE_PYTHON: freqtrade with its archive URL prefix replaced (see the file)
+FREQTRADE_ARCHIVE = ROOT / "bench" / "peers" / "freqtrade_archive.py"
 NODE = "ohlcv:binance:BTC/USDT:1m"
 ASSET_KEY = ["ohlcv", "binance_BTC_USDT_1m"]
 UNLIMITED = 1_000_000_000
@@ -58,29 +63,41 @@ def _check(code: int, cwd: Path, what: str) -> None:
 
 
 # ------------------------------------------------------------------------------ seamless
-def seamless_config(data_dir: Path, url: str, *, lifted: bool) -> dict[str, Any]:
-    """Embedded defaults, the exchange pointed at the sandbox; `lifted` raises the budget."""
+def seamless_config(
+    data_dir: Path, url: str, *, lifted: bool, archives: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Embedded defaults, the exchange pointed at the sandbox; `lifted` raises the budget;
+    `archives` (see `seamless_archives`) becomes the exchange's `archives:` section."""
     seamless: dict[str, Any] = {"data_dir": str(data_dir)}
     if lifted:
         seamless["rate_limit"] = {"tokens_per_interval": UNLIMITED, "min_interval_ms": 0}
+    binance: dict[str, Any] = {
+        "symbols": ["BTC/USDT"],
+        "timeframes": ["1m"],
+        "ccxt_config": {"urls": {"api": {"public": f"{url}/api/v3"}}},
+    }
+    if archives is not None:
+        binance["archives"] = archives
+    return {"seamless": seamless, "exchanges": {"binance": binance}}
+
+
+def seamless_archives(url: str, *, max_concurrent_downloads: int = 4) -> dict[str, Any]:
+    """The `archives:` section that reads the sandbox's data.binance.vision-style tree."""
     return {
-        "seamless": seamless,
-        "exchanges": {
-            "binance": {
-                "symbols": ["BTC/USDT"],
-                "timeframes": ["1m"],
-                "ccxt_config": {"urls": {"api": {"public": f"{url}/api/v3"}}},
-            }
-        },
+        "enabled": True,
+        "base_url": url,
+        "max_concurrent_downloads": max_concurrent_downloads,
     }
 
 
-def seamless_workdir(work: Path, url: str, *, lifted: bool) -> Path:
+def seamless_workdir(
+    work: Path, url: str, *, lifted: bool, archives: dict[str, Any] | None = None
+) -> Path:
     work.mkdir(parents=True)
     home = work / "dagster_home"
     home.mkdir()
     shutil.copy(ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    config = seamless_config(work / "data", url, lifted=lifted)
+    config = seamless_config(work / "data", url, lifted=lifted, archives=archives)
     (work / "seamless.yaml").write_text(yaml.safe_dump(config))
     # The instance exists before the timed run, as after installing (its databases are
     # created once per DAGSTER_HOME, ~0.5 s); the data store stays empty.
@@ -173,10 +190,9 @@ def freqtrade_workdir(work: Path, url: str, *, lifted: bool) -> Path:
     return work
 
 
-def run_freqtrade(work: Path, timerange: str, admin: Any) -> JobRun:
-    admin.reset()
-    cmd = [
-        str(FREQTRADE),
+def freqtrade_download_args(timerange: str) -> list[str]:
+    """`freqtrade download-data` arguments of the job (1m BTC/USDT spot, feather)."""
+    return [
         "download-data",
         "-c",
         "config.json",
@@ -193,6 +209,14 @@ def run_freqtrade(work: Path, timerange: str, admin: Any) -> JobRun:
         "--data-format-ohlcv",
         "feather",
     ]
+
+
+def run_freqtrade(work: Path, timerange: str, admin: Any) -> JobRun:
+    return _run_freqtrade_cmd(work, [str(FREQTRADE), *freqtrade_download_args(timerange)], admin)
+
+
+def _run_freqtrade_cmd(work: Path, cmd: list[str], admin: Any) -> JobRun:
+    admin.reset()
     env = dict(os.environ)
     env.pop("VIRTUAL_ENV", None)
     wall, rss, code = _timed(cmd, work, env)
@@ -228,3 +252,81 @@ def _freqtrade_download_s(log: str) -> float | None:
         return None
     fmt = "%Y-%m-%d %H:%M:%S,%f"
     return (datetime.strptime(ended[-1], fmt) - datetime.strptime(began[-1], fmt)).total_seconds()
+
+
+# ------------------------------------------------------------------------------ archives
+class ArchiveAdmin(SandboxAdmin):
+    """`SandboxAdmin` plus the admin routes of the sandbox's kline archive tree
+    (`sandbox/archives.py`: `/sandbox/archive-stats|archive-reset|archive-config`)."""
+
+    def archive_stats(self) -> dict[str, Any]:
+        return dict(self._call("GET", "archive-stats"))
+
+    def archive_reset(self) -> None:
+        self._call("POST", "archive-reset", {})
+
+    def archive_config(self) -> dict[str, Any]:
+        return dict(self._call("GET", "archive-config"))
+
+    def configure_archive(self, **knobs: Any) -> dict[str, Any]:
+        """Replace the named knobs (`wrong_checksum`, `daily_lag_s`, ...); returns them all."""
+        return dict(self._call("POST", "archive-config", knobs))
+
+
+def archive_counts(stats: dict[str, Any]) -> dict[str, Any]:
+    """The archive counters of a run: requests per kind (zips and `.CHECKSUM` files, GET
+    and HEAD, any status), bytes sent, answers by status."""
+    buckets = stats["by_bucket"]
+    return {
+        "zips": int(buckets["archive/zip"]["requests"]),
+        "checksums": int(buckets["archive/checksum"]["requests"]),
+        "other": int(buckets["archive/other"]["requests"]),
+        "head": sum(int(b["head"]) for b in buckets.values()),
+        "mib": round(sum(int(b["bytes"]) for b in buckets.values()) / 2**20, 1),
+        "by_status": dict(stats["by_status"]),
+    }
+
+
+def run_seamless_archives(work: Path, start: str, end: str, admin: ArchiveAdmin) -> JobRun:
+    """`run_seamless` on a workdir made with `archives=seamless_archives(url)`; the archive
+    counters of the run go to `extra["archive"]` (`requests` stays the REST count)."""
+    admin.archive_reset()
+    run = run_seamless(work, start, end, admin)
+    run.extra["archive"] = archive_counts(admin.archive_stats())
+    return run
+
+
+def freqtrade_archive_workdir(work: Path, url: str, *, lifted: bool) -> Path:
+    """`freqtrade_workdir` without `only_from_ccxt`: binance 1m spot then downloads the
+    daily archive zips first (`run_freqtrade_archives` points them at the sandbox) and
+    fetches over REST (the sandbox's, as before) what the archive did not cover."""
+    freqtrade_workdir(work, url, lifted=lifted)
+    path = work / "config.json"
+    config = json.loads(path.read_text())
+    config["exchange"]["only_from_ccxt"] = False
+    path.write_text(json.dumps(config, indent=2))
+    return work
+
+
+def run_freqtrade_archives(
+    work: Path, timerange: str, admin: ArchiveAdmin, archive_url: str
+) -> JobRun:
+    """freqtrade's `download-data` through `bench/peers/freqtrade_archive.py` (its archive
+    URLs rewritten from https://data.binance.vision to `archive_url`), same arguments as
+    `run_freqtrade`. `extra`: `archive` (the sandbox's archive counters), `archive_urls`
+    (zips freqtrade asked for), `archive_rows` (rows its archive path returned)."""
+    admin.archive_reset()
+    report = work / "archive_report.json"
+    cmd = [
+        str(FREQTRADE_PYTHON),
+        str(FREQTRADE_ARCHIVE),
+        archive_url,
+        str(report),
+        *freqtrade_download_args(timerange),
+    ]
+    run = _run_freqtrade_cmd(work, cmd, admin)
+    run.extra["archive"] = archive_counts(admin.archive_stats())
+    sent = json.loads(report.read_text())
+    run.extra["archive_urls"] = len(sent["urls"])
+    run.extra["archive_rows"] = sum(int(c["rows"]) for c in sent["archive_calls"])
+    return run

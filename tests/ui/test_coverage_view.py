@@ -11,6 +11,7 @@ from seamless_assets.coverage_view import (
     CONFIRMED_EMPTY,
     DETAIL_ROWS,
     EXCHANGE_GAP,
+    FROM_TRADES,
     GLYPHS,
     MAX_RANGES,
     MISSING,
@@ -30,6 +31,7 @@ class Part:
     expected_bars: int
     stored_bars: int
     empty_bars: int
+    trades_bars: int = 0
 
 
 def day(d: date, state: str) -> Part:
@@ -65,6 +67,19 @@ def test_each_state_from_bars() -> None:
     assert state_of(Part("x", Range(0, DAY), 1000, 1000, 440)) == EXCHANGE_GAP
     # partly confirmed empty and partly not stored yet: partial
     assert state_of(Part("x", Range(0, DAY), 1000, 900, 440)) == PARTIAL
+    # every bar stored, some rebuilt from trades (with or without a window left empty)
+    assert state_of(Part("x", Range(0, DAY), BARS, BARS, 0, 7)) == FROM_TRADES
+    assert state_of(Part("x", Range(0, DAY), 1000, 1000, 440, 7)) == FROM_TRADES
+    assert state_of(Part("x", Range(0, DAY), BARS, 900, 0, 7)) == PARTIAL
+
+
+def test_days_repaired_from_trades_are_drawn_and_listed() -> None:
+    parts = days(date(2024, 1, 1), date(2024, 1, 4))
+    parts[1] = Part("2024-01-02", parts[1].window, BARS, BARS, 0, 30)
+    md = coverage_markdown("binance_BTC_USDT_1m", parts, "now")
+    assert grid_rows(md)["2024-01"] == GLYPHS[COMPLETE] + GLYPHS[FROM_TRADES] + GLYPHS[COMPLETE] * 2
+    assert "- 2024-01-02: 1 from trades" in md
+    assert f"{GLYPHS[FROM_TRADES]} from trades" in md
 
 
 def test_a_maintenance_gap_inside_a_stored_day_is_drawn_and_listed() -> None:
