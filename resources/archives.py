@@ -154,9 +154,9 @@ async def fetch_archive(
     published = checksum.decode(errors="replace").split()[0] if checksum else None
     try:
         with zipfile.ZipFile(io.BytesIO(body)) as archive:
-            text = archive.read(archive.namelist()[0]).decode()
-        bars, problems = parse_kline_csv(text, interval_s, file.range)
-    except (zipfile.BadZipFile, IndexError, UnicodeDecodeError, KeyError) as exc:
+            content = archive.read(archive.namelist()[0])
+        bars, problems = parse_kline_csv(content, interval_s, file.range)
+    except (zipfile.BadZipFile, IndexError, KeyError) as exc:
         bars, problems = None, [f"unreadable zip: {exc}"]
     verdict = ArchiveVerdict(file, "verified", "", digest, published, bars)
     if problems:
