@@ -5,7 +5,8 @@ linear) under /v5/market, for ccxt `bybit` (`bybit_ccxt_config(url)`; see `bybit
 
 Real ccxt talks to it (`ccxt_config(url)`, or `ccxt_config(url, market_types=("spot",
 "linear"))` for `BTC/USDT:USDT` perpetuals too); candles are a pure function of
-(symbol, interval, open time, config), with a settable clock, maintenance gaps, restated
+(symbol, interval, open time, config), with a settable clock, maintenance gaps (no klines,
+no trades), kline gaps (`kline_gaps`: klines missing while aggTrades go on), restated
 windows, a Binance-like weight budget (429 / 418 + Retry-After, with an in-flight grace
 after each 429: see `state.py`), fault injection (5xx, latency, outages, late candles via
 `publish_delay_s`, and malformed kline rows via the `corruptions` knob, optionally for the

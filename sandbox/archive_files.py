@@ -30,8 +30,9 @@ Rules (Binance's where Binance has one):
   closed (a 1w bar opening in a month's last days closes in the next month), and never
   before REST would serve those bars (`publish_delay_s`): see `published_at_s`.
 * A file exists once published if it has at least one bar: periods before listing (and
-  periods entirely inside a maintenance gap) have none and do not exist; gaps are simply
-  absent rows; restatements change values exactly as on REST. The file holding the bar
+  periods entirely inside a maintenance gap or a kline gap) have none and do not exist;
+  gaps and kline gaps (`SandboxConfig.kline_outages_for`) are simply absent rows, exactly
+  as on REST; restatements change values exactly as on REST. The file holding the bar
   that contains the listing instant is the first one (for 3d/1w bars that bar can open
   in the month before the listing, exactly as REST serves it).
 """

@@ -1,8 +1,9 @@
 """A data.binance.vision-compatible public kline archive, served next to the REST API.
 
 What files exist and what they hold (layout, CSV format, µs timestamps from 2025 for spot,
-futures header, publication lag, listing and gaps) is in `archive_files.py`; this module
-serves them over aiohttp, caches the zips and injects the archive's deliberate faults.
+futures header, publication lag, listing, gaps and kline gaps) is in `archive_files.py`;
+this module serves them over aiohttp, caches the zips and injects the archive's
+deliberate faults.
 
 Wiring: `add_archive_routes(app, STATE_KEY)` registers (GET, and HEAD with the same
 headers and no body)

@@ -153,12 +153,16 @@ def select_open_times(
     hi_s: int | None,
     limit: int | None,
     from_end: bool = False,
+    outages: list[tuple[int, int]] | None = None,
 ) -> I64:
     """Open times (s) of existing bars with `lo_s <= t <= hi_s`, at most `limit` of them.
 
-    A bar exists when its interval ends after listing and it is not entirely inside a
-    maintenance gap. `from_end` keeps the last `limit` bars instead of the first
-    (Binance semantics when no startTime is given). Cost is O(gaps + rows).
+    A bar exists when its interval ends after listing and it is not entirely inside one
+    of the `outages` windows: by default `config.kline_outages_for(market.key)` (its
+    `gaps` and `kline_gaps`: what every kline server and oracle uses); trades pass
+    `config.gaps_for(market.key)` (a kline gap still trades). `from_end` keeps the last
+    `limit` bars instead of the first (Binance semantics when no startTime is given).
+    Cost is O(gaps + rows).
     """
     origin = interval_origin(interval_s, config)
 
@@ -175,10 +179,12 @@ def select_open_times(
     k_hi = idx_down(hi_s)
     if k_hi < k_lo or (limit is not None and limit <= 0):
         return np.empty(0, np.int64)
+    if outages is None:
+        outages = config.kline_outages_for(market.key)
     # bar k is inside gap [gs, ge) iff gs <= t_k and t_k + interval <= ge
     excluded = [
         (idx_up(gs), idx_down(ge - interval_s))
-        for gs, ge in merge_windows(config.gaps_for(market.key))
+        for gs, ge in merge_windows(outages)
         if idx_up(gs) <= idx_down(ge - interval_s)
     ]
     segments: list[tuple[int, int]] = []  # inclusive index ranges still allowed
@@ -348,7 +354,8 @@ def expected_bars(
     `fetch_ohlcv` gets from /fapi/v1/klines); `price="mark"` gives a perpetual's mark-price
     bars (`fetch_mark_ohlcv`, volume 0). `venue="bybit"` gives Bybit's bars (ccxt `bybit`'s
     `fetch_ohlcv`: spot, or category linear for `BTC/USDT:USDT`; Bybit intervals only).
-    Listing time, gaps and restatements of `config` apply. With `now_s`, bars not yet
+    Listing time, gaps, kline gaps and restatements of `config` apply (a kline gap
+    removes bars exactly as a gap does; see `SandboxConfig`). With `now_s`, bars not yet
     closed at `now_s` are left out (a canonical store holds closed bars only).
     """
     config = config or SandboxConfig()

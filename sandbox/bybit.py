@@ -21,8 +21,9 @@ GET /v5/market/kline semantics (as implemented, following Bybit's docs and behav
 * Rows `[startTime, open, high, low, close, volume, turnover]`, all strings, decimals
   without trailing zeros (`bybit_decimal`), in DESCENDING startTime. ccxt sorts them
   ascending; volume is in base coin for spot and linear, turnover in quote coin.
-* Listing, `gaps`, `restatements` and `publish_delay_s` apply per Bybit market (config
-  keys `bybit:BTC/USDT`, `bybit:BTC/USDT:USDT`, or `"*"`); corruptions never do.
+* Listing, `gaps`, `kline_gaps`, `restatements` and `publish_delay_s` apply per Bybit
+  market (config keys `bybit:BTC/USDT`, `bybit:BTC/USDT:USDT`, or `"*"`); corruptions
+  never do.
 
 Faults and limits: `down` (503), `latency_ms`, `error_rate_5xx` (text bodies) and
 `force_429` apply as on Binance, the last as Bybit's API rate-limit answer: HTTP 429 with

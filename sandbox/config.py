@@ -186,11 +186,23 @@ def _derived_market(symbol: str) -> MarketSpec:
 class SandboxConfig:
     """Every knob of the sandbox. All times are epoch seconds unless the name says `_ms`.
 
-    Symbol keys accept `BTC/USDT` or `BTCUSDT`; `"*"` in `gaps`/`restatements` means all
-    markets of every kind. `BTC/USDT:USDT` (or `BTCUSDT:USDT`) keys the perpetual in `gaps`,
-    `restatements`, `listing_ts` and `corruptions`: its gaps (an outage) also remove its
-    mark klines and fundings, its restatements also restate its mark klines, corruptions
+    Symbol keys accept `BTC/USDT` or `BTCUSDT`; `"*"` in `gaps`/`kline_gaps`/`restatements`
+    means all markets of every kind. `BTC/USDT:USDT` (or `BTCUSDT:USDT`) keys the perpetual
+    in `gaps`, `kline_gaps`, `restatements`, `listing_ts` and `corruptions`: its gaps (an
+    outage) also remove its mark klines and fundings, its kline gaps also remove its mark
+    klines (not its fundings), its restatements also restate its mark klines, corruptions
     touch its trade klines only; spot keys never touch the perpetual.
+
+    `gaps` are maintenance outages: `{"BTC/USDT": [[start, end], ...]}` (or `{"start": s,
+    "end": e}` objects), windows `[start, end)` in which the market has neither klines nor
+    trades (a bar of any interval is absent when it lies entirely inside one; trades and
+    fundings stop for the window's exact span). `kline_gaps` has the same shape, keys and
+    validation and models a candle-service outage: klines are absent exactly as for
+    `gaps` (REST klines of both APIs and mark prices, archive files, the WS kline stream,
+    Bybit's klines, `expected_bars`) while trading goes on: aggTrades, fundings and the
+    trade oracles (`expected_trades`, `bars_from_trades`) ignore it, so the trades of a
+    kline gap rebuild the bars that would be served without it. `kline_outages_for` is
+    the one place the two combine; trades use `gaps_for` only.
 
     `funding_intervals` changes a perpetual's funding interval from a time on:
     `{"BTC/USDT:USDT": [[from_ts_s, hours], ...]}` (from times strictly increasing, hours
@@ -224,6 +236,8 @@ class SandboxConfig:
     extra_symbols: list[str] = field(default_factory=list)  # e.g. ["DOGE/USDT"]
     listing_ts: dict[str, int] = field(default_factory=dict)  # symbol -> first trade time
     gaps: dict[str, list[list[int]]] = field(default_factory=dict)  # symbol -> [[start, end)]
+    # candle-service outages: klines absent as in `gaps`, trades unaffected
+    kline_gaps: dict[str, list[list[int]]] = field(default_factory=dict)
     restatements: dict[str, list[dict[str, int]]] = field(default_factory=dict)
     seed: int = 0  # data seed: a different seed is a different (but still pure) market
     week_origin_s: int = BINANCE_WEEK_ORIGIN_S  # 1w bar alignment; 0 = epoch-aligned
@@ -349,8 +363,15 @@ class SandboxConfig:
         return float(own[0] if own else delay.get("*", 0.0))
 
     def gaps_for(self, mid: str) -> list[tuple[int, int]]:
-        """Maintenance windows `[start, end)` for one market id (own plus `*`)."""
+        """Maintenance windows `[start, end)` for one market id (own plus `*`): no klines
+        and no trades there (what trades and fundings honour)."""
         return _windows(self.gaps, mid)
+
+    def kline_outages_for(self, mid: str) -> list[tuple[int, int]]:
+        """Windows `[start, end)` where one market's klines are absent (own plus `*`): its
+        `gaps` and its `kline_gaps`. Everything that serves or predicts klines removes
+        bars by these; trades keep `gaps_for` (a kline gap still trades)."""
+        return _windows(self.gaps, mid) + _windows(self.kline_gaps, mid)
 
     def restatements_for(self, mid: str) -> list[tuple[int, int, int]]:
         """`(start, end, version)` windows for one market id (own plus `*`)."""
@@ -425,11 +446,8 @@ class SandboxConfig:
                 )
         for key, schedule in self.funding_intervals.items():
             _funding_intervals(key, schedule)
-        for key, wins in self.gaps.items():
-            for w in wins:
-                start, end = _window(w)
-                if end < start:
-                    raise ValueError(f"gaps[{key!r}]: window {w} ends before it starts")
+        for name in ("gaps", "kline_gaps"):
+            _validate_windows(name, getattr(self, name))
         for key, items in self.restatements.items():
             for r in items:
                 if not {"start", "end", "version"} <= set(r):
@@ -481,9 +499,14 @@ def _coerce(name: str, value: Any) -> Any:
         raise ValueError(f"config knob `{name}` must be a number, got {value!r}") from exc
     if name == "down" and not isinstance(value, bool):
         raise ValueError(f"config knob `down` must be true or false, got {value!r}")
-    if name in ("gaps", "restatements", "listing_ts", "weights", "funding_intervals") and (
-        not isinstance(value, dict)
-    ):
+    if name in (
+        "gaps",
+        "kline_gaps",
+        "restatements",
+        "listing_ts",
+        "weights",
+        "funding_intervals",
+    ) and (not isinstance(value, dict)):
         raise ValueError(f"config knob `{name}` must be an object keyed by symbol/endpoint")
     if name == "extra_symbols" and not isinstance(value, list):
         raise ValueError("config knob `extra_symbols` must be a list like ['DOGE/USDT']")
@@ -560,6 +583,36 @@ def _funding_intervals(key: str, items: Any) -> None:
         if hours not in FUNDING_HOURS:
             raise ValueError(f"{where}: {hours} h is not one of {list(FUNDING_HOURS)}")
         last = start
+
+
+def _validate_windows(name: str, table: Any) -> None:
+    """Validate a `gaps`-shaped knob (`{symbol key or "*": [[start, end], ...]}`, windows
+    also as `{"start": s, "end": e}`); ValueError naming the knob and entry otherwise."""
+    if not isinstance(table, dict):
+        raise ValueError(f"config knob `{name}` must be an object keyed by symbol or '*'")
+    for key, wins in table.items():
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f"{name}: key {key!r} must be a symbol like 'BTC/USDT' or '*'")
+        if not isinstance(wins, list | tuple):
+            raise ValueError(f"{name}[{key!r}] must be a list of [start, end] windows")
+        for w in wins:
+            pair = isinstance(w, list | tuple) and len(w) == 2
+            if not (pair or (isinstance(w, dict) and set(w) == {"start", "end"})):
+                raise ValueError(
+                    f"{name}[{key!r}]: window {w!r} must be [start, end] or "
+                    '{"start": s, "end": e} (epoch seconds)'
+                )
+            values = list(w.values()) if isinstance(w, dict) else list(w)
+            try:
+                if any(isinstance(v, bool) for v in values):
+                    raise TypeError("a boolean is not a time")
+                start, end = _window(w)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"{name}[{key!r}]: window {w!r} needs integer epoch seconds"
+                ) from exc
+            if end < start:
+                raise ValueError(f"{name}[{key!r}]: window {w} ends before it starts")
 
 
 def _window(w: Any) -> tuple[int, int]:

@@ -1,7 +1,8 @@
 """Funding-rate history of the USDⓈ-M perpetuals: GET /fapi/v1/fundingRate and its oracle.
 
 Schedule: a perpetual funds on multiples of its funding interval in UTC (8 h by default:
-00:00, 08:00, 16:00), from its listing on, never inside one of its gaps (an outage), and
+00:00, 08:00, 16:00), from its listing on, never inside one of its gaps (an outage; its
+`kline_gaps`, a candle-service outage, do not stop fundings), and
 never after the sandbox clock's now. `funding_intervals` changes the interval from a time
 on (e.g. 8 h, then 4 h, then 1 h). Rates are a pure function of (data seed, perpetual,
 funding time): mostly the calm-market 0.01 %, otherwise spread around it with some

@@ -88,7 +88,8 @@ def serve_klines(
     intervals: dict[str, int] = INTERVALS,
 ) -> tuple[bytes, int, int]:
     """Binance semantics: bars with startTime <= openTime <= min(endTime, now); the first
-    `limit` of them, or the last `limit` when no startTime is given; gaps simply absent.
+    `limit` of them, or the last `limit` when no startTime is given; bars inside `gaps`
+    and `kline_gaps` simply absent.
     Returns the body, the rows served and how many of them `corruptions` touched (trade
     klines only: a mark market is never corrupted)."""
     cfg = state.config

@@ -22,7 +22,15 @@ from .config import SandboxConfig
 PageKey = tuple[str, str, int, int, int]
 
 #: the knobs bars depend on (besides the clock, which only decides which bars are closed)
-DATA_KNOBS = ("extra_symbols", "listing_ts", "gaps", "restatements", "seed", "week_origin_s")
+DATA_KNOBS = (
+    "extra_symbols",
+    "listing_ts",
+    "gaps",
+    "kline_gaps",
+    "restatements",
+    "seed",
+    "week_origin_s",
+)
 
 #: bytes of encoded pages kept (a year of 1m bars in 1000-bar pages is ~85 MB)
 MAX_BYTES = 256 * 2**20

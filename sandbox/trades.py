@@ -30,10 +30,15 @@ trade is its own aggregate trade: `a == f == l`.
 
 Gaps remove the 1m bars they cover entirely (as klines); in a minute a gap or the listing
 time covers only partly, the trades fall in the tradable part (a minute without one has
-no trades). No trades before listing. A bar with volume 0 has no trades. Trades of the
-minute still forming at the sandbox's now are those of the final bar up to now: they do
-not aggregate to the forming kline (a different, interpolated model), only to the closed
-one. `publish_delay_s` and `corruptions` do not apply to trades.
+no trades). `kline_gaps` (a candle-service outage) do NOT apply to trades: the trades of
+a kline gap are those of the bars as if it did not exist (`select_open_times` is called
+with `outages=config.gaps_for(...)`), so rebuilding bars from them gives exactly the bars
+the klines would serve without the kline gap; the oracles `expected_trades` and
+`bars_from_trades` follow (they ignore `kline_gaps`, unlike `expected_bars`). No trades
+before listing. A bar with volume 0 has no trades. Trades of the minute still forming at
+the sandbox's now are those of the final bar up to now: they do not aggregate to the
+forming kline (a different, interpolated model), only to the closed one.
+`publish_delay_s` and `corruptions` do not apply to trades.
 
 Endpoint semantics (`serve_agg_trades`), following Binance and ccxt's notes on it:
 `symbol` (spot), `fromId`, `startTime`, `endTime` (ms, inclusive), `limit` (default 500
@@ -150,7 +155,13 @@ def generate_trades(market: MarketSpec, start_s: int, end_s: int, config: Sandbo
     if end_s <= start_s:
         return Trades.empty()
     minutes = select_open_times(
-        market, 60, config, lo_s=start_s - start_s % 60, hi_s=end_s - 1, limit=None
+        market,
+        60,
+        config,
+        lo_s=start_s - start_s % 60,
+        hi_s=end_s - 1,
+        limit=None,
+        outages=config.gaps_for(market.key),  # a kline gap still trades
     )
     trades = minute_trades(market, minutes, config)
     keep = (trades.ts_ms >= start_s * 1000) & (trades.ts_ms < end_s * 1000)
@@ -313,7 +324,8 @@ def _tradable_segments(
     market: MarketSpec, minutes: I64, config: SandboxConfig
 ) -> dict[int, list[tuple[int, int]]]:
     """Minutes (by position in `minutes`) that a gap or the listing time covers partly:
-    their tradable `[start, end)` ms offsets. Minutes absent are tradable throughout."""
+    their tradable `[start, end)` ms offsets. Minutes absent are tradable throughout.
+    Only `gaps` stop trading (`kline_gaps` remove klines, not trades)."""
     forbidden = [(gs * 1000, ge * 1000) for gs, ge in merge_windows(config.gaps_for(market.key))]
     forbidden.append((int(minutes[0]) * 1000 - _MINUTE_MS, market.listing_ts * 1000))
     forbidden = merge_windows(forbidden)
@@ -420,8 +432,10 @@ def bars_from_trades(
 ) -> dict[str, npt.NDArray[np.float64] | I64]:
     """Canonical bars rebuilt from trades, shaped like `expected_bars`: `ts` (int64 s)
     and float64 `open, high, low, close, volume`. For 1m bars of closed minutes these are
-    bit-identical to `expected_bars(symbol, 60, ...)`; coarser bars share only open and
-    close (see the module doc). Accepts `Trades`, `expected_trades`' output or the list
+    bit-identical to `expected_bars(symbol, 60, ...)`, except that they ignore
+    `kline_gaps` (trades go on in a kline gap: there they equal `expected_bars` of the
+    config without its `kline_gaps`); coarser bars share only open and close (see the
+    module doc). Accepts `Trades`, `expected_trades`' output or the list
     ccxt's `fetch_trades` returns."""
     agg = aggregate_trades(trades, interval_s, config)
     out: dict[str, npt.NDArray[np.float64] | I64] = {"ts": agg["ts"]}
@@ -441,7 +455,8 @@ def expected_trades(
     `start_s * 1000 <= timestamp < end_s * 1000` (and `timestamp <= now` when `now_s` is
     given, as the endpoint serves them): `id` (int64; ccxt gives it as a string),
     `timestamp` (int64 ms), `price`, `amount` (float64, equal to ccxt's floats) and `side`
-    (`"buy"` for a taker buy, else `"sell"`), in id order."""
+    (`"buy"` for a taker buy, else `"sell"`), in id order. `gaps` have no trades;
+    `kline_gaps` are ignored (trades go on while klines are missing)."""
     config = config or SandboxConfig()
     market = config.market_for(symbol)
     if market.kind != "spot":
@@ -479,7 +494,14 @@ def _scan(
     found, chunk = 0, 64
     while found < limit:
         minutes = select_open_times(
-            market, 60, config, lo_s=lo_s, hi_s=hi_s, limit=chunk, from_end=from_end
+            market,
+            60,
+            config,
+            lo_s=lo_s,
+            hi_s=hi_s,
+            limit=chunk,
+            from_end=from_end,
+            outages=config.gaps_for(market.key),  # a kline gap still trades
         )
         if len(minutes) == 0:
             break

@@ -28,8 +28,9 @@ clock advanced by N bars) are seen within `poll_ms`; in-process callers may
 subscription, in order, however far the clock jumps (in batches of `CLOSED_BATCH`).
 
 Shared knobs: `down` refuses new sockets (HTTP 503) and closes open ones (close code
-1001); `latency_ms` delays the handshake; `gaps`, `listing_ts`, `restatements` and
-`publish_delay_s` shape the bars as on REST (`corruptions` are REST-only).
+1001); `latency_ms` delays the handshake; `gaps`, `kline_gaps`, `listing_ts`,
+`restatements` and `publish_delay_s` shape the bars as on REST (`corruptions` are
+REST-only).
 
 Faults (`WsHub`, also in-process, thread-safe): `drop_all()` aborts every socket;
 `drop_after_messages: N` aborts each socket after it sent N kline messages;

@@ -15,7 +15,8 @@ Per subscription a `KlineCursor` holds the open time of the oldest bar whose clo
 * the *forming* bar is the oldest existing bar at or after the cursor that has opened:
   normally the bar containing `now`; while a closed bar waits for its publish delay it is
   that bar, with its final values and `"x": false`;
-* bars that do not exist (inside a maintenance gap, before listing) send nothing.
+* bars that do not exist (inside a maintenance gap or a kline gap, before listing) send
+  nothing.
 
 Values are `generate_bars` output printed as the REST klines print them (8 decimals);
 the trade ids `f`/`L` are synthetic (`f` = open time in ms, `L = f + n - 1`; -1 when the
