@@ -181,22 +181,31 @@ class ArchiveRun:
         return pages, subtract_ranges(ranges, served)
 
 
-def _page_ts(page: FetchedBars) -> np.ndarray:
-    """Open times (s) of a page's rows that are plain integers (garbage left out)."""
+def _page_ts(page: FetchedBars) -> tuple[np.ndarray, bool]:
+    """(open times (s) of the page's rows inside its window, whether every row is one):
+    a page with a row it could not place (garbage, an impossible open time) settles none
+    of its empty slots, since that row may have been meant for any of them."""
     if page.packed is not None:
-        return page.packed[0] // 1000
-    return np.array([r[0] // 1000 for r in page.rows if r and type(r[0]) is int], np.int64)
+        ts = page.packed[0] // 1000
+    else:
+        ts = np.array([r[0] // 1000 for r in page.rows if r and type(r[0]) is int], np.int64)
+    inside = ts[(ts >= page.window.start) & (ts < page.window.end)]
+    rows = len(page.packed[0]) if page.packed is not None else len(page.rows)
+    return inside, len(inside) == rows
 
 
 def candle_holes(
     node: NodeId, pages: Sequence[FetchedBars], stabilization_bars: int
 ) -> list[Range]:
     """Slots between bars the pages hold (not before the first or after the last) that
-    none of them holds, closed and stable by the exchange's clock: a candle outage."""
+    none of them holds, closed and stable by the exchange's clock, inside the windows the
+    pages answered (not what lies between the ranges a run asked for) and answered by
+    pages that placed every row they sent: a candle outage, not a bad answer to ask again."""
     if not pages:
         return []
     interval, origin = node.interval_s, node.timeframe.origin_s
-    ts = np.unique(np.concatenate([_page_ts(p) for p in pages]))
+    read = [_page_ts(p) for p in pages]
+    ts = np.unique(np.concatenate([t for t, _ in read]))
     if len(ts) < 2:
         return []
     stable = min(
@@ -205,7 +214,10 @@ def candle_holes(
     span = Range(int(ts[0]), min(int(ts[-1]), stable))
     if span.empty:
         return []
-    return subtract_ranges([span], ranges_from_timestamps(ts, interval))
+    unsettled = [p.window for p, (_, placed) in zip(pages, read, strict=True) if not placed]
+    asked = subtract_ranges(merge_ranges(p.window for p in pages), unsettled)
+    holes = subtract_ranges([span], ranges_from_timestamps(ts, interval))
+    return [part for h in holes for a in asked if (part := h.intersect(a)) is not None]
 
 
 async def trades_pages(
