@@ -143,13 +143,25 @@ async def fetch_archive(
     downloads: asyncio.Semaphore,
     quarantine_dir: Path | None = None,
 ) -> ArchiveVerdict:
-    """Download, verify and judge one file (see the module docstring)."""
+    """Download, verify and judge one file (see the module docstring). The file and its
+    `.CHECKSUM` are asked for together; hashing, unzipping and parsing run in a worker
+    thread (they release the GIL), so the event loop keeps downloading."""
     url = file.url(base_url)
     async with downloads:
-        body = await _get(session, url)
-        if body is None:
-            return ArchiveVerdict(file, "absent", "not published")
-        checksum = await _get(session, url + ".CHECKSUM")
+        body, checksum = await asyncio.gather(_get(session, url), _get(session, url + ".CHECKSUM"))
+    if body is None:
+        return ArchiveVerdict(file, "absent", "not published")
+    return await asyncio.to_thread(judge_archive, file, body, checksum, interval_s, quarantine_dir)
+
+
+def judge_archive(
+    file: ArchiveFile,
+    body: bytes,
+    checksum: bytes | None,
+    interval_s: int,
+    quarantine_dir: Path | None = None,
+) -> ArchiveVerdict:
+    """The verdict on a downloaded file: its checksum and its content."""
     digest = hashlib.sha256(body).hexdigest()
     published = checksum.decode(errors="replace").split()[0] if checksum else None
     try:

@@ -29,6 +29,7 @@ from resources.archives import (
     archive_files,
     fetch_archive,
 )
+from resources.ccxt_lean import ccxt_errors
 from resources.exchange import ExchangeClient, FetchedBars
 from resources.trades import fetch_trades
 
@@ -38,6 +39,7 @@ from .core.frame import TS, VALUE_COLUMNS, Range
 from .core.provenance import ARCHIVE, TRADES
 from .core.stabilization import closed_end, stable_end
 from .core.trades import bars_from_trades
+from .errors import SeamlessError
 from .nodes import NodeId, market_kind
 from .run_outcome import PipelineSettings
 
@@ -76,7 +78,18 @@ def pipeline_settings_for(config: SeamlessConfig, node: NodeId) -> PipelineSetti
         stabilization_bars=section.artifact.stabilization_bars,
         conformance_version=section.conformance.version,
         archives=archives,
-        trades_repair=node.kind == "ohlcv" and (exchange is None or exchange.trades_repair),
+        trades_repair=trades_repair_applies(node) and (exchange is None or exchange.trades_repair),
+    )
+
+
+#: where trades page by id and reach back in time (`resources.trades`: Binance spot's
+#: aggTrades); other venues serve recent trades only, so nothing there is repaired
+TRADES_REPAIR_MARKETS = frozenset({("binance", "spot")})
+
+
+def trades_repair_applies(node: NodeId) -> bool:
+    return (
+        node.kind == "ohlcv" and (node.exchange, market_kind(node.symbol)) in TRADES_REPAIR_MARKETS
     )
 
 
@@ -235,7 +248,11 @@ async def trades_pages(
     closed = min(p.closed_end for p in pages)
     out = []
     for hole in holes:
-        trades = await fetch_trades(client, node.symbol, hole)
+        try:
+            trades = await fetch_trades(client, node.symbol, hole)
+        except (SeamlessError, ccxt_errors.BaseError) as exc:  # the candles stand without it
+            log(f"{node}: candles missing in {hole}; its trades could not be read ({exc})")
+            continue
         try:
             bars = bars_from_trades(
                 trades.ts_ms,

@@ -19,6 +19,8 @@ from seamless_assets.cli import run_backfill
 from seamless_assets.config import load_config
 from seamless_assets.core.frame import Range
 from seamless_assets.coverage_view import FROM_TRADES, state_of
+from seamless_assets.nodes import NodeId
+from seamless_assets.sources import trades_repair_applies
 from sensors.coverage_scan import HistorySpan, scan_coverage
 
 from .conftest import DAY, write_config
@@ -128,3 +130,17 @@ def test_repair_can_be_turned_off(tmp_path: Path, dagster_home: Path) -> None:
     manifest = _manifests(project.data_dir)[T0]
     assert manifest["provenance"]["bars"]["trades"] == 0
     assert manifest["conformance"]["flags"]["gap"] == len(_slots(KLINE_GAPS[0]))
+
+
+@pytest.mark.parametrize(
+    ("node_id", "applies"),
+    [
+        ("ohlcv:binance:BTC/USDT:1m", True),
+        ("ohlcv:binance:ETH/BTC:1h", True),
+        ("ohlcv:binance:BTC/USDT:USDT:1m", False),  # no aggTrades paging assumed there
+        ("mark:binance:BTC/USDT:USDT:1m", False),  # mark prices have no trades
+        ("ohlcv:bybit:BTC/USDT:1m", False),  # recent trades only
+    ],
+)
+def test_repair_applies_where_trades_reach_back(node_id: str, applies: bool) -> None:
+    assert trades_repair_applies(NodeId.parse(node_id)) is applies
