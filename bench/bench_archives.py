@@ -426,15 +426,9 @@ def table(s: dict[str, Any], checks: dict[str, Any], meta: dict[str, Any]) -> st
 
 
 def markdown(s: dict[str, Any], checks: dict[str, Any], meta: dict[str, Any]) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(meta["started"]))
-    cmd = "uv run python bench/bench_archives.py " + " ".join(meta["argv"])
+    title = "Backfill through the archives, side by side with freqtrade"
     out = [
-        "## Backfill through the archives, side by side with freqtrade (`bench/bench_archives.py`)",
-        "",
-        f"Date: {when}. Machine: {report._machine()}. Load average (1/5/15 min) before "
-        f"{report._load(meta['load_before'])}, after {report._load(meta['load_after'])}. "
-        f"{meta['rounds']} rounds, {meta['elapsed_s'] / 60:.1f} min in all. "
-        f"Command: `{cmd.strip()}`.",
+        *report.section_head(title, "bench/bench_archives.py", meta),
         "",
         "Versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()) + ".",
         "",

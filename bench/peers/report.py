@@ -285,16 +285,23 @@ def table(s: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def markdown(s: dict[str, Any], meta: dict[str, Any]) -> str:
+def section_head(title: str, script: str, meta: dict[str, Any]) -> list[str]:
+    """A RESULTS.md section's title and its date, machine, load, rounds and command."""
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(meta["started"]))
-    cmd = "uv run python bench/bench_peers.py " + " ".join(meta["argv"])
-    out = [
-        "## Side by side with freqtrade and ArcticDB (`bench/bench_peers.py`)",
+    cmd = f"uv run python {script} " + " ".join(meta["argv"])
+    return [
+        f"## {title} (`{script}`)",
         "",
         f"Date: {when}. Machine: {_machine()}. Load average (1/5/15 min) before "
         f"{_load(meta['load_before'])}, after {_load(meta['load_after'])}. "
         f"{meta['rounds']} rounds, {meta['elapsed_s'] / 60:.1f} min in all. "
         f"Command: `{cmd.strip()}`.",
+    ]
+
+
+def markdown(s: dict[str, Any], meta: dict[str, Any]) -> str:
+    out = [
+        *section_head("Side by side with freqtrade and ArcticDB", "bench/bench_peers.py", meta),
         "",
         "Versions: " + "; ".join(f"{k}: {v}" for k, v in meta["versions"].items()) + ".",
         "",
