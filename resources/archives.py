@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import zipfile
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -142,16 +143,20 @@ async def fetch_archive(
     base_url: str = ARCHIVE_BASE_URL,
     downloads: asyncio.Semaphore,
     quarantine_dir: Path | None = None,
+    judging: Executor | None = None,
 ) -> ArchiveVerdict:
     """Download, verify and judge one file (see the module docstring). The file and its
-    `.CHECKSUM` are asked for together; hashing, unzipping and parsing run in a worker
-    thread (they release the GIL), so the event loop keeps downloading."""
+    `.CHECKSUM` are asked for together; hashing, unzipping and parsing run on `judging`
+    (else the loop's default executor): they release the GIL, so the event loop keeps
+    downloading."""
     url = file.url(base_url)
     async with downloads:
         body, checksum = await asyncio.gather(_get(session, url), _get(session, url + ".CHECKSUM"))
     if body is None:
         return ArchiveVerdict(file, "absent", "not published")
-    return await asyncio.to_thread(judge_archive, file, body, checksum, interval_s, quarantine_dir)
+    return await asyncio.get_running_loop().run_in_executor(
+        judging, judge_archive, file, body, checksum, interval_s, quarantine_dir
+    )
 
 
 def judge_archive(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -130,6 +131,8 @@ class ArchiveRun:
         self._tasks: dict[ArchiveFile, asyncio.Task[ArchiveVerdict]] = {}
         self._downloads = asyncio.Semaphore(source.max_concurrent_downloads)
         self._session: aiohttp.ClientSession | None = None
+        # one thread judges the files in turn: the run's memory stays that of one file
+        self._judging = ThreadPoolExecutor(1, thread_name_prefix="archive-judge")
         self.counts: dict[str, int] = {}
 
     async def __aenter__(self) -> ArchiveRun:
@@ -144,6 +147,7 @@ class ArchiveRun:
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         if self._session is not None:
             await self._session.close()
+        self._judging.shutdown(wait=True)
 
     def _verdict(self, file: ArchiveFile) -> asyncio.Task[ArchiveVerdict]:
         if file not in self._tasks:
@@ -156,6 +160,7 @@ class ArchiveRun:
                     base_url=self.source.base_url,
                     downloads=self._downloads,
                     quarantine_dir=self.source.quarantine_dir,
+                    judging=self._judging,
                 )
             )
         return self._tasks[file]

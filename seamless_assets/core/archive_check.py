@@ -93,6 +93,8 @@ def _arrow_columns(raw: bytes) -> _Columns | None:
             convert_options=pacsv.ConvertOptions(
                 column_types=types, include_columns=names, strings_can_be_null=False
             ),
+            # malloc's: freed at once (Arrow's default pool keeps what it freed mapped)
+            memory_pool=pa.system_memory_pool(),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
