@@ -131,8 +131,8 @@ class ArchiveRun:
         self._tasks: dict[ArchiveFile, asyncio.Task[ArchiveVerdict]] = {}
         self._downloads = asyncio.Semaphore(source.max_concurrent_downloads)
         self._session: aiohttp.ClientSession | None = None
-        # one thread judges the files in turn: the run's memory stays that of one file
-        self._judging = ThreadPoolExecutor(1, thread_name_prefix="archive-judge")
+        # two threads judge the files (they release the GIL): memory of two files at a time
+        self._judging = ThreadPoolExecutor(2, thread_name_prefix="archive-judge")
         self.counts: dict[str, int] = {}
 
     async def __aenter__(self) -> ArchiveRun:
