@@ -133,7 +133,7 @@ class ArchiveRun:
         self._session: aiohttp.ClientSession | None = None
         # two threads judge the files (they release the GIL): memory of two files at a time
         self._judging = ThreadPoolExecutor(2, thread_name_prefix="archive-judge")
-        self.counts: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # files per verdict status, for the run's log
 
     async def __aenter__(self) -> ArchiveRun:
         import aiohttp
@@ -142,6 +142,9 @@ class ArchiveRun:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.counts:  # what the archives gave this run, e.g. files not published yet
+            files = ", ".join(f"{n} {status}" for status, n in sorted(self.counts.items()))
+            self.log(f"{self.node}: archive files: {files} (absent and quarantined: REST)")
         for task in self._tasks.values():
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
@@ -176,9 +179,9 @@ class ArchiveRun:
         closed = closed_end(now, self.node.interval_s, origin_s=self.node.timeframe.origin_s)
         pages, served = [], []
         for file, verdict in zip(files, verdicts, strict=True):
-            if file.range.end <= window.end:
-                self._tasks.pop(file, None)  # no later chunk reads it
-            self.counts[verdict.status] = self.counts.get(verdict.status, 0) + 1
+            if file.range.end <= window.end:  # no later chunk reads it
+                self._tasks.pop(file, None)
+                self.counts[verdict.status] = self.counts.get(verdict.status, 0) + 1
             if verdict.status not in _SOURCE_OF_STATUS or verdict.bars is None:
                 if verdict.status == "quarantined":
                     self.log(

@@ -90,7 +90,12 @@ def _assert_exact(source: Path, node_id: str, symbol: str, start: int, end: int)
     ],
 )
 def test_whole_days_come_from_the_archives(
-    tmp_path: Path, sandbox: SandboxExchange, dagster_home: Path, first_day: str, last_day: str
+    tmp_path: Path,
+    sandbox: SandboxExchange,
+    dagster_home: Path,
+    capsys: pytest.CaptureFixture[str],
+    first_day: str,
+    last_day: str,
 ) -> None:
     source = _config(tmp_path, sandbox.url)
     start, end = _ts(first_day), _ts(last_day) + DAY
@@ -112,10 +117,14 @@ def test_whole_days_come_from_the_archives(
         assert bars["archive"] + bars["archive_checksum_mismatch"] == 1440
         if bars["archive_checksum_mismatch"]:
             mismatched.add(window_start)
+    logged = capsys.readouterr().err
     if first_day.startswith("2023-02"):  # every day of March 2023, none else
         assert mismatched == set(range(_ts("2023-03-01"), _ts("2023-04-01"), DAY))
+        assert "archive files: 1 checksum_mismatch, 4 verified" in logged
+        assert "archive BTCUSDT-1m-2023-03.zip accepted, .CHECKSUM says" in logged
     else:
         assert mismatched == set()
+        assert "archive files: 5 verified" in logged
     assert not (load_config(source).data_dir / "quarantine").exists()
 
 
