@@ -46,7 +46,7 @@ from .core.manifest import (
     segment_coverage,
     segment_flags,
 )
-from .core.provenance import REST, provenance_events
+from .core.provenance import ARCHIVE, REST, provenance_events
 from .core.stabilization import is_window_stable, stable_end
 from .history import history_start_s
 from .nodes import NodeId
@@ -148,6 +148,7 @@ class ChunkSettler:
             origin_s=origin,
             windows=np.concatenate([page.row_windows for page in pages]),
         )
+        sourced = _sourced_ts(pages)  # which bars archive/trades pages gave, before they go
         # The raw rows are conformed: let them go now, not when the chunk is settled.
         pages = chunk.pages = [
             replace(p, rows=[], row_windows=_NO_ROWS, packed=None) for p in pages
@@ -166,7 +167,7 @@ class ChunkSettler:
         # Events before bars: a crash in between leaves the bars missing, so the rerun
         # fetches them again and restates the same events (replace, never accumulate).
         events = conformance_events(conformed, closed_ranges, chunk.partitions)
-        events += _provenance(pages, fetched_frame, chunk.partitions)
+        events += _provenance(sourced, fetched_frame, chunk.partitions)
         self.log(
             f"{node_id}: storing {len(fetched_frame)} bar(s), {len(events)} conformance "
             f"event(s) of {Range(chunk.partitions[0].start, chunk.partitions[-1].end)}"
@@ -247,17 +248,24 @@ def _raw_rows(pages: Sequence[FetchedBars]) -> np.ndarray | list[list[Any]]:
     return np.concatenate(matrices)
 
 
+def _sourced_ts(pages: Sequence[FetchedBars]) -> dict[str, np.ndarray]:
+    """Open times (s) of the rows each source besides REST gave (packed pages)."""
+    found: dict[str, list[np.ndarray]] = {}
+    for page in pages:
+        if page.source != REST and page.packed is not None:
+            found.setdefault(page.source, []).append(page.packed[0] // 1000)
+    return {source: np.concatenate(parts) for source, parts in found.items()}
+
+
 def _provenance(
-    pages: Sequence[FetchedBars], fetched: pd.DataFrame, partitions: Sequence[Range]
+    sourced: dict[str, np.ndarray], fetched: pd.DataFrame, partitions: Sequence[Range]
 ) -> list[FlagEvent]:
-    """Provenance events of the bars that pages from sources besides REST gave: per
-    partition and source, the first such bar and how many (`core.provenance`)."""
+    """Provenance events of the stored bars that pages from sources besides REST gave:
+    per partition and source, the first such bar and how many (`core.provenance`)."""
     ts = fetched[TS].to_numpy()
     events = []
-    for page in pages:
-        if page.source != REST:
-            lo, hi = np.searchsorted(ts, [page.window.start, page.window.end])
-            events += provenance_events(ts[lo:hi], page.source, partitions)
+    for source, given in sourced.items():
+        events += provenance_events(ts[np.isin(ts, given)], source, partitions)
     return events
 
 
@@ -291,6 +299,8 @@ def _confirmed_empty(
     fetched_ts = fetched[TS].to_numpy()
     gaps: list[LedgerGap] = []
     for page in pages:
+        if page.source.startswith(ARCHIVE):
+            continue  # an archive file proves bars, not their absence: REST is asked there
         r = page.window.intersect(Range(page.window.start, server_closed))
         if r is None:
             continue

@@ -2,14 +2,15 @@
 
 * `ArchiveRun`: whole days from Binance's public archives (`resources.archives`), before
   REST: a chunk's ranges are served by the archive files inside them and REST fills the
-  rest (parts of days, files not published yet, quarantined files). Each file is
-  downloaded once per run, even when it spans two chunks.
+  rest (parts of days, files not published yet, quarantined files) and is asked for the
+  slots a file lacks: a file proves the bars it has, never that a slot is empty. Each
+  file is downloaded once per run, even when it spans two chunks.
 * `trades_pages`: where the candles a chunk fetched leave slots missing between bars
   (a candle outage), the bars the exchange's trades make (`core.trades`).
 
 Each page names its source (`FetchedBars.source`), which settling records as provenance
 (`core.provenance`): archive pages by the file's checksum verdict, trades pages as
-`trades`. A page answers for its whole window, like a REST response does.
+`trades`. A trades page answers for its whole window, like a REST response does.
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ from resources.exchange import ExchangeClient, FetchedBars
 from resources.trades import fetch_trades
 
 from .config import SeamlessConfig
-from .core.coverage import merge_ranges, ranges_from_timestamps, subtract_ranges
+from .core.coverage import (
+    merge_ranges,
+    missing_ranges,
+    ranges_from_timestamps,
+    subtract_ranges,
+)
 from .core.frame import TS, VALUE_COLUMNS, Range
 from .core.provenance import ARCHIVE, TRADES
 from .core.stabilization import closed_end, stable_end
@@ -177,7 +183,8 @@ class ArchiveRun:
         verdicts = await asyncio.gather(*(self._verdict(f) for f in files))
         now = int(self.exchange_now())
         closed = closed_end(now, self.node.interval_s, origin_s=self.node.timeframe.origin_s)
-        pages, served = [], []
+        pages, served, holes = [], [], []
+        interval, origin = self.node.interval_s, self.node.timeframe.origin_s
         for file, verdict in zip(files, verdicts, strict=True):
             if file.range.end <= window.end:  # no later chunk reads it
                 self._tasks.pop(file, None)
@@ -199,7 +206,10 @@ class ArchiveRun:
                 bars = verdict.bars.iloc[lo:hi]
                 pages.append(page_of(bars, part, now, closed, _SOURCE_OF_STATUS[verdict.status]))
                 served.append(part)
-        return pages, subtract_ranges(ranges, served)
+                # slots the file lacks: REST says whether they are empty (or has them)
+                got = ranges_from_timestamps(ts[lo:hi], interval)
+                holes += missing_ranges(got, part, interval, origin_s=origin)
+        return pages, merge_ranges([*subtract_ranges(ranges, served), *holes])
 
 
 def _page_ts(page: FetchedBars) -> tuple[np.ndarray, bool]:

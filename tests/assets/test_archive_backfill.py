@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sandbox import SandboxExchange, expected_bars
+from sandbox import SandboxConfig, SandboxExchange, expected_bars
 from seamless_assets.cli import run_backfill
 from seamless_assets.config import load_config
 from seamless_assets.core.frame import Range
@@ -227,3 +227,31 @@ def test_archives_are_refused_where_no_archive_exists(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r"archives\.enabled"):
         load_config(path)
+
+
+def test_slots_an_archive_lacks_are_asked_over_rest_then_rebuilt_from_trades(
+    tmp_path: Path, dagster_home: Path
+) -> None:
+    """A file proves the bars it has, not that the others are empty: REST is asked for
+    its holes, and where REST has none either (a candle outage) the trades fill them."""
+    day = _ts("2024-05-14")
+    outages = [
+        {"start": day + 3 * 3600 + 7, "end": day + 3 * 3600 + 9 * 60},  # 8 bars
+        {"start": day + DAY - 120, "end": day + DAY + 180},  # across two daily files
+    ]
+    with SandboxExchange(SandboxConfig.from_dict({"kline_gaps": {"BTC/USDT": outages}})) as sandbox:
+        source = _config(tmp_path, sandbox.url)
+        _backfill(source, SPOT, day, day + 2 * DAY)
+        klines = sandbox.stats()["by_endpoint"]["klines"]["requests"]
+        trades = sandbox.stats()["by_endpoint"]["aggTrades"]["requests"]
+    _assert_exact(source, SPOT, "BTC/USDT", day, day + 2 * DAY)  # as if no outage
+    assert klines >= 1 + 2 and trades >= 2  # the history start, then each hole; trades
+    manifests = _manifests(load_config(source).data_dir, "exchange=binance/symbol=BTC%2fUSDT/")
+    assert {s: m["provenance"]["bars"]["trades"] for s, m in manifests.items()} == {
+        day: 8 + 2,
+        day + DAY: 3,
+    }
+    for manifest in manifests.values():
+        bars = manifest["provenance"]["bars"]
+        assert bars["archive"] + bars["trades"] == manifest["row_count"] == 1440
+        assert manifest["gaps"] == []  # nothing confirmed empty from a file's holes
