@@ -69,6 +69,8 @@ def partition_metadata(outcome: RunOutcome, part: PartitionOutcome) -> dict[str,
         "conformance_flags": dg.MetadataValue.json(
             {flag: int(n) for flag, n in sorted(part.flags.items()) if n}
         ),
+        # where its bars came from, as its manifest's `provenance.bars` states
+        "bars_by_source": dg.MetadataValue.json({k: n for k, n in part.sources.items() if n}),
         "segment_written": part.written,
     }
 

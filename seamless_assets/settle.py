@@ -46,7 +46,7 @@ from .core.manifest import (
     segment_coverage,
     segment_flags,
 )
-from .core.provenance import ARCHIVE, REST, provenance_events
+from .core.provenance import ARCHIVE, REST, bars_by_source, provenance_events
 from .core.stabilization import is_window_stable, stable_end
 from .history import history_start_s
 from .nodes import NodeId
@@ -356,6 +356,7 @@ def _partition_outcome(
     interval, origin = node.interval_s, node.timeframe.origin_s
     gaps = clip_ledger(ledger, part)
     cov = segment_coverage(frame[TS].to_numpy(), part, interval, origin, gaps)
+    own_events = events_in(flag_ledger, part)
     return PartitionOutcome(
         window=part,
         row_count=cov.row_count,
@@ -364,7 +365,8 @@ def _partition_outcome(
         completeness_ratio=cov.completeness,
         missing=cov.missing,
         gaps=gaps,
-        flags=segment_flags(cov, events_in(flag_ledger, part)),
+        flags=segment_flags(cov, own_events),
+        sources=bars_by_source(own_events, cov.row_count),
         stable=is_window_stable(
             part, int(now_s), interval, settings.stabilization_bars, origin_s=origin
         ),

@@ -61,7 +61,8 @@ def _manifests(data_dir: Path, node_prefix: str) -> dict[int, dict[str, Any]]:
     return out
 
 
-def _backfill(source: Path, node_id: str, start: int, end: int) -> None:
+def _backfill(source: Path, node_id: str, start: int, end: int) -> dict[str, dict[str, int]]:
+    """Run the backfill; the `bars_by_source` metadata of each partition materialized."""
     project = load_config(source)
     result = run_backfill(
         project,
@@ -70,6 +71,10 @@ def _backfill(source: Path, node_id: str, start: int, end: int) -> None:
         datetime.fromtimestamp(end, tz=UTC),
     )
     assert result.success
+    return {
+        str(e.partition): e.materialization.metadata["bars_by_source"].value  # type: ignore[misc]
+        for e in result.get_asset_materialization_events()
+    }
 
 
 def _assert_exact(source: Path, node_id: str, symbol: str, start: int, end: int) -> None:
@@ -100,7 +105,7 @@ def test_whole_days_come_from_the_archives(
     source = _config(tmp_path, sandbox.url)
     start, end = _ts(first_day), _ts(last_day) + DAY
     _admin(sandbox.url, "/sandbox/archive-reset", {})
-    _backfill(source, SPOT, start, end)
+    in_ui = _backfill(source, SPOT, start, end)
 
     _assert_exact(source, SPOT, "BTC/USDT", start, end)
     files = _admin(sandbox.url, "/sandbox/archive-stats")
@@ -117,6 +122,9 @@ def test_whole_days_come_from_the_archives(
         assert bars["archive"] + bars["archive_checksum_mismatch"] == 1440
         if bars["archive_checksum_mismatch"]:
             mismatched.add(window_start)
+        # the partition's materialization shows the same, nonzero sources only
+        key = datetime.fromtimestamp(window_start, tz=UTC).strftime("%Y-%m-%d")
+        assert in_ui[key] == {k: n for k, n in bars.items() if n}
     logged = capsys.readouterr().err
     if first_day.startswith("2023-02"):  # every day of March 2023, none else
         assert mismatched == set(range(_ts("2023-03-01"), _ts("2023-04-01"), DAY))
