@@ -212,17 +212,24 @@ class ArchiveRun:
         return pages, merge_ranges([*subtract_ranges(ranges, served), *holes])
 
 
-def _page_ts(page: FetchedBars) -> tuple[np.ndarray, bool]:
-    """(open times (s) of the page's rows inside its window, whether every row is one):
-    a page with a row it could not place (garbage, an impossible open time) settles none
-    of its empty slots, since that row may have been meant for any of them."""
+def _page_ts(page: FetchedBars, interval_s: int, origin_s: int) -> tuple[np.ndarray, bool]:
+    """(open times (s) of the page's rows placed in its window, whether every row is):
+    a page with a row it could not place (garbage, an open time outside the window or off
+    the grid) settles none of its empty slots, since that row may have been meant for any
+    of them."""
     if page.packed is not None:
-        ts = page.packed[0] // 1000
+        ms = page.packed[0]
     else:
-        ts = np.array([r[0] // 1000 for r in page.rows if r and type(r[0]) is int], np.int64)
-    inside = ts[(ts >= page.window.start) & (ts < page.window.end)]
+        ms = np.array([r[0] for r in page.rows if r and type(r[0]) is int], np.int64)
+    ts = ms // 1000
+    placed = (
+        (ms % 1000 == 0)
+        & (ts >= page.window.start)
+        & (ts < page.window.end)
+        & ((ts - origin_s) % interval_s == 0)
+    )
     rows = len(page.packed[0]) if page.packed is not None else len(page.rows)
-    return inside, len(inside) == rows
+    return ts[placed], int(placed.sum()) == rows
 
 
 def candle_holes(
@@ -235,7 +242,7 @@ def candle_holes(
     if not pages:
         return []
     interval, origin = node.interval_s, node.timeframe.origin_s
-    read = [_page_ts(p) for p in pages]
+    read = [_page_ts(p, interval, origin) for p in pages]
     ts = np.unique(np.concatenate([t for t, _ in read]))
     if len(ts) < 2:
         return []

@@ -75,3 +75,9 @@ def test_holes_are_exactly_the_missing_slots_between_bars(present: set[int], pag
     holes = candle_holes(NODE, chunks, 2)
     missing = {m for h in holes for m in range((h.start - T0) // 60, (h.end - T0) // 60)}
     assert missing == set(range(min(present), max(present))) - present
+
+
+def test_not_in_an_answer_with_a_row_off_the_grid() -> None:
+    page = _page(_m(0, 50), [m for m in range(50) if m != 20])
+    page.rows.append([(T0 + 60 * 20 + 30) * 1000, 1.0, 1.0, 1.0, 1.0, 1.0])  # misaligned
+    assert candle_holes(NODE, [page], 2) == []
