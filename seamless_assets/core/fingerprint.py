@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,9 +46,10 @@ class FingerprintIdentity:
 _CHUNK = 32_768  # values per hashed chunk: screened while the chunk sits in the CPU cache
 
 
-def _canonical_column(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """One canonical column as a contiguous little-endian array (not yet normalised)."""
-    dtype = CANONICAL_DTYPES[column]
+def _canonical_column(frame: pd.DataFrame, column: str, dtype: str | None = None) -> np.ndarray:
+    """One column as a contiguous little-endian array of `dtype` (a canonical column's
+    own by default), not yet normalised."""
+    dtype = dtype or CANONICAL_DTYPES[column]
     values = np.ascontiguousarray(frame[column].to_numpy(dtype=dtype))
     return values.astype("<" + values.dtype.str[1:], copy=False)
 
@@ -78,10 +80,17 @@ def dataset_fingerprint(frame: pd.DataFrame, identity: FingerprintIdentity) -> s
     missing = [c for c in CANONICAL_COLUMNS if c not in frame.columns]
     if missing:
         raise ValueError(f"cannot fingerprint a frame without canonical columns {missing}")
-    digest = hashlib.sha256(identity.header())
+    return hash_columns(frame, identity.header(), CANONICAL_DTYPES)
+
+
+def hash_columns(frame: pd.DataFrame, header: bytes, dtypes: Mapping[str, str]) -> str:
+    """`sha256:<hex>` of `header`, the row count (8 bytes LE), then each column of `dtypes`
+    in its order as little-endian bytes of its dtype, floats normalised (`_normalised`):
+    the serialization of every table the project fingerprints."""
+    digest = hashlib.sha256(header)
     digest.update(len(frame).to_bytes(8, "little"))
-    for column in CANONICAL_COLUMNS:
-        values = _canonical_column(frame, column)
+    for column, dtype in dtypes.items():
+        values = _canonical_column(frame, column, dtype)
         if values.dtype.kind != "f":
             digest.update(values.data)
             continue
