@@ -31,6 +31,7 @@ from .core.coverage import (
 )
 from .core.frame import Range
 from .core.stabilization import closed_end
+from .history import history_start_s
 from .nodes import NodeId
 from .run_outcome import PartitionOutcome, PipelineSettings, RunOutcome
 from .settle import ChunkSettler, FetchedChunk
@@ -202,6 +203,7 @@ async def backfill(
                         log,
                     )
                 )
+        listed = history_start_s(artifacts, node)  # holes before it are no candle outage
         # The next chunks' requests go out while the ones before are in flight or settling.
         outstanding = asyncio.Semaphore(OUTSTANDING_CHUNKS)
         fetching = _BusyClock()
@@ -214,7 +216,9 @@ async def backfill(
                 pages += await _fetch(client, node, rest) if rest and client else []
                 if settings.trades_repair and client and pages:
                     stabilization = settings.stabilization_bars
-                    pages += await trades_pages(client, node, pages, stabilization, log)
+                    pages += await trades_pages(
+                        client, node, pages, stabilization, log, listed_s=listed
+                    )
             return FetchedChunk(parts, ranges, pages)  # packed (~3.5 MB a chunk) until settled
 
         queue: asyncio.Queue[asyncio.Task[FetchedChunk] | None] = asyncio.Queue()

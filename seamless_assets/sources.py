@@ -233,25 +233,29 @@ def _page_ts(page: FetchedBars, interval_s: int, origin_s: int) -> tuple[np.ndar
 
 
 def candle_holes(
-    node: NodeId, pages: Sequence[FetchedBars], stabilization_bars: int
+    node: NodeId,
+    pages: Sequence[FetchedBars],
+    stabilization_bars: int,
+    listed_s: int | None = None,
 ) -> list[Range]:
-    """Slots between bars the pages hold (not before the first or after the last) that
-    none of them holds, closed and stable by the exchange's clock, inside the windows the
-    pages answered (not what lies between the ranges a run asked for) and answered by
-    pages that placed every row they sent: a candle outage, not a bad answer to ask again."""
+    """Slots the pages answered without a bar, where the market was trading: from its
+    listing (`listed_s`, the recorded first bar; else the pages' first bar) to the end of
+    what is stable by the exchange's clock (a fresher empty slot may still get its candle
+    late). Only inside the windows the pages answered (not what lies between the ranges a
+    run asked for) and in answers that placed every row they sent: a candle outage, not
+    a bad answer to ask again. A hole at a chunk's or a run's edge counts like one inside."""
     if not pages:
         return []
     interval, origin = node.interval_s, node.timeframe.origin_s
     read = [_page_ts(p, interval, origin) for p in pages]
     ts = np.unique(np.concatenate([t for t, _ in read]))
-    if len(ts) < 2:
+    first = listed_s if listed_s is not None else (int(ts[0]) if len(ts) else None)
+    if first is None:
         return []
     stable = min(
         stable_end(p.server_now_s, interval, stabilization_bars, origin_s=origin) for p in pages
     )
-    span = Range(int(ts[0]), min(int(ts[-1]), stable))
-    if span.empty:
-        return []
+    span = Range(first, max(first, stable))
     unsettled = [p.window for p, (_, placed) in zip(pages, read, strict=True) if not placed]
     asked = subtract_ranges(merge_ranges(p.window for p in pages), unsettled)
     holes = subtract_ranges([span], ranges_from_timestamps(ts, interval))
@@ -264,9 +268,10 @@ async def trades_pages(
     pages: Sequence[FetchedBars],
     stabilization_bars: int,
     log: Log,
+    listed_s: int | None = None,
 ) -> list[FetchedBars]:
     """Pages of bars rebuilt from trades for the candle holes of `pages` that have trades."""
-    holes = merge_ranges(candle_holes(node, pages, stabilization_bars))
+    holes = merge_ranges(candle_holes(node, pages, stabilization_bars, listed_s))
     if not holes or node.kind != "ohlcv" or not client.exchange.has.get("fetchTrades"):
         return []
     now = max(p.server_now_s for p in pages)
@@ -289,10 +294,15 @@ async def trades_pages(
         except ValueError as exc:
             log(f"{node}: candles missing in {hole}; its trades make no exact bars ({exc})")
             continue
+        if not len(bars):
+            log(
+                f"{node}: candles missing in {hole}, and no trades there either "
+                f"({trades.requests} request(s)): an exchange gap"
+            )
+            continue
         log(
             f"{node}: candles missing in {hole}: {len(bars)} bar(s) rebuilt from "
             f"{len(trades)} trade(s) ({trades.requests} request(s)), provenance `trades`"
         )
-        if len(bars):
-            out.append(page_of(bars, hole, now, closed, TRADES))
+        out.append(page_of(bars, hole, now, closed, TRADES))
     return out

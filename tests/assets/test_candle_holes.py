@@ -1,6 +1,6 @@
 """Which empty slots of a run's answers are candle outages worth rebuilding from trades
-(`sources.candle_holes`): between bars, answered, settled and stable; never what a run
-did not ask for, a bad answer to ask again, or a slot that may still get its candle."""
+(`sources.candle_holes`): after the listing, answered, settled and stable; never what a
+run did not ask for, a bad answer to ask again, or a slot that may still get its candle."""
 
 from __future__ import annotations
 
@@ -42,9 +42,16 @@ def test_holes_between_bars_inside_what_was_asked() -> None:
     assert candle_holes(NODE, [a, b], 2) == [_m(45, 55)]
 
 
-def test_not_before_the_first_bar_nor_after_the_last() -> None:
-    page = _page(_m(0, 100), list(range(20, 80)))  # before listing / the newest edge
-    assert candle_holes(NODE, [page], 2) == []
+def test_from_the_listing_to_what_is_stable_edges_included() -> None:
+    page = _page(_m(0, 100), list(range(20, 80)))
+    # listing unknown: nothing before the first bar can be told from before listing
+    assert candle_holes(NODE, [page], 2) == [_m(80, 100)]
+    # listed at minute 5: the hole at the run's edge is an outage too, not before it
+    assert candle_holes(NODE, [page], 2, listed_s=T0 + 300) == [_m(5, 20), _m(80, 100)]
+    # a chunk of a later run, with no bar at all in it: from the listing on
+    empty = _page(_m(200, 260), [])
+    assert candle_holes(NODE, [empty], 2, listed_s=T0) == [_m(200, 260)]
+    assert candle_holes(NODE, [empty], 2) == []
 
 
 def test_not_between_ranges_the_run_did_not_ask_for() -> None:
@@ -66,7 +73,9 @@ def test_not_while_the_slot_may_still_get_its_candle() -> None:
 
 @settings(max_examples=80, deadline=None)
 @given(st.sets(st.integers(0, 199), min_size=2), st.integers(1, 4))
-def test_holes_are_exactly_the_missing_slots_between_bars(present: set[int], pages: int) -> None:
+def test_holes_are_exactly_the_missing_slots_from_the_first_bar(
+    present: set[int], pages: int
+) -> None:
     cut = sorted({0, 200, *range(0, 200, 200 // pages)})
     chunks = [
         _page(_m(a, b), sorted(m for m in present if a <= m < b))
@@ -74,7 +83,7 @@ def test_holes_are_exactly_the_missing_slots_between_bars(present: set[int], pag
     ]
     holes = candle_holes(NODE, chunks, 2)
     missing = {m for h in holes for m in range((h.start - T0) // 60, (h.end - T0) // 60)}
-    assert missing == set(range(min(present), max(present))) - present
+    assert missing == set(range(min(present), 200)) - present
 
 
 def test_not_in_an_answer_with_a_row_off_the_grid() -> None:
