@@ -6,7 +6,9 @@ maintenance), from trades (all stored, some bars rebuilt from trades where the c
 stayed missing), partial, confirmed empty (the exchange has no bars there), missing. The newest
 `DETAIL_ROWS` rows are drawn cell by cell; older history is summarised one line per year,
 and the partitions that are not complete are listed as ranges (at most `MAX_RANGES`), so a
-`1m` node back to 2017 renders a few dozen lines, not thousands.
+`1m` node back to 2017 renders a few dozen lines, not thousands; fewer rows and ranges
+when that keeps the picture short enough for Dagster's UI to draw it in place. The legend
+names the states drawn.
 """
 
 from __future__ import annotations
@@ -106,20 +108,39 @@ def _ranges(cells: Sequence[_Cell]) -> list[str]:
     return out
 
 
+#: Dagster's UI draws a markdown value in place only under this many characters (else
+#: behind a "[Show Markdown]" link): the picture takes the most detail that fits
+UI_INLINE_MAX = 999
+#: (calendar rows drawn cell by cell, not-complete ranges listed), most detail first
+_DETAIL_LEVELS = ((DETAIL_ROWS, MAX_RANGES), (DETAIL_ROWS, 10), (6, 10), (6, 5), (3, 5), (2, 3))
+
+
 def coverage_markdown(node_label: str, coverage: Sequence[Coverage], scanned_at: str) -> str:
-    """The picture of one node's `coverage` (partitions in time order)."""
+    """The picture of one node's `coverage` (partitions in time order): with the most
+    detail that Dagster's UI still shows in place (`UI_INLINE_MAX`), else the full one."""
     cells = _cells(coverage)
     if not cells:
         return f"**Coverage of {node_label}**: no closed partition yet (scanned {scanned_at})."
+    pictures = (_picture(node_label, cells, scanned_at, *level) for level in _DETAIL_LEVELS)
+    full = next(pictures)
+    if len(full) <= UI_INLINE_MAX:
+        return full
+    return next((p for p in pictures if len(p) <= UI_INLINE_MAX), full)
+
+
+def _picture(
+    node_label: str, cells: Sequence[_Cell], scanned_at: str, detail_rows: int, max_ranges: int
+) -> str:
+    drawn = {c.state for c in cells}
     lines = [
         f"**Coverage of {node_label}**: {cells[0].key} … {cells[-1].key}: {_counts(cells)} "
         f"(scanned {scanned_at})",
         "",
-        "  ".join(f"{GLYPHS[s]} {s.replace('_', ' ')}" for s in STATES),
+        "  ".join(f"{GLYPHS[s]} {s.replace('_', ' ')}" for s in STATES if s in drawn),
         "",
     ]
     rows = [(row, list(group)) for row, group in groupby(cells, key=lambda c: c.row)]
-    older, recent = rows[:-DETAIL_ROWS], rows[-DETAIL_ROWS:]
+    older, recent = rows[:-detail_rows], rows[-detail_rows:]
     if older:
         lines += ["| Year (summary) | Partitions |", "|---|---|"]
         by_year = groupby((c for _, group in older for c in group), key=lambda c: c.start.year)
@@ -137,7 +158,7 @@ def coverage_markdown(node_label: str, coverage: Sequence[Coverage], scanned_at:
     problems = _ranges(cells)
     if problems:
         lines += ["", f"**Not complete** ({len(problems)} range(s), newest last):"]
-        if len(problems) > MAX_RANGES:
-            lines.append(f"- … {len(problems) - MAX_RANGES} older range(s) not listed")
-        lines += problems[-MAX_RANGES:]
+        if len(problems) > max_ranges:
+            lines.append(f"- … {len(problems) - max_ranges} older range(s) not listed")
+        lines += problems[-max_ranges:]
     return "\n".join(lines)
