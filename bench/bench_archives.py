@@ -56,6 +56,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_peers import BINANCE_WEIGHT, _order, ensure_envs, log  # noqa: E402
 from peers import jobs, reads, report  # noqa: E402
 
+from sandbox import SandboxAdmin  # noqa: E402
 from sandbox.archives import archive_url  # noqa: E402
 
 TOOLS = ("seamless", "freqtrade")
@@ -118,7 +119,7 @@ def warm_archives(url: str) -> dict[str, Any]:
     }
 
 
-def arm_wrong_checksums(admin: jobs.ArchiveAdmin, url: str, paths: list[str]) -> dict[str, Any]:
+def arm_wrong_checksums(admin: SandboxAdmin, url: str, paths: list[str]) -> dict[str, Any]:
     """Set the archive's `wrong_checksum` knob to `paths` (replacing the default file) and
     check each: its `.CHECKSUM` must name another sha256 than the zip served."""
     settings = admin.configure_archive(wrong_checksum=paths)
@@ -145,7 +146,7 @@ def seamless_config_error(url: str, work: Path) -> str | None:
     return None
 
 
-def run_one(tool: str, work: Path, url: str, admin: jobs.ArchiveAdmin, args: Any) -> jobs.JobRun:
+def run_one(tool: str, work: Path, url: str, admin: SandboxAdmin, args: Any) -> jobs.JobRun:
     if tool == "seamless":
         archives = jobs.seamless_archives(url, max_concurrent_downloads=args.concurrency)
         jobs.seamless_workdir(work, url, lifted=False, archives=archives)
@@ -496,7 +497,7 @@ def main() -> int:
 
     load_before, started = os.getloadavg(), time.time()
     process, url = spawn_sandbox_process({"weight_limit_per_minute": BINANCE_WEIGHT})
-    admin = jobs.ArchiveAdmin(url)
+    admin = SandboxAdmin(url)
     work = Path(tempfile.mkdtemp(prefix="bench-archives-"))
     runs: dict[str, list[jobs.JobRun]] = {t: [] for t in tools}
     checks: dict[str, Any] = {"tools": {}}

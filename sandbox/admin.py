@@ -78,6 +78,21 @@ class SandboxAdmin:
         """Replace the given knobs (see `SandboxConfig`); returns the whole config."""
         return dict(self._call("POST", "config", knobs))
 
+    def archive_stats(self) -> dict[str, Any]:
+        """The kline archive tree's own counters (`archives.py`)."""
+        return dict(self._call("GET", "archive-stats"))
+
+    def archive_reset(self) -> None:
+        self._call("POST", "archive-reset", {})
+
+    def archive_config(self) -> dict[str, Any]:
+        return dict(self._call("GET", "archive-config"))
+
+    def configure_archive(self, **knobs: Any) -> dict[str, Any]:
+        """Replace the named archive knobs (`wrong_checksum`, `daily_lag_s`, `corrupt`, ...);
+        returns them all."""
+        return dict(self._call("POST", "archive-config", knobs))
+
     def wait_ready(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
         while True:

@@ -255,24 +255,6 @@ def _freqtrade_download_s(log: str) -> float | None:
 
 
 # ------------------------------------------------------------------------------ archives
-class ArchiveAdmin(SandboxAdmin):
-    """`SandboxAdmin` plus the admin routes of the sandbox's kline archive tree
-    (`sandbox/archives.py`: `/sandbox/archive-stats|archive-reset|archive-config`)."""
-
-    def archive_stats(self) -> dict[str, Any]:
-        return dict(self._call("GET", "archive-stats"))
-
-    def archive_reset(self) -> None:
-        self._call("POST", "archive-reset", {})
-
-    def archive_config(self) -> dict[str, Any]:
-        return dict(self._call("GET", "archive-config"))
-
-    def configure_archive(self, **knobs: Any) -> dict[str, Any]:
-        """Replace the named knobs (`wrong_checksum`, `daily_lag_s`, ...); returns them all."""
-        return dict(self._call("POST", "archive-config", knobs))
-
-
 def archive_counts(stats: dict[str, Any]) -> dict[str, Any]:
     """The archive counters of a run: requests per kind (zips and `.CHECKSUM` files, GET
     and HEAD, any status), bytes sent, answers by status."""
@@ -287,7 +269,7 @@ def archive_counts(stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_seamless_archives(work: Path, start: str, end: str, admin: ArchiveAdmin) -> JobRun:
+def run_seamless_archives(work: Path, start: str, end: str, admin: SandboxAdmin) -> JobRun:
     """`run_seamless` on a workdir made with `archives=seamless_archives(url)`; the archive
     counters of the run go to `extra["archive"]` (`requests` stays the REST count)."""
     admin.archive_reset()
@@ -309,7 +291,7 @@ def freqtrade_archive_workdir(work: Path, url: str, *, lifted: bool) -> Path:
 
 
 def run_freqtrade_archives(
-    work: Path, timerange: str, admin: ArchiveAdmin, archive_url: str
+    work: Path, timerange: str, admin: SandboxAdmin, archive_url: str
 ) -> JobRun:
     """freqtrade's `download-data` through `bench/peers/freqtrade_archive.py` (its archive
     URLs rewritten from https://data.binance.vision to `archive_url`), same arguments as

@@ -27,6 +27,21 @@ from .frame import TS, Range
 _INT64_LIMIT = 2**63
 
 
+def empty_table(dtypes: Mapping[str, str]) -> pd.DataFrame:
+    """A table of these columns (in this order) and dtypes with no rows."""
+    return pd.DataFrame({c: np.empty(0, dtype=dtype) for c, dtype in dtypes.items()})
+
+
+def table_schema(
+    name: str, columns: Mapping[str, pa.Column], check: pa.Check
+) -> pa.DataFrameSchema:
+    """The pandera contract of a canonical table: exactly `columns` in order, their own
+    dtypes (nothing coerced), and the table-wide `check` (its ordering)."""
+    return pa.DataFrameSchema(
+        dict(columns), checks=[check], strict=True, ordered=True, coerce=False, name=name
+    )
+
+
 def validate_table(frame: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
     """`frame` if `schema` accepts it, else `CanonicalFrameError` naming the failed check."""
     try:

@@ -39,10 +39,12 @@ from .coverage import intersect_ranges, merge_ranges, subtract_ranges
 from .event_rows import (
     ConformedEvents,
     account,
+    empty_table,
     integer_column,
     number_column,
     records,
     table_fingerprint,
+    table_schema,
     validate_table,
     window_ms,
 )
@@ -68,18 +70,17 @@ FUNDING_DROP_FLAGS: tuple[str, ...] = (
 FUNDING_FLAGS: tuple[str, ...] = (*FUNDING_DROP_FLAGS, DTYPE_CAST)
 JITTER_TOLERANCE_S = 60
 _HOUR_MS = 3_600_000
-_INT64_LIMIT = 2**63
-_CHUNK = 32_768  # values per hashed chunk (the chunking does not change the hash)
 
 
 def empty_funding_frame() -> pd.DataFrame:
     """A canonical funding frame with no rows."""
-    return pd.DataFrame({c: np.empty(0, dtype=FUNDING_DTYPES[c]) for c in FUNDING_COLUMNS})
+    return empty_table(FUNDING_DTYPES)
 
 
 def funding_schema() -> pa.DataFrameSchema:
     """The pandera contract of a canonical funding frame."""
-    return pa.DataFrameSchema(
+    return table_schema(
+        "canonical_funding",
         {
             TS: pa.Column(np.int64, pa.Check.ge(0), unique=True),
             "funding_rate": pa.Column(np.float64, pa.Check(np.isfinite, name="finite")),
@@ -89,11 +90,7 @@ def funding_schema() -> pa.DataFrameSchema:
                 nullable=True,  # NaN: the exchange gave no mark price
             ),
         },
-        checks=[pa.Check(lambda df: df[TS].is_monotonic_increasing, name="ts_sorted")],
-        strict=True,
-        ordered=True,
-        coerce=False,
-        name="canonical_funding",
+        pa.Check(lambda df: df[TS].is_monotonic_increasing, name="ts_sorted"),
     )
 
 

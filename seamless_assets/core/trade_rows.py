@@ -39,10 +39,12 @@ import pandera.pandas as pa
 from .event_rows import (
     ConformedEvents,
     account,
+    empty_table,
     integer_column,
     number_column,
     records,
     table_fingerprint,
+    table_schema,
     validate_table,
     window_ms,
 )
@@ -80,7 +82,7 @@ ConformedTrades = ConformedEvents
 
 def empty_trades_frame() -> pd.DataFrame:
     """A canonical trades frame with no rows."""
-    return pd.DataFrame({c: np.empty(0, dtype=TRADES_DTYPES[c]) for c in TRADES_COLUMNS})
+    return empty_table(TRADES_DTYPES)
 
 
 def _sorted_by_ts_then_id(df: pd.DataFrame) -> bool:
@@ -91,7 +93,8 @@ def _sorted_by_ts_then_id(df: pd.DataFrame) -> bool:
 
 def trades_schema() -> pa.DataFrameSchema:
     """The pandera contract of a canonical trades frame."""
-    return pa.DataFrameSchema(
+    return table_schema(
+        "canonical_trades",
         {
             "id": pa.Column(np.int64, pa.Check.ge(0), unique=True),
             TS: pa.Column(np.int64, pa.Check.ge(0)),
@@ -103,11 +106,7 @@ def trades_schema() -> pa.DataFrameSchema:
             ),
             "side": pa.Column(np.int8, pa.Check.isin([-1, 0, 1])),
         },
-        checks=[pa.Check(_sorted_by_ts_then_id, name="sorted_by_ts_then_id")],
-        strict=True,
-        ordered=True,
-        coerce=False,
-        name="canonical_trades",
+        pa.Check(_sorted_by_ts_then_id, name="sorted_by_ts_then_id"),
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sandbox import SandboxConfig, SandboxExchange, expected_bars
+from sandbox import SandboxAdmin, SandboxConfig, SandboxExchange, expected_bars
 from seamless_assets.cli import run_backfill
 from seamless_assets.config import load_config
 from seamless_assets.core.frame import Range
@@ -42,13 +41,6 @@ def _config(tmp_path: Path, url: str, symbols: tuple[str, ...] = ("BTC/USDT",)) 
     binance["archives"] = {"enabled": True, "base_url": url, "max_concurrent_downloads": 3}
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def _admin(url: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url + path, data=data, method="GET" if body is None else "POST")
-    with urllib.request.urlopen(req, timeout=20) as resp:
-        return json.loads(resp.read())
 
 
 def _manifests(data_dir: Path, node_prefix: str) -> dict[int, dict[str, Any]]:
@@ -104,11 +96,11 @@ def test_whole_days_come_from_the_archives(
 ) -> None:
     source = _config(tmp_path, sandbox.url)
     start, end = _ts(first_day), _ts(last_day) + DAY
-    _admin(sandbox.url, "/sandbox/archive-reset", {})
+    SandboxAdmin(sandbox.url).archive_reset()
     in_ui = _backfill(source, SPOT, start, end)
 
     _assert_exact(source, SPOT, "BTC/USDT", start, end)
-    files = _admin(sandbox.url, "/sandbox/archive-stats")
+    files = SandboxAdmin(sandbox.url).archive_stats()
     assert files["by_bucket"]["archive/zip"]["requests"] == 5  # 2 daily, 1 monthly, 2 daily
     # no kline page over REST: the REST budget was spent on markets and the history start
     assert sandbox.stats()["by_endpoint"].get("klines", {}).get("requests", 0) <= 1
@@ -143,7 +135,7 @@ def test_rest_fills_what_the_archives_do_not_have_yet(
     newest (their files not published yet) over REST."""
     source = _config(tmp_path, sandbox.url)
     lag = DAY + 600
-    _admin(sandbox.url, "/sandbox/archive-config", {"daily_lag_s": lag, "monthly_lag_s": lag})
+    SandboxAdmin(sandbox.url).configure_archive(daily_lag_s=lag, monthly_lag_s=lag)
     now = int(datetime.now(UTC).timestamp())  # the sandbox's clock runs on the wall's
     today = now // DAY * DAY
     start = today - 5 * DAY
@@ -170,7 +162,7 @@ def test_a_corrupt_archive_is_quarantined_and_rest_fills_its_day(
         "/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-05-14.zip": "misaligned",
         "/data/spot/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-05-16.zip": "truncated",
     }
-    _admin(sandbox.url, "/sandbox/archive-config", {"corrupt": corrupt})
+    SandboxAdmin(sandbox.url).configure_archive(corrupt=corrupt)
     start, end = day - DAY, day + 3 * DAY
     _backfill(source, SPOT, start, end)
 
@@ -201,7 +193,7 @@ def test_provenance_survives_a_rebuild_from_the_ledger(
     source = _config(tmp_path, sandbox.url, symbols=("BTC/USDT", "BTC/USDT:USDT"))
     start, end = _ts("2024-02-27"), _ts("2024-03-03")
     corrupt = {"/data/futures/um/daily/klines/BTCUSDT/1m/BTCUSDT-1m-2024-02-28.zip": "truncated"}
-    _admin(sandbox.url, "/sandbox/archive-config", {"corrupt": corrupt})  # that day: REST
+    SandboxAdmin(sandbox.url).configure_archive(corrupt=corrupt)  # that day: REST
     _backfill(source, PERP, start, end)  # USDⓈ-M files (with their CSV header)
     _assert_exact(source, PERP, "BTC/USDT:USDT", start, end)
     data = load_config(source).data_dir
@@ -211,13 +203,13 @@ def test_provenance_survives_a_rebuild_from_the_ledger(
     assert _artifacts(load_config(source)).verify_all() == []
 
     sandbox.reset()
-    _admin(sandbox.url, "/sandbox/archive-reset", {})
+    SandboxAdmin(sandbox.url).archive_reset()
 
     shutil.rmtree(data / "artifacts")
     _backfill(source, PERP, start, end)
     # one request: the history start, recorded in the artifact store deleted with it
     assert sandbox.stats()["by_endpoint"].get("fapi/klines", {}).get("requests", 0) == 1
-    assert _admin(sandbox.url, "/sandbox/archive-stats")["requests_total"] == 0
+    assert SandboxAdmin(sandbox.url).archive_stats()["requests_total"] == 0
     after = tree_digest(data / "artifacts")
     segments = {k: v for k, v in before.items() if "/fingerprint=" in k or "segments" in k}
     assert {k: after.get(k) for k in segments} == segments
