@@ -27,12 +27,15 @@ FUNDING_PAGE = 1000  # binance's largest fundingRate page
 @dataclass(frozen=True)
 class FundingRows:
     """Fundings in time order: `ts_ms` (funding time, epoch ms), `rate` (per funding, a
-    fraction) and `mark_price` (NaN where the exchange gives none)."""
+    fraction) and `mark_price` (NaN where the exchange gives none). `raw`: ccxt's entries
+    as received, those in the window and those whose time is unreadable, for
+    conformance (`core.funding.conform_funding`) to keep or flag."""
 
     ts_ms: npt.NDArray[np.int64]
     rate: npt.NDArray[np.float64]
     mark_price: npt.NDArray[np.float64]
     requests: int
+    raw: tuple[dict[str, Any], ...] = ()
 
     def __len__(self) -> int:
         return len(self.ts_ms)
@@ -54,6 +57,7 @@ async def fetch_funding(
     await client.check_symbol(symbol)
     start_ms, end_ms = window.start * 1000, window.end * 1000
     found: dict[int, tuple[float, float]] = {}
+    raw: list[dict[str, Any]] = []
     cursor, requests = start_ms, 0
     while cursor < end_ms:
         entries = await client.request(
@@ -68,6 +72,8 @@ async def fetch_funding(
         times = []
         for entry in entries:
             ts = entry.get("timestamp")
+            if not isinstance(ts, int) or start_ms <= ts < end_ms:
+                raw.append(entry)
             if isinstance(ts, int) and start_ms <= ts < end_ms:
                 rate = entry.get("fundingRate")  # garbage stays, as NaN, for conformance
                 found[ts] = (float(rate) if isinstance(rate, int | float) else nan, _mark(entry))
@@ -81,4 +87,5 @@ async def fetch_funding(
         np.array([found[t][0] for t in order], dtype=np.float64),
         np.array([found[t][1] for t in order], dtype=np.float64),
         requests,
+        tuple(raw),
     )

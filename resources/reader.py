@@ -73,6 +73,7 @@ from seamless_assets.core.read_context import (
 )
 from seamless_assets.core.sla import PhaseTimings
 from seamless_assets.errors import AsOfRequired
+from seamless_assets.event_nodes import EventNodeId
 
 from .metrics_export import serve_configured
 from .read_metrics import record_fetch
@@ -88,6 +89,7 @@ if TYPE_CHECKING:
     from seamless_assets.core.fetch_cache import CacheKey, CacheStats, FetchCache
 
     from .read_echo import blend_fingerprint, frame_bytes
+    from .read_events import EventStores
     from .read_runtime import ReaderRuntime
 
 _LAZY_EXPORTS = {
@@ -137,6 +139,7 @@ class SeamlessReader(dg.ConfigurableResource):
 
     _rt: ReaderRuntime | None = PrivateAttr(default=None)
     _rt_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _events: EventStores | None = PrivateAttr(default=None)
 
     # -- construction -------------------------------------------------------------------
 
@@ -177,6 +180,9 @@ class SeamlessReader(dg.ConfigurableResource):
             if self._rt is not None:
                 self._rt.close()
                 self._rt = None
+            if self._events is not None:
+                self._events.close()
+                self._events = None
 
     def _runtime(self) -> ReaderRuntime:
         with self._rt_lock:
@@ -216,7 +222,8 @@ class SeamlessReader(dg.ConfigurableResource):
     def fetch(
         self, node_id: str, start: Instant, end: Instant, context: ComputeContext
     ) -> tuple[pd.DataFrame, SeamlessFetchMetadata]:
-        """Bars of `node_id` with `ts` in `[start, end)` under `context`, and the echo."""
+        """Bars of `node_id` with `ts` in `[start, end)` under `context`, and the echo;
+        for an event node (`funding:`, `trades:`) its events (`read_events`)."""
         from seamless_assets.core.snapshot import parse_as_of
 
         from .read_domains import DomainRead
@@ -224,6 +231,8 @@ class SeamlessReader(dg.ConfigurableResource):
         from .read_live import LiveRead
 
         rt = self._runtime()
+        if EventNodeId.is_event_id(node_id):
+            return self._fetch_events(rt, node_id, start, end, context)
         node = rt.node(node_id)
         window = Range(parse_as_of(start), parse_as_of(end))
         strategy = Strategy(context.strategy or rt.config.seamless.strategy)
@@ -262,6 +271,25 @@ class SeamlessReader(dg.ConfigurableResource):
         mapped = meta.segment_cache is not None and meta.rows > RESULT_CACHE_MAX_MAPPED_ROWS
         if cacheable and meta.source == "snapshot" and not meta.partial and not mapped:
             rt.cache.put(key, frame, meta)
+        record_fetch(rt, meta)
+        return frame, meta
+
+    def _fetch_events(
+        self, rt: ReaderRuntime, node_id: str, start: Instant, end: Instant, context: ComputeContext
+    ) -> tuple[pd.DataFrame, SeamlessFetchMetadata]:
+        from seamless_assets.core.snapshot import parse_as_of
+
+        from .read_events import EventStores, read_events
+
+        node = rt.config.event_node(node_id)
+        with self._rt_lock:
+            if self._events is None:
+                self._events = EventStores.open(rt.config)
+            stores = self._events
+        window = Range(parse_as_of(start), parse_as_of(end))
+        strategy = Strategy(context.strategy or rt.config.seamless.strategy)
+        rt.note_domain(context.world_id, context.domain)
+        frame, meta = read_events(stores, node, window, context, strategy)
         record_fetch(rt, meta)
         return frame, meta
 

@@ -31,13 +31,16 @@ PROBE_SPAN_MS = 3_600_000  # ... in the first hour a one-trade probe finds busy 
 
 @dataclass(frozen=True)
 class TradeRows:
-    """Trades in id order: `id`, `ts_ms`, `price`, `amount` (base units)."""
+    """Trades in id order: `id`, `ts_ms`, `price`, `amount` (base units). `raw`: ccxt's
+    trades as received, those in the window and those whose time is unreadable, for
+    conformance (`core.trade_rows.conform_trades`) to keep or flag."""
 
     id: npt.NDArray[np.int64]
     ts_ms: npt.NDArray[np.int64]
     price: npt.NDArray[np.float64]
     amount: npt.NDArray[np.float64]
     requests: int
+    raw: tuple[dict[str, Any], ...] = ()
 
     def __len__(self) -> int:
         return len(self.id)
@@ -50,6 +53,7 @@ async def fetch_trades(
     await client.check_symbol(symbol)
     start_ms, end_ms = window.start * 1000, window.end * 1000
     found: dict[int, tuple[int, float, float]] = {}
+    raw: list[dict[str, Any]] = []
     requests = 0
 
     async def call(
@@ -70,8 +74,13 @@ async def fetch_trades(
     def keep(trades: list[dict[str, Any]]) -> None:
         for t in trades:
             ts = t.get("timestamp")
+            if not isinstance(ts, int) or start_ms <= ts < end_ms:
+                raw.append(t)
             if isinstance(ts, int) and start_ms <= ts < end_ms:
-                found[int(t["id"])] = (ts, float(t["price"]), float(t["amount"]))
+                try:  # what cannot be read is conformance's to flag, from `raw`
+                    found[int(t["id"])] = (ts, float(t["price"]), float(t["amount"]))
+                except (KeyError, TypeError, ValueError):
+                    continue
 
     # the first hour holding a trade (a time-bounded request answers its range's LAST
     # trades, so one trade tells whether the hour has any)
@@ -109,4 +118,5 @@ async def fetch_trades(
         np.array([found[i][1] for i in ids], dtype=np.float64),
         np.array([found[i][2] for i in ids], dtype=np.float64),
         requests,
+        tuple(raw),
     )

@@ -31,6 +31,7 @@ from .core.coverage import coverage_ratio
 from .core.frame import Range, iso_utc
 from .core.snapshot import DIFF_KINDS, Snapshot
 from .errors import SeamlessError
+from .event_nodes import AnyNode, EventNodeId
 from .nodes import NodeId
 from .process import end_process, startup_heap
 
@@ -59,17 +60,23 @@ def ensure_dagster_home(config: SeamlessConfig) -> Path:
 
 
 def plan_backfill(
-    config: SeamlessConfig, nodes: Sequence[NodeId], start: datetime, end: datetime
+    config: SeamlessConfig, nodes: Sequence[AnyNode], start: datetime, end: datetime
 ) -> tuple[str, list[str]]:
     """(job name, partition keys) of one single-run backfill of `nodes` over [start, end)."""
+    from .definitions import EVENTS_JOB
     from .partitions import partition_keys_for, timeframe_class_name, timeframe_classes
 
-    class_names = {timeframe_class_name(n.timeframe) for n in nodes}
+    class_names = {
+        "events" if isinstance(n, EventNodeId) else timeframe_class_name(n.timeframe) for n in nodes
+    }
     if len(class_names) != 1:
         raise SeamlessError(
-            "one backfill run takes nodes of one timeframe class (≤1h or >1h); run them apart"
+            "one backfill run takes nodes of one job: bar nodes of one timeframe class (≤1h "
+            "or >1h), or event nodes (funding:, trades:); run them apart"
         )
-    tf_class = timeframe_classes(config.seamless.partitions)[class_names.pop()]
+    name = class_names.pop()
+    classes = timeframe_classes(config.seamless.partitions)
+    tf_class = classes["intraday" if name == "events" else name]
     keys = partition_keys_for(tf_class.partitions_def, start, end)
     if not keys:
         raise SeamlessError(
@@ -77,21 +84,45 @@ def plan_backfill(
             f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}); partitions start at the configured "
             "history start and end at the last closed one"
         )
-    return tf_class.job_name, keys
+    return (EVENTS_JOB if name == "events" else tf_class.job_name), keys
 
 
 def backfill_run_config(
-    defs: Any, nodes: Sequence[NodeId], refetch_gaps: bool, refetch_stored: bool
+    defs: Any, nodes: Sequence[AnyNode], refetch_gaps: bool, refetch_stored: bool
 ) -> dict[str, Any]:
     """The run config of a backfill of `nodes`: each asset op's options, INFO logs."""
     import dagster as dg
 
-    ops = [defs.resolve_assets_def(dg.AssetKey(n.asset_key_path())).node_def.name for n in nodes]
-    options = {"refetch_gaps": refetch_gaps, "refetch_stored": refetch_stored}
-    return {
-        "ops": {op: {"config": options} for op in ops},
-        "loggers": {"console": {"config": {"log_level": "INFO"}}},
-    }
+    ops: dict[str, Any] = {}
+    for node in nodes:
+        op = defs.resolve_assets_def(dg.AssetKey(node.asset_key_path())).node_def.name
+        options: dict[str, bool] = (
+            {"refetch": refetch_stored}
+            if isinstance(node, EventNodeId)
+            else {"refetch_gaps": refetch_gaps, "refetch_stored": refetch_stored}
+        )
+        ops[op] = {"config": options}
+    return {"ops": ops, "loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def inline_check_keys(config: SeamlessConfig, nodes: Sequence[AnyNode]) -> set[Any]:
+    """The keys of the inline checks of `nodes` (a run evaluates them itself)."""
+    import dagster as dg
+
+    from .checks import check_specs
+    from .event_assets import event_check_specs
+
+    threshold = config.seamless.observability.coverage_ratio_threshold
+    keys = set()
+    for node in nodes:
+        key = dg.AssetKey(node.asset_key_path())
+        specs = (
+            event_check_specs(key, node, threshold)
+            if isinstance(node, EventNodeId)
+            else check_specs(key)
+        )
+        keys |= {spec.key for spec in specs}
+    return keys
 
 
 @dataclass(frozen=True)
@@ -113,7 +144,7 @@ class PreparedBackfill:
 
 def prepare_backfill(
     config: SeamlessConfig,
-    nodes: Sequence[NodeId],
+    nodes: Sequence[AnyNode],
     start: datetime,
     end: datetime,
     refetch_gaps: bool = False,
@@ -123,7 +154,6 @@ def prepare_backfill(
     partitions, build the definitions, open the instance and release dead runs' slots."""
     import dagster as dg
 
-    from .checks import check_specs
     from .dead_runs import HOST_TAG, PID_TAG, free_slots_of_ended_runs, release_dead_runs
     from .definitions import build_definitions
     from .runtime import check_services, service_report
@@ -154,7 +184,7 @@ def prepare_backfill(
     asset_keys = [dg.AssetKey(n.asset_key_path()) for n in nodes]
     # The nodes and their inline checks only: governance checks run on their own schedule
     # (Dagster would otherwise run every check of a selected asset after it).
-    inline_checks = {spec.key for key in asset_keys for spec in check_specs(key)}
+    inline_checks = inline_check_keys(config, nodes)
     job = defs.resolve_job_def(job_name).get_subset(
         asset_selection=set(asset_keys), asset_check_selection=inline_checks
     )
@@ -177,7 +207,7 @@ def prepare_backfill(
 
 def run_backfill(
     config: SeamlessConfig,
-    nodes: Sequence[NodeId],
+    nodes: Sequence[AnyNode],
     start: datetime,
     end: datetime,
     refetch_gaps: bool = False,
@@ -241,7 +271,7 @@ def root_cause(error: Any) -> str:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    nodes = [config.node(n) for n in args.node]
+    nodes = [config.catalog_node(n) for n in args.node]
     if args.queue:
         from .submit import submit_backfill
 

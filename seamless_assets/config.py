@@ -38,6 +38,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError, SeamlessError
+from .event_nodes import AnyNode, EventNodeId
 from .nodes import MARKET_KINDS, NodeId, Timeframe, check_symbol, market_kind
 
 CONFIG_ENV = "SEAMLESS_CONFIG"
@@ -817,8 +818,19 @@ class SeamlessConfig(_Model):
                     node = NodeId.of(exchange_id, symbol, timeframe)
                     found[str(node)] = node
         for node_id in self.series:
-            node = NodeId.parse(node_id)
-            found[str(node)] = node
+            if not EventNodeId.is_event_id(node_id):
+                node = NodeId.parse(node_id)
+                found[str(node)] = node
+        return tuple(found.values())
+
+    @cached_property
+    def event_nodes(self) -> tuple[EventNodeId, ...]:
+        """The event series of the catalog (`funding:` and `trades:` entries of `series`)."""
+        found: dict[str, EventNodeId] = {}
+        for entry in self.series:
+            if EventNodeId.is_event_id(entry):
+                node = EventNodeId.parse(entry)
+                found[str(node)] = node
         return tuple(found.values())
 
     @property
@@ -868,7 +880,8 @@ class SeamlessConfig(_Model):
     def market_kinds(self, exchange_id: str) -> tuple[str, ...]:
         """The kinds of market (`nodes.MARKET_KINDS`) the catalog's nodes on this exchange
         trade: spot for `BTC/USDT`, linear for `BTC/USDT:USDT`, inverse for `BTC/USD:BTC`."""
-        kinds = {market_kind(n.symbol) for n in self.nodes if n.exchange == exchange_id}
+        symbols = [n.symbol for n in (*self.nodes, *self.event_nodes) if n.exchange == exchange_id]
+        kinds = {market_kind(symbol) for symbol in symbols}
         return tuple(k for k in MARKET_KINDS if k in kinds) or ("spot",)
 
     def rate_limit_for(self, exchange_id: str) -> RateLimitConfig:
@@ -903,6 +916,23 @@ class SeamlessConfig(_Model):
         raise ConfigError(
             "series", f"node {wanted!r} is not in the catalog (known: {known})", self.source
         )
+
+    def event_node(self, node_id: str) -> EventNodeId:
+        """The configured event node with this id, or a `ConfigError` listing them."""
+        wanted = str(EventNodeId.parse(node_id))
+        for node in self.event_nodes:
+            if str(node) == wanted:
+                return node
+        known = ", ".join(str(n) for n in self.event_nodes) or "none"
+        raise ConfigError(
+            "series",
+            f"event node {wanted!r} is not in the catalog (known: {known}); add it to `series`",
+            self.source,
+        )
+
+    def catalog_node(self, node_id: str) -> AnyNode:
+        """The configured node of any kind (bars or events) with this id."""
+        return self.event_node(node_id) if EventNodeId.is_event_id(node_id) else self.node(node_id)
 
 
 # -- interpolation -------------------------------------------------------------------------
@@ -1109,6 +1139,9 @@ def _validate_exchanges(config: SeamlessConfig) -> None:
             raise _config_error(exc, source, f"{key}.rate_limit", RateLimitConfig) from None
     for i, entry in enumerate(config.series):
         key = f"series[{i}]"
+        if EventNodeId.is_event_id(entry):
+            _check_event_node(config, key, entry)
+            continue
         try:
             node = NodeId.parse(entry)
         except SeamlessError as exc:
@@ -1122,6 +1155,21 @@ def _validate_exchanges(config: SeamlessConfig) -> None:
             )
         _check_timeframe(key, node.exchange, node.timeframe.code, supported[node.exchange], source)
         _check_symbol(key, node.symbol, source)
+
+
+def _check_event_node(config: SeamlessConfig, key: str, entry: str) -> None:
+    try:
+        node = EventNodeId.parse(entry)
+    except SeamlessError as exc:
+        raise ConfigError(key, str(exc), config.source) from None
+    if node.exchange not in config.exchanges:
+        raise ConfigError(
+            key,
+            f"{entry!r} uses exchange {node.exchange!r}, which has no entry under "
+            f"`exchanges:`; add `exchanges: {{{node.exchange}: {{}}}}`",
+            config.source,
+        )
+    _check_symbol(key, node.symbol, config.source)
 
 
 def _check_timeframe(

@@ -25,6 +25,7 @@ from sensors.common import Clock, wall_clock
 from sensors.pools import dead_runs_sensor, pools_sensor
 
 from .config import DagsterConfig, SeamlessConfig, load_config
+from .event_assets import event_asset
 from .governance_checks import (
     GOVERNANCE_CRON,
     GOVERNANCE_JOB,
@@ -36,6 +37,7 @@ from .partitions import TimeframeClass, timeframe_class_name, timeframe_classes
 from .runtime import resources_from_config
 
 SCHEDULE_MARGIN_S = 300
+EVENTS_JOB = "events_daily_job"
 
 # BackfillPolicy.single_run() is the documented way to make one run per backfill; Dagster
 # still labels the parameter beta.
@@ -85,6 +87,9 @@ def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> d
         assets[name].append(asset)
         catalog.append((node, classes[name], asset))
         longest_s[name] = max(longest_s[name], node.interval_s)
+    event_assets = [
+        event_asset(node, classes["intraday"].partitions_def, config) for node in config.event_nodes
+    ]
     nodes = watched_nodes(catalog)
     governance = [governance_checks(node, config, clock=clock) for node in nodes]
     governance_keys = governance_check_keys(governance)
@@ -106,6 +111,17 @@ def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> d
         delay_s = (stabilization + 1) * longest_s[name] + SCHEDULE_MARGIN_S
         schedules.append(_schedule(tf_class, job, delay_s))
 
+    event_jobs = []
+    if event_assets:  # no sensor repairs them: a run asks again for what is not answered
+        events_job = dg.define_asset_job(
+            EVENTS_JOB,
+            selection=dg.AssetSelection.assets(*event_assets),
+            partitions_def=classes["intraday"].partitions_def,
+            description="Backfill funding and trades nodes day by day.",
+        )
+        event_jobs.append(events_job)
+        schedules.append(_schedule(classes["intraday"], events_job, SCHEDULE_MARGIN_S))
+
     governance_job = dg.define_asset_job(
         GOVERNANCE_JOB,
         selection=dg.AssetSelection.checks(*governance_keys),
@@ -124,9 +140,9 @@ def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> d
     sensors.append(dead_runs_sensor())
 
     return dg.Definitions(
-        assets=[a for group in assets.values() for a in group],
+        assets=[*(a for group in assets.values() for a in group), *event_assets],
         asset_checks=governance,
-        jobs=[*jobs, governance_job, *live_jobs],
+        jobs=[*jobs, *event_jobs, governance_job, *live_jobs],
         schedules=schedules,
         sensors=sensors,
         # Every job, including the implicit asset job of UI materializations.

@@ -26,7 +26,9 @@ from .errors import ConfigError, StoreError
 
 if TYPE_CHECKING:
     from resources.artifacts.base import ArtifactStore
+    from resources.artifacts.event_segments import EventSegmentStore
     from resources.hot_store.base import HotStore
+    from resources.hot_store.event_tables import EventStore
     from resources.rate_limit import LocalRateLimiter, RateLimiter, RedisRateLimiter
 
 SECRET_ENV_PREFIX = "SEAMLESS_SECRET_"
@@ -88,6 +90,24 @@ class HotStoreResource(dg.ConfigurableResource):
         if self.backend in ("duckdb", "questdb"):  # `open` names any other value
             _warm_up(f"resources.hot_store.{self.backend}")
 
+    def open_events(self) -> EventStore:
+        """The event nodes' tables (funding, trades, answered spans) in the same store."""
+        if self.backend == "duckdb":
+            from resources.hot_store.duckdb_events import DuckDBEventStore
+
+            return DuckDBEventStore(self.duckdb_path)
+        if self.backend == "questdb":
+            from resources.hot_store.questdb_events import QuestDBEventStore
+
+            return QuestDBEventStore(
+                resolved(self.questdb_dsn),
+                resolved(self.questdb_ilp),
+                table_prefix=self.questdb_table_prefix,
+            )
+        raise ConfigError(
+            "seamless.hot_store.backend", f"unknown backend {self.backend!r}; use duckdb|questdb"
+        )
+
     def open(self) -> HotStore:
         if self.backend == "duckdb":
             from resources.hot_store.duckdb import DuckDBHotStore
@@ -130,6 +150,13 @@ class ArtifactStoreResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         _warm_up("resources.artifacts.base")
+
+    def open_events(self) -> EventSegmentStore:
+        """The event nodes' segments and snapshots, in the same store."""
+        from resources.artifacts.event_segments import EventSegmentStore
+
+        store = self.open()
+        return EventSegmentStore(store.blobs, max_workers=store.max_workers)
 
     def open(self) -> ArtifactStore:
         from resources.artifacts.base import ArtifactStore

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from seamless_assets.errors import SeamlessError
+from seamless_assets.event_nodes import EventNodeId
 from seamless_assets.nodes import NodeId
 
 from . import verify
@@ -22,7 +23,8 @@ class ArtifactStore(SnapshotStore):
     """Write-once, fingerprinted segments, partition heads and snapshots over a `BlobStore`."""
 
     def list_nodes(self) -> list[NodeId]:
-        """Every node that has at least one sealed segment, sorted by node id."""
+        """Every bar node that has at least one sealed segment, sorted by node id (event
+        nodes are `EventSegmentStore.list_nodes`)."""
         seen: dict[str, str] = {}
         for key in self.blobs.list(""):
             match = SEGMENT_KEY.match(key)
@@ -32,7 +34,10 @@ class ArtifactStore(SnapshotStore):
         for key in seen.values():
             data = self.blobs.get(key)
             try:
-                nodes.add(NodeId.parse(str(json.loads(data or b"{}")["node_id"])))
+                node_id = str(json.loads(data or b"{}")["node_id"])
+                if EventNodeId.is_event_id(node_id):
+                    continue  # an event node (`kind=funding/…`): EventSegmentStore.list_nodes
+                nodes.add(NodeId.parse(node_id))
             except (ValueError, KeyError, TypeError, SeamlessError):
                 continue  # verify_all reports it
         return sorted(nodes, key=str)
