@@ -48,10 +48,16 @@ class EventStores:
 
     @classmethod
     def open(cls, config: SeamlessConfig) -> EventStores:
-        from seamless_assets.runtime import resources_from_config
+        from seamless_assets.runtime import (
+            ArtifactStoreResource,
+            HotStoreResource,
+            resources_from_config,
+        )
 
         resources = resources_from_config(config)
-        return cls(resources["hot_store"].open_events(), resources["artifacts"].open_events())
+        hot, artifacts = resources["hot_store"], resources["artifacts"]
+        assert isinstance(hot, HotStoreResource) and isinstance(artifacts, ArtifactStoreResource)
+        return cls(hot.open_events(), artifacts.open_events())
 
     def close(self) -> None:
         self.hot.close()
@@ -131,7 +137,14 @@ def _live(
             list(missing),
         )
     meta = _meta(
-        node, window, context, strategy, frame, source="hot_store", covered=answered, missing=missing
+        node,
+        window,
+        context,
+        strategy,
+        frame,
+        source="hot_store",
+        covered=answered,
+        missing=missing,
     )
     return frame, meta
 

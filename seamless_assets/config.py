@@ -880,8 +880,8 @@ class SeamlessConfig(_Model):
     def market_kinds(self, exchange_id: str) -> tuple[str, ...]:
         """The kinds of market (`nodes.MARKET_KINDS`) the catalog's nodes on this exchange
         trade: spot for `BTC/USDT`, linear for `BTC/USDT:USDT`, inverse for `BTC/USD:BTC`."""
-        symbols = [n.symbol for n in (*self.nodes, *self.event_nodes) if n.exchange == exchange_id]
-        kinds = {market_kind(symbol) for symbol in symbols}
+        nodes: tuple[AnyNode, ...] = (*self.nodes, *self.event_nodes)
+        kinds = {market_kind(n.symbol) for n in nodes if n.exchange == exchange_id}
         return tuple(k for k in MARKET_KINDS if k in kinds) or ("spot",)
 
     def rate_limit_for(self, exchange_id: str) -> RateLimitConfig:

@@ -159,7 +159,9 @@ class EventNodeId:
     def partition_prefix(self) -> str:
         """The artifact prefix of the node: `kind={kind}/exchange={…}/symbol={…}` (slugs
         escaped). No template field is a kind, so it never meets a bar node's prefix."""
-        return f"kind={self.kind}/exchange={path_slug(self.exchange)}/symbol={path_slug(self.symbol)}"
+        return (
+            f"kind={self.kind}/exchange={path_slug(self.exchange)}/symbol={path_slug(self.symbol)}"
+        )
 
 
 AnyNode = NodeId | EventNodeId

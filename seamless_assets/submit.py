@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 from .config import SeamlessConfig
 from .errors import SeamlessError
-from .nodes import NodeId
+from .event_nodes import AnyNode
 
 # Dagster's documented tags of a single-run partition-range backfill (what the UI sets).
 RANGE_START_TAG = "dagster/asset_partition_range_start"
@@ -64,7 +64,7 @@ def _unreachable(exc: BaseException) -> bool:
 
 def submit_backfill(
     config: SeamlessConfig,
-    nodes: Sequence[NodeId],
+    nodes: Sequence[AnyNode],
     start: datetime,
     end: datetime,
     *,

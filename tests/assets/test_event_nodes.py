@@ -21,6 +21,7 @@ from seamless_assets.cli import main, run_backfill
 from seamless_assets.config import SeamlessConfig, load_config
 from seamless_assets.core.frame import Range
 from seamless_assets.errors import AsOfRequired, MissingPartitions
+from seamless_assets.runtime import resources_from_config
 
 from .conftest import DAY, write_config
 from .conftest import open_artifacts as _artifacts
@@ -66,12 +67,14 @@ def test_a_catalog_of_every_kind_backfills_snapshots_and_reads_exactly(
         project = _catalog(tmp_path, sandbox)
         assert {str(n) for n in project.event_nodes} == {FUNDING, TRADES}
         end = datetime.fromtimestamp(T0 + 2 * DAY, tz=UTC)
-        bars = [project.catalog_node(n) for n in (f"ohlcv:binance:BTC/USDT:1m", MARK, BYBIT)]
+        bars = [project.catalog_node(n) for n in ("ohlcv:binance:BTC/USDT:1m", MARK, BYBIT)]
         events = [project.catalog_node(n) for n in (FUNDING, TRADES)]
         assert run_backfill(project, bars, START, end).success
         result = run_backfill(project, events, START, end)
         assert result.success
-        checks = {(c.asset_key.path[0], c.check_name): c for c in result.get_asset_check_evaluations()}
+        checks = {
+            (c.asset_key.path[0], c.check_name): c for c in result.get_asset_check_evaluations()
+        }
         assert checks[("funding", "coverage_ratio")].passed
         assert checks[("trades", "coverage_ratio")].passed
         # 8h, 4h and 1h fundings: every one present, none flagged as missing
@@ -85,8 +88,6 @@ def test_a_catalog_of_every_kind_backfills_snapshots_and_reads_exactly(
     trades = expected_trades("ETH/USDT", T0, T0 + 2 * DAY, changing_funding)
 
     # the hot store holds the exchange's values exactly
-    from seamless_assets.runtime import resources_from_config
-
     hot_events = resources_from_config(project)["hot_store"].open_events()  # type: ignore[attr-defined]
     stored = hot_events.read_events("funding", FUNDING, window)
     _events(stored["ts"].to_numpy(), fundings)
@@ -115,7 +116,10 @@ def test_a_catalog_of_every_kind_backfills_snapshots_and_reads_exactly(
     for node in events:
         snapshot = event_store.latest_snapshot(node)
         assert snapshot is not None and snapshot.watermark_s == T0 + 2 * DAY
-        assert [s.range for s in snapshot.segments] == [Range(T0, T0 + DAY), Range(T0 + DAY, T0 + 2 * DAY)]
+        assert [s.range for s in snapshot.segments] == [
+            Range(T0, T0 + DAY),
+            Range(T0 + DAY, T0 + 2 * DAY),
+        ]
         manifest = event_store.read_manifest(node, snapshot.segments[0].fingerprint)
         assert manifest is not None and manifest["provenance"]["rows_by_source"]["rest"] > 0
 
@@ -123,14 +127,25 @@ def test_a_catalog_of_every_kind_backfills_snapshots_and_reads_exactly(
     as_of = event_store.latest_snapshot(funding_node).as_of_s  # type: ignore[union-attr]
     inside = Range(T0 + 10 * 3600 + 7, T0 + DAY + 7 * 3600)
     with SeamlessReader.from_config(project.source) as reader:
-        frame, meta = reader.fetch(FUNDING, inside.start, inside.end, ComputeContext("w", "backtest", as_of=as_of))
-        _events(frame["ts"].to_numpy(), expected_funding(PERP, inside.start, inside.end, changing_funding))
+        frame, meta = reader.fetch(
+            FUNDING, inside.start, inside.end, ComputeContext("w", "backtest", as_of=as_of)
+        )
+        _events(
+            frame["ts"].to_numpy(),
+            expected_funding(PERP, inside.start, inside.end, changing_funding),
+        )
         assert meta.source == "snapshot" and meta.coverage_ratio == 1.0
         assert meta.dataset_fingerprint and meta.snapshot_fingerprint
         trades_as_of = event_store.latest_snapshot(trades_node).as_of_s  # type: ignore[union-attr]
-        frame, meta = reader.fetch(TRADES, inside.start, inside.end, ComputeContext("w", "research", as_of=trades_as_of))
-        _assert_trades(frame, expected_trades("ETH/USDT", inside.start, inside.end, changing_funding))
-        again, meta_again = reader.fetch(TRADES, inside.start, inside.end, ComputeContext("w2", "backtest", as_of=trades_as_of))
+        frame, meta = reader.fetch(
+            TRADES, inside.start, inside.end, ComputeContext("w", "research", as_of=trades_as_of)
+        )
+        _assert_trades(
+            frame, expected_trades("ETH/USDT", inside.start, inside.end, changing_funding)
+        )
+        again, meta_again = reader.fetch(
+            TRADES, inside.start, inside.end, ComputeContext("w2", "backtest", as_of=trades_as_of)
+        )
         assert again.equals(frame) and meta_again.dataset_fingerprint == meta.dataset_fingerprint
         with pytest.raises(AsOfRequired):
             reader.fetch(TRADES, inside.start, inside.end, ComputeContext("w", "backtest"))
@@ -153,3 +168,218 @@ def _assert_trades(frame: object, expected: dict[str, np.ndarray]) -> None:
     np.testing.assert_array_equal(frame["amount"].to_numpy(), expected["amount"][order])
     sides = np.where(expected["side"][order] == "buy", 1, -1)
     np.testing.assert_array_equal(frame["side"].to_numpy(), sides)
+
+
+def _event_catalog(tmp_path: Path, sandbox: SandboxExchange) -> SeamlessConfig:
+    path = write_config(tmp_path, sandbox.url, symbols=("BTC/USDT",))
+    config = yaml.safe_load(path.read_text())
+    config["exchanges"]["binance"]["ccxt_config"]["urls"]["api"]["fapiPublic"] = (
+        f"{sandbox.url}/fapi/v1"
+    )
+    config["series"] = [FUNDING, TRADES]
+    path.write_text(yaml.safe_dump(config))
+    return load_config(path)
+
+
+def _requests(sandbox: SandboxExchange) -> int:
+    return int(sandbox.stats()["requests_total"])
+
+
+def test_a_day_not_settled_is_stored_not_published_and_a_rerun_asks_nothing_twice(
+    tmp_path: Path, dagster_home: Path
+) -> None:
+    noon = T0 + DAY + 12 * 3600
+    with SandboxExchange(SandboxConfig(frozen_now_s=noon)) as sandbox:
+        project = _event_catalog(tmp_path, sandbox)
+        nodes = [project.catalog_node(n) for n in (FUNDING, TRADES)]
+        end = datetime.fromtimestamp(T0 + 2 * DAY, tz=UTC)
+        first = run_backfill(project, nodes, START, end)
+        assert first.success
+        checks = {
+            (c.asset_key.path[0], c.check_name): c for c in first.get_asset_check_evaluations()
+        }
+        # half of the second day is not settled yet: coverage says so (an error the next
+        # run clears), the answered half is stored and served live, nothing published
+        coverage = checks[("funding", "coverage_ratio")]
+        assert not coverage.passed and 0.7 < coverage.metadata["coverage_ratio"].value < 0.8
+        store = resources_from_config(project)["artifacts"].open_events()  # type: ignore[attr-defined]
+        funding_node, trades_node = nodes
+        before = store.latest_snapshot(funding_node)
+        assert before is not None and [s.range for s in before.segments] == [Range(T0, T0 + DAY)]
+        with SeamlessReader.from_config(project.source) as reader:
+            live, meta = reader.fetch(TRADES, T0 + DAY, T0 + 2 * DAY, ComputeContext("w", "live"))
+            assert meta.partial and meta.missing[0].start == noon - 120
+            settled = expected_trades("ETH/USDT", T0 + DAY, noon - 120)
+            _assert_trades(live, settled)
+
+        # the clock moves on: the rest of the day is fetched once, published, snapshotted
+        sandbox.set_clock(now=T0 + 2 * DAY + 3600)
+        sandbox.reset()
+        assert run_backfill(project, nodes, START, end).success
+        after = store.latest_snapshot(funding_node)
+        assert after is not None and after.as_of_s > before.as_of_s
+        assert [s.range for s in after.segments] == [
+            Range(T0, T0 + DAY),
+            Range(T0 + DAY, T0 + 2 * DAY),
+        ]
+        assert after.segments[0] == before.segments[0]  # the settled day did not change
+        trades_requests = sandbox.stats()["by_endpoint"]["aggTrades"]["requests"]
+        assert trades_requests < 80  # half a day of trades (~31k), not two days again
+
+        # an unchanged rerun: no request, no new segment, no new snapshot
+        sandbox.reset()
+        assert run_backfill(project, nodes, START, end).success
+        assert _requests(sandbox) <= 2  # the clock and markets, no funding, no trades
+        assert store.latest_snapshot(funding_node) == after
+        assert store.latest_snapshot(trades_node).as_of_s == store.snapshot_as_ofs(trades_node)[-1]  # type: ignore[union-attr]
+
+        # the first snapshot still reads what it read, byte for byte
+        with SeamlessReader.from_config(project.source) as reader:
+            old, _ = reader.fetch(
+                FUNDING, T0, T0 + DAY, ComputeContext("w", "backtest", as_of=before.as_of_s)
+            )
+        _events(old["ts"].to_numpy(), expected_funding(PERP, T0, T0 + DAY))
+
+
+def test_an_outage_without_funding_is_named_not_papered_over(
+    tmp_path: Path, dagster_home: Path
+) -> None:
+    # the perpetual's outage from 07:00 to 09:30 removes the 08:00 funding
+    outage = SandboxConfig(gaps={PERP: [[T0 + 7 * 3600, T0 + 9 * 3600 + 1800]]})
+    with SandboxExchange(outage) as sandbox:
+        project = _event_catalog(tmp_path, sandbox)
+        node = project.catalog_node(FUNDING)
+        result = run_backfill(project, [node], START, datetime.fromtimestamp(T0 + DAY, tz=UTC))
+    assert result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    # the exchange answered the whole day (coverage complete); the missing funding is a
+    # warning naming its span
+    assert checks["coverage_ratio"].passed
+    interval = checks["funding_interval"]
+    assert not interval.passed and interval.severity.value == "WARN"
+    assert interval.metadata["missing_funding"].value == [
+        ["2024-01-01T00:00:00Z", "2024-01-01T16:00:00Z"]
+    ]
+    store = resources_from_config(project)["artifacts"].open_events()  # type: ignore[attr-defined]
+    snapshot = store.latest_snapshot(node)
+    assert snapshot is not None and snapshot.row_count == 2  # 00:00 and 16:00
+
+
+def test_a_crash_between_store_and_publish_is_completed_by_the_next_run(
+    tmp_path: Path, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from resources.artifacts.event_segments import EventSegmentStore
+
+    publish = EventSegmentStore.publish
+    calls = {"n": 0}
+
+    def crash_on_second(self: EventSegmentStore, *args: object, **kwargs: object) -> object:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full (injected)")
+        return publish(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    with SandboxExchange(SandboxConfig()) as sandbox:
+        project = _event_catalog(tmp_path, sandbox)
+        node = project.catalog_node(FUNDING)
+        end = datetime.fromtimestamp(T0 + 3 * DAY, tz=UTC)
+        monkeypatch.setattr(EventSegmentStore, "publish", crash_on_second)
+        assert not run_backfill(project, [node], START, end).success
+        store = resources_from_config(project)["artifacts"].open_events()  # type: ignore[attr-defined]
+        assert store.latest_snapshot(node) is None  # no snapshot of a half-published run
+        monkeypatch.setattr(EventSegmentStore, "publish", publish)
+        sandbox.reset()
+        assert run_backfill(project, [node], START, end).success
+        assert _requests(sandbox) <= 2  # every day was answered and stored before the crash
+    snapshot = store.latest_snapshot(node)
+    assert snapshot is not None and len(snapshot.segments) == 3
+    assert store.verify_all() == [] if hasattr(store, "verify_all") else True
+    with SeamlessReader.from_config(project.source) as reader:
+        frame, _ = reader.fetch(
+            FUNDING, T0, T0 + 3 * DAY, ComputeContext("w", "backtest", as_of=snapshot.as_of_s)
+        )
+    _events(frame["ts"].to_numpy(), expected_funding(PERP, T0, T0 + 3 * DAY))
+
+
+def test_on_questdb_and_s3_the_same_events_publish_the_same_bytes(
+    tmp_path: Path, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import uuid
+
+    import boto3
+
+    from resources.hot_store.questdb_events import QuestDBEventStore
+    from tests.services import (
+        QUESTDB_DSN,
+        QUESTDB_ILP,
+        QUESTDB_PG_ADDR,
+        S3_ADDR,
+        S3_ENDPOINT,
+        require_service,
+    )
+
+    for name, addr in (("questdb", QUESTDB_PG_ADDR), ("s3", S3_ADDR)):
+        require_service(name, addr)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    tag = uuid.uuid4().hex[:10]
+    s3 = boto3.client("s3", endpoint_url=S3_ENDPOINT, region_name="us-east-1")
+    s3.create_bucket(Bucket=f"seamless-{tag}")
+    end = datetime.fromtimestamp(T0 + 2 * DAY, tz=UTC)
+    with SandboxExchange(SandboxConfig(funding_intervals={PERP: SCHEDULE})) as sandbox:
+        (tmp_path / "prod").mkdir()
+        embedded = _event_catalog(tmp_path, sandbox)
+        raw = yaml.safe_load(Path(str(embedded.source)).read_text())
+        raw["seamless"]["data_dir"] = str(tmp_path / "prod" / "data")
+        raw["seamless"]["hot_store"] = {
+            "backend": "questdb",
+            "questdb_dsn": QUESTDB_DSN,
+            "questdb_ilp": QUESTDB_ILP,
+            "questdb_table_prefix": f"t{tag}_",
+        }
+        raw["seamless"]["artifact"] = {
+            "object_store_uri": f"s3://seamless-{tag}/lake",
+            "s3": {"endpoint_url": S3_ENDPOINT},
+        }
+        (tmp_path / "prod" / "seamless.yaml").write_text(yaml.safe_dump(raw))
+        production = load_config(tmp_path / "prod" / "seamless.yaml")
+        try:
+            for project in (embedded, production):
+                nodes = [project.catalog_node(n) for n in (FUNDING, TRADES)]
+                assert run_backfill(project, nodes, START, end).success
+            hot = resources_from_config(production)["hot_store"].open_events()  # type: ignore[attr-defined]
+            _assert_trades(
+                hot.read_events("trades", TRADES, Range(T0, T0 + 2 * DAY)),
+                expected_trades("ETH/USDT", T0, T0 + 2 * DAY),
+            )
+            hot.close()
+            with SeamlessReader.from_config(production.source) as reader:
+                store = resources_from_config(production)["artifacts"].open_events()  # type: ignore[attr-defined]
+                as_of = store.latest_snapshot(production.event_node(FUNDING)).as_of_s
+                frame, _ = reader.fetch(
+                    FUNDING, T0, T0 + 2 * DAY, ComputeContext("w", "backtest", as_of=as_of)
+                )
+            _events(
+                frame["ts"].to_numpy(),
+                expected_funding(PERP, T0, T0 + 2 * DAY, sandbox.state.config),
+            )
+        finally:
+            QuestDBEventStore(QUESTDB_DSN, QUESTDB_ILP, table_prefix=f"t{tag}_").drop_tables()
+
+    # segments and manifests byte for byte (snapshots carry their own commit instant)
+    local = embedded.data_dir / "artifacts"
+    expected = {
+        str(p.relative_to(local)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in local.rglob("*")
+        if p.is_file() and "/segments/" in p.as_posix()
+    }
+    published = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=f"seamless-{tag}", Prefix="lake/"
+    ):
+        for item in page.get("Contents", []):
+            if "/segments/" in item["Key"]:
+                body = s3.get_object(Bucket=f"seamless-{tag}", Key=item["Key"])["Body"].read()
+                published[item["Key"].removeprefix("lake/")] = hashlib.sha256(body).hexdigest()
+    assert len(expected) == 8 and published == expected  # 2 nodes x 2 days x (data, manifest)
