@@ -305,6 +305,12 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     from .runtime import resources_from_config
 
     config = load_config(args.config)
+    if EventNodeId.is_event_id(args.node):
+        from .event_cli import print_event_coverage
+
+        start = int(parse_instant(args.start).timestamp()) if args.start else None
+        end = int(parse_instant(args.end).timestamp()) if args.end else None
+        return print_event_coverage(config, config.event_node(args.node), start, end)
     node = config.node(args.node)
     resources = resources_from_config(config)
     hot = resources["hot_store"].open()  # type: ignore[attr-defined]
@@ -349,10 +355,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-def _open_artifacts(config: SeamlessConfig) -> Any:
+def _open_artifacts(config: SeamlessConfig, events: bool = False) -> Any:
+    """The artifact store; with `events`, its view of the event nodes."""
     from .runtime import resources_from_config
 
-    return resources_from_config(config)["artifacts"].open()  # type: ignore[attr-defined]
+    store = resources_from_config(config)["artifacts"]
+    return store.open_events() if events else store.open()  # type: ignore[attr-defined]
 
 
 def advance_snapshots(config: SeamlessConfig, nodes: Sequence[NodeId]) -> list[Snapshot | None]:
@@ -391,8 +399,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
 
 def cmd_snapshots(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    node = config.node(args.node)
-    artifacts = _open_artifacts(config)
+    node = config.catalog_node(args.node)
+    artifacts = _open_artifacts(config, events=isinstance(node, EventNodeId))
     log = artifacts.snapshot_log(node)
     for entry in log:
         published = datetime.fromtimestamp(entry.published_at_s, tz=UTC)
@@ -434,7 +442,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_nodes(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    for node in config.nodes:
+    for node in (*config.nodes, *config.event_nodes):
         print(f"{node}  asset key {'/'.join(node.asset_key_path())}")
     return 0
 

@@ -266,7 +266,10 @@ def test_an_outage_without_funding_is_named_not_papered_over(
 
 
 def test_a_crash_between_store_and_publish_is_completed_by_the_next_run(
-    tmp_path: Path, dagster_home: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    dagster_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from resources.artifacts.event_segments import EventSegmentStore
 
@@ -289,11 +292,21 @@ def test_a_crash_between_store_and_publish_is_completed_by_the_next_run(
         assert store.latest_snapshot(node) is None  # no snapshot of a half-published run
         monkeypatch.setattr(EventSegmentStore, "publish", publish)
         sandbox.reset()
-        assert run_backfill(project, [node], START, end).success
+        args = ["--config", str(project.source), "backfill", FUNDING]
+        assert main([*args, "--start", "2024-01-01", "--end", "2024-01-04"]) == 0
         assert _requests(sandbox) <= 2  # every day was answered and stored before the crash
+    capsys.readouterr()
+    assert main(["--config", str(project.source), "coverage", FUNDING]) == 0
+    coverage = capsys.readouterr().out
+    assert "answered 1.000000 of the window, 9 funding(s) stored" in coverage
+    assert "days published: 3" in coverage and "3 day(s), 9 funding(s)" in coverage
+    assert main(["--config", str(project.source), "snapshots", FUNDING]) == 0
+    assert f"{FUNDING}: 1 snapshot(s)" in capsys.readouterr().out
+    assert main(["--config", str(project.source), "nodes"]) == 0
+    assert "trades/binance_ETH_USDT" in capsys.readouterr().out
     snapshot = store.latest_snapshot(node)
     assert snapshot is not None and len(snapshot.segments) == 3
-    assert store.verify_all() == [] if hasattr(store, "verify_all") else True
+    assert _artifacts(project).verify_all() == []
     with SeamlessReader.from_config(project.source) as reader:
         frame, _ = reader.fetch(
             FUNDING, T0, T0 + 3 * DAY, ComputeContext("w", "backtest", as_of=snapshot.as_of_s)
@@ -383,3 +396,46 @@ def test_on_questdb_and_s3_the_same_events_publish_the_same_bytes(
                 body = s3.get_object(Bucket=f"seamless-{tag}", Key=item["Key"])["Body"].read()
                 published[item["Key"].removeprefix("lake/")] = hashlib.sha256(body).hexdigest()
     assert len(expected) == 8 and published == expected  # 2 nodes x 2 days x (data, manifest)
+
+
+def test_event_nodes_in_the_definitions_and_their_config_errors(
+    tmp_path: Path, sandbox: SandboxExchange, dagster_home: Path
+) -> None:
+    import dagster as dg
+
+    from seamless_assets.definitions import EVENTS_JOB, build_definitions
+    from seamless_assets.errors import ConfigError, InvalidNodeId
+    from seamless_assets.event_nodes import EventNodeId
+    from seamless_assets.pools import pool_name
+
+    project = _event_catalog(tmp_path, sandbox)
+    defs = build_definitions(project)
+    funding = defs.resolve_assets_def(dg.AssetKey(["funding", "binance_BTC_USDT__USDT"]))
+    trades = defs.resolve_assets_def(dg.AssetKey(["trades", "binance_ETH_USDT"]))
+    assert isinstance(funding.partitions_def, dg.DailyPartitionsDefinition)
+    assert funding.op.pool == trades.op.pool == pool_name("binance")
+    assert {k.name for k in funding.check_keys} == {"coverage_ratio", "funding_interval"}
+    assert {k.name for k in trades.check_keys} == {"coverage_ratio"}
+    job = defs.resolve_job_def(EVENTS_JOB)
+    assert job.partitions_def == funding.partitions_def
+    names = [s.name for s in defs.schedules or []]
+    assert EVENTS_JOB in {defs.resolve_schedule_def(name).job_name for name in names}
+    node = EventNodeId.parse(FUNDING)
+    assert EventNodeId.from_asset_key_path(node.asset_key_path()) == node
+
+    raw = yaml.safe_load(Path(str(project.source)).read_text())
+    for entry, words in (
+        ("funding:binance:BTC/USDT", "spot market, which has no funding"),
+        ("trades:kraken:BTC/USDT", "has no entry under `exchanges:`"),
+        ("funding:binance", "must look like"),
+    ):
+        raw["series"] = [entry]
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        with pytest.raises(ConfigError, match="series\\[0\\]") as caught:
+            load_config(path)
+        assert words in str(caught.value)
+    with pytest.raises(InvalidNodeId, match="kind"):
+        EventNodeId.parse("ticks:binance:BTC/USDT")
+    with pytest.raises(ConfigError, match="not in the catalog"):
+        project.event_node("trades:binance:BTC/USDT")
