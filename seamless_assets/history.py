@@ -58,34 +58,56 @@ def record_history_start(store: ArtifactStore, node: NodeId, start_s: int) -> in
 
 async def first_bar_s(client: ExchangeClient, node: NodeId) -> int | None:
     """Open time (epoch s) of the oldest candle the exchange serves for `node`, None when
-    it serves none. Rows with implausible open times (0, garbage) are ignored."""
+    it serves none. Rows with implausible open times (0, garbage) are ignored.
+
+    Asked from `since=0`. Exchanges that answer a range with its *newest* candles (Bybit
+    v5: the last `limit` of `[start, end]`) answer that with today's, so one more request
+    asks for any candle before the first one given: when there is one, the first candle
+    is bisected (one-candle requests over halving spans, ~30 once per node)."""
+    await client.check_symbol(node.symbol)
+    now_ms = int((await client.server_now_s()) * 1000)
+    opens = await _opens(client, node, 0, now_ms, FIRST_CANDLES)
+    if not opens:
+        return None
+    first_ms = min(opens)
+    if await _opens(client, node, 0, first_ms - 1, 1):
+        lo, hi = _MIN_PLAUSIBLE_MS, first_ms  # a candle opens in [lo, hi)
+        while hi - lo > node.interval_s * 1000:
+            mid = (lo + hi) // 2
+            if await _opens(client, node, lo, mid - 1, 1):
+                hi = mid
+            else:
+                lo = mid
+        first_ms = min(await _opens(client, node, lo, hi - 1, FIRST_CANDLES) or [first_ms])
+    first = first_ms // 1000
+    interval, origin = node.interval_s, node.timeframe.origin_s
+    return first - (first - origin) % interval  # a misaligned row still opens its bar
+
+
+async def _opens(
+    client: ExchangeClient, node: NodeId, since_ms: int, until_ms: int, limit: int
+) -> list[int]:
+    """Plausible open times (ms) of the candles the exchange answers for
+    `[since_ms, until_ms]` with `limit`."""
     from resources.ccxt_lean import ccxt_errors
 
-    await client.check_symbol(node.symbol)
+    params: dict[str, Any] = {"until": until_ms}
+    if node.price is not None:
+        params["price"] = node.price
     try:
         rows: list[list[Any]] = await client.exchange.fetch_ohlcv(
-            node.symbol,
-            node.timeframe.code,
-            since=0,
-            limit=FIRST_CANDLES,
-            params={} if node.price is None else {"price": node.price},
+            node.symbol, node.timeframe.code, since=since_ms, limit=limit, params=params
         )
     except ccxt_errors.BaseError as exc:
         raise ExchangeUnavailable(
             f"{node.exchange} could not tell {node}'s first candle "
             f"({type(exc).__name__}: {str(exc)[:200]}); it is asked again next time"
         ) from exc
-    now_ms = (await client.server_now_s()) * 1000
-    opens = [
+    return [
         int(row[0])
         for row in rows
-        if isinstance(row[0], int | float) and _MIN_PLAUSIBLE_MS <= row[0] <= now_ms
+        if isinstance(row[0], int | float) and _MIN_PLAUSIBLE_MS <= row[0] <= until_ms
     ]
-    if not opens:
-        return None
-    first = min(opens) // 1000
-    interval, origin = node.interval_s, node.timeframe.origin_s
-    return first - (first - origin) % interval  # a misaligned row still opens its bar
 
 
 def ensure_history_start(

@@ -32,6 +32,7 @@ T0 = int(START.timestamp())
 PERP = "BTC/USDT:USDT"
 FUNDING, TRADES = f"funding:binance:{PERP}", "trades:binance:ETH/USDT"
 MARK, BYBIT = f"mark:binance:{PERP}:1m", f"ohlcv:bybit:{PERP}:1m"
+SPOT, PERP_BARS = "ohlcv:binance:BTC/USDT:1m", f"ohlcv:binance:{PERP}:1m"
 BAR_COLUMNS = ("ts", "open", "high", "low", "close", "volume")
 # 8h until noon of the first day, then 4h, then 1h from the second day's 08:00
 SCHEDULE = [[T0 + DAY // 2, 4], [T0 + DAY + 8 * 3600, 1]]
@@ -67,7 +68,7 @@ def test_a_catalog_of_every_kind_backfills_snapshots_and_reads_exactly(
         project = _catalog(tmp_path, sandbox)
         assert {str(n) for n in project.event_nodes} == {FUNDING, TRADES}
         end = datetime.fromtimestamp(T0 + 2 * DAY, tz=UTC)
-        bars = [project.catalog_node(n) for n in ("ohlcv:binance:BTC/USDT:1m", MARK, BYBIT)]
+        bars = [project.catalog_node(n) for n in (SPOT, PERP_BARS, MARK, BYBIT)]
         events = [project.catalog_node(n) for n in (FUNDING, TRADES)]
         assert run_backfill(project, bars, START, end).success
         result = run_backfill(project, events, START, end)
@@ -98,11 +99,13 @@ def test_a_catalog_of_every_kind_backfills_snapshots_and_reads_exactly(
     assert hot_events.answered("funding", FUNDING, window) == [window]
     hot_events.close()
     hot = _hot(project)
-    for node_id, expected in (
-        ("ohlcv:binance:BTC/USDT:1m", expected_bars("BTC/USDT", 60, T0, T0 + 2 * DAY)),
-        (MARK, expected_bars(PERP, 60, T0, T0 + 2 * DAY, price="mark")),
-        (BYBIT, expected_bars(PERP, 60, T0, T0 + 2 * DAY, venue="bybit")),
-    ):
+    expected_by_node = {
+        SPOT: expected_bars("BTC/USDT", 60, T0, T0 + 2 * DAY),
+        PERP_BARS: expected_bars(PERP, 60, T0, T0 + 2 * DAY),
+        MARK: expected_bars(PERP, 60, T0, T0 + 2 * DAY, price="mark"),
+        BYBIT: expected_bars(PERP, 60, T0, T0 + 2 * DAY, venue="bybit"),
+    }
+    for node_id, expected in expected_by_node.items():
         frame = hot.read_range(node_id, window)
         for column in BAR_COLUMNS:
             np.testing.assert_array_equal(frame[column].to_numpy(), expected[column])
@@ -111,6 +114,19 @@ def test_a_catalog_of_every_kind_backfills_snapshots_and_reads_exactly(
     assert main(["--config", str(project.source), "snapshot"]) == 0
     artifacts = _artifacts(project)
     assert artifacts.verify_all() == []
+    bar_window = Range(T0 + 3600 + 60 * 7, T0 + DAY + 3600)
+    with SeamlessReader.from_config(project.source) as reader:
+        for node_id, expected in expected_by_node.items():
+            committed = artifacts.latest_snapshot(project.node(node_id))
+            assert committed is not None and committed.watermark_s == T0 + 2 * DAY
+            # every venue's history starts before the partitions (2023-01-01): a year lacking
+            assert committed.missing == (Range(T0 - 365 * DAY, T0),), node_id
+            frame, _ = reader.fetch(
+                node_id, bar_window.start, bar_window.end, ComputeContext("w", "backtest", as_of=committed.as_of_s)
+            )
+            inside = (expected["ts"] >= bar_window.start) & (expected["ts"] < bar_window.end)
+            for column in BAR_COLUMNS:
+                np.testing.assert_array_equal(frame[column].to_numpy(), expected[column][inside])
     event_store = resources_from_config(project)["artifacts"].open_events()  # type: ignore[attr-defined]
     funding_node, trades_node = events
     for node in events:

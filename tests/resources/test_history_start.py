@@ -86,6 +86,32 @@ def test_discovery_asks_the_exchange_once_per_node(artifact_store: ArtifactStore
         start = ensure_history_start(artifact_store, BTC, lambda: _client(sandbox))
         assert start == LISTING - LISTING % 60
         klines = sandbox.stats()["by_endpoint"]["klines"]["requests"]
-        assert klines == 1
+        assert klines == 2  # from 0, then "none before it?" (an exchange may answer newest)
         assert ensure_history_start(artifact_store, BTC, lambda: _client(sandbox)) == start
         assert sandbox.stats()["by_endpoint"]["klines"]["requests"] == klines  # recorded
+
+
+@pytest.mark.parametrize(
+    ("symbol", "listing"), [("BTC/USDT", LISTING), ("BTC/USDT:USDT", LISTING + 3 * 86_400 + 7)]
+)
+def test_a_venue_that_answers_with_its_newest_candles_is_bisected_to_its_first(
+    symbol: str, listing: int
+) -> None:
+    """Bybit v5 answers `start=0` with the range's newest candles (today's), so the first
+    answer is not the first candle: the discovery finds the listing's bar anyway."""
+    node = NodeId.parse(f"ohlcv:bybit:{symbol}:1m")
+    config = SandboxConfig(frozen_now_s=NOW, listing_ts={f"bybit:{symbol}": listing})
+    with SandboxExchange(config) as sandbox:
+        api = {"public": sandbox.url, "private": sandbox.url}
+        bybit = {"symbols": [symbol], "timeframes": ["1m"], "ccxt_config": {"urls": {"api": api}}}
+        project = load_config_dict({"exchanges": {"bybit": bybit}})
+        settings = ExchangeSettings.from_config(project, "bybit")
+        client = ExchangeClient(settings, LocalRateLimiter(project.rate_limit_for("bybit")))
+
+        async def discover() -> int | None:
+            async with client:
+                return await first_bar_s(client, node)
+
+        assert asyncio.run(discover()) == listing - listing % 60
+        requests = sandbox.stats()["by_endpoint"]["bybit/kline"]["requests"]
+        assert requests <= 40
