@@ -61,18 +61,21 @@ async def first_bar_s(client: ExchangeClient, node: NodeId) -> int | None:
     it serves none. Rows with implausible open times (0, garbage) are ignored.
 
     Asked from `since=0`. Exchanges that answer a range with its *newest* candles (Bybit
-    v5: the last `limit` of `[start, end]`) answer that with today's, so one more request
-    asks for any candle before the first one given: when there is one, the first candle
-    is bisected (one-candle requests over halving spans, ~30 once per node)."""
+    v5: the last `limit` of `[start, end]`) answer that with today's, so when the answer
+    reaches up to now one more request asks for any candle before the first one given:
+    when there is one, the first candle is bisected (one-candle requests over halving
+    spans, ~30 once per node). An answer from years ago costs nothing more."""
     await client.check_symbol(node.symbol)
     now_ms = int((await client.server_now_s()) * 1000)
     opens = await _opens(client, node, 0, now_ms, FIRST_CANDLES)
     if not opens:
         return None
-    first_ms = min(opens)
-    if await _opens(client, node, 0, first_ms - 1, 1):
+    first_ms, interval_ms = min(opens), node.interval_s * 1000
+    # only an answer reaching up to now may be a newest-first one (else: no request more)
+    recent = max(opens) >= now_ms - (FIRST_CANDLES + 1) * interval_ms
+    if recent and await _opens(client, node, 0, first_ms - 1, 1):
         lo, hi = _MIN_PLAUSIBLE_MS, first_ms  # a candle opens in [lo, hi)
-        while hi - lo > node.interval_s * 1000:
+        while hi - lo > interval_ms:
             mid = (lo + hi) // 2
             if await _opens(client, node, lo, mid - 1, 1):
                 hi = mid

@@ -122,7 +122,10 @@ def test_a_catalog_of_every_kind_backfills_snapshots_and_reads_exactly(
             # every venue's history starts before the partitions (2023-01-01): a year lacking
             assert committed.missing == (Range(T0 - 365 * DAY, T0),), node_id
             frame, _ = reader.fetch(
-                node_id, bar_window.start, bar_window.end, ComputeContext("w", "backtest", as_of=committed.as_of_s)
+                node_id,
+                bar_window.start,
+                bar_window.end,
+                ComputeContext("w", "backtest", as_of=committed.as_of_s),
             )
             inside = (expected["ts"] >= bar_window.start) & (expected["ts"] < bar_window.end)
             for column in BAR_COLUMNS:

@@ -86,7 +86,7 @@ def test_discovery_asks_the_exchange_once_per_node(artifact_store: ArtifactStore
         start = ensure_history_start(artifact_store, BTC, lambda: _client(sandbox))
         assert start == LISTING - LISTING % 60
         klines = sandbox.stats()["by_endpoint"]["klines"]["requests"]
-        assert klines == 2  # from 0, then "none before it?" (an exchange may answer newest)
+        assert klines == 1  # from 0: an answer from the listing, not today, is the first
         assert ensure_history_start(artifact_store, BTC, lambda: _client(sandbox)) == start
         assert sandbox.stats()["by_endpoint"]["klines"]["requests"] == klines  # recorded
 
@@ -115,3 +115,18 @@ def test_a_venue_that_answers_with_its_newest_candles_is_bisected_to_its_first(
         assert asyncio.run(discover()) == listing - listing % 60
         requests = sandbox.stats()["by_endpoint"]["bybit/kline"]["requests"]
         assert requests <= 40
+
+
+def test_a_market_listed_minutes_ago_is_asked_once_more_and_kept() -> None:
+    """An answer reaching up to now may be a newest-first one: the one request more finds
+    nothing before it, so its first candle is the listing's."""
+    listing = NOW - 150
+    config = SandboxConfig(frozen_now_s=NOW, listing_ts={"BTC/USDT": listing})
+    with SandboxExchange(config) as sandbox:
+
+        async def discover() -> int | None:
+            async with _client(sandbox) as client:
+                return await first_bar_s(client, BTC)
+
+        assert asyncio.run(discover()) == listing - listing % 60
+        assert sandbox.stats()["by_endpoint"]["klines"]["requests"] == 2
