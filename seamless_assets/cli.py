@@ -442,7 +442,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_nodes(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    for node in (*config.nodes, *config.event_nodes):
+    nodes: tuple[AnyNode, ...] = (*config.nodes, *config.event_nodes)
+    for node in nodes:
         print(f"{node}  asset key {'/'.join(node.asset_key_path())}")
     return 0
 

@@ -104,6 +104,7 @@ def event_asset(
     ) -> dg.MaterializeResult:
         from resources.exchange import ExchangeClient, ExchangeSettings
 
+        from .core.fingerprint import run_fingerprint
         from .event_pipeline import backfill_events
 
         key_range = context.partition_key_range
@@ -136,7 +137,9 @@ def event_asset(
         return dg.MaterializeResult(
             metadata={"dagster/column_schema": schema},
             check_results=_check_results(node, outcome, threshold),
-            data_version=dg.DataVersion(_run_fingerprint(outcome)),
+            data_version=dg.DataVersion(
+                run_fingerprint((p.window.start, p.fingerprint) for p in outcome.partitions)
+            ),
         )
 
     return _events
@@ -197,13 +200,6 @@ def _check_results(
             )
         )
     return results
-
-
-def _run_fingerprint(outcome: "EventRunOutcome") -> str:
-    from .core.fingerprint import combine_fingerprints
-
-    prints = [p.fingerprint or f"unpublished:{p.window.start}" for p in outcome.partitions]
-    return combine_fingerprints(prints)
 
 
 def _summary(outcome: "EventRunOutcome") -> str:

@@ -88,6 +88,7 @@ def ohlcv_asset(
 
         from .backfill_events import observe_backfill
         from .checks import check_results
+        from .core.fingerprint import run_fingerprint
         from .pipeline import backfill
         from .sources import pipeline_settings_for
 
@@ -135,7 +136,9 @@ def ohlcv_asset(
             check_results=check_results(outcome, threshold, gap_warn_s),
             # one data version per output (Dagster): the run's combined fingerprint; each
             # partition's own version is its `fingerprint` metadata
-            data_version=dg.DataVersion(_run_fingerprint(outcome)),
+            data_version=dg.DataVersion(
+                run_fingerprint((p.window.start, p.fingerprint) for p in outcome.partitions)
+            ),
         )
 
     return _ohlcv
@@ -158,13 +161,6 @@ def _record_history_start(
         return
     if start is not None:
         context.log.info(f"{node}: history starts {iso_utc(start)}")
-
-
-def _run_fingerprint(outcome: "RunOutcome") -> str:
-    from .core.fingerprint import combine_fingerprints
-
-    prints = [p.fingerprint or f"unpublished:{p.window.start}" for p in outcome.partitions]
-    return combine_fingerprints(prints)
 
 
 def _summary(outcome: "RunOutcome") -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,6 +103,12 @@ def combine_fingerprints(fingerprints: list[str]) -> str:
     """Fingerprint of an ordered list of fingerprints (runs, snapshots)."""
     digest = hashlib.sha256("\n".join(fingerprints).encode())
     return f"{ALGO}:{digest.hexdigest()}"
+
+
+def run_fingerprint(partitions: Iterable[tuple[int, str | None]]) -> str:
+    """The data version of a run: its partitions' segment fingerprints in order, a
+    partition not published standing as `unpublished:{its start}`."""
+    return combine_fingerprints([fp or f"unpublished:{start}" for start, fp in partitions])
 
 
 def fingerprint_dirname(fingerprint: str) -> str:
