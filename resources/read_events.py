@@ -26,17 +26,21 @@ from seamless_assets.core.frame import Range, iso_utc
 from seamless_assets.core.read_context import (
     ComputeContext,
     ExecutionDomain,
+    Instant,
     SeamlessFetchMetadata,
     Strategy,
 )
 from seamless_assets.errors import AsOfRequired, MissingPartitions
 from seamless_assets.event_nodes import EventNodeId
 
+from .read_metrics import record_fetch
+
 if TYPE_CHECKING:
     from seamless_assets.config import SeamlessConfig
 
     from .artifacts.event_segments import EventSegmentStore
     from .hot_store.event_tables import EventStore
+    from .read_runtime import ReaderRuntime
 
 
 @dataclass
@@ -61,6 +65,25 @@ class EventStores:
 
     def close(self) -> None:
         self.hot.close()
+
+
+def fetch_events(
+    rt: ReaderRuntime, node_id: str, start: Instant, end: Instant, context: ComputeContext
+) -> tuple[pd.DataFrame, SeamlessFetchMetadata]:
+    """`SeamlessReader.fetch` of an event node: its stores opened once per reader."""
+    from seamless_assets.core.snapshot import parse_as_of
+
+    node = rt.config.event_node(node_id)
+    with rt.state_lock:
+        if rt.event_stores is None:
+            rt.event_stores = EventStores.open(rt.config)
+        stores: EventStores = rt.event_stores
+    window = Range(parse_as_of(start), parse_as_of(end))
+    strategy = Strategy(context.strategy or rt.config.seamless.strategy)
+    rt.note_domain(context.world_id, context.domain)
+    frame, meta = read_events(stores, node, window, context, strategy)
+    record_fetch(rt, meta)
+    return frame, meta
 
 
 def read_events(

@@ -200,6 +200,7 @@ class ReaderRuntime:
         self.flag_totals: dict[str, Any] = {}
         self.last_metadata: SeamlessFetchMetadata | None = None
         self.feed: LiveFeed | None = None
+        self.event_stores: Any = None  # `read_events.EventStores`, opened by the first read
         if section.live.ws.enabled and (live_nodes := config.live_nodes):
             self.feed = LiveFeed(config, live_nodes, self._feed_store, self.exchange_client)
             asyncio.run_coroutine_threadsafe(self.feed.run(), self.loop)
@@ -267,6 +268,8 @@ class ReaderRuntime:
             )
         if self.lease is not None:
             self.lease.close()
+        if self.event_stores is not None:
+            self.event_stores.close()
         self.hot.close()
 
 

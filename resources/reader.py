@@ -89,7 +89,6 @@ if TYPE_CHECKING:
     from seamless_assets.core.fetch_cache import CacheKey, CacheStats, FetchCache
 
     from .read_echo import blend_fingerprint, frame_bytes
-    from .read_events import EventStores
     from .read_runtime import ReaderRuntime
 
 _LAZY_EXPORTS = {
@@ -139,7 +138,6 @@ class SeamlessReader(dg.ConfigurableResource):
 
     _rt: ReaderRuntime | None = PrivateAttr(default=None)
     _rt_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-    _events: EventStores | None = PrivateAttr(default=None)
 
     # -- construction -------------------------------------------------------------------
 
@@ -180,9 +178,6 @@ class SeamlessReader(dg.ConfigurableResource):
             if self._rt is not None:
                 self._rt.close()
                 self._rt = None
-            if self._events is not None:
-                self._events.close()
-                self._events = None
 
     def _runtime(self) -> ReaderRuntime:
         with self._rt_lock:
@@ -228,11 +223,12 @@ class SeamlessReader(dg.ConfigurableResource):
 
         from .read_domains import DomainRead
         from .read_echo import ReadRequest
+        from .read_events import fetch_events
         from .read_live import LiveRead
 
         rt = self._runtime()
         if EventNodeId.is_event_id(node_id):
-            return self._fetch_events(rt, node_id, start, end, context)
+            return fetch_events(rt, node_id, start, end, context)
         node = rt.node(node_id)
         window = Range(parse_as_of(start), parse_as_of(end))
         strategy = Strategy(context.strategy or rt.config.seamless.strategy)
@@ -271,25 +267,6 @@ class SeamlessReader(dg.ConfigurableResource):
         mapped = meta.segment_cache is not None and meta.rows > RESULT_CACHE_MAX_MAPPED_ROWS
         if cacheable and meta.source == "snapshot" and not meta.partial and not mapped:
             rt.cache.put(key, frame, meta)
-        record_fetch(rt, meta)
-        return frame, meta
-
-    def _fetch_events(
-        self, rt: ReaderRuntime, node_id: str, start: Instant, end: Instant, context: ComputeContext
-    ) -> tuple[pd.DataFrame, SeamlessFetchMetadata]:
-        from seamless_assets.core.snapshot import parse_as_of
-
-        from .read_events import EventStores, read_events
-
-        node = rt.config.event_node(node_id)
-        with self._rt_lock:
-            if self._events is None:
-                self._events = EventStores.open(rt.config)
-            stores = self._events
-        window = Range(parse_as_of(start), parse_as_of(end))
-        strategy = Strategy(context.strategy or rt.config.seamless.strategy)
-        rt.note_domain(context.world_id, context.domain)
-        frame, meta = read_events(stores, node, window, context, strategy)
         record_fetch(rt, meta)
         return frame, meta
 

@@ -131,6 +131,11 @@ class EventNodeId:
     def spec(self) -> EventKind:
         return EVENT_KINDS[self.kind]
 
+    @property
+    def interval_s(self) -> int:
+        """0: events lie on no grid (what an event node's snapshots state as `interval_s`)."""
+        return 0
+
     def __str__(self) -> str:
         return f"{self.kind}:{self.exchange}:{self.symbol}"
 

@@ -1,7 +1,8 @@
 """Compatibility module: the artifact store's public names, now split into modules.
 
-`ArtifactStore` lives in `store.py` over `layout.py`, `segments.py`, `snapshots.py` and
-`verify.py`; encoding in `codec.py`; the blob protocol in `blobs.py`.
+`ArtifactStore` lives in `store.py` over `layout.py`, `partitions.py`, `segments.py`,
+`snapshot_history.py`, `snapshots.py` and `verify.py`; encoding in `codec.py`; the blob
+protocol in `blobs.py`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .codec import (
     read_segment_table,
 )
 from .layout import DATA_FILE, DEFAULT_PARTITION_TEMPLATE, MANIFEST_FILE
-from .segments import PublishResult
+from .partitions import PublishResult
 from .store import ArtifactStore
 from .verify import ProblemKind, VerificationProblem
 

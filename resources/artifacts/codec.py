@@ -1,4 +1,5 @@
-"""Segment and manifest encoding: deterministic bytes for a canonical frame and its manifest."""
+"""Segment and manifest encoding: deterministic bytes for a canonical frame and its manifest
+(and the Parquet writing and reading that event segments, `event_codec.py`, share)."""
 
 from __future__ import annotations
 
@@ -45,44 +46,55 @@ def encode_segment(frame: pd.DataFrame) -> bytes:
         pa.array(np.frombuffer(canonical_column_bytes(frame, c), dtype=_LE_DTYPES[c]))
         for c in CANONICAL_COLUMNS
     ]
-    table = pa.Table.from_arrays(arrays, schema=_ARROW_SCHEMA)
+    return parquet_bytes(pa.Table.from_arrays(arrays, schema=_ARROW_SCHEMA), _ENCODINGS)
+
+
+def parquet_bytes(table: pa.Table, column_encoding: Mapping[str, str]) -> bytes:
+    """Deterministic zstd Parquet bytes of `table`: one row group, no dictionary, no pandas
+    or Arrow schema metadata, each column in its `column_encoding`."""
     sink = io.BytesIO()
     pq.write_table(
         table,
         sink,
         compression="zstd",
         use_dictionary=False,
-        column_encoding=_ENCODINGS,
+        column_encoding=dict(column_encoding),
         store_schema=False,
-        row_group_size=max(1, len(frame)),
+        row_group_size=max(1, table.num_rows),
     )
     return sink.getvalue()
 
 
-def read_segment_table(data: bytes, uri: object) -> pa.Table:
-    """The Arrow table stored in segment bytes; ArtifactIntegrityError if unreadable."""
+def read_parquet_table(data: bytes, uri: object, schema: pa.Schema, schema_name: str) -> pa.Table:
+    """The Arrow table stored in segment bytes; ArtifactIntegrityError if unreadable or not
+    of `schema` (named `schema_name` in the message)."""
     try:
         table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=False)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise ArtifactIntegrityError(f"{uri} is not a readable Parquet segment: {exc}") from exc
-    if not table.schema.equals(_ARROW_SCHEMA, check_metadata=False):
+    if not table.schema.equals(schema, check_metadata=False):
         raise ArtifactIntegrityError(
-            f"{uri} has schema {table.schema} instead of the canonical {_ARROW_SCHEMA}"
+            f"{uri} has schema {table.schema} instead of the {schema_name} {schema}"
         )
     return table
 
 
-def frame_from_table(table: pa.Table) -> pd.DataFrame:
-    """A canonical frame from a table with the canonical schema.
+def read_segment_table(data: bytes, uri: object) -> pa.Table:
+    """The Arrow table stored in segment bytes; ArtifactIntegrityError if unreadable."""
+    return read_parquet_table(data, uri, _ARROW_SCHEMA, "canonical")
+
+
+def frame_from_table(table: pa.Table, columns: Sequence[str] = CANONICAL_COLUMNS) -> pd.DataFrame:
+    """A frame of `columns` (the canonical ones by default) from a table of their schema.
 
     Columns stay separate blocks (no consolidation copy of a year of floats); Arrow
     buffers that numpy can only view read-only are copied so the frame is writable.
     """
-    columns = {}
-    for c in CANONICAL_COLUMNS:
+    values_of = {}
+    for c in columns:
         values = table.column(c).to_numpy()
-        columns[c] = values if values.flags.writeable else values.copy()
-    return pd.DataFrame(columns, copy=False)
+        values_of[c] = values if values.flags.writeable else values.copy()
+    return pd.DataFrame(values_of, copy=False)
 
 
 def decode_segment(data: bytes, uri: str) -> pd.DataFrame:

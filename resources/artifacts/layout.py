@@ -1,9 +1,11 @@
 """Where an artifact store keeps things: per-node key layout over a `BlobStore`.
 
-Layout under the root, per node prefix (`exchange={exchange}/symbol={symbol}/
-timeframe={timeframe}` by default, slugs escaped):
+Layout under the root, per node prefix (a bar node's `exchange={exchange}/symbol={symbol}/
+timeframe={timeframe}` by default, an event node's `kind={kind}/exchange={exchange}/
+symbol={symbol}`; slugs escaped):
 
     {prefix}/segments/sha256-<hex>/data.parquet    zstd Parquet of the canonical frame
+                                                   (of an event node: its kind's table)
     {prefix}/segments/sha256-<hex>/manifest.json   written last: its presence seals the segment
     {prefix}/heads/{start}-{end}.json              mutable pointer: partition -> fingerprint
 
@@ -24,7 +26,7 @@ from typing import TypeVar
 
 from seamless_assets.core.fingerprint import fingerprint_dirname
 from seamless_assets.core.frame import Range
-from seamless_assets.nodes import NodeId
+from seamless_assets.event_nodes import AnyNode, EventNodeId
 
 from .blobs import BlobStore, validate_key
 
@@ -36,6 +38,7 @@ _MIN_ITEMS_PER_WORKER = 8
 
 T = TypeVar("T")
 R = TypeVar("R")
+NodeT = TypeVar("NodeT", bound=AnyNode)  # the kind of node a store keeps
 
 SEGMENT_KEY = re.compile(
     r"^(?P<prefix>.+)/segments/(?P<dirname>sha256-[0-9a-f]{64})/(?P<name>[^/]+)$"
@@ -67,45 +70,54 @@ class StoreLayout:
         # Local reads are CPU-bound (decode, hash), so one thread per core; a backend
         # with network latency (S3) should pass more.
         self.max_workers = max_workers or min(8, os.cpu_count() or 1)
-        self._prefixes: dict[NodeId, str] = {}
+        self._prefixes: dict[AnyNode, str] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.blobs!r}, {self.partition_template!r})"
 
     # -- keys ---------------------------------------------------------------------------
 
-    def segment_prefix(self, node: NodeId) -> str:
+    def segment_prefix(self, node: AnyNode) -> str:
+        """The node's prefix: a bar node's by the partition template, an event node's its
+        own (`kind=…` starts no template's prefix, so the two never meet)."""
         prefix = self._prefixes.get(node)
         if prefix is None:
-            prefix = self._prefixes[node] = node.partition_prefix(self.partition_template)
+            prefix = self._prefixes[node] = (
+                node.partition_prefix()
+                if isinstance(node, EventNodeId)
+                else node.partition_prefix(self.partition_template)
+            )
         return prefix
 
-    def _segment_dir(self, node: NodeId, fingerprint: str) -> str:
+    def _segment_dir(self, node: AnyNode, fingerprint: str) -> str:
         return f"{self.segment_prefix(node)}/segments/{fingerprint_dirname(fingerprint)}"
 
-    def _head_key(self, node: NodeId, window: Range) -> str:
+    def _head_key(self, node: AnyNode, window: Range) -> str:
         return f"{self.segment_prefix(node)}/heads/{window.start}-{window.end}.json"
 
-    def node_uri(self, node: NodeId) -> str:
+    def node_uri(self, node: AnyNode) -> str:
         """URI of everything published for a node."""
         return self.blobs.uri(self.segment_prefix(node))
 
-    def uri_for(self, node: NodeId, fingerprint: str) -> str:
+    def uri_for(self, node: AnyNode, fingerprint: str) -> str:
         """URI of a segment's directory (`file:///…/segments/sha256-<hex>` locally)."""
         return self.blobs.uri(self._segment_dir(node, fingerprint))
 
-    def manifest_uri_for(self, node: NodeId, fingerprint: str) -> str:
-        """URI of a segment's `manifest.json` (its presence seals the segment)."""
-        return self.blobs.uri(f"{self._segment_dir(node, fingerprint)}/{MANIFEST_FILE}")
+    def manifest_key(self, node: AnyNode, fingerprint: str) -> str:
+        return f"{self._segment_dir(node, fingerprint)}/{MANIFEST_FILE}"
 
-    def _snapshot_key(self, node: NodeId, as_of_s: int) -> str:
+    def manifest_uri_for(self, node: AnyNode, fingerprint: str) -> str:
+        """URI of a segment's `manifest.json` (its presence seals the segment)."""
+        return self.blobs.uri(self.manifest_key(node, fingerprint))
+
+    def _snapshot_key(self, node: AnyNode, as_of_s: int) -> str:
         return f"{self.segment_prefix(node)}/snapshots/{as_of_s:012d}.json"
 
-    def _snapshot_log_key(self, node: NodeId, as_of_s: int) -> str:
+    def _snapshot_log_key(self, node: AnyNode, as_of_s: int) -> str:
         return f"{self.segment_prefix(node)}/snapshot_log/{as_of_s:012d}.json"
 
-    def _is_sealed(self, node: NodeId, fingerprint: str) -> bool:
-        return self.blobs.exists(f"{self._segment_dir(node, fingerprint)}/{MANIFEST_FILE}")
+    def _is_sealed(self, node: AnyNode, fingerprint: str) -> bool:
+        return self.blobs.exists(self.manifest_key(node, fingerprint))
 
     def _map(self, fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         """`fn` over items, in order, on a thread pool (blob I/O and Parquet decoding

@@ -2,32 +2,22 @@
 
 Before a commit lists a segment it is vetted (`vet_new_segment`): sealed, its manifest's
 range is the head's window (a head repointed to another day's segment is refused, not
-served as an empty day), and the manifest agrees with the bars (`manifest_problems`).
-The snapshot then records the sha256 of the manifest bytes, so any later edit of the
-manifest is caught by every read of the snapshot (`check_listed_segment`) and by verify.
+served as an empty day), and the manifest agrees with the rows (the store's
+`_manifest_problems`). The snapshot then records the sha256 of the manifest bytes, so any
+later edit of the manifest is caught by every read of the snapshot
+(`check_listed_segment`) and by verify.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from seamless_assets.core.frame import Range
-from seamless_assets.core.manifest import manifest_problems
 from seamless_assets.core.snapshot import SnapshotSegment, manifest_digest
 from seamless_assets.errors import ArtifactIntegrityError, UnpublishableSegment
-from seamless_assets.nodes import NodeId
 
-from .blobs import BlobStore
-from .codec import frame_from_table
-from .layout import MANIFEST_FILE
-
-if TYPE_CHECKING:
-    from .segments import LoadedSegment, SegmentStore
-
-_RESTORE = (
-    "restore the file from a backup, or move the segment directory aside and materialize "
-    "the partition again (a new segment enters the next snapshot)"
-)
+from .layout import MANIFEST_FILE, NodeT
+from .partitions import RESTORE, IdentityT, LoadedSegment, PartitionStore
 
 
 def entry_problems(
@@ -61,10 +51,13 @@ def manifest_range(manifest: dict[str, Any]) -> Range | None:
 
 
 def check_listed_segment(
-    blobs: BlobStore, node: NodeId, entry: SnapshotSegment, loaded: LoadedSegment
+    store: PartitionStore[NodeT, IdentityT],
+    node: NodeT,
+    entry: SnapshotSegment,
+    loaded: LoadedSegment[IdentityT],
 ) -> None:
     """Refuse a snapshot read of `entry` unless its manifest is the committed one (v2: by
-    digest) or, for version 1 entries without a digest, agrees with the bars."""
+    digest) or, for version 1 entries without a digest, agrees with the rows."""
     manifest, manifest_bytes = loaded.manifest, loaded.manifest_bytes
     assert manifest is not None and manifest_bytes is not None  # a verified load
     key = f"{loaded.data_key.rpartition('/')[0]}/{MANIFEST_FILE}"
@@ -74,17 +67,16 @@ def check_listed_segment(
             f"data holds {loaded.table.num_rows} rows, the snapshot lists {entry.row_count}"
         )
     if not problems and entry.manifest_sha256 is None:
-        frame = frame_from_table(loaded.table)
-        problems = manifest_problems(manifest, frame, check_fingerprint=False)
+        problems = store._manifest_problems(manifest, store._frame(node, loaded.table))
     if problems:
         raise ArtifactIntegrityError(
-            f"{blobs.uri(key)} ({node} {entry.range}) is not what its snapshot committed: "
-            f"{'; '.join(problems)}; {_RESTORE}"
+            f"{store.blobs.uri(key)} ({node} {entry.range}) is not what its snapshot "
+            f"committed: {'; '.join(problems)}; {RESTORE}"
         )
 
 
 def vet_new_segment(
-    store: SegmentStore, node: NodeId, window: Range, fingerprint: str
+    store: PartitionStore[NodeT, IdentityT], node: NodeT, window: Range, fingerprint: str
 ) -> SnapshotSegment:
     """The snapshot entry for head `window -> fingerprint`, or UnpublishableSegment."""
     key = store.manifest_key(node, fingerprint)
@@ -105,9 +97,10 @@ def vet_new_segment(
             f"partition {window} again (it rewrites the head) or restore the head file"
         )
     frame = store.read_segment(node, fingerprint, verify=True)
-    problems = manifest_problems(manifest, frame, check_fingerprint=False)
+    problems = store._manifest_problems(manifest, frame)
     if problems:
         raise UnpublishableSegment(
-            f"{store.blobs.uri(key)} disagrees with its bars: {'; '.join(problems)}; {_RESTORE}"
+            f"{store.blobs.uri(key)} disagrees with its {store.ROWS}: {'; '.join(problems)}; "
+            f"{RESTORE}"
         )
     return SnapshotSegment(window, fingerprint, len(frame), manifest_digest(manifest_bytes))

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from seamless_assets.core.event_manifest import is_event_manifest
-from seamless_assets.core.fingerprint import dataset_fingerprint, fingerprint_dirname
+from seamless_assets.core.fingerprint import fingerprint_dirname
 from seamless_assets.core.frame import Range
-from seamless_assets.core.manifest import manifest_problems
 from seamless_assets.core.snapshot import Snapshot, SnapshotLogEntry
 from seamless_assets.errors import ArtifactIntegrityError, SeamlessError
-from seamless_assets.event_nodes import EventNodeId
+from seamless_assets.event_nodes import AnyNode, EventNodeId
 from seamless_assets.nodes import NodeId
 
 from .blobs import AuditableBlobStore
-from .codec import decode_segment, identity_from_manifest
 from .event_segments import EventSegmentStore
 from .layout import DATA_FILE, HEAD_NAME, MANIFEST_FILE, SEGMENT_KEY, SNAPSHOT_LOG_KEY
 from .listed import entry_problems, manifest_range
+from .partitions import PartitionStore
 
 if TYPE_CHECKING:
     from .snapshots import SnapshotStore
@@ -86,7 +84,11 @@ def _verify_snapshot(store: SnapshotStore, log_key: str) -> list[VerificationPro
     uri = store.blobs.uri(snapshot_key)  # problems of the snapshot body name its own file
     try:
         snapshot = Snapshot.from_json(json.loads(store.blobs.get(snapshot_key) or b""))
-        manifest_key = _manifest_key_of(store, snapshot.node_id)
+        node: AnyNode = (
+            EventNodeId.parse(snapshot.node_id)
+            if EventNodeId.is_event_id(snapshot.node_id)
+            else NodeId.parse(snapshot.node_id)
+        )
     except (ValueError, KeyError, TypeError, SeamlessError) as exc:
         return [VerificationProblem("bad_snapshot", uri, f"unreadable: {exc}")]
     if snapshot.fingerprint != entry.fingerprint:
@@ -94,7 +96,7 @@ def _verify_snapshot(store: SnapshotStore, log_key: str) -> list[VerificationPro
         return [VerificationProblem("bad_snapshot", uri, detail)]
     problems = []
     for listed in snapshot.segments:
-        key = manifest_key(listed.fingerprint)
+        key = store.manifest_key(node, listed.fingerprint)
         data = store.blobs.get(key)
         try:
             manifest = json.loads(data) if data is not None else None
@@ -110,16 +112,6 @@ def _verify_snapshot(store: SnapshotStore, log_key: str) -> list[VerificationPro
     return problems
 
 
-def _manifest_key_of(store: SnapshotStore, node_id: str) -> Callable[[str], str]:
-    """Where a node's segment manifests are kept, by fingerprint: a bar node's in the
-    store's layout, an event node's (`funding:`, `trades:`) in the event store's."""
-    if EventNodeId.is_event_id(node_id):
-        event_node, events = EventNodeId.parse(node_id), EventSegmentStore(store.blobs)
-        return lambda fingerprint: events.manifest_key(event_node, fingerprint)
-    node = NodeId.parse(node_id)
-    return lambda fingerprint: store.manifest_key(node, fingerprint)
-
-
 def _verify_stored(
     store: SnapshotStore, segment_dir: str, names: set[str]
 ) -> list[VerificationProblem]:
@@ -132,33 +124,10 @@ def _verify_stored(
         manifest = json.loads(store.blobs.get(f"{segment_dir}/{MANIFEST_FILE}") or b"")
     except ValueError as exc:
         return [VerificationProblem("unreadable", uri, f"manifest: {exc}")]
+    owner: PartitionStore[Any, Any] = store
     if is_event_manifest(manifest):  # a funding:/trades: segment: the event store's rules
-        events = EventSegmentStore(store.blobs, max_workers=store.max_workers)
-        return [
-            VerificationProblem(*found) for found in events.stored_problems(segment_dir, manifest)
-        ]
-    try:
-        identity = identity_from_manifest(manifest)
-        fingerprint = str(manifest["fingerprint"])
-        node = NodeId.parse(identity.node_id)
-    except (ValueError, KeyError, TypeError, SeamlessError) as exc:
-        return [VerificationProblem("unreadable", uri, f"manifest: {exc}")]
-    expected_dir = f"{store.segment_prefix(node)}/segments/{fingerprint_dirname(fingerprint)}"
-    if expected_dir != segment_dir:
-        return [VerificationProblem("misplaced", uri, f"manifest says {expected_dir}")]
-    try:
-        data = store.blobs.get(f"{segment_dir}/{DATA_FILE}") or b""
-        frame = decode_segment(data, uri)
-    except ArtifactIntegrityError as exc:
-        return [VerificationProblem("unreadable", uri, str(exc))]
-    actual = dataset_fingerprint(frame, identity)
-    if actual != fingerprint:
-        return [VerificationProblem("fingerprint_mismatch", uri, f"data hashes to {actual}")]
-    wrong = manifest_problems(manifest, frame, check_fingerprint=False)
-    if wrong:
-        manifest_uri = store.blobs.uri(f"{segment_dir}/{MANIFEST_FILE}")
-        return [VerificationProblem("manifest_mismatch", manifest_uri, "; ".join(wrong))]
-    return []
+        owner = EventSegmentStore(store.blobs, max_workers=store.max_workers)
+    return [VerificationProblem(*found) for found in owner.stored_problems(segment_dir, manifest)]
 
 
 def _verify_head(store: SnapshotStore, key: str) -> list[VerificationProblem]:

@@ -16,12 +16,12 @@ import pandas as pd
 import pytest
 
 from resources.artifacts import ArtifactStore, BlobStore
-from resources.artifacts.event_segments import (
-    EventSegmentStore,
+from resources.artifacts.event_codec import (
     encode_event_segment,
     event_frame_from_table,
     read_event_table,
 )
+from resources.artifacts.event_segments import EventSegmentStore
 from seamless_assets.core.event_manifest import build_event_manifest, event_fingerprint
 from seamless_assets.core.frame import Range
 from seamless_assets.core.manifest import ManifestIdentity, build_manifest
