@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 TRADES_PAGE = 1000  # binance's largest aggTrades page
+RAW_FIELDS = ("id", "timestamp", "price", "amount", "side")  # what conformance reads
 FIRST_SPAN_MS = 60_000  # the first trade is looked for a minute at a time
 PROBE_SPAN_MS = 3_600_000  # ... in the first hour a one-trade probe finds busy (binance's
 # widest time-bounded aggTrades request): an empty window costs a request per hour
@@ -32,8 +33,9 @@ PROBE_SPAN_MS = 3_600_000  # ... in the first hour a one-trade probe finds busy 
 @dataclass(frozen=True)
 class TradeRows:
     """Trades in id order: `id`, `ts_ms`, `price`, `amount` (base units). `raw`: ccxt's
-    trades as received, those in the window and those whose time is unreadable, for
-    conformance (`core.trade_rows.conform_trades`) to keep or flag."""
+    trades as received (their unified fields, `RAW_FIELDS`: the exchange's own `info`
+    would double a day's memory), those in the window and those whose time is
+    unreadable, for conformance (`core.trade_rows.conform_trades`) to keep or flag."""
 
     id: npt.NDArray[np.int64]
     ts_ms: npt.NDArray[np.int64]
@@ -75,7 +77,7 @@ async def fetch_trades(
         for t in trades:
             ts = t.get("timestamp")
             if not isinstance(ts, int) or start_ms <= ts < end_ms:
-                raw.append(t)
+                raw.append({field: t.get(field) for field in RAW_FIELDS})
             if isinstance(ts, int) and start_ms <= ts < end_ms:
                 try:  # what cannot be read is conformance's to flag, from `raw`
                     found[int(t["id"])] = (ts, float(t["price"]), float(t["amount"]))

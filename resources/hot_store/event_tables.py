@@ -21,6 +21,7 @@ database.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -71,6 +72,11 @@ class EventStore(Protocol):
     def event_bounds(self, kind: str, node_id: str) -> tuple[int, int] | None:
         """`(first_ts, last_ts)` in epoch ms of the stored rows (both inclusive), or None
         when the node has none."""
+        ...
+
+    def session(self) -> AbstractContextManager[None]:
+        """Hold the store's connection across the operations inside (one thread), as
+        `HotStore.session` does."""
         ...
 
     def close(self) -> None:

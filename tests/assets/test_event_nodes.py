@@ -458,3 +458,47 @@ def test_event_nodes_in_the_definitions_and_their_config_errors(
         EventNodeId.parse("ticks:binance:BTC/USDT")
     with pytest.raises(ConfigError, match="not in the catalog"):
         project.event_node("trades:binance:BTC/USDT")
+
+
+def test_fetch_spans_join_contiguous_unanswered_days_up_to_a_limit() -> None:
+    from seamless_assets.event_pipeline import fetch_spans
+
+    days = [Range(T0 + i * DAY, T0 + (i + 1) * DAY) for i in range(5)]
+    whole = Range(T0, T0 + 5 * DAY)
+    assert fetch_spans(days, [whole], 366) == [whole]
+    assert fetch_spans(days, [whole], 2) == [
+        Range(T0, T0 + 2 * DAY),
+        Range(T0 + 2 * DAY, T0 + 4 * DAY),
+        Range(T0 + 4 * DAY, T0 + 5 * DAY),
+    ]
+    # answered spans split what is asked; an unsettled end is cut off; nothing to do: none
+    todo = [Range(T0, T0 + DAY + 3600), Range(T0 + 3 * DAY, T0 + 4 * DAY + 7)]
+    assert fetch_spans(days, todo, 366) == todo
+    assert fetch_spans(days, [], 366) == []
+    assert fetch_spans(days, todo, 1) == [
+        Range(T0, T0 + DAY),
+        Range(T0 + DAY, T0 + DAY + 3600),
+        Range(T0 + 3 * DAY, T0 + 4 * DAY),
+        Range(T0 + 4 * DAY, T0 + 4 * DAY + 7),
+    ]
+
+
+def test_flags_of_one_fetch_are_counted_on_the_day_of_each_row() -> None:
+    from seamless_assets.core.funding import FUNDING_FLAGS, conform_funding
+    from seamless_assets.event_pipeline import partition_flags
+
+    span = Range(T0, T0 + 2 * DAY)
+    rows = [
+        {"timestamp": T0 * 1000, "fundingRate": 0.0001, "info": {"markPrice": "42000"}},
+        {"timestamp": T0 * 1000, "fundingRate": 0.0002, "info": {"markPrice": "42001"}},
+        {"timestamp": (T0 + DAY) * 1000, "fundingRate": "x", "info": {"markPrice": "1"}},
+        {"timestamp": (T0 + DAY + 8 * 3600) * 1000, "fundingRate": "0.0001", "info": {}},
+        {"timestamp": "garbage", "fundingRate": 0.0001, "info": {}},
+    ]
+    days = [Range(T0, T0 + DAY), Range(T0 + DAY, T0 + 2 * DAY)]
+    flags = partition_flags(conform_funding(rows, span), days, FUNDING_FLAGS)
+    first, second = (flags[d] for d in days)
+    # the unreadable time is listed at the fetch's start: the first day
+    assert first["duplicate_ts"] == 1 and first["invalid_timestamp"] == 1
+    assert second["dtype_mismatch"] == 1 and second["dtype_cast"] == 1
+    assert sum(first.values()) == 2 and sum(second.values()) == 2
