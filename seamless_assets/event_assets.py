@@ -205,8 +205,10 @@ def _check_results(
 def _summary(outcome: "EventRunOutcome") -> str:
     published = outcome.published
     rows = sum(p.rows for p in outcome.partitions)
+    flags = ", ".join(f"{k}={v}" for k, v in sorted(outcome.flags.items()) if v) or "none"
     return (
         f"{outcome.node}: {rows} {outcome.node.spec.row_noun}(s) stored in "
         f"{len(outcome.partitions)} day(s) with {outcome.requests} request(s); "
-        f"{len(published)} segment(s) published ({sum(p.written for p in published)} new)"
+        f"{len(published)} segment(s) published ({sum(p.written for p in published)} new); "
+        f"conformance flags: {flags}"
     )

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from .config import SeamlessConfig
 from .core.coverage import subtract_ranges
-from .core.frame import Range
+from .core.frame import Range, iso_utc
 from .event_nodes import EventNodeId
 
-DAY_S = 86_400
 LISTED_MAX = 20
 
 
@@ -30,6 +29,7 @@ def print_event_coverage(
         )
         inside = hot.answered(node.kind, str(node), window)
         rows = len(hot.read_events(node.kind, str(node), window))
+        bounds = hot.event_bounds(node.kind, str(node))
     finally:
         hot.close()
     seconds = sum(r.duration_s for r in inside)
@@ -37,6 +37,9 @@ def print_event_coverage(
         f"{node} {window}: answered {seconds / window.duration_s:.6f} of the window, "
         f"{rows} {node.spec.row_noun}(s) stored"
     )
+    if bounds is not None:
+        first, last = (iso_utc(ms // 1000) for ms in bounds)
+        print(f"  stored from {first} to {last} (first and last {node.spec.row_noun})")
     for r in inside[:LISTED_MAX]:
         print(f"  answered {r}")
     for r in subtract_ranges([window], inside)[:LISTED_MAX]:

@@ -319,6 +319,7 @@ def test_a_crash_between_store_and_publish_is_completed_by_the_next_run(
     coverage = capsys.readouterr().out
     assert "answered 1.000000 of the window, 9 funding(s) stored" in coverage
     assert "days published: 3" in coverage and "3 day(s), 9 funding(s)" in coverage
+    assert "stored from 2024-01-01T00:00:00Z to 2024-01-03T16:00:00Z" in coverage
     assert main(["--config", str(project.source), "snapshots", FUNDING]) == 0
     assert f"{FUNDING}: 1 snapshot(s)" in capsys.readouterr().out
     assert main(["--config", str(project.source), "nodes"]) == 0
