@@ -63,20 +63,18 @@ def plan_backfill(
     config: SeamlessConfig, nodes: Sequence[AnyNode], start: datetime, end: datetime
 ) -> tuple[str, list[str]]:
     """(job name, partition keys) of one single-run backfill of `nodes` over [start, end)."""
-    from .definitions import EVENTS_JOB
     from .partitions import partition_keys_for, timeframe_class_name, timeframe_classes
 
-    class_names = {
-        "events" if isinstance(n, EventNodeId) else timeframe_class_name(n.timeframe) for n in nodes
+    class_names = {  # event nodes are day-partitioned, in the intraday job
+        "intraday" if isinstance(n, EventNodeId) else timeframe_class_name(n.timeframe)
+        for n in nodes
     }
     if len(class_names) != 1:
         raise SeamlessError(
-            "one backfill run takes nodes of one job: bar nodes of one timeframe class (≤1h "
-            "or >1h), or event nodes (funding:, trades:); run them apart"
+            "one backfill run takes nodes of one partitioning: days (bars ≤1h, funding, "
+            "trades) or months (bars >1h); run them apart"
         )
-    name = class_names.pop()
-    classes = timeframe_classes(config.seamless.partitions)
-    tf_class = classes["intraday" if name == "events" else name]
+    tf_class = timeframe_classes(config.seamless.partitions)[class_names.pop()]
     keys = partition_keys_for(tf_class.partitions_def, start, end)
     if not keys:
         raise SeamlessError(
@@ -84,7 +82,7 @@ def plan_backfill(
             f"[{start:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}); partitions start at the configured "
             "history start and end at the last closed one"
         )
-    return (EVENTS_JOB if name == "events" else tf_class.job_name), keys
+    return tf_class.job_name, keys
 
 
 def backfill_run_config(

@@ -37,7 +37,6 @@ from .partitions import TimeframeClass, timeframe_class_name, timeframe_classes
 from .runtime import resources_from_config
 
 SCHEDULE_MARGIN_S = 300
-EVENTS_JOB = "events_daily_job"
 
 # BackfillPolicy.single_run() is the documented way to make one run per backfill; Dagster
 # still labels the parameter beta.
@@ -87,9 +86,10 @@ def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> d
         assets[name].append(asset)
         catalog.append((node, classes[name], asset))
         longest_s[name] = max(longest_s[name], node.interval_s)
-    event_assets = [
-        event_asset(node, classes["intraday"].partitions_def, config) for node in config.event_nodes
-    ]
+    # Event nodes share the daily partitions, so the intraday job backfills them too: one
+    # run (and the schedule's one run a day) covers a whole day-partitioned catalog.
+    days = classes["intraday"].partitions_def
+    assets["intraday"] += [event_asset(event, days, config) for event in config.event_nodes]
     nodes = watched_nodes(catalog)
     governance = [governance_checks(node, config, clock=clock) for node in nodes]
     governance_keys = governance_check_keys(governance)
@@ -105,22 +105,12 @@ def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> d
             selection=dg.AssetSelection.assets(*class_assets)
             - dg.AssetSelection.checks(*governance_keys),
             partitions_def=tf_class.partitions_def,
-            description=f"Backfill {name} OHLCV nodes partition by partition.",
+            description=f"Backfill {name} nodes partition by partition"
+            + (" (bars ≤1h, funding, trades)." if name == "intraday" else " (bars >1h)."),
         )
         jobs.append(job)
         delay_s = (stabilization + 1) * longest_s[name] + SCHEDULE_MARGIN_S
         schedules.append(_schedule(tf_class, job, delay_s))
-
-    event_jobs = []
-    if event_assets:  # no sensor repairs them: a run asks again for what is not answered
-        events_job = dg.define_asset_job(
-            EVENTS_JOB,
-            selection=dg.AssetSelection.assets(*event_assets),
-            partitions_def=classes["intraday"].partitions_def,
-            description="Backfill funding and trades nodes day by day.",
-        )
-        event_jobs.append(events_job)
-        schedules.append(_schedule(classes["intraday"], events_job, SCHEDULE_MARGIN_S))
 
     governance_job = dg.define_asset_job(
         GOVERNANCE_JOB,
@@ -140,9 +130,9 @@ def build_definitions(config: SeamlessConfig, *, clock: Clock = wall_clock) -> d
     sensors.append(dead_runs_sensor())
 
     return dg.Definitions(
-        assets=[*(a for group in assets.values() for a in group), *event_assets],
+        assets=[a for group in assets.values() for a in group],
         asset_checks=governance,
-        jobs=[*jobs, *event_jobs, governance_job, *live_jobs],
+        jobs=[*jobs, governance_job, *live_jobs],
         schedules=schedules,
         sensors=sensors,
         # Every job, including the implicit asset job of UI materializations.

@@ -70,8 +70,8 @@ def test_a_catalog_of_every_kind_backfills_snapshots_and_reads_exactly(
         end = datetime.fromtimestamp(T0 + 2 * DAY, tz=UTC)
         bars = [project.catalog_node(n) for n in (SPOT, PERP_BARS, MARK, BYBIT)]
         events = [project.catalog_node(n) for n in (FUNDING, TRADES)]
-        assert run_backfill(project, bars, START, end).success
-        result = run_backfill(project, events, START, end)
+        # one run backfills the whole catalog: bars of both venues and events
+        result = run_backfill(project, [*bars, *events], START, end)
         assert result.success
         checks = {
             (c.asset_key.path[0], c.check_name): c for c in result.get_asset_check_evaluations()
@@ -423,9 +423,10 @@ def test_event_nodes_in_the_definitions_and_their_config_errors(
 ) -> None:
     import dagster as dg
 
-    from seamless_assets.definitions import EVENTS_JOB, build_definitions
+    from seamless_assets.definitions import build_definitions
     from seamless_assets.errors import ConfigError, InvalidNodeId
     from seamless_assets.event_nodes import EventNodeId
+    from seamless_assets.partitions import timeframe_classes
     from seamless_assets.pools import pool_name
 
     project = _event_catalog(tmp_path, sandbox)
@@ -436,10 +437,14 @@ def test_event_nodes_in_the_definitions_and_their_config_errors(
     assert funding.op.pool == trades.op.pool == pool_name("binance")
     assert {k.name for k in funding.check_keys} == {"coverage_ratio", "funding_interval"}
     assert {k.name for k in trades.check_keys} == {"coverage_ratio"}
-    job = defs.resolve_job_def(EVENTS_JOB)
+    # one job (and its schedule) backfills the day-partitioned catalog: bars and events
+    job_name = timeframe_classes(project.seamless.partitions)["intraday"].job_name
+    job = defs.resolve_job_def(job_name)
     assert job.partitions_def == funding.partitions_def
+    keys = {k.path[0] for k in job.asset_layer.asset_graph.get_all_asset_keys()}
+    assert {"ohlcv", "funding", "trades"} <= keys
     names = [s.name for s in defs.schedules or []]
-    assert EVENTS_JOB in {defs.resolve_schedule_def(name).job_name for name in names}
+    assert job_name in {defs.resolve_schedule_def(name).job_name for name in names}
     node = EventNodeId.parse(FUNDING)
     assert EventNodeId.from_asset_key_path(node.asset_key_path()) == node
 
