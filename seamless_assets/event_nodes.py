@@ -21,8 +21,8 @@ from .core.event_rows import ConformedEvents
 from .core.frame import Range
 from .errors import InvalidNodeId
 from .nodes import (
-    _EXCHANGE_ID,
     NodeId,
+    check_exchange_id,
     check_symbol,
     from_readable_symbol,
     market_kind,
@@ -110,10 +110,7 @@ class EventNodeId:
     def of(cls, kind: str, exchange: str, symbol: str) -> EventNodeId:
         if kind not in EVENT_KINDS:
             raise InvalidNodeId(f"event kind {kind!r} is not one of {sorted(EVENT_KINDS)}")
-        if not isinstance(exchange, str) or not _EXCHANGE_ID.fullmatch(exchange):
-            raise InvalidNodeId(
-                f"exchange id {exchange!r} must be a lower-case ccxt id such as 'binance'"
-            )
+        check_exchange_id(exchange)
         check_symbol(symbol)
         if kind == "funding" and market_kind(symbol) == "spot":
             raise InvalidNodeId(

@@ -224,6 +224,15 @@ def from_path_slug(slug: str) -> str:
     return _unescape(slug, safe="_-", marker="%")
 
 
+def check_exchange_id(exchange: str) -> str:
+    """An exchange id as a node can carry it: a lower-case ccxt id."""
+    if not isinstance(exchange, str) or not _EXCHANGE_ID.fullmatch(exchange):
+        raise InvalidNodeId(
+            f"exchange id {exchange!r} must be a lower-case ccxt id such as 'binance'"
+        )
+    return exchange
+
+
 def check_symbol(symbol: str) -> str:
     """A symbol as a node can carry it: non-empty, printable, no surrounding whitespace."""
     if (
@@ -288,10 +297,7 @@ class NodeId:
     def of(
         cls, exchange: str, symbol: str, timeframe: str | Timeframe, kind: str = NODE_PREFIX
     ) -> NodeId:
-        if not isinstance(exchange, str) or not _EXCHANGE_ID.fullmatch(exchange):
-            raise InvalidNodeId(
-                f"exchange id {exchange!r} must be a lower-case ccxt id such as 'binance'"
-            )
+        check_exchange_id(exchange)
         check_symbol(symbol)
         if kind not in NODE_KINDS:
             raise InvalidNodeId(f"node kind {kind!r} is not one of {sorted(NODE_KINDS)}")
