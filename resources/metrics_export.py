@@ -15,7 +15,7 @@ import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from seamless_assets.metrics_catalog import LATENCY_BUCKETS_MS, READ, READER_METRICS
+from seamless_assets.metrics_catalog import READ, READER_METRICS
 
 from .read_metrics import Labels, ReadSeries, read_series
 
@@ -109,8 +109,8 @@ class ReaderCollector:
             for labels, value in sorted(last.items()):
                 gauge.add_metric([v for _, v in labels], value)
             yield gauge
-        bounds = [*(f"{b:g}" for b in LATENCY_BUCKETS_MS), "+Inf"]
         for name, hists in merged.histograms.items():
+            bounds = [*(f"{b:g}" for b in READER_METRICS[name].buckets), "+Inf"]
             hist = HistogramMetricFamily(name, READER_METRICS[name].help, labels=list(READ))
             for labels, (buckets, total) in sorted(hists.items()):
                 cumulative = list(zip(bounds, buckets, strict=True))

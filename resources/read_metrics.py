@@ -17,8 +17,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from seamless_assets.core.read_context import SeamlessFetchMetadata
-from seamless_assets.metrics_catalog import LATENCY_BUCKETS_MS
+from seamless_assets.core.flags import conformance_warnings
+from seamless_assets.core.read_context import ExecutionDomain, SeamlessFetchMetadata
+from seamless_assets.metrics_catalog import READER_METRICS
 
 if TYPE_CHECKING:
     from .read_runtime import ReaderRuntime
@@ -40,15 +41,19 @@ Labels = tuple[tuple[str, str], ...]
 
 @dataclass
 class Histogram:
-    """Cumulative counts per bucket of `LATENCY_BUCKETS_MS` (+Inf last), sum and count."""
+    """Cumulative counts per bucket of `bounds` (+Inf last), sum and count."""
 
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
+    bounds: tuple[float, ...]
+    buckets: list[int] = field(init=False)
     total: float = 0.0
     count: int = 0
 
+    def __post_init__(self) -> None:
+        self.buckets = [0] * (len(self.bounds) + 1)
+
     def observe(self, value: float) -> None:
         # the first bucket whose upper bound holds the value, and every larger one
-        for i in range(bisect.bisect_left(LATENCY_BUCKETS_MS, value), len(self.buckets)):
+        for i in range(bisect.bisect_left(self.bounds, value), len(self.buckets)):
             self.buckets[i] += 1
         self.total += value
         self.count += 1
@@ -63,10 +68,17 @@ class ReadSeries:
         default_factory=lambda: defaultdict(lambda: defaultdict(float))
     )
     gauges: defaultdict[str, dict[Labels, float]] = field(default_factory=lambda: defaultdict(dict))
-    histograms: defaultdict[str, defaultdict[Labels, Histogram]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(Histogram))
+    histograms: defaultdict[str, dict[Labels, Histogram]] = field(
+        default_factory=lambda: defaultdict(dict)
     )
     live_as_of: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def observe(self, name: str, labels: Labels, value: float) -> None:
+        """One observation of the histogram `name` (its catalog buckets); under `lock`."""
+        hists = self.histograms[name]
+        if labels not in hists:
+            hists[labels] = Histogram(READER_METRICS[name].buckets)
+        hists[labels].observe(value)
 
 
 _SERIES: weakref.WeakKeyDictionary[ReaderRuntime, ReadSeries] = weakref.WeakKeyDictionary()
@@ -83,7 +95,8 @@ def read_series(rt: ReaderRuntime) -> ReadSeries:
 
 def record_fetch(rt: ReaderRuntime, meta: SeamlessFetchMetadata) -> None:
     """Count one finished fetch (cache hits included) and remember its metadata."""
-    _record_series(read_series(rt), meta)
+    deadline_ms = rt.budget(ExecutionDomain(meta.execution_domain)).total_ms
+    _record_series(read_series(rt), meta, deadline_ms)
     with rt.state_lock:
         rt.last_metadata = meta
         m = rt.metrics
@@ -103,13 +116,16 @@ def record_fetch(rt: ReaderRuntime, meta: SeamlessFetchMetadata) -> None:
         for flag, count in meta.conformance_flags.items():
             if count:
                 m[f"seamless_conformance_flag_total.{flag}"] += count
+        m["seamless_conformance_warning_total"] += conformance_warnings(meta.conformance_flags)
     if meta.downgrade or meta.partial:
         log.warning(
             "seamless downgrade %s", json.dumps(meta.to_json(), sort_keys=True, default=str)
         )
 
 
-def _record_series(series: ReadSeries, meta: SeamlessFetchMetadata) -> None:
+def _record_series(
+    series: ReadSeries, meta: SeamlessFetchMetadata, deadline_ms: float | None
+) -> None:
     labels: Labels = (
         ("node_id", meta.node_id), ("interval", str(meta.interval_s)), ("world_id", meta.world_id),
     )  # fmt: skip
@@ -118,7 +134,9 @@ def _record_series(series: ReadSeries, meta: SeamlessFetchMetadata) -> None:
         for phase, metric in PHASE_METRICS.items():
             key = f"{phase}_ms"
             if key in meta.sla:  # every read times every phase (0 ms: it did not wait)
-                series.histograms[metric][labels].observe(meta.sla[key])
+                series.observe(metric, labels, meta.sla[key])
+        if deadline_ms is not None:  # None: the domain sets no deadline
+            series.observe("seamless_sla_deadline_seconds", labels, deadline_ms / 1000)
         for phase in meta.sla_exceeded:
             series.counters["seamless_sla_exceeded_total"][(*labels, ("phase", phase))] += 1
         series.gauges["coverage_ratio"][labels] = meta.coverage_ratio
@@ -129,6 +147,9 @@ def _record_series(series: ReadSeries, meta: SeamlessFetchMetadata) -> None:
                 series.counters["seamless_conformance_flag_total"][
                     (*labels, ("flag_type", flag))
                 ] += count
+        series.counters["seamless_conformance_warning_total"][labels] += conformance_warnings(
+            meta.conformance_flags
+        )
         if meta.staleness_s is not None:
             series.gauges["live_staleness_seconds"][labels] = meta.staleness_s
         if meta.execution_domain == "live" and meta.as_of_s is not None:

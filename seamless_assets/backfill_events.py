@@ -49,6 +49,10 @@ def log_event(event: str, fields: dict[str, Any], *, level: int = logging.INFO) 
     events_logger().log(level, json.dumps(record, sort_keys=True, default=str))
 
 
+#: Run tag: epoch seconds at which the gap repair sensor asked for the run.
+GAP_DETECTED_AT_TAG = "seamless/gap_detected_at"
+
+
 @dataclass
 class ObservedRun:
     outcome: RunOutcome | None = None
@@ -56,8 +60,16 @@ class ObservedRun:
 
 @contextmanager
 def observe_backfill(
-    config: SeamlessConfig, node: NodeId, partitions: Sequence[Range], *, run_id: str
+    config: SeamlessConfig,
+    node: NodeId,
+    partitions: Sequence[Range],
+    *,
+    run_id: str,
+    gap_detected_at: float | None = None,
 ) -> Iterator[ObservedRun]:
+    """JSON attempt/complete/fail events of the run and its metrics pushed when it ends
+    (`gap_detected_at`: a gap repair run, when the sensor found the gap)."""
+    from .errors import FingerprintCollision
     from .metrics_push import push_run_metrics
 
     base = {
@@ -80,7 +92,10 @@ def observe_backfill(
             {**base, "duration_s": round(duration_s, 3), "error": f"{type(exc).__name__}: {exc}"},
             level=logging.ERROR,
         )
-        push_run_metrics(metrics, node, partitions, None, duration_s=duration_s)
+        collision = isinstance(exc, FingerprintCollision)
+        push_run_metrics(
+            metrics, node, partitions, None, duration_s=duration_s, collision=collision
+        )
         raise
     duration_s = time.perf_counter() - started
     outcome = observed.outcome
@@ -93,7 +108,9 @@ def observe_backfill(
         push_run_metrics(metrics, node, partitions, None, duration_s=duration_s)
         return
     log_event("backfill_complete", {**base, "duration_s": round(duration_s, 3), **counts(outcome)})
-    push_run_metrics(metrics, node, partitions, outcome, duration_s=duration_s)
+    push_run_metrics(
+        metrics, node, partitions, outcome, duration_s=duration_s, gap_detected_at=gap_detected_at
+    )
 
 
 def counts(outcome: RunOutcome) -> dict[str, Any]:

@@ -132,12 +132,14 @@ class PreparedBackfill:
     run_config: dict[str, Any]
     instance: Any
     tags: dict[str, str]
+    location: str  # the code location the run belongs to (`dagster.code_location`)
 
     def execute(self) -> Any:
-        """Execute the run in this process; its result (`ExecuteInProcessResult`)."""
-        return self.job.execute_in_process(
-            run_config=self.run_config, instance=self.instance, tags=self.tags, raise_on_error=False
-        )
+        """Execute the run in this process as a run of the code location; its result (a
+        Dagster `ExecutionResult`)."""
+        from .attached_run import execute_attached
+
+        return execute_attached(self.job, self.run_config, self.instance, self.tags, self.location)
 
 
 def prepare_backfill(
@@ -200,7 +202,7 @@ def prepare_backfill(
         PID_TAG: str(os.getpid()),
         HOST_TAG: socket.gethostname(),
     }
-    return PreparedBackfill(job, run_config, instance, tags)
+    return PreparedBackfill(job, run_config, instance, tags, config.dagster.code_location)
 
 
 def run_backfill(

@@ -739,6 +739,9 @@ class DagsterConfig(_Model):
 
     executor: Literal["in_process", "multiprocess"] = "in_process"
     max_concurrent: Int | None = Field(default=None, ge=1)
+    # The code location runs of `seamless backfill` belong to: the `location_name` of the
+    # workspace the webserver loads (`seamless` in workspace.yaml and deploy/workspace.yaml).
+    code_location: str = Field(default="seamless", min_length=1)
 
     @model_validator(mode="after")
     def _max_concurrent_needs_processes(self) -> DagsterConfig:

@@ -52,6 +52,19 @@ class WriteOnceViolation(StoreError):
     """Something tried to overwrite an immutable artifact with different bytes."""
 
 
+class FingerprintCollision(StoreError):
+    """Publishing found other rows already stored under the segment's fingerprint: one
+    content address, two contents (counted by the run's `fingerprint_collisions`)."""
+
+
+class SealedSegmentCollision(ArtifactIntegrityError, FingerprintCollision):
+    """A sealed segment's data holds other rows than its fingerprint (altered, corrupted)."""
+
+
+class UnsealedSegmentCollision(WriteOnceViolation, FingerprintCollision):
+    """Unsealed data under the fingerprint (a crashed publish) holds other rows."""
+
+
 class ArtifactNotFound(StoreError):
     """No artifact (segment, manifest) exists under the requested node and fingerprint."""
 

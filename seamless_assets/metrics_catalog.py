@@ -20,6 +20,8 @@ Kind = Literal["gauge", "counter", "histogram"]
 #: Buckets (ms) of the SLA phase histograms: around the blueprint's warn levels (300 ms
 #: storage, 800 ms live, 5000 ms backfill).
 LATENCY_BUCKETS_MS = (1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 300.0, 800.0, 2000.0, 5000.0, 15000.0)
+#: Buckets (s) of `seamless_sla_deadline_seconds`: the total deadlines a domain may set.
+DEADLINE_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,11 @@ class MetricSpec:
     kind: Kind
     help: str
     labels: tuple[str, ...] = ()
+
+    @property
+    def buckets(self) -> tuple[float, ...]:
+        """A histogram's bucket upper bounds (+Inf implied)."""
+        return DEADLINE_BUCKETS_S if self.name.endswith("_seconds") else LATENCY_BUCKETS_MS
 
 
 READ = ("node_id", "interval", "world_id")
@@ -42,6 +49,12 @@ READER_METRICS = {
         ),
         MetricSpec("seamless_live_wait_ms", "histogram", "Live feed wait per read (ms)", READ),
         MetricSpec("seamless_total_ms", "histogram", "Whole read, all SLA phases (ms)", READ),
+        MetricSpec(
+            "seamless_sla_deadline_seconds",
+            "histogram",
+            "Total deadline each read ran under (its domain's total_deadline_ms, s)",
+            READ,
+        ),
         MetricSpec("seamless_fetch_total", "counter", "Reads finished (cache hits too)", READ),
         MetricSpec(
             "seamless_sla_exceeded_total",
@@ -55,6 +68,12 @@ READER_METRICS = {
             "counter",
             "Conformance corrections in the bars delivered",
             (*READ, "flag_type"),
+        ),
+        MetricSpec(
+            "seamless_conformance_warning_total",
+            "counter",
+            "Conformance warnings (every flag but gap) in the bars delivered",
+            READ,
         ),
         MetricSpec("domain_gate_holds", "counter", "Reads downgraded to HOLD", READ),
         MetricSpec("partial_fill_returns", "counter", "Reads returned partial", READ),
@@ -94,6 +113,19 @@ RUN_METRICS = {
         MetricSpec("coverage_ratio", "gauge", "Stored / expected bars in the run's window"),
         MetricSpec(
             "artifact_publish_latency_ms", "gauge", "Settle + encode + publish of the run (ms)"
+        ),
+        MetricSpec(
+            "artifact_bytes_written", "gauge", "Bytes of segments and manifests the run stored"
+        ),
+        MetricSpec(
+            "fingerprint_collisions",
+            "gauge",
+            "Segments the run could not publish: their fingerprint's address holds other rows",
+        ),
+        MetricSpec(
+            "gap_repair_latency_ms",
+            "gauge",
+            "Gap repair: the sensor's request (gap detected) to the repair run's success (ms)",
         ),
         MetricSpec(
             "seamless_conformance_flag_total",

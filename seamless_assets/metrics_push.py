@@ -41,14 +41,19 @@ def run_samples(
     *,
     duration_s: float,
     ended_at: float,
+    collision: bool = False,
+    gap_detected_at: float | None = None,
 ) -> list[Sample]:
     """What a run pushes: its facts after a success (`outcome`), or after a failure
-    (None: nothing completed). The last-success/-failure timestamps are pushed only by a
-    run that ended that way, so each keeps the last one of its kind (`pushadd`)."""
+    (None: nothing completed; `collision` when it failed on a `FingerprintCollision`). The
+    last-success/-failure timestamps are pushed only by a run that ended that way, so each
+    keeps the last one of its kind (`pushadd`); a gap repair run (`gap_detected_at`, when
+    the repair sensor asked for it) pushes its latency when it succeeds."""
     scheduled = len(partitions)
     out = [
         Sample("seamless_backfill_partitions", scheduled),
         Sample("seamless_backfill_duration_seconds", duration_s),
+        Sample("fingerprint_collisions", 1.0 if collision else 0.0),
     ]
     if outcome is None:
         out += [
@@ -56,12 +61,15 @@ def run_samples(
             Sample("seamless_backfill_last_failure_timestamp_seconds", ended_at),
         ]
         return out
+    if gap_detected_at is not None:
+        out.append(Sample("gap_repair_latency_ms", max(0.0, ended_at - gap_detected_at) * 1000))
     requests = outcome.requests
     completed = len(outcome.published)
     out += [
         Sample("backfill_completion_ratio", completed / scheduled if scheduled else 1.0),
         Sample("coverage_ratio", outcome.coverage_ratio),
         Sample("artifact_publish_latency_ms", outcome.timings_s.get("publish_s", 0.0) * 1000),
+        Sample("artifact_bytes_written", sum(p.bytes_written for p in outcome.partitions)),
         Sample("seamless_rl_dropped_total", requests.rate_limited if requests else 0),
         Sample("seamless_backfill_bars", outcome.stored.rows),
         Sample("seamless_backfill_requests", requests.total_requests if requests else 0),
@@ -89,6 +97,8 @@ def push_run_metrics(
     outcome: RunOutcome | None,
     *,
     duration_s: float,
+    collision: bool = False,
+    gap_detected_at: float | None = None,
 ) -> bool:
     """Push the run's samples to the Pushgateway (POST: replaces only the names pushed,
     so a failure keeps the last success's coverage). True when pushed."""
@@ -100,7 +110,14 @@ def push_run_metrics(
             )
             _said_no_gateway = True
         return False
-    samples = run_samples(partitions, outcome, duration_s=duration_s, ended_at=time.time())
+    samples = run_samples(
+        partitions,
+        outcome,
+        duration_s=duration_s,
+        ended_at=time.time(),
+        collision=collision,
+        gap_detected_at=gap_detected_at,
+    )
     try:
         from prometheus_client import CollectorRegistry, pushadd_to_gateway
 

@@ -86,7 +86,7 @@ def ohlcv_asset(
     ) -> dg.MaterializeResult:
         from resources.exchange import ExchangeClient, ExchangeSettings, RequestStats
 
-        from .backfill_events import observe_backfill
+        from .backfill_events import GAP_DETECTED_AT_TAG, observe_backfill
         from .checks import check_results
         from .core.fingerprint import run_fingerprint
         from .pipeline import backfill
@@ -107,7 +107,14 @@ def ohlcv_asset(
         _record_history_start(context, store, node, new_client)
         hot = hot_store.open()
         # JSON attempt/complete/fail events and the run's metrics pushed when it ends
-        with observe_backfill(seamless_config, node, partitions, run_id=context.run_id) as run:
+        detected_at = context.run.tags.get(GAP_DETECTED_AT_TAG)
+        with observe_backfill(
+            seamless_config,
+            node,
+            partitions,
+            run_id=context.run_id,
+            gap_detected_at=float(detected_at) if detected_at else None,
+        ) as run:
             try:
                 outcome = asyncio.run(
                     backfill(

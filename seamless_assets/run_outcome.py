@@ -53,6 +53,7 @@ class PartitionOutcome:
     manifest_uri: str | None = None  # the segment's manifest.json
     written: bool = False
     encode_s: float = 0.0  # measured encode time when this run wrote the segment
+    bytes_written: int = 0  # bytes of segment data and manifest this run stored
     sources: dict[str, int] = field(default_factory=dict)  # bars by source (provenance)
 
 

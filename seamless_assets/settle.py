@@ -406,7 +406,12 @@ def _publish(
     else:
         result = artifacts.publish(node, frame, manifest)
         fingerprint, uri = result.fingerprint, result.uri
-        outcome = replace(outcome, written=result.written, encode_s=result.encode_s)
+        outcome = replace(
+            outcome,
+            written=result.written,
+            encode_s=result.encode_s,
+            bytes_written=result.bytes_written,
+        )
     return replace(
         outcome,
         fingerprint=fingerprint,

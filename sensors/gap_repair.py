@@ -34,6 +34,7 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_START_TAG,
 )
 
+from seamless_assets.backfill_events import GAP_DETECTED_AT_TAG
 from seamless_assets.config import SeamlessConfig
 from seamless_assets.errors import SeamlessError
 from seamless_assets.history import history_start_s
@@ -150,7 +151,9 @@ def attempt_key(need: RepairNeed, attempt: int) -> str:
     return need.run_key if attempt == 0 else f"{need.run_key}:retry{attempt}"
 
 
-def repair_request(need: RepairNeed, attempt: int = 0) -> dg.RunRequest:
+def repair_request(need: RepairNeed, attempt: int, detected_at_s: float) -> dg.RunRequest:
+    """The run repairing `need`, asked at `detected_at_s` (its `gap_repair_latency_ms`
+    counts from there to the run's success)."""
     return dg.RunRequest(
         run_key=attempt_key(need, attempt),
         job_name=need.node.tf_class.job_name,
@@ -160,7 +163,13 @@ def repair_request(need: RepairNeed, attempt: int = 0) -> dg.RunRequest:
             ASSET_PARTITION_RANGE_START_TAG: need.first_key,
             ASSET_PARTITION_RANGE_END_TAG: need.last_key,
             **run_tags(
-                need.node, TRIGGER, **{NEED_TAG: need.summary(), NEED_KEY_TAG: need.run_key}
+                need.node,
+                TRIGGER,
+                **{
+                    NEED_TAG: need.summary(),
+                    NEED_KEY_TAG: need.run_key,
+                    GAP_DETECTED_AT_TAG: f"{detected_at_s:.3f}",
+                },
             ),
         },
     )
@@ -281,7 +290,7 @@ def gap_repair_sensor(
                     context.log.info(
                         f"{node.node_id}: repair {need.summary()} (attempt {attempt + 1})"
                     )
-                    requests.append(repair_request(need, attempt))
+                    requests.append(repair_request(need, attempt, now_s))
                     state[node.node_id].append(key)
         finally:
             hot.close()

@@ -23,8 +23,9 @@ from seamless_assets.core.frame import Range
 from seamless_assets.errors import (
     ArtifactIntegrityError,
     ArtifactNotFound,
+    SealedSegmentCollision,
     SeamlessError,
-    WriteOnceViolation,
+    UnsealedSegmentCollision,
 )
 
 from .codec import encode_manifest
@@ -59,6 +60,7 @@ class PublishResult:
     uri: str
     written: bool
     encode_s: float = 0.0  # time spent encoding the segment and its manifest (measured)
+    bytes_written: int = 0  # bytes this call stored (data and/or manifest)
 
 
 class LoadedSegment(NamedTuple, Generic[IdentityT]):
@@ -145,7 +147,8 @@ class PartitionStore(HeadPointers[NodeT], ABC, Generic[NodeT, IdentityT]):
         Data first, manifest last, both create-only; nothing is ever overwritten. A sealed
         segment is left alone (`written=False`) once its data is checked; a crashed earlier
         publish (data without manifest) is completed after checking the existing data.
-        Raises WriteOnceViolation (unsealed) or ArtifactIntegrityError (sealed) when bytes
+        Raises UnsealedSegmentCollision (a WriteOnceViolation) or SealedSegmentCollision
+        (an ArtifactIntegrityError), both FingerprintCollisions, when bytes
         already stored under the fingerprint hold other rows.
         """
         fingerprint = str(manifest["fingerprint"])
@@ -158,23 +161,24 @@ class PartitionStore(HeadPointers[NodeT], ABC, Generic[NodeT, IdentityT]):
         sealed = self.blobs.exists(manifest_key)
         # Data first (create-only; a sealed segment whose data was lost gets it back).
         written = self.blobs.put_if_absent(data_key, data)
+        stored = len(data) if written else 0
         if not written and not self._holds_same_rows(node, data_key, data, identity, fingerprint):
             uri = self.blobs.uri(data_key)
             if sealed:
-                raise ArtifactIntegrityError(
+                raise SealedSegmentCollision(
                     f"{uri} does not hold the {self.ROWS} of its manifest's {fingerprint}: the "
                     "file was altered or corrupted; move its segment directory aside and "
                     "publish again"
                 )
-            raise WriteOnceViolation(
+            raise UnsealedSegmentCollision(
                 f"{uri} exists without a manifest and holds other {self.ROWS} than "
                 f"{fingerprint}; it is immutable, so inspect it and move it aside before "
                 "publishing again"
             )
-        if not sealed:  # the manifest last: its presence seals the segment
-            written = self.blobs.put_if_absent(manifest_key, manifest_bytes) or written
+        if not sealed and self.blobs.put_if_absent(manifest_key, manifest_bytes):
+            written, stored = True, stored + len(manifest_bytes)  # the manifest seals it
         self._point_head(node, window, fingerprint)
-        return PublishResult(fingerprint, self.blobs.uri(segment_dir), written, encode_s)
+        return PublishResult(fingerprint, self.blobs.uri(segment_dir), written, encode_s, stored)
 
     def _holds_same_rows(
         self, node: NodeT, key: str, data: bytes, identity: IdentityT, fingerprint: str

@@ -58,6 +58,7 @@ from .flags import (  # noqa: F401 - re-exported: conformance is where flags are
     TS_CAST,
     TS_TIMEZONE_NORMALIZED,
     ZERO_BAR,
+    conformance_warnings,
 )
 from .frame import (
     CANONICAL_COLUMNS,
@@ -233,7 +234,7 @@ class Conformed:
     @property
     def warnings(self) -> int:
         """Total corrections and drops (every flag except `gap`)."""
-        return sum(v for k, v in self.flags.items() if k != GAP)
+        return conformance_warnings(self.flags)
 
     def flags_within(self, window: Range, interval_s: int, *, origin_s: int = 0) -> dict[str, int]:
         """Flag counts attributable to `window` (bar open times in `[start, end)`).

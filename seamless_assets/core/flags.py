@@ -6,6 +6,8 @@ without pandas and pandera; `conformance.py` re-exports every name.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 CONFORMANCE_VERSION = "v2"
 
 DUPLICATE_TS = "duplicate_ts"
@@ -47,3 +49,9 @@ DROP_FLAGS: tuple[str, ...] = (
 )
 # Flags counting columns of the payload rather than rows.
 COLUMN_FLAGS: tuple[str, ...] = (MISSING_COLUMN, DTYPE_CAST)
+
+
+def conformance_warnings(flags: Mapping[str, int]) -> int:
+    """Corrections and drops among `flags` counts: every flag except `gap` (a missing bar
+    is coverage, not a correction)."""
+    return sum(count for flag, count in flags.items() if flag != GAP)

@@ -30,7 +30,7 @@ START = datetime(2024, 1, 1, tzinfo=UTC)
 T0 = int(START.timestamp())
 
 
-def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+def _checks(result: dg.JobExecutionResult) -> dict[str, dg.AssetCheckEvaluation]:
     return {c.check_name: c for c in result.get_asset_check_evaluations()}
 
 

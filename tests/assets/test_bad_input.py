@@ -48,7 +48,7 @@ DAY2 = Range(T0 + DAY, T0 + 2 * DAY)
 assert DAY2.start <= BAD_TS < DAY2.end and DAY2.start <= MID_PAGE_TS < DAY2.end
 
 
-def _run_flags(result: dg.ExecuteInProcessResult) -> dict[str, int]:
+def _run_flags(result: dg.JobExecutionResult) -> dict[str, int]:
     """What conformance did to the rows the run fetched: the run totals' `fetched_rows_flags`
     (one observation per node and run)."""
     (event,) = result.get_asset_observation_events()

@@ -61,13 +61,13 @@ def _dt(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
 
-def _backfill(config: SeamlessConfig) -> dg.ExecuteInProcessResult:
+def _backfill(config: SeamlessConfig) -> dg.JobExecutionResult:
     result = run_backfill(config, [config.node(NODE)], _dt(WINDOW.start), _dt(WINDOW.end))
     assert result.success
     return result
 
 
-def _run_flags(result: dg.ExecuteInProcessResult) -> dict[str, int]:
+def _run_flags(result: dg.JobExecutionResult) -> dict[str, int]:
     """What conformance did to the rows the run fetched: the run totals' `fetched_rows_flags`
     (one observation per node and run)."""
     (event,) = result.get_asset_observation_events()

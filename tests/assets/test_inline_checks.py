@@ -26,7 +26,7 @@ DAY = 86_400
 NODE = "ohlcv:binance:BTC/USDT:1m"
 
 
-def _checks(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+def _checks(result: dg.JobExecutionResult) -> dict[str, dg.AssetCheckEvaluation]:
     return {c.check_name: c for c in result.get_asset_check_evaluations()}
 
 

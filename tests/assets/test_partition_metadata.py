@@ -104,7 +104,7 @@ def _expected_completeness(s: Scenario, day: int) -> str:
     return "complete"  # a confirmed maintenance gap is known, not missing
 
 
-def _events(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
+def _events(result: dg.JobExecutionResult) -> dict[str, dict[str, Any]]:
     """Partition key -> that partition's materialization metadata; exactly one each."""
     events = result.get_asset_materialization_events()
     by_partition: dict[str, dict[str, Any]] = {}
@@ -117,7 +117,7 @@ def _events(result: dg.ExecuteInProcessResult) -> dict[str, dict[str, Any]]:
     return by_partition
 
 
-def _totals(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
+def _totals(result: dg.JobExecutionResult) -> dict[str, Any]:
     (event,) = result.get_asset_observation_events()
     observation = event.asset_observation_data.asset_observation
     assert observation.partition is None  # about the run, not a partition

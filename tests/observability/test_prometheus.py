@@ -30,6 +30,7 @@ from sandbox import SandboxExchange
 from seamless_assets.backfill_events import EVENTS_LOGGER, observe_backfill
 from seamless_assets.cli import run_backfill
 from seamless_assets.config import SeamlessConfig
+from seamless_assets.errors import SealedSegmentCollision
 from tests.resources.test_reader_support import (
     DAY,
     NODE,
@@ -224,6 +225,14 @@ def test_prometheus_holds_what_a_backfill_and_20_reads_did(
             assert requests == done["exchange_requests"] >= math.ceil(DAYS * 1440 / 1000)
             assert prom.value(f"seamless_rl_dropped_total{{{run}}}") == 0
             assert prom.value(f"artifact_publish_latency_ms{{{run}}}") > 0
+            # every byte of the run's segments and manifests, as they lie on disk
+            stored = [p for p in artifacts_root(config).rglob("*") if p.is_file()]
+            segment_bytes = sum(
+                p.stat().st_size for p in stored if p.name in ("data.parquet", "manifest.json")
+            )
+            assert prom.value(f"artifact_bytes_written{{{run}}}") == segment_bytes > 0
+            assert prom.value(f"fingerprint_collisions{{{run}}}") == 0
+            assert prom.query(f"gap_repair_latency_ms{{{run}}}") == []  # not a repair run
             assert prom.value(f'seamless_backfill_stage_seconds{{{run},stage="fetch"}}') > 0
             success = prom.value(f"seamless_backfill_last_success_timestamp_seconds{{{run}}}")
             assert abs(success - time.time()) < 300
@@ -239,6 +248,15 @@ def test_prometheus_holds_what_a_backfill_and_20_reads_did(
             assert prom.value(f"coverage_ratio{{{read}}}") == 1.0
             assert prom.value(f"domain_gate_holds{{{read}}}") == 0
             assert prom.value(f"partial_fill_returns{{{read}}}") == 0
+            assert prom.value(f"seamless_conformance_warning_total{{{read}}}") == 0
+            # each read ran under the backtest domain's total deadline (300 s by default)
+            total_deadline_ms = config.sla_for("backtest").total_deadline_ms
+            assert total_deadline_ms == 300_000
+            deadline = "seamless_sla_deadline_seconds"
+            assert prom.value(f"{deadline}_count{{{read}}}") == READS
+            assert prom.value(f"{deadline}_sum{{{read}}}") == READS * 300.0
+            assert prom.value(f'{deadline}_bucket{{{read},le="120"}}') == 0
+            assert prom.value(f'{deadline}_bucket{{{read},le="300"}}') == READS
             hits = prom.value('seamless_cache_hit_total{job="seamless_reader"}')
             misses = prom.value('seamless_cache_miss_total{job="seamless_reader"}')
             assert (hits, misses) == (stats.hits, stats.misses) == (READS - DAYS, DAYS)
@@ -254,6 +272,7 @@ def test_a_failed_run_is_logged_and_pushed_and_an_unreachable_gateway_fails_noth
     partitions = [day(i) for i in range(DAYS)]
     with observe_backfill(config, NODE, partitions, run_id="ok") as observed:
         observed.outcome = materialize(config, list(range(DAYS)))
+    assert gateway_group(job)["fingerprint_collisions"] == 0.0
     failing = observe_backfill(config, NODE, partitions, run_id="bad")
     with pytest.raises(RuntimeError, match="exchange down"), failing:
         raise RuntimeError("exchange down")
@@ -274,12 +293,34 @@ def test_a_failed_run_is_logged_and_pushed_and_an_unreachable_gateway_fails_noth
         >= (group["seamless_backfill_last_success_timestamp_seconds"])
     )
 
+    assert group["fingerprint_collisions"] == 0.0  # not every failure is a collision
+    assert "gap_repair_latency_ms" not in group
+
+    # a publish refused because the fingerprint's address holds other rows
+    colliding = observe_backfill(config, NODE, partitions, run_id="collision")
+    with pytest.raises(SealedSegmentCollision), colliding:
+        raise SealedSegmentCollision("other rows under the fingerprint")
+    assert gateway_group(job)["fingerprint_collisions"] == 1.0
+
+    # a gap repair run: the sensor's request 5 s ago to this success
+    asked = time.time() - 5
+    repair = observe_backfill(config, NODE, partitions, run_id="repair", gap_detected_at=asked)
+    with repair as observed:
+        observed.outcome = materialize(config, list(range(DAYS)))
+    group = gateway_group(job)
+    assert 5000 <= group["gap_repair_latency_ms"] <= (time.time() - asked) * 1000
+    assert group["fingerprint_collisions"] == 0.0
+
     down = with_metrics(config, job, url=f"http://127.0.0.1:{free_port()}")
     observe = observe_backfill(down, NODE, partitions, run_id="no-gateway")
     with caplog.at_level(logging.WARNING, "seamless_assets.metrics_push"), observe as observed:
         observed.outcome = materialize(down, list(range(DAYS)))
     assert events[-1]["event"] == "backfill_complete"
     assert any("not pushed" in r.getMessage() for r in caplog.records)
+
+
+def artifacts_root(config: SeamlessConfig) -> Path:
+    return Path(urllib.parse.urlparse(config.artifact_uri).path)
 
 
 def gateway_group(job: str) -> dict[str, float]:

@@ -17,6 +17,7 @@ from dagster._core.storage.tags import (
 )
 
 from sandbox import SandboxExchange, expected_bars
+from seamless_assets.backfill_events import GAP_DETECTED_AT_TAG
 from seamless_assets.cli import run_backfill
 from seamless_assets.config import SeamlessConfig
 from seamless_assets.core.frame import CANONICAL_COLUMNS
@@ -125,6 +126,7 @@ def test_a_thin_partition_is_repaired_by_fetching_only_its_missing_bars(
     sandbox: SandboxExchange,
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
+    clock: Clock,
 ) -> None:
     _backfill(project, 0, 2)
     _backfill(project, 3, 4)
@@ -141,6 +143,7 @@ def test_a_thin_partition_is_repaired_by_fetching_only_its_missing_bars(
         request.tags[NEED_TAG]
         == "1 partition(s) 2024-01-03..2024-01-03: 720 bar(s) missing, 1 unpublished"
     )
+    assert float(request.tags[GAP_DETECTED_AT_TAG]) == clock.now_s  # its repair latency's start
     sandbox.reset()
     assert execute(defs, request, instance).success
     assert kline_requests(sandbox) == 1  # the 720 missing bars only

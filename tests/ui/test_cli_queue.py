@@ -20,7 +20,7 @@ SYMBOLS = ("BTC/USDT", "ETH/USDT")
 
 RUNS_QUERY = """
 query { runsOrError { ... on Runs { results {
-  runId status tags { key value } repositoryOrigin { repositoryLocationName }
+  runId status tags { key value } repositoryOrigin { repositoryLocationName repositoryName }
 } } } }
 """
 
@@ -79,6 +79,39 @@ def test_a_queued_cli_backfill_runs_from_the_code_location(stack: UiStack) -> No
     [listed] = [r for r in runs if r["runId"] == run_id]
     assert listed["repositoryOrigin"]["repositoryLocationName"] == LOCATION
     assert {"key": "seamless/submitted_by", "value": "cli"} in listed["tags"]
+
+
+REPOSITORY_QUERY = """
+query ($selector: RepositorySelector!) { repositoryOrError(repositorySelector: $selector) {
+  ... on Repository { jobs { name } }
+} }
+"""
+
+
+def test_a_cli_backfill_run_in_process_belongs_to_the_code_location(stack: UiStack) -> None:
+    """Without --queue the run executes inside `seamless`, yet it is recorded as a run of
+    the location: the Overview timeline keeps only runs with a repository origin, and
+    groups them by location, repository and job."""
+    node = stack.nodes[0]
+    done = seamless(stack, str(node), "--start", "2024-01-05", "--end", "2024-01-06")
+    assert done.returncode == 0, done.stdout + done.stderr + stack.procs.tails()
+    run_id = done.stdout.rsplit("run ", 1)[1].split(":", 1)[0]
+    run = stack.instance.get_run_by_id(run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+    assert run.remote_job_origin is not None
+    assert run.remote_job_origin.location_name == LOCATION
+    assert stack.instance.get_materialized_partitions(dg.AssetKey(node.asset_key_path())) >= {
+        "2024-01-05"
+    }
+
+    runs = stack.gql(RUNS_QUERY)["runsOrError"]["results"]
+    [listed] = [r for r in runs if r["runId"] == run_id]
+    origin = listed["repositoryOrigin"]
+    assert origin["repositoryLocationName"] == LOCATION
+    # the location the webserver loaded holds that repository and the run's job
+    selector = {"repositoryLocationName": LOCATION, "repositoryName": origin["repositoryName"]}
+    repo = stack.gql(REPOSITORY_QUERY, {"selector": selector})["repositoryOrError"]
+    assert run.job_name in {job["name"] for job in repo["jobs"]}
 
 
 def test_an_unreachable_webserver_is_named_and_nothing_is_queued(stack: UiStack) -> None:
