@@ -729,58 +729,57 @@ class ExchangeClient:
         Only a row after the page's window but inside `fetched` is left out: it belongs to
         a later window of this fetch, whose own request gets it (exchanges that ignore
         `until`)."""
-        start_ms, end_ms = window.start * 1000, window.end * 1000
-        fetched_start_ms, fetched_end_ms = fetched.start * 1000, fetched.end * 1000
-        step_ms = timeframe.seconds * 1000
-        rows: list[list[Any]] = []
-        bounds: list[tuple[int, int, int]] = []  # (row count, window start s, end s)
-        answered: list[tuple[int, int]] = []  # [since, up to) ms the exchange answered for
-        params: dict[str, Any] = {} if price is None else {"price": price}
-        from_since = self.settings.exchange_id in PAGES_FROM_SINCE
-
-        async def span(cursor: int, stop: int, limit: int) -> None:
-            while cursor < stop:
-                page: list[list[Any]] = await self._call(
-                    f"fetch_ohlcv {symbol} {timeframe} {window}",
-                    self._exchange.fetch_ohlcv,
-                    symbol,
-                    timeframe.code,
-                    since=cursor,
-                    limit=limit,
-                    params={**params, "until": stop - 1},
-                )
-                in_window, repeats, odd = _split_page(
-                    page, cursor, stop, fetched_start_ms, fetched_end_ms
-                )
-                first = cursor if from_since or not in_window else min(r[0] for r in in_window)
-                if first > cursor:
-                    # A page that starts late, from an exchange that may cap pages below
-                    # `limit` and answer a range's newest bars (bybit): the bars before it
-                    # are asked for first (rows stay in time order), at the size it served;
-                    # an empty answer confirms a gap.
-                    await span(cursor, first, len(page))
-                rows.extend(repeats)
-                rows.extend(in_window)
-                rows.extend(odd)
-                bounds.append((len(repeats), fetched.start, cursor // 1000))
-                bounds.append((len(in_window) + len(odd), cursor // 1000, window.end))
-                if not in_window:
-                    answered.append((cursor, stop))
-                    return
-                cursor = first  # the bars before it: answered by the request for them
-                after = max(r[0] for r in in_window) + step_ms
-                answered.append((cursor, after))
-                cursor = after
-
-        async with self._windows_in_flight, self.limiter.slot(self.settings.rate_key):
-            await span(start_ms, end_ms, per_call)
-        counts = np.array([n for n, _, _ in bounds], dtype=np.int64)
-        edges = np.array([(a, b) for _, a, b in bounds], dtype=np.int64)
-        answers = [Range(a // 1000, min(b // 1000, window.end)) for a, b in sorted(answered)]
-        packed = _pack_rows(rows) if pack and rows else None
-        return _WindowAnswer(
-            [] if packed else rows, np.repeat(edges, counts, axis=0), answers, packed
+        acc = _WindowFetch(
+            symbol, timeframe, window, fetched, {} if price is None else {"price": price}
         )
+        async with self._windows_in_flight, self.limiter.slot(self.settings.rate_key):
+            await self._fetch_span(acc, window.start * 1000, window.end * 1000, per_call)
+        counts = np.array([n for n, _, _ in acc.bounds], dtype=np.int64)
+        edges = np.array([(a, b) for _, a, b in acc.bounds], dtype=np.int64)
+        answers = [Range(a // 1000, min(b // 1000, window.end)) for a, b in sorted(acc.answered)]
+        packed = _pack_rows(acc.rows) if pack and acc.rows else None
+        return _WindowAnswer(
+            [] if packed else acc.rows, np.repeat(edges, counts, axis=0), answers, packed
+        )
+
+    async def _fetch_span(self, acc: _WindowFetch, cursor: int, stop: int, limit: int) -> None:
+        """The pages of `[cursor, stop)` ms into `acc` (a method, not a closure: a
+        recursive closure is a reference cycle that would keep every page's rows alive
+        until the cyclic garbage collector runs)."""
+        fetched_start_ms, fetched_end_ms = acc.fetched.start * 1000, acc.fetched.end * 1000
+        from_since = self.settings.exchange_id in PAGES_FROM_SINCE
+        while cursor < stop:
+            page: list[list[Any]] = await self._call(
+                f"fetch_ohlcv {acc.symbol} {acc.timeframe} {acc.window}",
+                self._exchange.fetch_ohlcv,
+                acc.symbol,
+                acc.timeframe.code,
+                since=cursor,
+                limit=limit,
+                params={**acc.params, "until": stop - 1},
+            )
+            in_window, repeats, odd = _split_page(
+                page, cursor, stop, fetched_start_ms, fetched_end_ms
+            )
+            first = cursor if from_since or not in_window else min(r[0] for r in in_window)
+            if first > cursor:
+                # A page that starts late, from an exchange that may cap pages below
+                # `limit` and answer a range's newest bars (bybit): the bars before it
+                # are asked for first (rows stay in time order), at the size it served;
+                # an empty answer confirms a gap.
+                await self._fetch_span(acc, cursor, first, len(page))
+            acc.rows.extend(repeats)
+            acc.rows.extend(in_window)
+            acc.rows.extend(odd)
+            acc.bounds.append((len(repeats), acc.fetched.start, cursor // 1000))
+            acc.bounds.append((len(in_window) + len(odd), cursor // 1000, acc.window.end))
+            if not in_window:
+                acc.answered.append((cursor, stop))
+                return
+            cursor = first  # the bars before it: answered by the request for them
+            after = max(r[0] for r in in_window) + acc.timeframe.seconds * 1000
+            acc.answered.append((cursor, after))
+            cursor = after
 
     async def request(self, what: str, method: Any, *args: Any, **kwargs: Any) -> Any:
         """One ccxt call (`method` of `exchange`) in the key's slot, under this client's
@@ -866,6 +865,20 @@ def _split_page(
         elif not end_ms <= t < fetched_end_ms:
             odd.append(r)  # impossible for this request
     return in_window, repeats, odd
+
+
+@dataclass
+class _WindowFetch:
+    """What the pages of one window add up to while they are fetched."""
+
+    symbol: str
+    timeframe: Timeframe
+    window: Range
+    fetched: Range  # the whole range being fetched
+    params: dict[str, Any]
+    rows: list[list[Any]] = field(default_factory=list)
+    bounds: list[tuple[int, int, int]] = field(default_factory=list)  # (rows, window s)
+    answered: list[tuple[int, int]] = field(default_factory=list)  # [since, up to) ms
 
 
 @dataclass(frozen=True)
