@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_uv
-uv sync --frozen --compile-bytecode --quiet
+sync_env
 exec uv run seamless demo "$@"

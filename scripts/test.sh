@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_uv
 ensure_chromium
-uv sync --frozen --compile-bytecode --quiet
+sync_env
 
 export QDB_HTTP_PORT=${QDB_HTTP_PORT:-9000} QDB_PG_PORT=${QDB_PG_PORT:-8812}
 export REDIS_PORT=${REDIS_PORT:-6379} S3_PORT=${S3_PORT:-5000} PG_PORT=${PG_PORT:-5432}
