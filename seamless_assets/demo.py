@@ -61,7 +61,10 @@ def run_demo(days: int = 7) -> int:
             f"            DAGSTER_HOME={home} DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1 "
             "DAGSTER_EVENT_BATCH_SIZE=1000 uv run dagster dev -w workspace.yaml"
         )
-        print("            (this run is under Runs, not on the Overview timeline: see README)")
+        print(
+            f"            (this run belongs to code location "
+            f"{config.dagster.code_location!r}: Overview timeline, Runs, the assets)"
+        )
         print(
             "inspect:    uv run seamless coverage ohlcv:binance:BTC/USDT:1m; uv run seamless verify"
         )
