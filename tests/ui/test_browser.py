@@ -79,6 +79,11 @@ def dismiss_community_dialog(page: Any) -> None:
         pass
 
 
+def modal(page: Any) -> Any:
+    """The open modal dialog: Dagster's closed popovers also carry role=dialog."""
+    return page.locator('[role="dialog"][aria-modal="true"]')
+
+
 def body(page: Any) -> str:
     return str(page.inner_text("body"))
 
@@ -130,7 +135,7 @@ def backfill_run(stack: UiStack, browser: Any) -> dg.DagsterRun:
         page.goto(stack.asset_url(node), wait_until="networkidle")
         dismiss_community_dialog(page)
         page.get_by_role("button", name="Materialize…").first.click()
-        dialog = page.get_by_role("dialog")
+        dialog = modal(page)
         dialog.get_by_text("Show all partitions").click()  # the range is older than 90 days
         box = dialog.get_by_placeholder(re.compile("partition|Select", re.I)).first
         if not box.count():
@@ -139,7 +144,7 @@ def backfill_run(stack: UiStack, browser: Any) -> dg.DagsterRun:
         box.press("Enter")
         wait_text(page, f"{len(DAYS)} partitions")
         dialog.get_by_role("button", name="Launch backfill").click()
-        page.get_by_role("dialog").wait_for(state="detached", timeout=30_000)
+        modal(page).wait_for(state="detached", timeout=30_000)
     except Exception as exc:
         raise AssertionError(
             f"launching from the UI failed: {exc}; {shot(page, 'b-launch')}"
@@ -217,7 +222,7 @@ def test_c_the_run_page_shows_its_totals(
         box.press("Enter")
         wait_text(page, "run_partitions")
         page.get_by_text("View full message").first.click()  # the row is clipped otherwise
-        dialog = page.get_by_role("dialog")
+        dialog = modal(page)
         dialog.get_by_text("stage_total_s").first.wait_for()
     except Exception as exc:
         raise AssertionError(f"no run totals on the run page: {exc}; {shot(page, 'c')}") from exc
