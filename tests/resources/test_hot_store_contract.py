@@ -380,6 +380,34 @@ def test_duckdb_gives_up_after_the_bounded_wait(tmp_path: Path, bars: BarsFactor
     assert store.upsert(NODE, bars(T0, 2)) == 2  # usable again once released
 
 
+def test_duckdb_files_made_with_the_old_keyed_table_upsert_the_same(
+    tmp_path: Path, bars: BarsFactory
+) -> None:
+    """Files created before the table lost its primary key keep it; restating bars there
+    (delete, then insert, in one transaction) must not trip the key."""
+    import duckdb
+
+    path = tmp_path / "keyed.duckdb"
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "CREATE TABLE ohlcv (node_key INTEGER NOT NULL, ts BIGINT NOT NULL, open DOUBLE, "
+            "high DOUBLE, low DOUBLE, close DOUBLE, volume DOUBLE, PRIMARY KEY (node_key, ts))"
+        )
+    store = DuckDBHotStore(path)
+    first, second = bars(T0, 100, seed=1), bars(T0 + 50 * 60, 100, seed=2, offset=1000)
+    store.upsert(NODE, first)
+    store.upsert(NODE, second)
+    store.upsert(NODE, second)
+    expected = pd.concat([first.iloc[:50], second], ignore_index=True)
+    assert_frames_equal(store.read_range(NODE, EVERYTHING), expected)
+    with duckdb.connect(str(path)) as con:
+        keys = con.execute(
+            "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'ohlcv' "
+            "AND constraint_type = 'PRIMARY KEY'"
+        ).fetchall()
+    assert keys == [(1,)]  # the old file kept its key
+
+
 def test_closed_store_refuses_work(tmp_path: Path) -> None:
     store = DuckDBHotStore(tmp_path / "closed.duckdb")
     store.close()
