@@ -397,6 +397,7 @@ class ExchangeClient:
         self._exchange = self._build_exchange()
         self._markets_loaded = False
         self._markets_lock = asyncio.Lock()
+        self._closing: asyncio.Future[None] | None = None
         # backfill.max_concurrent_requests caps this client's windows in flight; the
         # limiter's slot (rate_limit.local_semaphore) caps the whole process per key.
         self._windows_in_flight = asyncio.Semaphore(settings.backfill.max_concurrent_requests)
@@ -565,8 +566,18 @@ class ExchangeClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def start_closing(self) -> None:
+        """Begin closing in the background, once the client is done with the exchange:
+        ccxt's close pauses `timeout_on_exit` (250 ms) so transports finish, and the run
+        need not wait for that. `close` waits for it."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._exchange.close())
+
     async def close(self) -> None:
-        await self._exchange.close()
+        """Close the connections; once (later calls wait for the same close)."""
+        self.start_closing()
+        assert self._closing is not None
+        await asyncio.shield(self._closing)
 
     @property
     def exchange(self) -> ccxt_async.Exchange:

@@ -124,7 +124,15 @@ def ensure_history_start(
 
     async def discover() -> int | None:
         async with client_factory() as client:
-            return await first_bar_s(client, node)
+            return await discover_history_start(store, node, client)
 
-    found = asyncio.run(discover())
+    return asyncio.run(discover())
+
+
+async def discover_history_start(
+    store: ArtifactStore, node: NodeId, client: ExchangeClient
+) -> int | None:
+    """Ask the exchange for `node`'s first bar with `client` and record it; the recorded
+    start, None when the exchange serves no candle yet."""
+    found = await first_bar_s(client, node)
     return None if found is None else record_history_start(store, node, found)

@@ -5,7 +5,6 @@ the assets stays cheap for every process that loads the definitions, and the res
 have imported it before a step claims its pool slot (see `runtime`)."""
 
 import asyncio
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -84,11 +83,12 @@ def ohlcv_asset(
         artifacts: ArtifactStoreResource,
         rate_limiter: RateLimiterResource,
     ) -> dg.MaterializeResult:
-        from resources.exchange import ExchangeClient, ExchangeSettings, RequestStats
+        from resources.exchange import ExchangeClient, ExchangeSettings
 
         from .backfill_events import GAP_DETECTED_AT_TAG, observe_backfill
         from .checks import check_results
         from .core.fingerprint import run_fingerprint
+        from .history import history_start_s
         from .pipeline import backfill
         from .sources import pipeline_settings_for
 
@@ -97,15 +97,37 @@ def ohlcv_asset(
         key_range = context.partition_key_range  # a single-run backfill: one contiguous range
         partitions = partition_ranges(partitions_def, key_range.start, key_range.end)
         limiter = rate_limiter.limiter(rate_config)
-        clients: list[ExchangeClient] = []  # every client of the run, for its totals
+        clients: list[ExchangeClient] = []  # the run's one client, once it needs one
 
-        def new_client() -> ExchangeClient:
-            clients.append(ExchangeClient(exchange_settings, limiter))
-            return clients[-1]
+        def run_client() -> ExchangeClient:
+            # The history start's request and the backfill share one client: one markets
+            # load (`exchangeInfo`), one set of connections, one close (by the backfill).
+            if not clients:
+                clients.append(ExchangeClient(exchange_settings, limiter))
+            return clients[0]
 
         store = artifacts.open()
-        _record_history_start(context, store, node, new_client)
         hot = hot_store.open()
+
+        async def history_and_backfill() -> "RunOutcome":
+            try:
+                if history_start_s(store, node) is None:  # the node's first run
+                    await _record_history_start(context, store, node, run_client())
+                return await backfill(
+                    node,
+                    partitions,
+                    hot=hot,
+                    artifacts=store,
+                    client_factory=run_client,
+                    settings=pipeline_settings,
+                    refetch_gaps=config.refetch_gaps,
+                    refetch_stored=config.refetch_stored,
+                    log=context.log.info,
+                )
+            finally:
+                if clients:  # closed already unless the backfill had nothing to fetch
+                    await clients[0].close()
+
         # JSON attempt/complete/fail events and the run's metrics pushed when it ends
         detected_at = context.run.tags.get(GAP_DETECTED_AT_TAG)
         with observe_backfill(
@@ -116,23 +138,11 @@ def ohlcv_asset(
             gap_detected_at=float(detected_at) if detected_at else None,
         ) as run:
             try:
-                outcome = asyncio.run(
-                    backfill(
-                        node,
-                        partitions,
-                        hot=hot,
-                        artifacts=store,
-                        client_factory=new_client,
-                        settings=pipeline_settings,
-                        refetch_gaps=config.refetch_gaps,
-                        refetch_stored=config.refetch_stored,
-                        log=context.log.info,
-                    )
-                )
+                outcome = asyncio.run(history_and_backfill())
             finally:
                 hot.close()
             if clients:  # the history start's request too, not only the backfill's
-                outcome.requests = RequestStats.combined(c.stats for c in clients)
+                outcome.requests = clients[0].stats
             run.outcome = outcome
         context.log.info(_summary(outcome))
         _record(context, key, partitions_def, outcome)
@@ -151,18 +161,18 @@ def ohlcv_asset(
     return _ohlcv
 
 
-def _record_history_start(
+async def _record_history_start(
     context: dg.AssetExecutionContext,
     store: "ArtifactStore",
     node: NodeId,
-    client_factory: Callable[[], "ExchangeClient"],
+    client: "ExchangeClient",
 ) -> None:
-    """Discover and record the node's first bar once (one candle request on its first run);
-    an exchange that cannot tell yet does not fail the run: the next run asks again."""
-    from .history import ensure_history_start
+    """Discover and record the node's first bar (one candle request on its first run); an
+    exchange that cannot tell yet does not fail the run: the next run asks again."""
+    from .history import discover_history_start
 
     try:
-        start = ensure_history_start(store, node, client_factory)
+        start = await discover_history_start(store, node, client)
     except SeamlessError as exc:
         context.log.warning(f"{node}: history start not discovered: {exc}")
         return

@@ -247,6 +247,8 @@ async def backfill(
                 ready = []
                 while fetches and fetches[0].done() and not fetches[0].exception():
                     ready.append(fetches.pop(0).result())  # a done task holds its chunk
+                if ended and not fetches and client is not None:
+                    client.start_closing()  # every request answered: close while settling
                 await loop.run_in_executor(settler, run.settle_chunks, ready)  # reads packed
                 for _ in ready:
                     outstanding.release()

@@ -175,6 +175,8 @@ def _assert_totals_match_exchange(
         path.rsplit("/", 1)[-1]: n for path, n in totals["exchange_requests_by_endpoint"].items()
     }
     assert by_endpoint == {k: v["requests"] for k, v in stats["by_endpoint"].items()}
+    # one client per run: the history start's request and the backfill share its markets
+    assert stats["by_endpoint"]["exchangeInfo"]["requests"] == 1, stats["by_endpoint"]
     # every 429 answer, also those to requests already in flight when the first was sent
     assert totals["exchange_http_429"] == stats["by_status"].get("429", 0)
     assert totals["exchange_http_418"] == stats["by_status"].get("418", 0) == 0

@@ -267,6 +267,36 @@ def test_packed_fetch_unpacks_to_the_same_answer(sandbox: SandboxExchange) -> No
     assert_exact(unpacked.rows, expected_bars("BTC/USDT", 60, start, end))
 
 
+def test_closing_starts_in_the_background_and_happens_once(sandbox: SandboxExchange) -> None:
+    """`start_closing` returns at once (ccxt's close then pauses 250 ms for transports);
+    `close`, also the context manager's, waits for that same close and no second one."""
+
+    async def scenario() -> tuple[float, float, int]:
+        client = ExchangeClient(settings(sandbox), LocalRateLimiter(limits()))
+        calls = 0
+        ccxt_close = client.exchange.close
+
+        async def counted_close() -> None:
+            nonlocal calls
+            calls += 1
+            await ccxt_close()
+
+        client.exchange.close = counted_close  # type: ignore[method-assign]
+        async with client:
+            await client.fetch_bars("BTC/USDT", M1, Range(T0 - 600, T0))
+            started = time.perf_counter()
+            client.start_closing()
+            client.start_closing()
+            returned = time.perf_counter() - started
+        closed = time.perf_counter() - started
+        await client.close()
+        return returned, closed, calls
+
+    returned, closed, calls = asyncio.run(scenario())
+    assert returned < 0.05 and closed >= 0.2  # the pause ran, after start_closing returned
+    assert calls == 1
+
+
 def test_max_candles_per_call_setting(sandbox: SandboxExchange) -> None:
     start, end = T0 - 1000 * 60, T0
     _, _ = fetch(sandbox, start, end, max_candles_per_call=300)
