@@ -22,7 +22,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -162,19 +162,6 @@ class RequestStats:
     @property
     def total_requests(self) -> int:
         return sum(self.http_requests.values())
-
-    @classmethod
-    def combined(cls, stats: Iterable[RequestStats]) -> RequestStats:
-        """The sum of several clients' stats (e.g. every client of one run)."""
-        total = cls()
-        for s in stats:
-            total.http_requests.update(s.http_requests)
-            total.http_status.update(s.http_status)
-            total.retries += s.retries
-            total.rate_limited += s.rate_limited
-            total.rate_limit_wait_s += s.rate_limit_wait_s
-            total.fetch_s += s.fetch_s
-        return total
 
 
 def _no_windows() -> np.ndarray:
