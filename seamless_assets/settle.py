@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from resources.artifacts.base import ArtifactStore
-from resources.artifacts.filesystem import LocalDirectoryBlobStore
+from resources.artifacts.blobs import concurrent_writes
 from resources.exchange import (
     FetchedBars,
 )
@@ -53,12 +53,6 @@ from .history import history_start_s
 from .nodes import NodeId
 from .run_outcome import PRODUCER, PartitionOutcome, PipelineSettings, StoredBars
 
-# Publishing threads. A local segment's publish is ~2.4 ms of Python holding the GIL
-# around GIL-free encoding and fsyncs: 2 threads keep the disk busy, 4 contended with the
-# fetching event loop (the year backfill took 0.5 s longer). A store whose writes are
-# network round trips (S3) keeps more in flight.
-LOCAL_PUBLISH_WORKERS = 2
-REMOTE_PUBLISH_WORKERS = 4
 PUBLISH_AHEAD_CHUNKS = 1  # chunks whose segments may still be publishing while others settle
 _NO_ROWS = np.empty((0, 2), dtype=np.int64)
 
@@ -97,8 +91,8 @@ class ChunkSettler:
         self.fetched_rows = 0
         self.forming = 0
         self.now_s: float | None = None  # the exchange's clock when it last answered
-        local = isinstance(artifacts.blobs, LocalDirectoryBlobStore)
-        workers = LOCAL_PUBLISH_WORKERS if local else REMOTE_PUBLISH_WORKERS
+        # as many publishing threads as the artifact backend is best given writes at once
+        workers = concurrent_writes(artifacts.blobs)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="publish")
         self._publishing: list[list[Future[PartitionOutcome]]] = []  # per chunk, in order
 

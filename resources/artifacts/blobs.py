@@ -7,6 +7,15 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 TEMP_SUFFIX = ".tmp"
+# Writes worth keeping in flight at once (a run's segment-publishing threads) for a backend
+# that does not say (its `concurrent_writes`), e.g. a wrapper around another backend.
+DEFAULT_CONCURRENT_WRITES = 4
+
+
+def concurrent_writes(blobs: object) -> int:
+    """How many writes `blobs` is best given at once: its `concurrent_writes`, else
+    `DEFAULT_CONCURRENT_WRITES`."""
+    return int(getattr(blobs, "concurrent_writes", DEFAULT_CONCURRENT_WRITES))
 
 
 @dataclass(frozen=True, order=True)

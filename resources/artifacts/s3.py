@@ -54,6 +54,8 @@ def _status(exc: ClientError) -> int:
 class S3BlobStore:
     """Blobs as objects `{prefix}/{key}` in `bucket`, through a boto3 S3 client."""
 
+    concurrent_writes = 4  # each write is a network round trip: keep several in flight
+
     def __init__(self, client: Any, bucket: str, prefix: str = "") -> None:
         prefix = prefix.strip("/")
         if not bucket or "/" in bucket:
