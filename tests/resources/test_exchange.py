@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -759,3 +760,48 @@ def test_fast_kline_row_parse_equals_ccxt_parse() -> None:
         expected = ccxt_parse(list(row))
         got = fast(list(row))
         assert len(got) == len(expected) and all(map(same, got, expected)), (row, got, expected)
+
+
+def test_a_backfill_closes_its_client_while_its_last_chunk_settles(tmp_path: Path) -> None:
+    """Once every request of the run is answered the client starts closing (ccxt's 250 ms
+    pause) before the last chunk is stored, not after the whole run settled."""
+    from seamless_assets.pipeline import PipelineSettings, backfill
+    from tests.assets.conftest import open_artifacts, open_hot
+    from tests.resources.test_reader_support import DAY, NODE, T0, day, project
+
+    days = 60  # two chunks: 50 days, then 10
+    upserts: list[int] = []
+    closing_after: list[int] = []  # upserts done when the client started closing
+
+    class RecordingClient(ExchangeClient):
+        def start_closing(self) -> None:
+            if self._closing is None:
+                closing_after.append(len(upserts))
+            super().start_closing()
+
+    with SandboxExchange(SandboxConfig(frozen_now_s=T0 + (days + 2) * DAY)) as sandbox:
+        config = project(tmp_path, sandbox)
+        hot = open_hot(config)
+        upsert = hot.upsert
+
+        def counted_upsert(node_id: str, frame: Any) -> int:
+            upserts.append(len(frame))
+            return upsert(node_id, frame)
+
+        hot.upsert = counted_upsert  # type: ignore[method-assign]
+        exchange = ExchangeSettings.from_config(config, NODE.exchange)
+        try:
+            outcome = asyncio.run(
+                backfill(
+                    NODE,
+                    [day(i) for i in range(days)],
+                    hot=hot,
+                    artifacts=open_artifacts(config),
+                    client_factory=lambda: RecordingClient(exchange, LocalRateLimiter(limits())),
+                    settings=PipelineSettings(stabilization_bars=2),
+                )
+            )
+        finally:
+            hot.close()
+    assert outcome.stored.rows == days * 1440 and len(upserts) == 2
+    assert len(closing_after) == 1 and closing_after[0] < len(upserts)  # before the last
