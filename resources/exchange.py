@@ -17,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import difflib
-import itertools
 import logging
 import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,6 +37,19 @@ from seamless_assets.errors import ExchangeUnavailable, UnknownExchange, Unknown
 from seamless_assets.nodes import Timeframe, market_kind
 
 from .ccxt_lean import ccxt_errors
+from .kline_pages import (
+    FAST_OHLCV_ROW_EXCHANGES,
+    PackedPage,
+    PackedRows,
+    fast_row_parser,
+    is_ms,
+    pack_rows,
+    packing_pages,
+    page_within,
+    split_page,
+    unfiltered,
+    unpack_rows,
+)
 from .rate_budget import PublishedLimit, exchange_limits, published_limit
 from .rate_limit import RateLimiter, limiter_key
 
@@ -194,31 +207,7 @@ class FetchedBars:
         """The page with its rows as lists (a packed page's made again), for conformance."""
         if self.packed is None:
             return self
-        return replace(self, rows=_unpack_rows(self.packed), packed=None)
-
-
-PackedRows = tuple[np.ndarray, np.ndarray]  # int64 open times, (n, 5) float64 values
-
-
-def _pack_rows(rows: list[list[Any]]) -> PackedRows | None:
-    """`rows` as two arrays (48 bytes a bar instead of ~280 as lists of Python numbers)
-    when they are all `[int, float, float, float, float, float]`, else None (what the
-    exchange's parser makes of garbage stays as it came). `_unpack_rows` gives back
-    equal rows of the same types."""
-    if set(map(len, rows)) != {6}:
-        return None
-    opens, *columns = zip(*rows, strict=True)
-    if set(map(type, opens)) != {int} or set(map(type, itertools.chain(*columns))) != {float}:
-        return None
-    try:
-        return np.array(opens, dtype=np.int64), np.array(columns, dtype=np.float64).T
-    except OverflowError:  # an open time beyond int64 (garbage)
-        return None
-
-
-def _unpack_rows(packed: PackedRows) -> list[list[Any]]:
-    opens, values = packed
-    return [[t, *v] for t, v in zip(opens.tolist(), values.tolist(), strict=True)]
+        return replace(self, rows=unpack_rows(self.packed), packed=None)
 
 
 # Exchanges whose pages are the oldest bars from `since` up to `limit`, whatever the range
@@ -227,79 +216,9 @@ def _unpack_rows(packed: PackedRows) -> list[list[Any]]:
 # there a short page starting late has the bars before it asked for again.
 PAGES_FROM_SINCE = frozenset({"binance", "binanceusdm", "binancecoinm"})
 
-# Exchanges whose spot klines are rows `[open_ms, "o", "h", "l", "c", "v", ...]`, for which
-# `float()` per field gives exactly what ccxt's own per-field parsing gives, ~5x cheaper
-# (tests/resources/test_exchange.py checks the equality on real responses, garbage too).
-FAST_OHLCV_ROW_EXCHANGES = frozenset({"binance"})
-
-
-def _fast_row_parser(ccxt_parse: Any) -> Any:
-    def parse_ohlcv(ohlcv: Any, market: Any = None) -> Any:
-        if type(ohlcv) is list and len(ohlcv) >= 6 and not (market and market.get("inverse")):
-            try:
-                return [
-                    int(ohlcv[0]),
-                    float(ohlcv[1]),
-                    float(ohlcv[2]),
-                    float(ohlcv[3]),
-                    float(ohlcv[4]),
-                    float(ohlcv[5]),
-                ]
-            except (TypeError, ValueError, OverflowError):
-                pass  # garbage: ccxt's parser decides (e.g. None for "abc")
-        return ccxt_parse(ohlcv, market)
-
-    return parse_ohlcv
-
-
-def _unfiltered(ccxt_parse_ohlcvs: Any, fast_rows: bool = False) -> Any:
-    """ccxt's `parse_ohlcvs` without its since/limit filter, which silently drops rows
-    before `since` (a bar an exchange repeats from the previous page) or without a time.
-    The client clips pages to their windows itself and hands such rows to conformance,
-    which flags them (`duplicate_ts`, `invalid_timestamp`) instead of losing them unseen.
-
-    `fast_rows` (`FAST_OHLCV_ROW_EXCHANGES`): a page whose rows are all lists of at least
-    six fields that `int`/`float` parse (no NaN) is parsed in one comprehension, the same
-    values as the per-row parser, in ccxt's order (sorted by open time, stable); any other
-    page goes through ccxt's path, row by row."""
-
-    def parse_ohlcvs(
-        ohlcvs: Any,
-        market: Any = None,
-        timeframe: str = "1m",
-        since: Any = None,
-        limit: Any = None,
-        tail: bool = False,
-    ) -> Any:
-        if (
-            fast_rows
-            and type(ohlcvs) is list
-            and not (market and market.get("inverse"))
-            and all(type(r) is list and len(r) >= 6 for r in ohlcvs)
-        ):
-            try:
-                rows = [
-                    [int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5])]
-                    for r in ohlcvs
-                ]
-            except (TypeError, ValueError, OverflowError):
-                pass  # garbage somewhere: ccxt's path parses row by row
-            else:
-                # NaN anywhere makes the sum NaN (so does inf - inf: ccxt's path then too)
-                total = sum(itertools.chain.from_iterable(rows))
-                if total == total:
-                    return sorted(rows, key=_open_time)
-        return ccxt_parse_ohlcvs(ohlcvs, market, timeframe, None, None, tail)
-
-    return parse_ohlcvs
-
 
 def _per_ms(limit: PublishedLimit) -> float:
     return limit.limit / limit.interval_ms
-
-
-def _open_time(row: list[Any]) -> Any:
-    return row[0]
 
 
 def load_market_types(exchange: Any, settings: ExchangeSettings) -> tuple[str, ...]:
@@ -471,8 +390,8 @@ class ExchangeClient:
         exchange.handle_errors = handle_errors
         exchange.fetch = counted_fetch
         if exchange_id in FAST_OHLCV_ROW_EXCHANGES:
-            exchange.parse_ohlcv = _fast_row_parser(exchange.parse_ohlcv)
-        exchange.parse_ohlcvs = _unfiltered(
+            exchange.parse_ohlcv = fast_row_parser(exchange.parse_ohlcv)
+        exchange.parse_ohlcvs = unfiltered(
             exchange.parse_ohlcvs, fast_rows=exchange_id in FAST_OHLCV_ROW_EXCHANGES
         )
         return exchange
@@ -625,7 +544,7 @@ class ExchangeClient:
         if self._clock is not None or not isinstance(response, dict):
             return
         server_ms = self._exchange.safe_integer(response, "serverTime")  # ccxt: a string
-        if server_ms is not None and _is_ms(server_ms):
+        if server_ms is not None and is_ms(server_ms):
             self._clock = (server_ms / 1000, time.monotonic())
 
     async def server_now_s(self) -> float:
@@ -682,7 +601,7 @@ class ExchangeClient:
             all_packed = pack and all(p.packed is not None or not p.rows for p in pages)
             for page in pages:
                 if not all_packed:
-                    rows.extend(page.rows if page.packed is None else _unpack_rows(page.packed))
+                    rows.extend(page.rows if page.packed is None else unpack_rows(page.packed))
                 row_windows.append(page.row_windows)
                 answers.extend(page.answers)
             if kept := [page.packed for page in pages if all_packed and page.packed]:
@@ -731,14 +650,14 @@ class ExchangeClient:
             symbol, timeframe, window, fetched, {} if price is None else {"price": price}
         )
         async with self._windows_in_flight, self.limiter.slot(self.settings.rate_key):
-            await self._fetch_span(acc, window.start * 1000, window.end * 1000, per_call)
+            with packing_pages() if pack else nullcontext():
+                await self._fetch_span(acc, window.start * 1000, window.end * 1000, per_call)
         counts = np.array([n for n, _, _ in acc.bounds], dtype=np.int64)
         edges = np.array([(a, b) for _, a, b in acc.bounds], dtype=np.int64)
         answers = [Range(a // 1000, min(b // 1000, window.end)) for a, b in sorted(acc.answered)]
-        packed = _pack_rows(acc.rows) if pack and acc.rows else None
-        return _WindowAnswer(
-            [] if packed else acc.rows, np.repeat(edges, counts, axis=0), answers, packed
-        )
+        packed = _pack_parts(acc.parts) if pack and counts.sum() else None
+        rows = [] if packed else [r for part in acc.parts for r in _rows_of(part)]
+        return _WindowAnswer(rows, np.repeat(edges, counts, axis=0), answers, packed)
 
     async def _fetch_span(self, acc: _WindowFetch, cursor: int, stop: int, limit: int) -> None:
         """The pages of `[cursor, stop)` ms into `acc` (a method, not a closure: a
@@ -747,7 +666,7 @@ class ExchangeClient:
         fetched_start_ms, fetched_end_ms = acc.fetched.start * 1000, acc.fetched.end * 1000
         from_since = self.settings.exchange_id in PAGES_FROM_SINCE
         while cursor < stop:
-            page: list[list[Any]] = await self._call(
+            page: list[list[Any]] | PackedPage = await self._call(
                 f"fetch_ohlcv {acc.symbol} {acc.timeframe} {acc.window}",
                 self._exchange.fetch_ohlcv,
                 acc.symbol,
@@ -756,26 +675,30 @@ class ExchangeClient:
                 limit=limit,
                 params={**acc.params, "until": stop - 1},
             )
-            in_window, repeats, odd = _split_page(
-                page, cursor, stop, fetched_start_ms, fetched_end_ms
-            )
-            first = cursor if from_since or not in_window else min(r[0] for r in in_window)
+            in_window: list[list[Any]] | PackedPage
+            repeats: list[list[Any]]
+            odd: list[list[Any]]
+            if isinstance(page, PackedPage) and page_within(page, cursor, stop):
+                in_window, repeats, odd = page, [], []  # the usual page, as it came
+            else:
+                in_window, repeats, odd = split_page(
+                    _rows_of(page), cursor, stop, fetched_start_ms, fetched_end_ms
+                )
+            first = cursor if from_since or not in_window else _first_open(in_window)
             if first > cursor:
                 # A page that starts late, from an exchange that may cap pages below
                 # `limit` and answer a range's newest bars (bybit): the bars before it
                 # are asked for first (rows stay in time order), at the size it served;
                 # an empty answer confirms a gap.
                 await self._fetch_span(acc, cursor, first, len(page))
-            acc.rows.extend(repeats)
-            acc.rows.extend(in_window)
-            acc.rows.extend(odd)
+            acc.parts += [repeats, in_window, odd]
             acc.bounds.append((len(repeats), acc.fetched.start, cursor // 1000))
             acc.bounds.append((len(in_window) + len(odd), cursor // 1000, acc.window.end))
             if not in_window:
                 acc.answered.append((cursor, stop))
                 return
             cursor = first  # the bars before it: answered by the request for them
-            after = max(r[0] for r in in_window) + acc.timeframe.seconds * 1000
+            after = _last_open(in_window) + acc.timeframe.seconds * 1000
             acc.answered.append((cursor, after))
             cursor = after
 
@@ -829,42 +752,6 @@ class ExchangeClient:
                 await asyncio.sleep(delay)
 
 
-def _split_page(
-    page: list[list[Any]], cursor: int, end_ms: int, fetched_start_ms: int, fetched_end_ms: int
-) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
-    """(in the request's window, repeated from earlier in the fetch, impossible) rows of a
-    page asked from `cursor`; rows after the window but inside the fetch are left out (see
-    `_fetch_window`). The usual page, sorted integer open times all inside the window, is
-    recognised from its ends without a loop per row."""
-    if page:
-        first, last = page[0][0], page[-1][0]
-        if (
-            type(first) is int
-            and type(last) is int
-            and cursor <= first
-            and last < end_ms
-            and _is_ms(first)
-            and _is_ms(last)
-            and all(type(r[0]) is int for r in page)
-            and all(a[0] <= b[0] for a, b in itertools.pairwise(page))
-        ):
-            return page, [], []
-    in_window: list[list[Any]] = []
-    repeats: list[list[Any]] = []
-    odd: list[list[Any]] = []
-    for r in page:
-        t = r[0]
-        if not _is_ms(t):
-            odd.append(r)
-        elif cursor <= t < end_ms:
-            in_window.append(r)
-        elif fetched_start_ms <= t < cursor:
-            repeats.append(r)
-        elif not end_ms <= t < fetched_end_ms:
-            odd.append(r)  # impossible for this request
-    return in_window, repeats, odd
-
-
 @dataclass
 class _WindowFetch:
     """What the pages of one window add up to while they are fetched."""
@@ -874,7 +761,8 @@ class _WindowFetch:
     window: Range
     fetched: Range  # the whole range being fetched
     params: dict[str, Any]
-    rows: list[list[Any]] = field(default_factory=list)
+    # the rows in order, as pages' parts: rows, or a packed page as it came
+    parts: list[list[list[Any]] | PackedPage] = field(default_factory=list)
     bounds: list[tuple[int, int, int]] = field(default_factory=list)  # (rows, window s)
     answered: list[tuple[int, int]] = field(default_factory=list)  # [since, up to) ms
 
@@ -887,6 +775,23 @@ class _WindowAnswer:
     packed: PackedRows | None = None  # the rows, when packed (then `rows` is empty)
 
 
-def _is_ms(value: Any) -> bool:
-    """A number in the range of epoch milliseconds (years 1973–5138)."""
-    return isinstance(value, int | float) and 1e11 <= value < 1e14
+def _rows_of(part: list[list[Any]] | PackedPage) -> list[list[Any]]:
+    return part.rows() if isinstance(part, PackedPage) else part
+
+
+def _pack_parts(parts: list[list[list[Any]] | PackedPage]) -> PackedRows | None:
+    """The parts' rows as two arrays (`pack_rows`), or None when some rows are not
+    `[int, float x5]`."""
+    packs = [p.packed() if isinstance(p, PackedPage) else pack_rows(p) for p in parts if p]
+    if any(p is None for p in packs):
+        return None
+    kept = [p for p in packs if p is not None]
+    return np.concatenate([p[0] for p in kept]), np.concatenate([p[1] for p in kept])
+
+
+def _first_open(rows: list[list[Any]] | PackedPage) -> Any:
+    return int(rows.opens[0]) if isinstance(rows, PackedPage) else min(r[0] for r in rows)
+
+
+def _last_open(rows: list[list[Any]] | PackedPage) -> Any:
+    return int(rows.opens[-1]) if isinstance(rows, PackedPage) else max(r[0] for r in rows)

@@ -735,11 +735,11 @@ def test_fast_kline_row_parse_equals_ccxt_parse() -> None:
 
     import ccxt.async_support as ccxt_async
 
-    from resources.exchange import _fast_row_parser
+    from resources.kline_pages import fast_row_parser
 
     exchange = ccxt_async.binance()
     ccxt_parse = exchange.parse_ohlcv
-    fast = _fast_row_parser(ccxt_parse)
+    fast = fast_row_parser(ccxt_parse)
     good = [1704067200000, "42000.12345678", "42010.5", "41990.0", "42005.00000001", "12.345678"]
     rows = [
         [*good, 1704067259999, "1.0", 10, "1", "1", "0"],
