@@ -82,7 +82,8 @@ def pack_page(ohlcvs: list[list[Any]]) -> PackedPage | None:
         return None
     try:
         times = np.array(opens, dtype=np.int64)
-        strings = pa.array(itertools.chain.from_iterable(columns), type=pa.string())
+        # from a list: Arrow converts an iterator ~6x slower
+        strings = pa.array(list(itertools.chain.from_iterable(columns)), type=pa.string())
         if strings.null_count:
             return None
         flat = strings.cast(pa.float64()).to_numpy()
