@@ -163,7 +163,8 @@ def unfiltered(ccxt_parse_ohlcvs: Any, fast_rows: bool = False) -> Any:
             fast_rows
             and type(ohlcvs) is list
             and not (market and market.get("inverse"))
-            and all(type(r) is list and len(r) >= 6 for r in ohlcvs)
+            and set(map(type, ohlcvs)) <= {list}
+            and min(map(len, ohlcvs), default=6) >= 6
         ):
             if _PACKING.get() and (page := pack_page(ohlcvs)) is not None:
                 return page

@@ -40,6 +40,7 @@ from .core.coverage import (
     merge_ranges,
     missing_ranges,
     ranges_from_timestamps,
+    sorted_unique,
     subtract_ranges,
 )
 from .core.frame import TS, VALUE_COLUMNS, Range
@@ -248,7 +249,7 @@ def candle_holes(
         return []
     interval, origin = node.interval_s, node.timeframe.origin_s
     read = [_page_ts(p, interval, origin) for p in pages]
-    ts = np.unique(np.concatenate([t for t, _ in read]))
+    ts = sorted_unique(np.concatenate([t for t, _ in read]))
     first = listed_s if listed_s is not None else (int(ts[0]) if len(ts) else None)
     if first is None:
         return []

@@ -172,6 +172,16 @@ def missing_ranges(
     return _to_ranges(*_subtract_arrays(*target_arrays, *done))
 
 
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """`values` sorted without repeats: the array itself when it is already (the usual
+    bars, checked in one pass), else `np.unique`'s."""
+    import numpy as np
+
+    if values.size > 1 and not bool(np.all(values[1:] > values[:-1])):
+        return np.unique(values)
+    return values
+
+
 def ranges_from_timestamps(ts: np.ndarray, interval_s: int) -> list[Range]:
     """Islands of consecutive bars: each is `[first_ts, last_ts + interval_s)`.
 
@@ -180,11 +190,9 @@ def ranges_from_timestamps(ts: np.ndarray, interval_s: int) -> list[Range]:
     import numpy as np
 
     _check_interval(interval_s)
-    values = np.asarray(ts, dtype=_I64)
+    values = sorted_unique(np.asarray(ts, dtype=_I64))
     if values.size == 0:
         return []
-    if values.size > 1 and not bool(np.all(values[1:] > values[:-1])):
-        values = np.unique(values)
     breaks = np.flatnonzero(np.diff(values) > interval_s)
     starts = values[np.concatenate(([0], breaks + 1))]
     ends = values[np.concatenate((breaks, [values.size - 1]))] + interval_s
