@@ -108,9 +108,21 @@ def segment_coverage(
     ts: np.ndarray, window: Range, interval_s: int, origin_s: int, gaps: Sequence[LedgerGap]
 ) -> SegmentCoverage:
     """Coverage of `window` by bars opening at `ts` (sorted) and ledger `gaps` (clipped)."""
+    expected = window.bars(interval_s, origin_s=origin_s)
+    if _every_slot(ts, window, interval_s, origin_s, expected):
+        # the usual segment, a bar in every slot: what the general reckoning below gives
+        # for it (nothing missing, no gap, whatever the ledger says), without reckoning
+        return SegmentCoverage(
+            row_count=expected,
+            bounds=(int(ts[0]), int(ts[-1]) + interval_s),
+            expected_bars=expected,
+            ratio=1.0,
+            completeness=1.0,
+            missing=(),
+            gap_bars=0,
+        )
     covered = ranges_from_timestamps(ts, interval_s)
     known = [g.range for g in gaps]
-    expected = window.bars(interval_s, origin_s=origin_s)
     before_listing = [g.range for g in gaps if g.reason == REASON_BEFORE_LISTING]
     unlisted_empty = bar_count(
         subtract_ranges(before_listing, covered), interval_s, origin_s=origin_s
@@ -123,6 +135,20 @@ def segment_coverage(
         completeness=completeness_ratio(covered, known, window, interval_s, origin_s=origin_s),
         missing=tuple(missing_ranges(covered, window, interval_s, known, origin_s=origin_s)),
         gap_bars=max(0, expected - len(ts) - unlisted_empty),
+    )
+
+
+def _every_slot(
+    ts: np.ndarray, window: Range, interval_s: int, origin_s: int, expected: int
+) -> bool:
+    """Whether `ts` are exactly the window's slots `origin_s + k * interval_s`, in order."""
+    if expected == 0 or len(ts) != expected:
+        return False
+    first = -(-(window.start - origin_s) // interval_s) * interval_s + origin_s
+    return (
+        int(ts[0]) == first
+        and int(ts[-1]) == first + (expected - 1) * interval_s
+        and bool(np.all(np.diff(ts) == interval_s))
     )
 
 

@@ -206,3 +206,54 @@ def test_a_version_1_manifest_is_judged_on_what_it_states() -> None:
     assert manifest_problems(minimal, frame) == []
     assert manifest_problems({**minimal, "manifest_version": 3}, frame) != []
     assert any("missing" in p for p in manifest_problems({**v2, "coverage": {}}, frame))
+
+
+@st.composite
+def coverage_cases(draw: Any) -> tuple[np.ndarray, Range, int, int, list[Any]]:
+    """Bars of a window, most often one in every slot (the fast path), with the near
+    misses around it: a slot short, one extra, off the grid, shifted, a window off the
+    origin, a ledger gap over bars."""
+    from seamless_assets.core.coverage import REASON_BEFORE_LISTING, REASON_NO_BARS, LedgerGap
+
+    interval = draw(st.sampled_from([60, 300, 3600, 86_400]))
+    origin = draw(st.sampled_from([0, 0, 4 * 86_400, 30]))
+    slots = draw(st.integers(1, 30))
+    start = T0 + draw(st.integers(-3, 3)) * interval + draw(st.sampled_from([0, 0, 0, 7]))
+    window = Range(start, start + slots * interval + draw(st.sampled_from([0, 0, 1, -1, 29])))
+    first = -(-(window.start - origin) // interval) * interval + origin
+    grid = np.arange(first, window.end, interval, dtype=np.int64)
+    ts = grid.copy()
+    edit = draw(st.sampled_from(["none", "none", "drop", "shift", "off_grid", "extra"]))
+    if edit == "drop" and len(ts):
+        ts = np.delete(ts, draw(st.integers(0, len(ts) - 1)))
+    elif edit == "shift":
+        ts = ts + interval
+    elif edit == "off_grid" and len(ts):
+        ts[draw(st.integers(0, len(ts) - 1))] += 1
+        ts = np.unique(ts)
+    elif edit == "extra":
+        ts = np.append(ts, ts[-1] + interval) if len(ts) else ts
+    gaps = []
+    lo = window.start + draw(st.integers(0, slots)) * interval
+    if draw(st.booleans()) and lo < window.end:
+        reason = draw(st.sampled_from([REASON_BEFORE_LISTING, REASON_NO_BARS]))
+        gaps.append(LedgerGap(Range(lo, min(window.end, lo + 2 * interval)), reason))
+    return ts, window, interval, origin, gaps
+
+
+@settings(max_examples=400, deadline=None)
+@given(coverage_cases())
+def test_a_window_with_a_bar_in_every_slot_is_reckoned_as_the_general_path_does(
+    case: tuple[np.ndarray, Range, int, int, list[Any]],
+) -> None:
+    """`segment_coverage`'s shortcut for a bar in every slot gives exactly what the general
+    reckoning gives, and is not taken for anything else."""
+    from unittest import mock
+
+    import seamless_assets.core.manifest as manifest
+
+    ts, window, interval, origin, gaps = case
+    got = manifest.segment_coverage(ts, window, interval, origin, gaps)
+    with mock.patch.object(manifest, "_every_slot", return_value=False):
+        general = manifest.segment_coverage(ts, window, interval, origin, gaps)
+    assert got == general
