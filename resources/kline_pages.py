@@ -201,10 +201,7 @@ def split_page(
         if (
             type(first) is int
             and type(last) is int
-            and cursor <= first
-            and last < end_ms
-            and is_ms(first)
-            and is_ms(last)
+            and _usual_ends(first, last, cursor, end_ms)
             and all(type(r[0]) is int for r in page)
             and all(a[0] <= b[0] for a, b in itertools.pairwise(page))
         ):
@@ -228,7 +225,11 @@ def split_page(
 def page_within(page: PackedPage, cursor: int, end_ms: int) -> bool:
     """Whether every row of a packed page (sorted, not empty) opens in `[cursor, end_ms)`,
     in ms: the usual page, all in its request's window."""
-    first, last = int(page.opens[0]), int(page.opens[-1])
+    return _usual_ends(int(page.opens[0]), int(page.opens[-1]), cursor, end_ms)
+
+
+def _usual_ends(first: int, last: int, cursor: int, end_ms: int) -> bool:
+    """Whether a sorted page's first and last open times (ms) lie in `[cursor, end_ms)`."""
     return cursor <= first and last < end_ms and is_ms(first) and is_ms(last)
 
 

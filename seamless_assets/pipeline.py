@@ -176,8 +176,9 @@ async def backfill(
         def settle_log(message: str) -> None:
             loop.call_soon_threadsafe(log, message)
 
+        listed = history_start_s(artifacts, node)  # holes before it are no candle outage
         run = stack.enter_context(
-            ChunkSettler(node, settings, hot, artifacts, retry_gaps, settle_log)
+            ChunkSettler(node, settings, hot, artifacts, retry_gaps, settle_log, listed)
         )
         run.timings["plan_s"] = plan_s
         stack.enter_context(_heap_frozen())
@@ -203,7 +204,6 @@ async def backfill(
                         log,
                     )
                 )
-        listed = history_start_s(artifacts, node)  # holes before it are no candle outage
         # The next chunks' requests go out while the ones before are in flight or settling.
         outstanding = asyncio.Semaphore(OUTSTANDING_CHUNKS)
         fetching = _BusyClock()

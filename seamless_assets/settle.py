@@ -49,7 +49,6 @@ from .core.manifest import (
 )
 from .core.provenance import ARCHIVE, REST, bars_by_source, provenance_events
 from .core.stabilization import is_window_stable, stable_end
-from .history import history_start_s
 from .nodes import NodeId
 from .run_outcome import PRODUCER, PartitionOutcome, PipelineSettings, StoredBars
 
@@ -81,9 +80,11 @@ class ChunkSettler:
         artifacts: ArtifactStore,
         retry_gaps: bool,
         log: Callable[[str], Any],
+        listed_s: int | None = None,
     ) -> None:
         self.node, self.settings, self.hot, self.artifacts = node, settings, hot, artifacts
         self.retry_gaps, self.log = retry_gaps, log
+        self.listed_s = listed_s  # the node's recorded first bar (`history`), read by the run
         self.timings: defaultdict[str, float] = defaultdict(float, fetch_s=0.0)
         self.outcomes: list[PartitionOutcome] = []
         self.stored = StoredBars()  # the run's stored bars, summed chunk by chunk
@@ -180,7 +181,7 @@ class ChunkSettler:
         earliest_ts = earliest[0] if earliest else None
         # The listing recorded by history discovery also proves that an empty window after
         # it is not `before_listing`, e.g. a maintenance at the start of a first run.
-        listed = history_start_s(self.artifacts, node)
+        listed = self.listed_s
         if listed is not None:
             earliest_ts = listed if earliest_ts is None else min(earliest_ts, listed)
         new_gaps = _confirmed_empty(

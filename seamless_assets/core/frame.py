@@ -73,9 +73,13 @@ class Range:
         start, end = max(self.start, other.start), min(self.end, other.end)
         return Range(start, end) if start < end else None
 
+    def first_slot(self, interval_s: int, *, origin_s: int = 0) -> int:
+        """The first bar open time `origin_s + k * interval_s` at or after `start`."""
+        return -(-(self.start - origin_s) // interval_s) * interval_s + origin_s
+
     def bars(self, interval_s: int, *, origin_s: int = 0) -> int:
         """Number of bar open times `origin_s + k * interval_s` inside the range."""
-        first = -(-(self.start - origin_s) // interval_s) * interval_s + origin_s
+        first = self.first_slot(interval_s, origin_s=origin_s)
         return max(0, -(-(self.end - first) // interval_s))
 
     def to_json(self) -> dict[str, object]:

@@ -144,7 +144,7 @@ def _every_slot(
     """Whether `ts` are exactly the window's slots `origin_s + k * interval_s`, in order."""
     if expected == 0 or len(ts) != expected:
         return False
-    first = -(-(window.start - origin_s) // interval_s) * interval_s + origin_s
+    first = window.first_slot(interval_s, origin_s=origin_s)
     return (
         int(ts[0]) == first
         and int(ts[-1]) == first + (expected - 1) * interval_s
